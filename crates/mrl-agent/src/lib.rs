@@ -1,0 +1,1 @@
+//! mrl-agent: see the crate description in its manifest.

@@ -1,0 +1,1 @@
+//! mrl-backtest: see the crate description in its manifest.

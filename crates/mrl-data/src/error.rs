@@ -1,0 +1,142 @@
+//! The error type of mrl-data.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong when building, reading, writing, generating or fetching bars.
+///
+/// Row numbers (`row`) are 1-based data rows: the first bar of a series is row 1, which is
+/// line 2 of a CSV file with a header.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A price (open, high, low or close) is zero, negative, NaN or infinite.
+    #[error("row {row}: {field} is {value}, expected a finite price > 0")]
+    NonPositivePrice {
+        /// 1-based data row.
+        row: usize,
+        /// Which price column.
+        field: &'static str,
+        /// The offending value.
+        value: f64,
+    },
+    /// Volume is negative, NaN or infinite.
+    #[error("row {row}: volume is {value}, expected a finite value >= 0")]
+    InvalidVolume {
+        /// 1-based data row.
+        row: usize,
+        /// The offending value.
+        value: f64,
+    },
+    /// `high < max(open, close)`.
+    #[error("row {row}: high {high} is below max(open, close) = {bound}")]
+    HighBelowBody {
+        /// 1-based data row.
+        row: usize,
+        /// The bar's high.
+        high: f64,
+        /// `max(open, close)`.
+        bound: f64,
+    },
+    /// `low > min(open, close)`.
+    #[error("row {row}: low {low} is above min(open, close) = {bound}")]
+    LowAboveBody {
+        /// 1-based data row.
+        row: usize,
+        /// The bar's low.
+        low: f64,
+        /// `min(open, close)`.
+        bound: f64,
+    },
+    /// Timestamps must strictly increase.
+    #[error("row {row}: timestamp {timestamp} is not after the previous bar's {previous}")]
+    NonIncreasingTime {
+        /// 1-based data row.
+        row: usize,
+        /// This bar's timestamp (ms).
+        timestamp: i64,
+        /// The previous bar's timestamp (ms).
+        previous: i64,
+    },
+    /// Columns of a series have different lengths.
+    #[error("column {field} has {found} values, expected {expected}")]
+    LengthMismatch {
+        /// The short or long column.
+        field: &'static str,
+        /// Its length.
+        found: usize,
+        /// The length of `timestamp`.
+        expected: usize,
+    },
+    /// An operation needs more bars than the series has.
+    #[error("series has {len} bars, {needed} needed: {what}")]
+    TooShort {
+        /// Bars in the series.
+        len: usize,
+        /// Bars needed.
+        needed: usize,
+        /// What needed them.
+        what: &'static str,
+    },
+    /// A value of a file could not be parsed.
+    #[error("row {row}: field {field}: cannot parse {value:?}: {reason}")]
+    Parse {
+        /// 1-based data row.
+        row: usize,
+        /// Column name.
+        field: String,
+        /// The raw text (truncated to 64 characters).
+        value: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A file's columns are not `timestamp,open,high,low,close,volume`.
+    #[error("columns are {found:?}, expected [\"timestamp\", \"open\", \"high\", \"low\", \"close\", \"volume\"]")]
+    Schema {
+        /// The columns found.
+        found: Vec<String>,
+    },
+    /// A parameter of a generator, resampler or client is out of range.
+    #[error("invalid {name} = {value}: {reason}")]
+    InvalidParameter {
+        /// Parameter name.
+        name: &'static str,
+        /// Its value, printed.
+        value: String,
+        /// What is allowed.
+        reason: String,
+    },
+    /// A file-level failure, wrapping the cause with the path.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong in it.
+        #[source]
+        source: Box<Error>,
+    },
+    /// An I/O failure.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// polars failed to read or write a file.
+    #[error("polars: {0}")]
+    Polars(String),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps `self` with the file it came from.
+    pub fn in_file(self, path: impl Into<PathBuf>) -> Self {
+        Error::File {
+            path: path.into(),
+            source: Box::new(self),
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Market data for mrl: validated OHLCV bars and the ways to get them.
+//!
+//! - [`Bar`] and [`BarSeries`]: bars validated at construction (time strictly increasing,
+//!   prices finite and > 0, `high ≥ max(open, close)`, `low ≤ min(open, close)`, volume ≥ 0);
+//!   gaps are reported by [`BarSeries::gaps`], never filled.
+//! - [`Interval`] detection and [`BarSeries::periods_per_year`], the annualisation factor that
+//!   follows the data's own calendar.
+//!
+//! ```
+//! use mrl_data::{Bar, BarSeries, Interval};
+//!
+//! let bars: Vec<Bar> = (0..3)
+//!     .map(|i| Bar { timestamp: i * 3_600_000, open: 100.0, high: 101.0, low: 99.0, close: 100.5, volume: 2.0 })
+//!     .collect();
+//! let series = BarSeries::new(&bars)?;
+//! assert_eq!(series.interval(), Some(Interval::HOUR));
+//! # Ok::<(), mrl_data::Error>(())
+//! ```
+
+mod error;
+mod series;
+
+pub use error::{Error, Result};
+pub use series::{Bar, BarSeries, DAY_MS, Gap, HOUR_MS, Interval, YEAR_MS};

@@ -1,0 +1,1 @@
+//! mrl-env: see the crate description in its manifest.

@@ -1,0 +1,1 @@
+//! mrl-features: see the crate description in its manifest.

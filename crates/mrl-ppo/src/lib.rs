@@ -1,0 +1,1 @@
+//! mrl-ppo: see the crate description in its manifest.

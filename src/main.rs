@@ -1,0 +1,3 @@
+//! The `mrl` command-line interface.
+
+fn main() {}

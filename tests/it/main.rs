@@ -1,0 +1,3 @@
+//! Integration tests of the `mrl` package: workspace invariants and the CLI.
+
+mod tidy;
