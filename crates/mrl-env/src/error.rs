@@ -1,0 +1,80 @@
+//! The error type of mrl-env.
+
+/// Everything that can go wrong when building, resetting or stepping an environment.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An action outside `0..n_actions`.
+    #[error("action {action} is out of range, the env has {n_actions} actions")]
+    InvalidAction {
+        /// The action given.
+        action: usize,
+        /// Number of actions of the env.
+        n_actions: usize,
+    },
+    /// `step` was called before `reset` or after the episode ended.
+    #[error("step called on an env whose episode is not running; call reset first")]
+    EpisodeNotRunning,
+    /// A series too short to hold one episode after the feature warm-up.
+    #[error("series of {len} bars is too short: {needed} bars needed ({warmup} warm-up + {max_steps} steps + 1)")]
+    SeriesTooShort {
+        /// Bars in the series.
+        len: usize,
+        /// Bars needed for one episode.
+        needed: usize,
+        /// Warm-up rows before the first valid observation.
+        warmup: usize,
+        /// Steps of an episode.
+        max_steps: usize,
+    },
+    /// An explicit episode start outside the valid range.
+    #[error("episode start {start} is outside the valid range {min}..={max}")]
+    InvalidStart {
+        /// The start given.
+        start: usize,
+        /// First valid start (the feature warm-up).
+        min: usize,
+        /// Last valid start.
+        max: usize,
+    },
+    /// A configuration value out of its domain.
+    #[error("invalid config: {field} = {value} ({reason})")]
+    InvalidConfig {
+        /// The field.
+        field: &'static str,
+        /// The value given, formatted.
+        value: String,
+        /// What is expected.
+        reason: &'static str,
+    },
+    /// A batch of actions whose length is not the number of envs.
+    #[error("expected {expected} actions, got {found}")]
+    ActionCountMismatch {
+        /// Actions given.
+        found: usize,
+        /// Number of envs.
+        expected: usize,
+    },
+    /// Distributions or envs in one batch disagree on their spaces.
+    #[error("{what} mismatch: expected {expected}, found {found}")]
+    SpaceMismatch {
+        /// `obs_dim` or `n_actions`.
+        what: &'static str,
+        /// The value of the distribution.
+        expected: usize,
+        /// The value of the sampled env.
+        found: usize,
+    },
+    /// Restoring a saved state into an object of another shape.
+    #[error("saved state does not fit: {reason}")]
+    StateMismatch {
+        /// What differs.
+        reason: String,
+    },
+    /// Building or slicing a bar series failed.
+    #[error(transparent)]
+    Data(#[from] mrl_data::Error),
+}
+
+/// Result with the mrl-env [`enum@Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
