@@ -5,6 +5,10 @@
 //!   gaps are reported by [`BarSeries::gaps`], never filled.
 //! - [`Interval`] detection and [`BarSeries::periods_per_year`], the annualisation factor that
 //!   follows the data's own calendar.
+//! - Synthetic markets with known laws ([`SyntheticConfig`] over a [`MarketProcess`]: GBM,
+//!   AR(1), Markov regimes, Merton jumps) and [`DomainRandomization`] over them; every draw comes
+//!   from a `ChaCha8Rng` seeded by a `u64`, and [`SyntheticSeries`] carries the true parameters
+//!   and an oracle of the next bar's expected return.
 //!
 //! ```
 //! use mrl_data::{Bar, BarSeries, Interval};
@@ -17,8 +21,15 @@
 //! # Ok::<(), mrl_data::Error>(())
 //! ```
 
+#[cfg(feature = "bybit")]
+pub mod bybit;
 mod error;
 mod series;
+mod synthetic;
 
 pub use error::{Error, Result};
 pub use series::{Bar, BarSeries, DAY_MS, Gap, HOUR_MS, Interval, YEAR_MS};
+pub use synthetic::{
+    Ar1Params, BarStyle, DomainRandomization, GbmParams, JumpParams, MarketProcess, ProcessKind,
+    RegimeLabel, RegimeParams, RegimeState, SYNTHETIC_EPOCH_MS, SyntheticConfig, SyntheticSeries,
+};

@@ -1,1 +1,5 @@
 //! Integration tests of mrl-data.
+
+#[cfg(feature = "bybit")]
+mod bybit;
+mod synthetic;
