@@ -1,1 +1,5 @@
 //! Integration tests of mrl-ppo.
+
+mod gae_golden;
+mod json;
+mod loss_golden;

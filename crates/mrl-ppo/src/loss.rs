@@ -1,0 +1,255 @@
+//! The clipped PPO objective (Schulman et al. 2017) on candle tensors, with autograd.
+//!
+//! ```text
+//! ratio_t  = exp(log π(a_t | ·) − log π_old(a_t | ·))
+//! L_clip   = −mean_t min(ratio_t·A_t, clamp(ratio_t, 1 − ε, 1 + ε)·A_t)
+//! L_value  = mean_t (V_t − R_t)²                       (no ½ factor)
+//! H        = mean_t −Σ_a π(a) log π(a)
+//! L        = L_clip + c_v·L_value − c_e·H
+//! ```
+//!
+//! Every mean is over the valid steps only (`mask`), so padded steps of trials that ended
+//! early contribute nothing. Where the clamped side of the min is taken the policy gradient of
+//! that step is 0, as with torch autograd.
+
+use candle_core::{D, DType, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Coefficients of the PPO objective.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PpoLossConfig {
+    /// Clip range ε of the probability ratio (default 0.2).
+    pub clip: f64,
+    /// Weight c_v of the value loss (default 0.5).
+    pub value_coef: f64,
+    /// Weight c_e of the entropy bonus (default 0.01).
+    pub entropy_coef: f64,
+}
+
+impl Default for PpoLossConfig {
+    fn default() -> Self {
+        Self {
+            clip: 0.2,
+            value_coef: 0.5,
+            entropy_coef: 0.01,
+        }
+    }
+}
+
+impl PpoLossConfig {
+    /// Checks `0 < ε < 1` and non-negative, finite coefficients.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.clip > 0.0 && self.clip < 1.0) {
+            return Err(Error::InvalidConfig {
+                field: "ppo.clip",
+                value: self.clip.to_string(),
+                reason: "must lie in (0, 1)",
+            });
+        }
+        for (field, value) in [
+            ("ppo.value_coef", self.value_coef),
+            ("ppo.entropy_coef", self.entropy_coef),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(Error::InvalidConfig {
+                    field,
+                    value: value.to_string(),
+                    reason: "must be finite and non-negative",
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The rollout side of a PPO batch, flattened to `N` steps.
+///
+/// # Shapes
+/// - `actions`: `(N,)` u32
+/// - `old_log_probs`, `advantages`, `returns`: `(N,)` in the dtype of the logits
+/// - `mask`: `(N,)` in that dtype, 1 for valid steps and 0 for padding
+#[derive(Debug, Clone)]
+pub struct PpoTargets {
+    /// Actions taken in the rollout.
+    pub actions: Tensor,
+    /// Log-probabilities of those actions under the rollout policy.
+    pub old_log_probs: Tensor,
+    /// Advantages, used as given (normalise them beforehand).
+    pub advantages: Tensor,
+    /// Value targets `R_t = A_t + V_t` (unnormalised advantages).
+    pub returns: Tensor,
+    /// Validity mask; `None` means every step is valid.
+    pub mask: Option<Tensor>,
+}
+
+/// The PPO objective and its parts for one batch.
+///
+/// `total` carries the autograd graph; the other tensors are for logging and tests.
+#[derive(Debug, Clone)]
+pub struct PpoLoss {
+    /// `L_clip + c_v·L_value − c_e·H`, a scalar with the graph.
+    pub total: Tensor,
+    /// `L_clip`, scalar.
+    pub policy: Tensor,
+    /// `L_value`, scalar.
+    pub value: Tensor,
+    /// Mean entropy `H`, scalar.
+    pub entropy: Tensor,
+    /// `log π(a_t | ·)`, `(N,)`.
+    pub new_log_probs: Tensor,
+    /// `ratio_t`, `(N,)`.
+    pub ratio: Tensor,
+    /// 1 where `|ratio_t − 1| > ε`, `(N,)` (u8).
+    pub outside_clip: Tensor,
+}
+
+/// Plain numbers of a [`PpoLoss`], for logging.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct PpoLossStats {
+    /// Total objective.
+    pub total: f64,
+    /// Clipped surrogate loss.
+    pub policy: f64,
+    /// Value loss.
+    pub value: f64,
+    /// Mean entropy.
+    pub entropy: f64,
+    /// Approximate KL(π_old ‖ π): mean of `(ratio − 1) − ln ratio` over valid steps.
+    pub approx_kl: f64,
+    /// Fraction of valid steps with `|ratio − 1| > ε`.
+    pub clip_fraction: f64,
+}
+
+/// Log-softmax over the last dimension, `x − max − ln Σ exp(x − max)`, with the max detached
+/// (the result does not depend on it, so its gradient is exactly that of log-softmax).
+///
+/// # Shapes
+/// `(…, A)` → `(…, A)`
+pub fn log_softmax(logits: &Tensor) -> Result<Tensor> {
+    let max = logits.max_keepdim(D::Minus1)?.detach();
+    let shifted = logits.broadcast_sub(&max)?;
+    let log_sum = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    Ok(shifted.broadcast_sub(&log_sum)?)
+}
+
+/// Mean over the valid entries: `Σ x·m / Σ m` (a plain mean without a mask).
+fn masked_mean(x: &Tensor, mask: Option<&Tensor>, n_valid: f64) -> Result<Tensor> {
+    Ok(match mask {
+        Some(mask) => (x.mul(mask)?.sum_all()? / n_valid)?,
+        None => x.mean_all()?,
+    })
+}
+
+/// The clipped PPO objective.
+///
+/// # Shapes
+/// - `logits`: `(N, A)` (with the autograd graph of the policy)
+/// - `values`: `(N,)` (with the graph of the value head)
+/// - `targets`: see [`PpoTargets`]
+///
+/// # Errors
+/// Shape or dtype mismatches between the tensors, or a mask with no valid step.
+pub fn ppo_loss(
+    logits: &Tensor,
+    values: &Tensor,
+    targets: &PpoTargets,
+    config: &PpoLossConfig,
+) -> Result<PpoLoss> {
+    let n = logits.dim(0)?;
+    for (what, t) in [
+        ("values", values),
+        ("actions", &targets.actions),
+        ("old log-probs", &targets.old_log_probs),
+        ("advantages", &targets.advantages),
+        ("returns", &targets.returns),
+    ] {
+        if t.dims() != [n] {
+            return Err(Error::LengthMismatch {
+                what,
+                expected: n,
+                found: t.elem_count(),
+            });
+        }
+    }
+    let mask = targets.mask.as_ref();
+    let n_valid = match mask {
+        Some(m) => m.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?,
+        None => n as f64,
+    };
+    if n_valid <= 0.0 {
+        return Err(Error::LengthMismatch {
+            what: "valid steps",
+            expected: 1,
+            found: 0,
+        });
+    }
+
+    let log_probs = log_softmax(logits)?; // (N, A)
+    let actions = targets.actions.unsqueeze(1)?; // (N, 1)
+    let new_log_probs = log_probs.gather(&actions, 1)?.squeeze(1)?; // (N,)
+    let ratio = (&new_log_probs - &targets.old_log_probs)?.exp()?; // (N,)
+
+    let adv = &targets.advantages;
+    let (lo, hi) = (1.0 - config.clip, 1.0 + config.clip);
+    let unclipped = ratio.mul(adv)?;
+    // The clamped ratio is a constant where it binds and equals the ratio elsewhere; where the
+    // min takes it, the gradient is 0, so it is built from the detached ratio.
+    let clipped = ratio.detach().clamp(lo, hi)?.mul(adv)?;
+    let take_unclipped = unclipped.detach().le(&clipped)?;
+    let surrogate = take_unclipped.where_cond(&unclipped, &clipped)?;
+    let policy = masked_mean(&surrogate, mask, n_valid)?.neg()?;
+
+    let value_err = (values - &targets.returns)?.sqr()?;
+    let value = masked_mean(&value_err, mask, n_valid)?;
+
+    let probs = log_probs.exp()?;
+    let row_entropy = probs.mul(&log_probs)?.sum(D::Minus1)?.neg()?; // (N,)
+    let entropy = masked_mean(&row_entropy, mask, n_valid)?;
+
+    let total = ((&policy + (&value * config.value_coef)?)? - (&entropy * config.entropy_coef)?)?;
+    let outside_clip = ratio.detach().affine(1.0, -1.0)?.abs()?.gt(config.clip)?;
+    Ok(PpoLoss {
+        total,
+        policy,
+        value,
+        entropy,
+        new_log_probs,
+        ratio,
+        outside_clip,
+    })
+}
+
+impl PpoLoss {
+    /// The scalars of this loss for logging; `mask` as in [`PpoTargets`].
+    pub fn stats(&self, mask: Option<&Tensor>) -> Result<PpoLossStats> {
+        let scalar =
+            |t: &Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
+        let ratio = self.ratio.detach().to_dtype(DType::F64)?;
+        let mask = match mask {
+            Some(m) => m.to_dtype(DType::F64)?,
+            None => ratio.ones_like()?,
+        };
+        let n_valid = mask.sum_all()?.to_scalar::<f64>()?.max(1.0);
+        let kl = ((ratio.affine(1.0, -1.0)? - ratio.log()?)?
+            .mul(&mask)?
+            .sum_all()?
+            / n_valid)?;
+        let clipped = (self
+            .outside_clip
+            .to_dtype(DType::F64)?
+            .mul(&mask)?
+            .sum_all()?
+            / n_valid)?;
+        Ok(PpoLossStats {
+            total: scalar(&self.total)?,
+            policy: scalar(&self.policy)?,
+            value: scalar(&self.value)?,
+            entropy: scalar(&self.entropy)?,
+            approx_kl: scalar(&kl)?,
+            clip_fraction: scalar(&clipped)?,
+        })
+    }
+}
