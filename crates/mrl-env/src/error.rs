@@ -16,7 +16,9 @@ pub enum Error {
     #[error("step called on an env whose episode is not running; call reset first")]
     EpisodeNotRunning,
     /// A series too short to hold one episode after the feature warm-up.
-    #[error("series of {len} bars is too short: {needed} bars needed ({warmup} warm-up + {max_steps} steps + 1)")]
+    #[error(
+        "series of {len} bars is too short: {needed} bars needed ({warmup} warm-up + {max_steps} steps + 1)"
+    )]
     SeriesTooShort {
         /// Bars in the series.
         len: usize,
@@ -36,6 +38,12 @@ pub enum Error {
         min: usize,
         /// Last valid start.
         max: usize,
+    },
+    /// [`Env::reset`](crate::Env::reset) after every scheduled start was used.
+    #[error("all {scheduled} scheduled episode starts are used; schedule more")]
+    StartsExhausted {
+        /// Number of starts that were scheduled.
+        scheduled: usize,
     },
     /// A configuration value out of its domain.
     #[error("invalid config: {field} = {value} ({reason})")]
@@ -71,9 +79,20 @@ pub enum Error {
         /// What differs.
         reason: String,
     },
+    /// A feature matrix whose rows are not the bars of its series.
+    #[error("feature matrix has {rows} rows for a series of {bars} bars")]
+    FeatureRowsMismatch {
+        /// Rows of the feature matrix.
+        rows: usize,
+        /// Bars of the series.
+        bars: usize,
+    },
     /// Building or slicing a bar series failed.
     #[error(transparent)]
     Data(#[from] mrl_data::Error),
+    /// Computing features failed.
+    #[error(transparent)]
+    Features(#[from] mrl_features::Error),
 }
 
 /// Result with the mrl-env [`enum@Error`].

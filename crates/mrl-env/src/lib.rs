@@ -1,1 +1,56 @@
-//! mrl-env: see the crate description in its manifest.
+//! Environments for meta-reinforcement learning in trading.
+//!
+//! - [`Env`] and [`Step`]: the episodic contract (`terminated` and `truncated` kept apart).
+//! - [`MarketData`] and [`TradingEnv`]: a bar series with its features, shared through an
+//!   `Arc`, and the trading MDP on it (target positions or position sizing, [`ActionSpace`];
+//!   the observation layout is [`TradingObs`]).
+//! - [`Trial`] and [`InputLayout`]: RL² trials of K episodes on one task, and the policy input
+//!   `[obs, one_hot(a_{t−1}), r_{t−1}, d_{t−1}]`.
+//! - [`TaskDistribution`] and [`VecTrials`]: the MDP distribution of meta-training, and B
+//!   trials over it in lockstep with flat, allocation-free buffers.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use mrl_data::{Bar, BarSeries};
+//! use mrl_env::{FixedMarket, MarketData, Split, TargetAction, TradingConfig, TrialConfig, VecTrials};
+//!
+//! let bars: Vec<Bar> = (0..400)
+//!     .map(|i| {
+//!         let close = 100.0 + 10.0 * (i as f64 * 0.1).sin();
+//!         Bar { timestamp: i * 3_600_000, open: close, high: close, low: close, close, volume: 1.0 }
+//!     })
+//!     .collect();
+//! let market = MarketData::new(BarSeries::new(&bars)?)?.shared();
+//! let config = TradingConfig { max_steps: 50, ..TradingConfig::default() };
+//! let dist = Arc::new(FixedMarket::new(market, config, 0.25)?);
+//! let mut trials = VecTrials::new(dist, 4, TrialConfig::default(), Split::Train, 7)?;
+//! let inputs = trials.reset_trials()?;
+//! assert_eq!(inputs.len(), 4 * (14 + 3 + 2));
+//! let actions = [TargetAction::Buy.index(); 4];
+//! for _ in 0..trials.max_trial_len() {
+//!     if trials.step(&actions)?.all_done {
+//!         break;
+//!     }
+//! }
+//! assert_eq!(trials.completed_episodes(), &[3, 3, 3, 3]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod env;
+mod error;
+mod market;
+mod sizing;
+mod task;
+mod trading;
+mod trial;
+mod vec_env;
+
+pub use env::{Env, Step};
+pub use error::{Error, Result};
+pub use market::MarketData;
+pub use sizing::{ActionSpace, SizingAction, TargetAction};
+pub use task::{FixedMarket, Split, TaskDistribution};
+pub use trading::{TradingConfig, TradingEnv, TradingObs, TradingState, step_pnl};
+pub use trial::{InputLayout, Trial, TrialConfig, TrialStep};
+pub use vec_env::{StepBatch, VecTrials, VecTrialsState, trial_rng};
