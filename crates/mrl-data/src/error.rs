@@ -126,6 +126,61 @@ pub enum Error {
     /// polars failed to read or write a file.
     #[error("polars: {0}")]
     Polars(String),
+    /// Bybit answered with a non-zero `retCode` (a rejected request, not a transport failure).
+    #[error("bybit api error {ret_code}: {ret_msg}")]
+    BybitApi {
+        /// Bybit's `retCode` (e.g. 10001 for a bad parameter, 10006 for too many visits).
+        ret_code: i64,
+        /// Bybit's `retMsg`.
+        ret_msg: String,
+    },
+    /// HTTP 429: the server asked the client to slow down.
+    #[error("rate limited (http 429){}", retry_after_ms.map(|ms| format!(", retry after {ms} ms")).unwrap_or_default())]
+    RateLimited {
+        /// The wait the server asked for (`Retry-After` or the rate-limit reset time), if any.
+        retry_after_ms: Option<u64>,
+    },
+    /// A non-success HTTP status other than 429.
+    #[error("http status {status}: {body_snippet}")]
+    Http {
+        /// The status code.
+        status: u16,
+        /// The start of the response body (at most 200 characters).
+        body_snippet: String,
+    },
+    /// The request did not complete: connection refused or reset, timeout, broken body.
+    #[error("{}: {detail}", if *timeout { "request timed out" } else { "request failed" })]
+    Transport {
+        /// What happened, with the chain of causes.
+        detail: String,
+        /// Whether the time limit ran out.
+        timeout: bool,
+    },
+    /// A response body that is not the expected JSON: names the field, row or parse error.
+    #[error("malformed response: {detail}")]
+    MalformedResponse {
+        /// What was wrong and where (e.g. `result.list[3][2] (high): cannot parse "x"`).
+        detail: String,
+    },
+    /// A retryable failure persisted through every attempt.
+    #[error("gave up after {attempts} attempts: {last}")]
+    RetriesExhausted {
+        /// Attempts made (first try + retries).
+        attempts: u32,
+        /// The last failure.
+        #[source]
+        last: Box<Error>,
+    },
+    /// A fetch finished without a single bar in the requested range.
+    #[error("no bars for {symbol} between {start_ms} and {end_ms} ms")]
+    EmptyFetch {
+        /// The symbol asked for.
+        symbol: String,
+        /// Range start (ms, inclusive).
+        start_ms: i64,
+        /// Range end (ms, inclusive).
+        end_ms: i64,
+    },
 }
 
 /// `Result` with [`Error`].
