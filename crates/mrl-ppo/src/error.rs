@@ -88,6 +88,9 @@ pub enum Error {
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// The agent failed.
+    #[error(transparent)]
+    Agent(#[from] mrl_agent::Error),
     /// An environment failed.
     #[error(transparent)]
     Env(#[from] mrl_env::Error),

@@ -3,3 +3,4 @@
 mod gae_golden;
 mod json;
 mod loss_golden;
+mod update_golden;

@@ -1,0 +1,449 @@
+//! The PPO update: epochs over minibatches of whole trials, full BPTT from `h0 = 0` at every
+//! trial start, clipped loss, global-norm clipping, Adam, and the target-KL stop.
+
+use candle_core::{Tensor, Var};
+use mrl_agent::{InputLayout, Policy, PolicyInputs};
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::gae::{GaeConfig, GaeScope, TrialSteps, gae, masked_mean_std, normalize_advantages};
+use crate::loss::{PpoLossConfig, PpoLossStats, PpoTargets, ppo_loss};
+use crate::optim::{Adam, AdamConfig, clip_grad_norm, collect_grads};
+use crate::rollout::RolloutBuffer;
+use crate::{Error, Result};
+
+/// Settings of the PPO update (Schulman et al. 2017), defaults from the design document plus
+/// what recurrent PPO needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PpoConfig {
+    /// Passes over the rollout per iteration (default 4).
+    pub epochs: usize,
+    /// Whole trials per minibatch; each is unrolled from `h0 = 0` with full BPTT
+    /// (default 8; clamped to the number of trials).
+    pub minibatch_trials: usize,
+    /// Clip range ε (default 0.2).
+    pub clip: f64,
+    /// Value-loss weight (default 0.5).
+    pub value_coef: f64,
+    /// Entropy-bonus weight (default 0.01).
+    pub entropy_coef: f64,
+    /// Global gradient-norm clip (default 0.5).
+    pub max_grad_norm: f64,
+    /// Stop the update when a minibatch's approximate KL exceeds `1.5 · target_kl`
+    /// (as Stable-Baselines3); off by default.
+    pub target_kl: Option<f64>,
+    /// Normalise advantages over the valid steps of the rollout (default true).
+    pub normalize_advantages: bool,
+    /// Anneal the learning rate linearly to 0 over the run (default false).
+    pub anneal_lr: bool,
+    /// Where GAE cuts: across the whole trial (default) or at every episode end.
+    pub gae_scope: GaeScope,
+}
+
+impl Default for PpoConfig {
+    fn default() -> Self {
+        let loss = PpoLossConfig::default();
+        Self {
+            epochs: 4,
+            minibatch_trials: 8,
+            clip: loss.clip,
+            value_coef: loss.value_coef,
+            entropy_coef: loss.entropy_coef,
+            max_grad_norm: 0.5,
+            target_kl: None,
+            normalize_advantages: true,
+            anneal_lr: false,
+            gae_scope: GaeScope::Trial,
+        }
+    }
+}
+
+impl PpoConfig {
+    /// The loss coefficients.
+    pub fn loss(&self) -> PpoLossConfig {
+        PpoLossConfig {
+            clip: self.clip,
+            value_coef: self.value_coef,
+            entropy_coef: self.entropy_coef,
+        }
+    }
+
+    /// Checks every field.
+    pub fn validate(&self) -> Result<()> {
+        self.loss().validate()?;
+        let bad = |field, value: String, reason| {
+            Err(Error::InvalidConfig {
+                field,
+                value,
+                reason,
+            })
+        };
+        if self.epochs == 0 {
+            return bad("ppo.epochs", "0".into(), "must be at least 1");
+        }
+        if self.minibatch_trials == 0 {
+            return bad("ppo.minibatch_trials", "0".into(), "must be at least 1");
+        }
+        if !(self.max_grad_norm > 0.0) {
+            return bad(
+                "ppo.max_grad_norm",
+                self.max_grad_norm.to_string(),
+                "must be positive",
+            );
+        }
+        if let Some(kl) = self.target_kl
+            && !(kl > 0.0)
+        {
+            return bad("ppo.target_kl", kl.to_string(), "must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// What one gradient step did.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    /// Loss parts before the step.
+    pub loss: PpoLossStats,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// The gradients after clipping, in parameter order (what Adam was given).
+    pub clipped_grads: Vec<Tensor>,
+}
+
+/// Averages over the gradient steps of one update.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct UpdateStats {
+    /// Mean loss parts over the gradient steps taken.
+    pub loss: PpoLossStats,
+    /// Mean gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Gradient steps taken.
+    pub steps: usize,
+    /// Epochs started (the last one possibly cut by the KL stop).
+    pub epochs: usize,
+    /// The target-KL stop fired.
+    pub early_stopped: bool,
+    /// Explained variance of the rollout values for the returns:
+    /// `1 − Var(R − V)/Var(R)` over valid steps.
+    pub explained_variance: f64,
+}
+
+/// The learner: the policy's parameters in a fixed order and Adam over them.
+#[derive(Debug)]
+pub struct Learner {
+    policy: Policy,
+    names: Vec<String>,
+    params: Vec<Var>,
+    adam: Adam,
+    config: PpoConfig,
+}
+
+/// A minibatch's tensors.
+struct Minibatch {
+    x: Tensor,
+    targets: PpoTargets,
+}
+
+impl Learner {
+    /// A learner over `policy` (its `Var`s are updated in place) with fresh Adam moments.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad `config` or `adam`.
+    pub fn new(policy: Policy, config: PpoConfig, adam: AdamConfig) -> Result<Self> {
+        config.validate()?;
+        let (names, params): (Vec<String>, Vec<Var>) = policy
+            .parameters()
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v))
+            .unzip();
+        let adam = Adam::new(names.clone(), &params, adam)?;
+        Ok(Self {
+            policy,
+            names,
+            params,
+            adam,
+            config,
+        })
+    }
+
+    /// The policy being trained.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The optimiser (its moments and step count).
+    pub fn adam(&self) -> &Adam {
+        &self.adam
+    }
+
+    /// The optimiser, mutably (to restore a checkpoint).
+    pub fn adam_mut(&mut self) -> &mut Adam {
+        &mut self.adam
+    }
+
+    /// The update settings.
+    pub fn config(&self) -> &PpoConfig {
+        &self.config
+    }
+
+    /// Parameter names in optimiser order.
+    pub fn param_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// One gradient step on a sequence batch: forward from `h0 = 0`, loss, backward,
+    /// global-norm clip, Adam at `lr`. Nothing is updated when the loss or a gradient is not
+    /// finite.
+    ///
+    /// # Shapes
+    /// `x` `(B, T, in)`; the targets flattened to `B·T` in trial-then-time order.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] (with zero indices; [`Learner::update`] fills them in), agent and
+    /// candle errors.
+    pub fn gradient_step(
+        &mut self,
+        x: &Tensor,
+        targets: &PpoTargets,
+        lr: f64,
+    ) -> Result<StepReport> {
+        let out = self.policy.forward_seq(x, None)?;
+        let (batch, seq_len, n_actions) = out.logits.dims3()?;
+        let logits = out.logits.reshape((batch * seq_len, n_actions))?; // (B·T, A)
+        let values = out.values.reshape(batch * seq_len)?; // (B·T,)
+        let loss = ppo_loss(&logits, &values, targets, &self.config.loss())?;
+        let stats = loss.stats(targets.mask.as_ref())?;
+        let non_finite = |what: String| Error::NonFinite {
+            what,
+            iteration: 0,
+            epoch: 0,
+            minibatch: 0,
+        };
+        if !stats.total.is_finite() {
+            return Err(non_finite("loss".into()));
+        }
+        let grads = loss.total.backward()?;
+        let mut grads = collect_grads(&self.params, &grads)?;
+        let grad_norm = clip_grad_norm(&mut grads, self.config.max_grad_norm)?;
+        if !grad_norm.is_finite() {
+            return Err(non_finite("gradient norm".into()));
+        }
+        self.adam.step(&self.params, &grads, lr)?;
+        Ok(StepReport {
+            loss: stats,
+            grad_norm,
+            clipped_grads: grads,
+        })
+    }
+
+    /// Advantages and returns of a rollout under the configured GAE scope, with the
+    /// advantages normalised over valid steps when configured. Both trial-major `(B, T)`.
+    ///
+    /// # Errors
+    /// Length errors from inconsistent buffers.
+    pub fn advantages(
+        &self,
+        buffer: &RolloutBuffer,
+        gae_config: &GaeConfig,
+    ) -> Result<(Vec<f64>, Vec<f64>)> {
+        let (mut adv, ret) = trial_advantages(buffer, gae_config, self.config.gae_scope)?;
+        if self.config.normalize_advantages {
+            normalize_advantages(&mut adv, Some(&buffer.valid_trial_major()));
+        }
+        Ok((adv, ret))
+    }
+
+    /// One PPO update on a rollout: `epochs` passes over minibatches of whole trials in an
+    /// order shuffled by `rng`, stopping early on the target KL. `iteration` labels errors.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] naming the iteration, epoch and minibatch; the parameters and
+    /// moments then hold the last finite step.
+    pub fn update(
+        &mut self,
+        buffer: &RolloutBuffer,
+        gae_config: &GaeConfig,
+        lr: f64,
+        rng: &mut ChaCha8Rng,
+        iteration: u64,
+    ) -> Result<UpdateStats> {
+        let (advantages, returns) = self.advantages(buffer, gae_config)?;
+        let n_trials = buffer.n_trials();
+        let mb_size = self.config.minibatch_trials.min(n_trials);
+        let mut order: Vec<usize> = (0..n_trials).collect();
+        let mut stats = UpdateStats {
+            explained_variance: explained_variance(buffer, &returns),
+            ..Default::default()
+        };
+        let mut sums = PpoLossStats::default();
+        'epochs: for epoch in 0..self.config.epochs {
+            stats.epochs = epoch + 1;
+            order.shuffle(rng);
+            for (mb_idx, trials) in order.chunks(mb_size).enumerate() {
+                let mb = self.minibatch(buffer, trials, &advantages, &returns)?;
+                let report = self
+                    .gradient_step(&mb.x, &mb.targets, lr)
+                    .map_err(|e| match e {
+                        Error::NonFinite { what, .. } => Error::NonFinite {
+                            what,
+                            iteration,
+                            epoch,
+                            minibatch: mb_idx,
+                        },
+                        other => other,
+                    })?;
+                stats.steps += 1;
+                stats.grad_norm += report.grad_norm;
+                add_stats(&mut sums, &report.loss);
+                if let Some(target) = self.config.target_kl
+                    && report.loss.approx_kl > 1.5 * target
+                {
+                    stats.early_stopped = true;
+                    tracing::debug!(
+                        iteration,
+                        epoch,
+                        kl = report.loss.approx_kl,
+                        "target KL reached"
+                    );
+                    break 'epochs;
+                }
+            }
+        }
+        let n = stats.steps.max(1) as f64;
+        stats.grad_norm /= n;
+        stats.loss = PpoLossStats {
+            total: sums.total / n,
+            policy: sums.policy / n,
+            value: sums.value / n,
+            entropy: sums.entropy / n,
+            approx_kl: sums.approx_kl / n,
+            clip_fraction: sums.clip_fraction / n,
+        };
+        Ok(stats)
+    }
+
+    /// Builds the tensors of the trials `trials` of `buffer`.
+    fn minibatch(
+        &self,
+        buffer: &RolloutBuffer,
+        trials: &[usize],
+        advantages: &[f64],
+        returns: &[f64],
+    ) -> Result<Minibatch> {
+        let device = self.policy.device();
+        let seq_len = buffer.len();
+        let n = trials.len() * seq_len;
+        let obs_dim = buffer.obs_dim();
+        let mut obs = Vec::with_capacity(n * obs_dim);
+        let mut prev_actions = Vec::with_capacity(n);
+        let mut prev_rewards = Vec::with_capacity(n);
+        let mut prev_dones = Vec::with_capacity(n);
+        let mut actions = Vec::with_capacity(n);
+        let mut old_log_probs = Vec::with_capacity(n);
+        let mut adv = Vec::with_capacity(n);
+        let mut ret = Vec::with_capacity(n);
+        let mut mask = Vec::with_capacity(n);
+        for &b in trials {
+            for t in 0..seq_len {
+                let i = buffer.index(b, t);
+                obs.extend_from_slice(buffer.obs_row(i));
+                prev_actions.push(buffer.prev_actions[i]);
+                prev_rewards.push(buffer.prev_rewards[i]);
+                prev_dones.push(buffer.prev_dones[i]);
+                actions.push(buffer.actions[i]);
+                old_log_probs.push(buffer.log_probs[i]);
+                adv.push(advantages[b * seq_len + t] as f32);
+                ret.push(returns[b * seq_len + t] as f32);
+                mask.push(if buffer.valid[i] { 1.0f32 } else { 0.0 });
+            }
+        }
+        let layout = InputLayout::new(self.policy.config());
+        let inputs = PolicyInputs {
+            obs: &obs,
+            prev_actions: &prev_actions,
+            prev_rewards: &prev_rewards,
+            prev_dones: &prev_dones,
+        };
+        let x = layout.sequence_tensor(&inputs, trials.len(), seq_len, device)?;
+        let all_valid = mask.iter().all(|&m| m == 1.0);
+        let vec = |v: Vec<f32>| -> Result<Tensor> { Ok(Tensor::from_vec(v, n, device)?) };
+        let targets = PpoTargets {
+            actions: Tensor::from_vec(actions, n, device)?,
+            old_log_probs: vec(old_log_probs)?,
+            advantages: vec(adv)?,
+            returns: vec(ret)?,
+            mask: if all_valid { None } else { Some(vec(mask)?) },
+        };
+        Ok(Minibatch { x, targets })
+    }
+}
+
+fn add_stats(sum: &mut PpoLossStats, x: &PpoLossStats) {
+    sum.total += x.total;
+    sum.policy += x.policy;
+    sum.value += x.value;
+    sum.entropy += x.entropy;
+    sum.approx_kl += x.approx_kl;
+    sum.clip_fraction += x.clip_fraction;
+}
+
+/// GAE for every trial of a rollout under `scope`; trial-major `(B, T)` advantages and
+/// returns (0 on padding).
+///
+/// # Errors
+/// Length errors from inconsistent buffers, [`Error::OpenEnd`] for a trial that neither
+/// finished nor was marked truncated.
+pub fn trial_advantages(
+    buffer: &RolloutBuffer,
+    config: &GaeConfig,
+    scope: GaeScope,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let seq_len = buffer.len();
+    let mut advantages = Vec::with_capacity(buffer.n_trials() * seq_len);
+    let mut returns = Vec::with_capacity(buffer.n_trials() * seq_len);
+    for b in 0..buffer.n_trials() {
+        let trial = buffer.trial(b);
+        let steps = TrialSteps {
+            episode_end: &trial.episode_end,
+            terminated: &trial.terminated,
+            bootstrap: &trial.bootstrap,
+            valid: &trial.valid,
+            trial_truncated: trial.truncated,
+        };
+        let ends = steps.step_ends(scope)?;
+        let out = gae(
+            &trial.rewards,
+            &trial.values,
+            &ends,
+            Some(&trial.valid),
+            config,
+        )?;
+        advantages.extend(out.advantages);
+        returns.extend(out.returns);
+    }
+    Ok((advantages, returns))
+}
+
+/// `1 − Var(R − V)/Var(R)` over the valid steps (NaN when the returns are constant).
+fn explained_variance(buffer: &RolloutBuffer, returns: &[f64]) -> f64 {
+    let seq_len = buffer.len();
+    let mut residual = Vec::with_capacity(returns.len());
+    let mut mask = Vec::with_capacity(returns.len());
+    for b in 0..buffer.n_trials() {
+        for t in 0..seq_len {
+            let i = buffer.index(b, t);
+            residual.push(returns[b * seq_len + t] - f64::from(buffer.values[i]));
+            mask.push(buffer.valid[i]);
+        }
+    }
+    let (_, std_r) = masked_mean_std(returns, Some(&mask));
+    let (_, std_res) = masked_mean_std(&residual, Some(&mask));
+    if std_r == 0.0 {
+        f64::NAN
+    } else {
+        1.0 - (std_res * std_res) / (std_r * std_r)
+    }
+}
