@@ -7,8 +7,11 @@
 //! capped exponential back-off and seeded jitter on HTTP 429/5xx, timeouts, connection
 //! failures and the rate-limit and server-error `retCode`s ([`is_retryable_ret_code`]),
 //! honouring `Retry-After` and `X-Bapi-Limit-Reset-Timestamp`. Any other non-zero `retCode`
-//! is [`crate::Error::BybitApi`] at once. [`BlockingBybitClient`] wraps it for synchronous
-//! callers; [`BybitClient::fetch_cached`] adds a file cache written atomically.
+//! is [`crate::Error::BybitApi`] at once, as is any other HTTP 4xx: a 403 is Bybit's IP ban
+//! ("access too frequent"), which lasts at least ten minutes, so retrying it only prolongs it.
+//! A malformed body is [`crate::Error::MalformedResponse`] naming the field or row.
+//! [`BlockingBybitClient`] wraps the client for synchronous callers;
+//! [`BybitClient::fetch_cached`] adds a file cache written atomically.
 //!
 //! ```no_run
 //! use mrl_data::bybit::{BlockingBybitClient, BybitConfig, Category, KlineInterval};

@@ -277,15 +277,20 @@ impl BybitClient {
 
     /// Waits until `1 / requests_per_second` has passed since the previous request started.
     async fn throttle(&mut self) {
-        // At most an hour apart, whatever tiny rate was configured.
-        let gap = Duration::try_from_secs_f64(1.0 / self.config.requests_per_second)
-            .unwrap_or(Duration::MAX)
-            .min(Duration::from_secs(3600));
+        let gap = request_gap(self.config.requests_per_second);
         if let Some(next) = self.last_request.and_then(|last| last.checked_add(gap)) {
             tokio::time::sleep_until(next).await;
         }
         self.last_request = Some(Instant::now());
     }
+}
+
+/// The least time between the starts of two requests: `1 / requests_per_second`, at most an
+/// hour whatever tiny rate was configured.
+fn request_gap(requests_per_second: f64) -> Duration {
+    Duration::try_from_secs_f64(1.0 / requests_per_second)
+        .unwrap_or(Duration::MAX)
+        .min(Duration::from_secs(3600))
 }
 
 /// Checks the symbol and range of a fetch request.
@@ -545,6 +550,13 @@ mod tests {
                 other => panic!("{symbol:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn request_gap_is_the_inverse_rate_capped_at_an_hour() {
+        assert_eq!(request_gap(10.0), Duration::from_millis(100));
+        assert_eq!(request_gap(1_000.0), Duration::from_millis(1));
+        assert_eq!(request_gap(1e-300), Duration::from_secs(3600));
     }
 
     #[test]
