@@ -1,1 +1,97 @@
-//! mrl-agent: see the crate description in its manifest.
+//! # mrl-agent
+//!
+//! The RL² actor-critic of mrl and its memory-less baseline, on [candle](candle_core)
+//! (CPU by default, CUDA behind the `cuda` feature), with a fused f32 CPU rollout step and
+//! safetensors checkpoints.
+//!
+//! ```text
+//! x_t = [o_t, one_hot(a_{t-1}), r_{t-1}, d_{t-1}]          (InputLayout, 19 wide by default)
+//! e_t = ReLU(x_t W_encᵀ + b_enc)                            encoder.0.{weight,bias}
+//! h_t = GRU(e_t, h_{t-1})   gates r, z, n as in PyTorch     gru.{weight,bias}_{ih,hh}_l0
+//! logits_t = h_t W_πᵀ + b_π,   V_t = h_t w_Vᵀ + b_V         policy_head.*, value_head.*
+//! ```
+//!
+//! The hidden state is reset only at the start of a trial (K episodes on one task), so the
+//! agent can adapt to a new market by forward passes alone (Duan et al. 2016, "RL²";
+//! Wang et al. 2016). Parameter names, shapes, gate order and initialisation distributions
+//! are PyTorch's (`nn.Linear`, `nn.GRU`), checked against the golden files of the PyTorch
+//! reference (outputs and gradients).
+//!
+//! ## Central types
+//!
+//! - [`AgentConfig`] / [`PolicyKind`]: sizes and network kind (RL² or MLP), serde.
+//! - [`Policy`]: the network on a candle [`Device`](candle_core::Device). Two entry points:
+//!   [`Policy::forward_seq`] unrolls `(B, T)` sequences with autograd for PPO, and
+//!   [`Policy::step`] runs one step on tensors. Parameters are named `Var`s in a fixed
+//!   order ([`Policy::parameters`]); [`Policy::save`] / [`Policy::load`] write and check
+//!   checkpoints.
+//! - [`RolloutWorkspace`]: the batched rollout step for `B` trials (no autograd, no
+//!   per-step allocation of large buffers): input rows, network, softmax and sampling, on
+//!   the fused CPU path or on candle tensors (CUDA).
+//! - [`InputLayout`] / [`PolicyInputs`]: the one place that builds input rows.
+//! - [`DeviceChoice`] / [`select_device`]: CPU, CUDA, or a logged fallback.
+//!
+//! ## Example
+//!
+//! ```
+//! use mrl_agent::{AgentConfig, Policy, PolicyInputs, RolloutWorkspace};
+//! use candle_core::Device;
+//! use rand::SeedableRng;
+//! use rand_chacha::ChaCha8Rng;
+//!
+//! # fn main() -> mrl_agent::Result<()> {
+//! let config = AgentConfig { hidden: 32, ..Default::default() };
+//! let policy = Policy::new(&config, &Device::Cpu, 42)?; // seeded weights
+//! let batch_size = 4;
+//! let mut rollout = RolloutWorkspace::new(&policy, batch_size)?;
+//! let mut rng = ChaCha8Rng::seed_from_u64(7);
+//!
+//! // Trial start: no previous action, reward or done.
+//! let obs = vec![0.1f32; batch_size * config.obs_dim];
+//! let mut prev_actions = vec![None; batch_size];
+//! let step = rollout.step(
+//!     &PolicyInputs {
+//!         obs: &obs,
+//!         prev_actions: &prev_actions,
+//!         prev_rewards: &[0.0; 4],
+//!         prev_dones: &[false; 4],
+//!     },
+//!     &mut rng,
+//! )?;
+//! assert_eq!(step.actions.len(), batch_size);
+//! assert!(step.log_probs.iter().all(|lp| *lp <= 0.0));
+//! for (prev, &a) in prev_actions.iter_mut().zip(step.actions) {
+//!     *prev = Some(a); // fed back at the next step, with the env's reward and done flag
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Feature flags
+//!
+//! - `cuda`: candle's CUDA backend; [`select_device`] then picks a GPU when one answers.
+//!   The crate builds and runs without it.
+
+mod checkpoint;
+mod config;
+mod device;
+mod error;
+mod fused;
+mod init;
+mod input;
+mod layers;
+mod policy;
+mod rollout;
+mod sampling;
+
+pub use checkpoint::{
+    CHECKPOINT_FORMAT, CheckpointDims, CheckpointMeta, sidecar_path, write_atomic,
+};
+pub use config::{AgentConfig, PolicyKind};
+pub use device::{DeviceChoice, cuda_compiled, select_device};
+pub use error::{Error, Result};
+pub use input::{InputLayout, PolicyInputs};
+pub use layers::{Gru, Linear};
+pub use policy::{MLP_PARAM_NAMES, Policy, RL2_PARAM_NAMES, SeqOutput, StepOutput};
+pub use rollout::{RolloutOptions, RolloutWorkspace, StepView};
+pub use sampling::{greedy_action, sample_action};

@@ -1,0 +1,157 @@
+//! [`AgentConfig`]: the sizes and kind of a policy network, saved beside every checkpoint.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Which network a [`Policy`](crate::Policy) is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyKind {
+    /// RL² actor-critic: Linear + ReLU encoder → GRU → policy and value heads. Its hidden
+    /// state carries what it learned about the task across the episodes of a trial.
+    #[default]
+    Rl2,
+    /// Memory-less baseline: Linear + ReLU → Linear + ReLU → policy and value heads, on the
+    /// same input row (so it still sees the previous action, reward and done flag).
+    Mlp,
+}
+
+impl PolicyKind {
+    /// Short lowercase name, as written in checkpoint sidecars (`"rl2"`, `"mlp"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rl2 => "rl2",
+            Self::Mlp => "mlp",
+        }
+    }
+}
+
+/// Sizes and kind of a policy network.
+///
+/// The input row of the network is `obs_dim + n_actions + 2` wide (see
+/// [`InputLayout`](crate::InputLayout)). Build with `..Default::default()`:
+///
+/// ```
+/// use mrl_agent::{AgentConfig, PolicyKind};
+/// let config = AgentConfig { hidden: 64, kind: PolicyKind::Mlp, ..Default::default() };
+/// assert_eq!(config.input_dim(), 14 + 3 + 2);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Network kind. Default [`PolicyKind::Rl2`].
+    pub kind: PolicyKind,
+    /// Observation width. Default 14: the trading env's 11 market features, position,
+    /// episode P&L and fraction of the episode elapsed.
+    pub obs_dim: usize,
+    /// Number of discrete actions. Default 3 (Buy, Sell, Hold).
+    pub n_actions: usize,
+    /// Hidden width of the encoder, the GRU and (for the MLP) both hidden layers.
+    /// Default 128, as in the design document and the PyTorch reference.
+    pub hidden: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            kind: PolicyKind::Rl2,
+            obs_dim: 14,
+            n_actions: 3,
+            hidden: 128,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Width of one input row: `obs_dim + n_actions + 2`.
+    pub fn input_dim(&self) -> usize {
+        self.obs_dim + self.n_actions + 2
+    }
+
+    /// Checks that every size is usable (all non-zero, at least 2 actions).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the first bad field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field, value: usize, reason| {
+            Err(Error::InvalidConfig {
+                field,
+                value: value.to_string(),
+                reason,
+            })
+        };
+        if self.obs_dim == 0 {
+            return bad("obs_dim", self.obs_dim, "must be at least 1");
+        }
+        if self.n_actions < 2 {
+            return bad("n_actions", self.n_actions, "must be at least 2");
+        }
+        if self.hidden == 0 {
+            return bad("hidden", self.hidden, "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_reference_model() {
+        let c = AgentConfig::default();
+        assert_eq!(
+            (c.obs_dim, c.n_actions, c.hidden, c.input_dim()),
+            (14, 3, 128, 19)
+        );
+        assert_eq!(c.kind, PolicyKind::Rl2);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn serde_fills_defaults_and_rejects_unknown_fields() {
+        let c: AgentConfig = serde_json::from_str(r#"{"hidden": 32, "kind": "mlp"}"#).unwrap();
+        assert_eq!(
+            c,
+            AgentConfig {
+                hidden: 32,
+                kind: PolicyKind::Mlp,
+                ..Default::default()
+            }
+        );
+        assert!(serde_json::from_str::<AgentConfig>(r#"{"hiden": 32}"#).is_err());
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        for (c, field) in [
+            (
+                AgentConfig {
+                    obs_dim: 0,
+                    ..Default::default()
+                },
+                "obs_dim",
+            ),
+            (
+                AgentConfig {
+                    n_actions: 1,
+                    ..Default::default()
+                },
+                "n_actions",
+            ),
+            (
+                AgentConfig {
+                    hidden: 0,
+                    ..Default::default()
+                },
+                "hidden",
+            ),
+        ] {
+            match c.validate() {
+                Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("expected InvalidConfig for {field}, got {other:?}"),
+            }
+        }
+    }
+}

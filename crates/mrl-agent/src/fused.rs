@@ -1,0 +1,612 @@
+//! The fused f32 CPU forward step behind [`RolloutWorkspace`](crate::RolloutWorkspace).
+//!
+//! A snapshot of the weights is kept pre-transposed and contiguous ([`FusedNet`]); one step
+//! for a block of rows is, per tile of rows: the encoder GEMM, `x·W_ihᵀ` and `h·W_hhᵀ` as
+//! two GEMMs (the `gemm` crate candle itself uses, single-threaded inside a tile), then one
+//! pass per row that does the gate arithmetic in place on `h`, both heads and the softmax.
+//! Tiles keep the GEMM outputs in L2. Rows are split across rayon threads at the top; the
+//! per-row arithmetic does not depend on the split, so results do not depend on the thread
+//! count. The element-wise passes are compiled for AVX-512 and AVX2 as well as the baseline
+//! and chosen at run time (no `target-cpu=native`).
+
+use candle_core::{DType, Device, Var};
+
+use crate::config::PolicyKind;
+use crate::error::Result;
+use crate::policy::{Net, Policy};
+use crate::sampling::softmax_row;
+
+/// Host copy of a `Var` as f32, row-major.
+fn host_vec(var: &Var) -> Result<Vec<f32>> {
+    let t = var
+        .as_tensor()
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?;
+    Ok(t.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// Transpose of a row-major `(rows, cols)` matrix: `(cols, rows)`.
+fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0; m.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = m[r * cols + c];
+        }
+    }
+    t
+}
+
+/// Layers between the first hidden layer and the heads.
+#[derive(Clone, Debug)]
+pub(crate) enum Core {
+    /// GRU: `W_ihᵀ` and `W_hhᵀ` as `(H, 3H)`, `b_rz = b_ih + b_hh` for r and z (`2H`),
+    /// `b_in`, `b_hn` (`H` each).
+    Gru {
+        w_ih_t: Vec<f32>,
+        w_hh_t: Vec<f32>,
+        b_rz: Vec<f32>,
+        b_in: Vec<f32>,
+        b_hn: Vec<f32>,
+    },
+    /// Second MLP layer: `W₂ᵀ` `(H, H)`, `b₂`.
+    Mlp { w2_t: Vec<f32>, b2: Vec<f32> },
+}
+
+/// Pre-transposed, contiguous f32 snapshot of a policy's weights.
+#[derive(Clone, Debug)]
+pub(crate) struct FusedNet {
+    pub(crate) input: usize,
+    pub(crate) hidden: usize,
+    pub(crate) n_actions: usize,
+    /// First layer `W₁ᵀ` `(in, H)` and `b₁` (encoder or MLP layer 0).
+    w1_t: Vec<f32>,
+    b1: Vec<f32>,
+    core: Core,
+    /// Heads stacked row-wise: rows `0..A` the policy head, row `A` the value head; `(A+1, H)`.
+    w_heads: Vec<f32>,
+    b_heads: Vec<f32>,
+}
+
+impl FusedNet {
+    /// Snapshots `policy`'s current weights (copied to the host when on a GPU).
+    pub(crate) fn from_policy(policy: &Policy) -> Result<Self> {
+        let c = policy.config();
+        let (input, hidden, n_actions) = (c.input_dim(), c.hidden, c.n_actions);
+        let (first, policy_head, value_head, core) = match &policy.net {
+            Net::Rl2(n) => {
+                let [w_ih, w_hh, b_ih, b_hh] = n.gru.vars();
+                let (b_ih, b_hh) = (host_vec(b_ih)?, host_vec(b_hh)?);
+                let b_rz = (0..2 * hidden).map(|j| b_ih[j] + b_hh[j]).collect();
+                let core = Core::Gru {
+                    w_ih_t: transpose(&host_vec(w_ih)?, 3 * hidden, hidden),
+                    w_hh_t: transpose(&host_vec(w_hh)?, 3 * hidden, hidden),
+                    b_rz,
+                    b_in: b_ih[2 * hidden..].to_vec(),
+                    b_hn: b_hh[2 * hidden..].to_vec(),
+                };
+                (&n.encoder, &n.policy_head, &n.value_head, core)
+            }
+            Net::Mlp(n) => {
+                let core = Core::Mlp {
+                    w2_t: transpose(&host_vec(n.layer2.weight())?, hidden, hidden),
+                    b2: host_vec(n.layer2.bias())?,
+                };
+                (&n.layer0, &n.policy_head, &n.value_head, core)
+            }
+        };
+        let mut w_heads = host_vec(policy_head.weight())?;
+        w_heads.extend(host_vec(value_head.weight())?);
+        let mut b_heads = host_vec(policy_head.bias())?;
+        b_heads.extend(host_vec(value_head.bias())?);
+        Ok(Self {
+            input,
+            hidden,
+            n_actions,
+            w1_t: transpose(&host_vec(first.weight())?, hidden, input),
+            b1: host_vec(first.bias())?,
+            core,
+            w_heads,
+            b_heads,
+        })
+    }
+
+    /// The kind of network this snapshot runs.
+    pub(crate) fn kind(&self) -> PolicyKind {
+        match self.core {
+            Core::Gru { .. } => PolicyKind::Rl2,
+            Core::Mlp { .. } => PolicyKind::Mlp,
+        }
+    }
+
+    /// Width of the carried state (`H` for the GRU, 0 for the MLP).
+    pub(crate) fn state_size(&self) -> usize {
+        match self.core {
+            Core::Gru { .. } => self.hidden,
+            Core::Mlp { .. } => 0,
+        }
+    }
+}
+
+/// Per-thread scratch for one tile of rows.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Scratch {
+    /// First-layer activations, `(tile, H)`.
+    e: Vec<f32>,
+    /// `x·W_ihᵀ` (GRU) or layer-2 activations (MLP), `(tile, 3H)` / `(tile, H)`.
+    gi: Vec<f32>,
+    /// `h·W_hhᵀ`, `(tile, 3H)` (GRU only).
+    gh: Vec<f32>,
+}
+
+impl Scratch {
+    pub(crate) fn new(net: &FusedNet, tile: usize) -> Self {
+        let h = net.hidden;
+        let (gi, gh) = match net.core {
+            Core::Gru { .. } => (3 * h, 3 * h),
+            Core::Mlp { .. } => (h, 0),
+        };
+        Self {
+            e: vec![0.0; tile * h],
+            gi: vec![0.0; tile * gi],
+            gh: vec![0.0; tile * gh],
+        }
+    }
+
+    fn tile_rows(&self, hidden: usize) -> usize {
+        self.e.len() / hidden.max(1)
+    }
+}
+
+/// The rows one thread works on: inputs, state and per-row outputs, all for `n` rows.
+pub(crate) struct Rows<'a> {
+    /// `(n, in)` input rows.
+    pub(crate) x: &'a [f32],
+    /// `(n, S)` carried state, updated in place (`S` = 0 for the MLP).
+    pub(crate) h: &'a mut [f32],
+    /// `(n, A)` logits.
+    pub(crate) logits: &'a mut [f32],
+    /// `(n)` values.
+    pub(crate) values: &'a mut [f32],
+    /// `(n, A)` softmax probabilities.
+    pub(crate) probs: &'a mut [f32],
+    /// `(n)` log-sum-exp of the logits (NaN when a logit is not finite).
+    pub(crate) lse: &'a mut [f32],
+}
+
+impl<'a> Rows<'a> {
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Splits after `k` rows; `inp`, `s`, `a` are the input, state and action widths.
+    fn split_at(self, k: usize, inp: usize, s: usize, a: usize) -> (Rows<'a>, Rows<'a>) {
+        let (x0, x1) = self.x.split_at(k * inp);
+        let (h0, h1) = self.h.split_at_mut(k * s);
+        let (l0, l1) = self.logits.split_at_mut(k * a);
+        let (v0, v1) = self.values.split_at_mut(k);
+        let (p0, p1) = self.probs.split_at_mut(k * a);
+        let (s0, s1) = self.lse.split_at_mut(k);
+        (
+            Rows {
+                x: x0,
+                h: h0,
+                logits: l0,
+                values: v0,
+                probs: p0,
+                lse: s0,
+            },
+            Rows {
+                x: x1,
+                h: h1,
+                logits: l1,
+                values: v1,
+                probs: p1,
+                lse: s1,
+            },
+        )
+    }
+}
+
+/// Runs the network on `rows` split into `scratch.len()` contiguous blocks, one per rayon
+/// task (`rayon::join`, recursively); one block runs on the calling thread.
+pub(crate) fn forward_parallel(
+    net: &FusedNet,
+    rows: Rows<'_>,
+    scratch: &mut [Scratch],
+    simd: Simd,
+) {
+    let blocks = scratch.len();
+    if blocks <= 1 || rows.len() < 2 {
+        if let Some(s) = scratch.first_mut() {
+            forward_rows(net, rows, s, simd);
+        }
+        return;
+    }
+    let left_blocks = blocks / 2;
+    let k = rows.len() * left_blocks / blocks;
+    let (left, right) = rows.split_at(k, net.input, net.state_size(), net.n_actions);
+    let (ls, rs) = scratch.split_at_mut(left_blocks);
+    rayon::join(
+        || forward_parallel(net, left, ls, simd),
+        || forward_parallel(net, right, rs, simd),
+    );
+}
+
+/// `dst (m, n) = a (m, k) · b (k, n)`, all row-major and contiguous, single-threaded.
+fn matmul(dst: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
+    // Lengths are internal invariants of the workspace; checked here because the call
+    // below reads and writes through raw pointers.
+    assert!(
+        dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n,
+        "matmul sizes"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the assert above guarantees that every element addressed by the strides
+    // (row stride k / n, column stride 1) lies inside the slices; dst does not alias a or b
+    // (distinct borrows).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Which instruction set the element-wise passes were compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Simd {
+    Baseline,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Simd {
+    /// The best level this CPU supports.
+    pub(crate) fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Self::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Self::Avx2;
+            }
+        }
+        Self::Baseline
+    }
+}
+
+/// Runs the network on `rows`, tile by tile, with this thread's `scratch`.
+pub(crate) fn forward_rows(net: &FusedNet, rows: Rows<'_>, scratch: &mut Scratch, simd: Simd) {
+    let n = rows.len();
+    let tile = scratch.tile_rows(net.hidden).max(1);
+    let (inp, s, a) = (net.input, net.state_size(), net.n_actions);
+    let Rows {
+        x,
+        h,
+        logits,
+        values,
+        probs,
+        lse,
+    } = rows;
+    let mut start = 0;
+    while start < n {
+        let m = tile.min(n - start);
+        let end = start + m;
+        forward_tile(
+            net,
+            Rows {
+                x: &x[start * inp..end * inp],
+                h: &mut h[start * s..end * s],
+                logits: &mut logits[start * a..end * a],
+                values: &mut values[start..end],
+                probs: &mut probs[start * a..end * a],
+                lse: &mut lse[start..end],
+            },
+            scratch,
+            simd,
+        );
+        start = end;
+    }
+}
+
+/// One tile: GEMMs, then the fused element-wise pass.
+fn forward_tile(net: &FusedNet, rows: Rows<'_>, scratch: &mut Scratch, simd: Simd) {
+    let m = rows.len();
+    let hd = net.hidden;
+    let e = &mut scratch.e[..m * hd];
+    // (m, in) · (in, H)
+    matmul(e, rows.x, &net.w1_t, m, net.input, hd);
+    match &net.core {
+        Core::Gru { w_ih_t, w_hh_t, .. } => {
+            with_simd(simd, || bias_relu(e, &net.b1));
+            let gi = &mut scratch.gi[..m * 3 * hd];
+            let gh = &mut scratch.gh[..m * 3 * hd];
+            matmul(gi, e, w_ih_t, m, hd, 3 * hd); // (m, H) · (H, 3H)
+            matmul(gh, rows.h, w_hh_t, m, hd, 3 * hd); // (m, H) · (H, 3H)
+            with_simd(simd, || gru_tail(net, gi, gh, rows));
+        }
+        Core::Mlp { w2_t, b2 } => {
+            with_simd(simd, || bias_relu(e, &net.b1));
+            let f = &mut scratch.gi[..m * hd];
+            matmul(f, e, w2_t, m, hd, hd); // (m, H) · (H, H)
+            with_simd(simd, || bias_relu(f, b2));
+            with_simd(simd, || heads_tail(net, f, rows));
+        }
+    }
+}
+
+/// Calls `f` inside a function compiled for the chosen instruction set, so that the
+/// `#[inline(always)]` element-wise code inlined into `f` is vectorised for it.
+#[inline(always)]
+fn with_simd<R>(simd: Simd, f: impl FnOnce() -> R) -> R {
+    match simd {
+        Simd::Baseline => f(),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Simd::Avx2` is only constructed after `is_x86_feature_detected!("avx2")`.
+        Simd::Avx2 => unsafe { run_avx2(f) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Simd::Avx512` is only constructed after `is_x86_feature_detected!("avx512f")`.
+        Simd::Avx512 => unsafe { run_avx512(f) },
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// `v ← max(v + b, 0)` row by row, `v` `(m, H)`, `b` `(H)`. NaN propagates (as in
+/// candle and PyTorch), so that non-finite inputs surface as non-finite logits.
+#[inline(always)]
+fn bias_relu(v: &mut [f32], b: &[f32]) {
+    for row in v.chunks_exact_mut(b.len()) {
+        for (x, &bj) in row.iter_mut().zip(b) {
+            let y = *x + bj;
+            *x = if y < 0.0 { 0.0 } else { y };
+        }
+    }
+}
+
+/// GRU gates in place on `rows.h`, then the heads, for every row of the tile.
+#[inline(always)]
+fn gru_tail(net: &FusedNet, gi: &[f32], gh: &[f32], rows: Rows<'_>) {
+    let Core::Gru {
+        b_rz, b_in, b_hn, ..
+    } = &net.core
+    else {
+        return;
+    };
+    let hd = net.hidden;
+    let Rows {
+        h,
+        logits,
+        values,
+        probs,
+        lse,
+        ..
+    } = rows;
+    for (i, h_row) in h.chunks_exact_mut(hd).enumerate() {
+        let gi = &gi[i * 3 * hd..(i + 1) * 3 * hd];
+        let gh = &gh[i * 3 * hd..(i + 1) * 3 * hd];
+        gru_gates(gi, gh, b_rz, b_in, b_hn, h_row);
+        row_heads(net, h_row, i, logits, values, probs, lse);
+    }
+}
+
+/// Heads for every row of a tile whose features are `f` `(m, H)`.
+#[inline(always)]
+fn heads_tail(net: &FusedNet, f: &[f32], rows: Rows<'_>) {
+    let Rows {
+        logits,
+        values,
+        probs,
+        lse,
+        ..
+    } = rows;
+    for (i, f_row) in f.chunks_exact(net.hidden).enumerate() {
+        row_heads(net, f_row, i, logits, values, probs, lse);
+    }
+}
+
+/// Gate arithmetic of one row (PyTorch's GRU, gate order r, z, n):
+/// `r = σ(gi_r + gh_r + b_r)`, `z = σ(gi_z + gh_z + b_z)`,
+/// `n = tanh(gi_n + b_in + r·(gh_n + b_hn))`, `h ← n + z·(h − n)`.
+#[inline(always)]
+fn gru_gates(gi: &[f32], gh: &[f32], b_rz: &[f32], b_in: &[f32], b_hn: &[f32], h: &mut [f32]) {
+    let hd = h.len();
+    let (gi_r, gi_z, gi_n) = (&gi[..hd], &gi[hd..2 * hd], &gi[2 * hd..3 * hd]);
+    let (gh_r, gh_z, gh_n) = (&gh[..hd], &gh[hd..2 * hd], &gh[2 * hd..3 * hd]);
+    let (b_r, b_z, b_in, b_hn) = (&b_rz[..hd], &b_rz[hd..2 * hd], &b_in[..hd], &b_hn[..hd]);
+    for j in 0..hd {
+        let r = sigmoid(gi_r[j] + gh_r[j] + b_r[j]);
+        let z = sigmoid(gi_z[j] + gh_z[j] + b_z[j]);
+        let n = tanh(gi_n[j] + b_in[j] + r * (gh_n[j] + b_hn[j]));
+        h[j] = n + z * (h[j] - n);
+    }
+}
+
+/// Policy and value heads and the softmax of row `i` with features `f` `(H)`.
+#[inline(always)]
+fn row_heads(
+    net: &FusedNet,
+    f: &[f32],
+    i: usize,
+    logits: &mut [f32],
+    values: &mut [f32],
+    probs: &mut [f32],
+    lse: &mut [f32],
+) {
+    let (a, hd) = (net.n_actions, net.hidden);
+    let row_logits = &mut logits[i * a..(i + 1) * a];
+    for (k, l) in row_logits.iter_mut().enumerate() {
+        *l = dot(f, &net.w_heads[k * hd..(k + 1) * hd]) + net.b_heads[k];
+    }
+    values[i] = dot(f, &net.w_heads[a * hd..(a + 1) * hd]) + net.b_heads[a];
+    lse[i] = softmax_row(row_logits, &mut probs[i * a..(i + 1) * a]);
+}
+
+/// Dot product with 16 independent partial sums (vectorisable without re-association
+/// by the compiler).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const L: usize = 16;
+    let mut acc = [0.0f32; L];
+    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..L {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s = 0.0;
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    // pairwise reduction of the partial sums
+    let mut w = L;
+    while w > 1 {
+        w /= 2;
+        for l in 0..w {
+            acc[l] += acc[l + w];
+        }
+    }
+    acc[0] + s
+}
+
+/// `exp(x)` in f32, branch-free so that it vectorises (Cephes `expf`: `x = k·ln2 + r`,
+/// `|r| ≤ ln2/2`, degree-6 polynomial for `eʳ`, `2ᵏ` built in the exponent bits).
+/// Relative error ≈ 2e-7 on `[-87, 88]`; the input is clamped to that range.
+#[inline(always)]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5 · 2²³: adding it rounds to the nearest integer, held in the low mantissa bits.
+    const SHIFTER: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let t = x * LOG2E + SHIFTER;
+    let k = t - SHIFTER;
+    let r = x - k * LN2_HI - k * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let er = p * r * r + r + 1.0;
+    // k as an integer: the low bits of t's representation minus those of SHIFTER.
+    let ki = t.to_bits().wrapping_sub(SHIFTER.to_bits());
+    let scale = f32::from_bits(ki.wrapping_add(127) << 23);
+    er * scale
+}
+
+/// `σ(x) = 1 / (1 + e⁻ˣ)`.
+#[inline(always)]
+pub(crate) fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp_f32(-x))
+}
+
+/// `tanh(x) = 1 − 2 / (e²ˣ + 1)` (absolute error ≈ 1e-7 near 0).
+#[inline(always)]
+pub(crate) fn tanh(x: f32) -> f32 {
+    1.0 - 2.0 / (exp_f32(2.0 * x) + 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_std_to_a_few_ulp() {
+        let mut worst = 0.0f32;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let rel = ((exp_f32(x) - x.exp()) / x.exp()).abs();
+            worst = worst.max(rel);
+            x += 0.0137;
+        }
+        assert!(worst < 5e-7, "worst relative error {worst}");
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert!(exp_f32(-1000.0) < 1e-37 && exp_f32(1000.0) > 1e38);
+    }
+
+    #[test]
+    fn sigmoid_and_tanh_absolute_error() {
+        let mut x = -30.0f32;
+        while x < 30.0 {
+            let s = 1.0 / (1.0 + (-x as f64).exp());
+            assert!((sigmoid(x) as f64 - s).abs() < 2e-7, "sigmoid({x})");
+            assert!(
+                (tanh(x) as f64 - (x as f64).tanh()).abs() < 3e-7,
+                "tanh({x})"
+            );
+            x += 0.01;
+        }
+    }
+
+    #[test]
+    fn dot_matches_naive() {
+        let a: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..37).map(|i| (i as f32 * 0.11).cos()).collect();
+        let naive: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (*x as f64) * (*y as f64))
+            .sum();
+        assert!((dot(&a, &b) as f64 - naive).abs() < 1e-5);
+    }
+
+    #[test]
+    fn matmul_matches_naive() {
+        let (m, k, n) = (5, 7, 3);
+        let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| 1.0 - i as f32 * 0.05).collect();
+        let mut d = vec![0.0; m * n];
+        matmul(&mut d, &a, &b, m, k, n);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = (0..k).map(|l| a[i * k + l] * b[l * n + j]).sum();
+                assert!((d[i * n + j] - want).abs() < 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_round_trips() {
+        let m: Vec<f32> = (0..6).map(|v| v as f32).collect();
+        let t = transpose(&m, 2, 3);
+        assert_eq!(t, vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        assert_eq!(transpose(&t, 3, 2), m);
+    }
+}

@@ -1,0 +1,485 @@
+//! [`Policy`]: the RL² GRU actor-critic or the MLP baseline, behind one interface.
+
+use std::collections::HashMap;
+
+use candle_core::{D, DType, Device, Tensor, Var};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::{AgentConfig, PolicyKind};
+use crate::error::{Error, Result};
+use crate::layers::{Gru, Linear, check_shape};
+
+/// Output of [`Policy::forward_seq`].
+#[derive(Clone, Debug)]
+pub struct SeqOutput {
+    /// Action logits, `(B, T, A)`.
+    pub logits: Tensor,
+    /// State values, `(B, T)`.
+    pub values: Tensor,
+    /// Final hidden state, `(B, H)`; `None` for a memory-less policy.
+    pub h_n: Option<Tensor>,
+}
+
+/// Output of [`Policy::step`].
+#[derive(Clone, Debug)]
+pub struct StepOutput {
+    /// Action logits, `(B, A)`.
+    pub logits: Tensor,
+    /// State values, `(B)`.
+    pub values: Tensor,
+    /// Next hidden state, `(B, H)`; `None` for a memory-less policy.
+    pub h: Option<Tensor>,
+}
+
+/// RL² network: encoder Linear(in, H) + ReLU → GRU(H, H) → heads.
+#[derive(Clone, Debug)]
+pub(crate) struct Rl2Net {
+    pub(crate) encoder: Linear,
+    pub(crate) gru: Gru,
+    pub(crate) policy_head: Linear,
+    pub(crate) value_head: Linear,
+}
+
+/// MLP baseline: Linear(in, H) + ReLU → Linear(H, H) + ReLU → heads.
+#[derive(Clone, Debug)]
+pub(crate) struct MlpNet {
+    pub(crate) layer0: Linear,
+    pub(crate) layer2: Linear,
+    pub(crate) policy_head: Linear,
+    pub(crate) value_head: Linear,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Net {
+    Rl2(Rl2Net),
+    Mlp(MlpNet),
+}
+
+/// Parameter names of the RL² network, in PyTorch `state_dict` order.
+pub const RL2_PARAM_NAMES: [&str; 10] = [
+    "encoder.0.weight",
+    "encoder.0.bias",
+    "gru.weight_ih_l0",
+    "gru.weight_hh_l0",
+    "gru.bias_ih_l0",
+    "gru.bias_hh_l0",
+    "policy_head.weight",
+    "policy_head.bias",
+    "value_head.weight",
+    "value_head.bias",
+];
+
+/// Parameter names of the MLP baseline (`body = nn.Sequential(Linear, ReLU, Linear, ReLU)`),
+/// in `state_dict` order.
+pub const MLP_PARAM_NAMES: [&str; 8] = [
+    "body.0.weight",
+    "body.0.bias",
+    "body.2.weight",
+    "body.2.bias",
+    "policy_head.weight",
+    "policy_head.bias",
+    "value_head.weight",
+    "value_head.bias",
+];
+
+/// An actor-critic policy on a candle [`Device`]: the RL² GRU network or the MLP
+/// baseline, chosen by [`AgentConfig::kind`].
+///
+/// Both kinds take the same input rows ([`InputLayout`](crate::InputLayout)) and return
+/// logits and values; only the RL² network carries a hidden state. Parameters are
+/// [`Var`]s named as in PyTorch ([`Policy::parameters`]), in a fixed order for optimisers.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    config: AgentConfig,
+    device: Device,
+    pub(crate) net: Net,
+}
+
+impl Policy {
+    /// A freshly initialised policy, weights drawn from `ChaCha8Rng::seed_from_u64(seed)`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for unusable sizes; candle errors from the device.
+    pub fn new(config: &AgentConfig, device: &Device, seed: u64) -> Result<Self> {
+        Self::from_rng(config, device, &mut ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    /// A freshly initialised policy drawing its weights from `rng`, with PyTorch's default
+    /// distributions: Linear weight and bias `U(−1/√in, 1/√in)`, GRU `U(−1/√H, 1/√H)`.
+    /// Parameters are drawn in [`Policy::parameters`] order.
+    ///
+    /// # Errors
+    /// As [`Policy::new`].
+    pub fn from_rng(config: &AgentConfig, device: &Device, rng: &mut ChaCha8Rng) -> Result<Self> {
+        config.validate()?;
+        let (input, hidden, actions) = (config.input_dim(), config.hidden, config.n_actions);
+        let net = match config.kind {
+            PolicyKind::Rl2 => Net::Rl2(Rl2Net {
+                encoder: Linear::init(input, hidden, rng, device)?,
+                gru: Gru::init(hidden, hidden, rng, device)?,
+                policy_head: Linear::init(hidden, actions, rng, device)?,
+                value_head: Linear::init(hidden, 1, rng, device)?,
+            }),
+            PolicyKind::Mlp => Net::Mlp(MlpNet {
+                layer0: Linear::init(input, hidden, rng, device)?,
+                layer2: Linear::init(hidden, hidden, rng, device)?,
+                policy_head: Linear::init(hidden, actions, rng, device)?,
+                value_head: Linear::init(hidden, 1, rng, device)?,
+            }),
+        };
+        Ok(Self {
+            config: config.clone(),
+            device: device.clone(),
+            net,
+        })
+    }
+
+    /// A policy with the given weights (PyTorch names, see [`Policy::parameters`]).
+    ///
+    /// # Errors
+    /// [`Error::ParameterMismatch`] listing every missing, unexpected or mis-shaped tensor.
+    pub fn from_tensors(
+        config: &AgentConfig,
+        tensors: &HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut policy = Self::new(config, device, 0)?;
+        policy.set_tensors(tensors, "tensor map")?;
+        Ok(policy)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// The network kind.
+    pub fn kind(&self) -> PolicyKind {
+        self.config.kind
+    }
+
+    /// Whether the policy carries a hidden state across steps (RL²) or not (MLP).
+    pub fn is_recurrent(&self) -> bool {
+        matches!(self.net, Net::Rl2(_))
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Width of the hidden state carried between steps: `H` for RL², 0 for the MLP.
+    pub fn state_size(&self) -> usize {
+        if self.is_recurrent() {
+            self.config.hidden
+        } else {
+            0
+        }
+    }
+
+    /// `(name, Var)` for every parameter, PyTorch names in `state_dict` order
+    /// ([`RL2_PARAM_NAMES`] or [`MLP_PARAM_NAMES`]). Cloning a `Var` shares its storage:
+    /// updating the returned `Var`s updates the policy.
+    pub fn parameters(&self) -> Vec<(&'static str, Var)> {
+        let vars: Vec<&Var> = match &self.net {
+            Net::Rl2(n) => {
+                let [w_ih, w_hh, b_ih, b_hh] = n.gru.vars();
+                vec![
+                    n.encoder.weight(),
+                    n.encoder.bias(),
+                    w_ih,
+                    w_hh,
+                    b_ih,
+                    b_hh,
+                    n.policy_head.weight(),
+                    n.policy_head.bias(),
+                    n.value_head.weight(),
+                    n.value_head.bias(),
+                ]
+            }
+            Net::Mlp(n) => vec![
+                n.layer0.weight(),
+                n.layer0.bias(),
+                n.layer2.weight(),
+                n.layer2.bias(),
+                n.policy_head.weight(),
+                n.policy_head.bias(),
+                n.value_head.weight(),
+                n.value_head.bias(),
+            ],
+        };
+        let names: &[&'static str] = match self.net {
+            Net::Rl2(_) => &RL2_PARAM_NAMES,
+            Net::Mlp(_) => &MLP_PARAM_NAMES,
+        };
+        names
+            .iter()
+            .copied()
+            .zip(vars.into_iter().cloned())
+            .collect()
+    }
+
+    /// Total number of scalar parameters (102,148 for the default RL² network).
+    pub fn n_params(&self) -> usize {
+        self.parameters().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// The expected `(name, shape)` of every parameter, in [`Policy::parameters`] order.
+    pub fn param_shapes(&self) -> Vec<(&'static str, Vec<usize>)> {
+        self.parameters()
+            .into_iter()
+            .map(|(n, v)| (n, v.dims().to_vec()))
+            .collect()
+    }
+
+    /// Overwrites the parameters from a name → tensor map (f32, any device). Nothing is
+    /// written unless every name and shape matches.
+    ///
+    /// # Errors
+    /// [`Error::ParameterMismatch`] listing every problem, e.g.
+    /// `gru.weight_hh_l0: shape [384, 128] in file, expected [96, 32]`, with `source_name`
+    /// saying where the tensors came from.
+    pub fn set_tensors(
+        &mut self,
+        tensors: &HashMap<String, Tensor>,
+        source_name: &str,
+    ) -> Result<()> {
+        let params = self.parameters();
+        let mut problems = Vec::new();
+        for (name, var) in &params {
+            match tensors.get(*name) {
+                None => problems.push(format!("{name}: missing")),
+                Some(t) if t.dims() != var.dims() => problems.push(format!(
+                    "{name}: shape {:?} in file, expected {:?}",
+                    t.dims(),
+                    var.dims()
+                )),
+                Some(t) if t.dtype() != DType::F32 => {
+                    problems.push(format!(
+                        "{name}: dtype {:?} in file, expected F32",
+                        t.dtype()
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let mut unexpected: Vec<&String> = tensors
+            .keys()
+            .filter(|k| !params.iter().any(|(n, _)| n == k))
+            .collect();
+        unexpected.sort();
+        problems.extend(
+            unexpected
+                .into_iter()
+                .map(|k| format!("{k}: unexpected tensor")),
+        );
+        if !problems.is_empty() {
+            return Err(Error::ParameterMismatch {
+                source_name: source_name.to_string(),
+                problems,
+            });
+        }
+        for (name, var) in &params {
+            if let Some(t) = tensors.get(*name) {
+                var.set(&t.to_device(&self.device)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A copy of every parameter as a plain tensor, keyed by PyTorch name.
+    pub fn tensors(&self) -> HashMap<String, Tensor> {
+        self.parameters()
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v.as_tensor().clone()))
+            .collect()
+    }
+
+    /// Unrolls a batch of trials with autograd (for PPO). The hidden state starts at `h0`
+    /// (zeros when `None`: a trial start) and is **not** reset at done flags inside the
+    /// sequence. The MLP ignores `h0` and returns `h_n = None`.
+    ///
+    /// # Shapes
+    /// `x` `(B, T, in)` (see [`InputLayout::sequence_tensor`](crate::InputLayout::sequence_tensor)),
+    /// `h0` `(B, H)` → logits `(B, T, A)`, values `(B, T)`, `h_n` `(B, H)`.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for a wrong `x` or `h0`, [`Error::EmptySequence`] for `B` or
+    /// `T` = 0.
+    pub fn forward_seq(&self, x: &Tensor, h0: Option<&Tensor>) -> Result<SeqOutput> {
+        let (batch, seq_len, _) = self.check_input(x, 3)?;
+        if batch == 0 || seq_len == 0 {
+            return Err(Error::EmptySequence {
+                batch_size: batch,
+                seq_len,
+            });
+        }
+        let (features, h_n) = match &self.net {
+            Net::Rl2(n) => {
+                let encoded = n.encoder.forward(x)?.relu()?; // (B, T, H)
+                let (out, h_n) = n.gru.forward_seq(&encoded, h0)?; // (B, T, H), (B, H)
+                (out, Some(h_n))
+            }
+            Net::Mlp(n) => (n.body(x)?, None),
+        };
+        let (logits, values) = self.heads(&features)?;
+        Ok(SeqOutput {
+            logits,
+            values,
+            h_n,
+        })
+    }
+
+    /// One step for `B` trials (no sequence dimension). `h` is the hidden state before the
+    /// step (zeros when `None`); the MLP ignores it. Records autograd like any tensor op; the
+    /// rollout path that needs no graph is [`RolloutWorkspace`](crate::RolloutWorkspace).
+    ///
+    /// # Shapes
+    /// `x` `(B, in)`, `h` `(B, H)` → logits `(B, A)`, values `(B)`, `h` `(B, H)`.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for a wrong `x` or `h`.
+    pub fn step(&self, x: &Tensor, h: Option<&Tensor>) -> Result<StepOutput> {
+        let (batch, _, _) = self.check_input(x, 2)?;
+        let (features, h) = match &self.net {
+            Net::Rl2(n) => {
+                let encoded = n.encoder.forward(x)?.relu()?; // (B, H)
+                let h_prev = match h {
+                    Some(h) => {
+                        check_shape("h", h, &[batch, self.config.hidden])?;
+                        h.clone()
+                    }
+                    None => Tensor::zeros((batch, self.config.hidden), DType::F32, x.device())?,
+                };
+                let h_next = n.gru.step(&encoded, &h_prev)?;
+                (h_next.clone(), Some(h_next))
+            }
+            Net::Mlp(n) => (n.body(x)?, None),
+        };
+        let (logits, values) = self.heads(&features)?;
+        Ok(StepOutput { logits, values, h })
+    }
+
+    /// Policy and value heads on the last dimension; values squeezed.
+    fn heads(&self, features: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (policy_head, value_head) = match &self.net {
+            Net::Rl2(n) => (&n.policy_head, &n.value_head),
+            Net::Mlp(n) => (&n.policy_head, &n.value_head),
+        };
+        let logits = policy_head.forward(features)?;
+        let values = value_head.forward(features)?.squeeze(D::Minus1)?;
+        Ok((logits, values))
+    }
+
+    /// Checks rank and last dimension of an input; returns `(B, T, in)` (`T` = 1 for rank 2).
+    fn check_input(&self, x: &Tensor, rank: usize) -> Result<(usize, usize, usize)> {
+        let width = self.config.input_dim();
+        let dims = x.dims();
+        let ok = dims.len() == rank && dims.last() == Some(&width);
+        if !ok {
+            let mut expected = vec![dims.first().copied().unwrap_or(0)];
+            if rank == 3 {
+                expected.push(dims.get(1).copied().unwrap_or(0));
+            }
+            expected.push(width);
+            return Err(Error::ShapeMismatch {
+                name: "x".into(),
+                expected,
+                actual: dims.to_vec(),
+            });
+        }
+        Ok(if rank == 3 {
+            (dims[0], dims[1], dims[2])
+        } else {
+            (dims[0], 1, dims[1])
+        })
+    }
+}
+
+impl MlpNet {
+    /// `relu(relu(x W0ᵀ + b0) W2ᵀ + b2)`, `(..., in)` → `(..., H)`.
+    fn body(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self
+            .layer2
+            .forward(&self.layer0.forward(x)?.relu()?)?
+            .relu()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_rl2_has_the_reference_parameter_count() {
+        let p = Policy::new(&AgentConfig::default(), &Device::Cpu, 0).unwrap();
+        assert_eq!(p.n_params(), 102_148);
+        assert!(p.is_recurrent());
+        assert_eq!(p.state_size(), 128);
+        let shapes = p.param_shapes();
+        assert_eq!(shapes[3], ("gru.weight_hh_l0", vec![384, 128]));
+    }
+
+    #[test]
+    fn mlp_shapes_and_no_state() {
+        let c = AgentConfig {
+            kind: PolicyKind::Mlp,
+            hidden: 8,
+            ..Default::default()
+        };
+        let p = Policy::new(&c, &Device::Cpu, 0).unwrap();
+        assert!(!p.is_recurrent());
+        assert_eq!(p.state_size(), 0);
+        let x = Tensor::zeros((2, 5, 19), DType::F32, &Device::Cpu).unwrap();
+        let out = p.forward_seq(&x, None).unwrap();
+        assert_eq!(out.logits.dims(), &[2, 5, 3]);
+        assert_eq!(out.values.dims(), &[2, 5]);
+        assert!(out.h_n.is_none());
+    }
+
+    #[test]
+    fn init_bounds_follow_pytorch() {
+        let c = AgentConfig {
+            hidden: 16,
+            ..Default::default()
+        };
+        let p = Policy::new(&c, &Device::Cpu, 3).unwrap();
+        for (name, var) in p.parameters() {
+            let bound = if name.starts_with("encoder") {
+                1.0 / 19f32.sqrt()
+            } else {
+                0.25 // 1/√16 for the GRU and both heads
+            };
+            let v = var.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(v.iter().all(|w| w.abs() <= bound), "{name}");
+        }
+    }
+
+    #[test]
+    fn wrong_input_width_is_a_shape_error() {
+        let p = Policy::new(
+            &AgentConfig {
+                hidden: 4,
+                ..Default::default()
+            },
+            &Device::Cpu,
+            0,
+        )
+        .unwrap();
+        let x = Tensor::zeros((2, 18), DType::F32, &Device::Cpu).unwrap();
+        match p.step(&x, None) {
+            Err(Error::ShapeMismatch {
+                expected, actual, ..
+            }) => {
+                assert_eq!((expected, actual), (vec![2, 19], vec![2, 18]));
+            }
+            other => panic!("expected a shape error, got {other:?}"),
+        }
+        let x = Tensor::zeros((2, 0, 19), DType::F32, &Device::Cpu).unwrap();
+        assert!(matches!(
+            p.forward_seq(&x, None),
+            Err(Error::EmptySequence { .. })
+        ));
+    }
+}
