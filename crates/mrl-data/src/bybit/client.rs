@@ -104,7 +104,8 @@ impl BybitClient {
     /// Pages backwards from `end_ms` (next `end` = oldest open time − 1) until a page reaches
     /// `start_ms` or comes back empty; rows are de-duplicated by open time, sorted, trimmed to
     /// the range and validated ([`BarSeries::new`]: a bad bar is named by its row in the
-    /// result). No bar at all is [`Error::EmptyFetch`].
+    /// result). A bar still forming when the fetch ends (open time + interval length after
+    /// now; a month counts as 31 days) is dropped. No bar at all is [`Error::EmptyFetch`].
     pub async fn fetch_klines(
         &mut self,
         symbol: &str,
@@ -165,7 +166,7 @@ impl BybitClient {
                 oldest_ms = oldest,
                 "bybit: page fetched"
             );
-            rows.extend_from_slice(&page.bars);
+            rows.extend(page.bars);
             state.bars = rows.len();
             state.oldest_ms = Some(oldest);
             progress(state);
@@ -174,7 +175,8 @@ impl BybitClient {
             }
             page_end = oldest - 1; // oldest > start_ms ≥ 0: no overflow
         }
-        assemble_series(symbol, rows, start_ms, end_ms)
+        let newest_complete_ms = now_ms().saturating_sub(interval.max_millis());
+        assemble_series(symbol, rows, start_ms, end_ms, newest_complete_ms)
     }
 
     /// One request for the rows of `[start_ms, end_ms]` (at most
@@ -327,15 +329,18 @@ fn check_symbol(page: KlinePage, symbol: &str) -> Result<KlinePage> {
     Ok(page)
 }
 
-/// Joins the rows of all pages: keeps `[start_ms, end_ms]`, sorts by open time, keeps the
-/// first row received for each open time, validates, labels with `symbol`.
+/// Joins the rows of all pages: keeps `[start_ms, end_ms]` up to the bar opening at
+/// `newest_complete_ms` (later bars are still forming), sorts by open time, keeps the first
+/// row received for each open time, validates, labels with `symbol`.
 pub(crate) fn assemble_series(
     symbol: &str,
     mut rows: Vec<Bar>,
     start_ms: i64,
     end_ms: i64,
+    newest_complete_ms: i64,
 ) -> Result<BarSeries> {
-    rows.retain(|bar| (start_ms..=end_ms).contains(&bar.timestamp));
+    let last_ms = end_ms.min(newest_complete_ms);
+    rows.retain(|bar| (start_ms..=last_ms).contains(&bar.timestamp));
     rows.sort_by_key(|bar| bar.timestamp); // stable: the first row received stays first
     rows.dedup_by_key(|bar| bar.timestamp);
     if rows.is_empty() {
@@ -497,7 +502,7 @@ mod tests {
             bar(20, 2.0),
             bar(10, 1.0),
         ];
-        let series = assemble_series("BTCUSDT", rows, 20, 45).unwrap();
+        let series = assemble_series("BTCUSDT", rows, 20, 45, i64::MAX).unwrap();
         assert_eq!(series.timestamps(), &[20, 30, 40]);
         assert_eq!(
             series.closes(),
@@ -508,8 +513,17 @@ mod tests {
     }
 
     #[test]
+    fn assemble_drops_bars_still_forming() {
+        let rows = vec![bar(30, 13.0), bar(20, 12.0), bar(10, 11.0)];
+        let series = assemble_series("X", rows.clone(), 0, 100, 20).unwrap();
+        assert_eq!(series.timestamps(), &[10, 20]);
+        let err = assemble_series("X", rows, 15, 100, 12).unwrap_err();
+        assert!(matches!(err, Error::EmptyFetch { .. }), "{err:?}");
+    }
+
+    #[test]
     fn assemble_of_nothing_in_range_is_empty_fetch() {
-        let err = assemble_series("X", vec![bar(5, 1.0)], 10, 20).unwrap_err();
+        let err = assemble_series("X", vec![bar(5, 1.0)], 10, 20, i64::MAX).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -527,7 +541,8 @@ mod tests {
     fn assemble_names_the_bad_row() {
         let mut bad = bar(30, 3.0);
         bad.high = 1.0;
-        let err = assemble_series("X", vec![bar(40, 4.0), bad, bar(20, 2.0)], 0, 100).unwrap_err();
+        let err = assemble_series("X", vec![bar(40, 4.0), bad, bar(20, 2.0)], 0, 100, i64::MAX)
+            .unwrap_err();
         assert!(
             matches!(err, Error::HighBelowBody { row: 2, .. }),
             "{err:?}"
