@@ -95,6 +95,12 @@ pub enum Error {
         /// The columns found.
         found: Vec<String>,
     },
+    /// A file holds no bars: it is empty, or has a header and no rows.
+    #[error("no bars: {reason}")]
+    NoBars {
+        /// What the file holds instead.
+        reason: &'static str,
+    },
     /// A parameter of a generator, resampler or client is out of range.
     #[error("invalid {name} = {value}: {reason}")]
     InvalidParameter {

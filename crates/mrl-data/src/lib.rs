@@ -5,6 +5,9 @@
 //!   gaps are reported by [`BarSeries::gaps`], never filled.
 //! - [`Interval`] detection and [`BarSeries::periods_per_year`], the annualisation factor that
 //!   follows the data's own calendar.
+//! - Files: [`read_bars`] / [`write_bars`] (CSV or Parquet by extension, through polars, which
+//!   stays out of the API); errors name the file, row, field and value; writes are atomic and
+//!   floats round-trip exactly.
 //! - Synthetic markets with known laws ([`SyntheticConfig`] over a [`MarketProcess`]: GBM,
 //!   AR(1), Markov regimes, Merton jumps) and [`DomainRandomization`] over them; every draw comes
 //!   from a `ChaCha8Rng` seeded by a `u64`, and [`SyntheticSeries`] carries the true parameters
@@ -24,10 +27,15 @@
 #[cfg(feature = "bybit")]
 pub mod bybit;
 mod error;
+mod io;
 mod series;
 mod synthetic;
 
 pub use error::{Error, Result};
+pub use io::{
+    COLUMNS, read_bars, read_csv, read_parquet, symbol_from_path, write_bars, write_csv,
+    write_parquet,
+};
 pub use series::{Bar, BarSeries, DAY_MS, Gap, HOUR_MS, Interval, YEAR_MS};
 pub use synthetic::{
     Ar1Params, BarStyle, DomainRandomization, GbmParams, JumpParams, MarketProcess, ProcessKind,

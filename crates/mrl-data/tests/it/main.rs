@@ -2,4 +2,5 @@
 
 #[cfg(feature = "bybit")]
 mod bybit;
+mod io;
 mod synthetic;

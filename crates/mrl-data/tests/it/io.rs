@@ -1,0 +1,370 @@
+//! CSV and Parquet: exact round trips, precise errors naming file/row/field/value, atomic
+//! writes, and no panic on arbitrary bytes.
+
+use std::path::{Path, PathBuf};
+
+use mrl_data::{
+    Bar, BarSeries, Error, HOUR_MS, ProcessKind, SyntheticConfig, read_bars, read_csv,
+    read_parquet, write_bars, write_csv, write_parquet,
+};
+use proptest::prelude::*;
+
+const HEADER: &str = "timestamp,open,high,low,close,volume\n";
+
+fn sample_series() -> BarSeries {
+    SyntheticConfig::new(ProcessKind::Regime.default_process())
+        .generate(300, 1)
+        .unwrap()
+        .series
+}
+
+fn write_text(dir: &Path, name: &str, text: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A valid CSV body of `n` hourly rows.
+fn rows(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("{},100,101,99,100.5,3\n", i as i64 * HOUR_MS))
+        .collect()
+}
+
+/// The error inside [`Error::File`], after checking the path it names.
+fn in_file(err: Error, path: &Path) -> Error {
+    match err {
+        Error::File { path: p, source } => {
+            assert_eq!(p, path);
+            *source
+        }
+        other => panic!("expected Error::File, got {other:?}"),
+    }
+}
+
+fn bits(s: &BarSeries) -> Vec<[u64; 6]> {
+    s.iter()
+        .map(|b| {
+            [
+                b.timestamp as u64,
+                b.open.to_bits(),
+                b.high.to_bits(),
+                b.low.to_bits(),
+                b.close.to_bits(),
+                b.volume.to_bits(),
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn csv_and_parquet_round_trip_exactly_with_symbol_from_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let series = sample_series();
+    for name in ["ETHUSDT_1h.csv", "ETHUSDT_1h.parquet", "ETHUSDT.PQ"] {
+        let path = dir.path().join(name);
+        write_bars(&series, &path).unwrap();
+        let back = read_bars(&path).unwrap();
+        assert_eq!(bits(&back), bits(&series), "{name}");
+        assert_eq!(back.symbol(), Some("ETHUSDT"));
+    }
+    let csv = std::fs::read_to_string(dir.path().join("ETHUSDT_1h.csv")).unwrap();
+    assert!(csv.starts_with(HEADER), "{}", &csv[..80]);
+    assert_eq!(csv.lines().count(), 301);
+    // Explicit functions agree with the dispatchers.
+    let p = dir.path().join("x.parquet");
+    write_parquet(&series, &p).unwrap();
+    assert_eq!(bits(&read_parquet(&p).unwrap()), bits(&series));
+    let p = dir.path().join("y.csv");
+    write_csv(&series, &p).unwrap();
+    assert_eq!(bits(&read_csv(&p).unwrap()), bits(&series));
+}
+
+#[test]
+fn unknown_extension_is_an_error() {
+    let err = read_bars(Path::new("bars.json")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidParameter {
+                name: "file extension",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = write_bars(&sample_series(), Path::new("bars")).unwrap_err();
+    assert!(matches!(err, Error::InvalidParameter { .. }));
+}
+
+#[test]
+fn bad_value_names_file_row_field_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = format!("{HEADER}{}", rows(16));
+    text.push_str(&format!("{},100,101,99,abc,3\n", 16 * HOUR_MS));
+    let path = write_text(dir.path(), "x.csv", text.as_bytes());
+    let err = read_csv(&path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: row 17: field close: cannot parse \"abc\": invalid float literal",
+            path.display()
+        )
+    );
+    match in_file(err, &path) {
+        Error::Parse {
+            row, field, value, ..
+        } => {
+            assert_eq!((row, field.as_str(), value.as_str()), (17, "close", "abc"));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A fractional timestamp, an empty value, a short row, a long row.
+    for (line, row, field) in [
+        ("1.5,100,101,99,100,1", 3, "timestamp"),
+        (",100,101,99,100,1", 3, "timestamp"),
+        ("7200000,100,,99,100,1", 3, "high"),
+        ("7200000,100,101,99,100", 3, "(row)"),
+        ("7200000,100,101,99,100,1,9", 3, "(row)"),
+    ] {
+        let text = format!("{HEADER}{}{line}\n", rows(2));
+        let path = write_text(dir.path(), "bad.csv", text.as_bytes());
+        match in_file(read_csv(&path).unwrap_err(), &path) {
+            Error::Parse {
+                row: r, field: f, ..
+            } => assert_eq!((r, f.as_str()), (row, field), "{line}"),
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn validation_errors_carry_the_path_and_row() {
+    let dir = tempfile::tempdir().unwrap();
+    type IsExpected = fn(&Error) -> bool;
+    let cases: [(&str, IsExpected); 4] = [
+        ("7200000,100,99,98,100,1", |e| {
+            matches!(e, Error::HighBelowBody { row: 3, .. })
+        }),
+        ("3600000,100,101,99,100,1", |e| {
+            matches!(e, Error::NonIncreasingTime { row: 3, .. })
+        }),
+        ("7200000,-1,101,-2,100,1", |e| {
+            matches!(
+                e,
+                Error::NonPositivePrice {
+                    row: 3,
+                    field: "open",
+                    ..
+                }
+            )
+        }),
+        ("7200000,NaN,101,99,100,1", |e| {
+            matches!(
+                e,
+                Error::NonPositivePrice {
+                    row: 3,
+                    field: "open",
+                    ..
+                }
+            )
+        }),
+    ];
+    for (line, is_expected) in cases {
+        let text = format!("{HEADER}{}{line}\n", rows(2));
+        let path = write_text(dir.path(), "v.csv", text.as_bytes());
+        let err = read_csv(&path).unwrap_err();
+        assert!(
+            err.to_string().starts_with(&path.display().to_string()),
+            "{err}"
+        );
+        let inner = in_file(err, &path);
+        assert!(is_expected(&inner), "{line}: {inner}");
+    }
+}
+
+#[test]
+fn schema_and_emptiness_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for header in [
+        "timestamp,open,high,low,close\n",
+        "timestamp,open,high,low,close,volume,turnover\n",
+        "time,open,high,low,close,volume\n",
+        "open,timestamp,high,low,close,volume\n",
+    ] {
+        let path = write_text(
+            dir.path(),
+            "s.csv",
+            format!("{header}{}", rows(2)).as_bytes(),
+        );
+        let inner = in_file(read_csv(&path).unwrap_err(), &path);
+        assert!(matches!(inner, Error::Schema { .. }), "{header}: {inner}");
+    }
+    for (text, reason) in [
+        ("", "the file is empty"),
+        ("\n\n", "the file is empty"),
+        (HEADER, "the file has a header but no rows"),
+        (
+            "timestamp,open,high,low,close,volume\r\n\r\n",
+            "the file has a header but no rows",
+        ),
+    ] {
+        let path = write_text(dir.path(), "e.csv", text.as_bytes());
+        let inner = in_file(read_csv(&path).unwrap_err(), &path);
+        assert!(
+            matches!(inner, Error::NoBars { reason: r } if r == reason),
+            "{text:?}: {inner}"
+        );
+    }
+    let missing = dir.path().join("missing.csv");
+    assert!(matches!(read_csv(&missing).unwrap_err(), Error::Io { .. }));
+}
+
+#[test]
+fn crlf_bom_quotes_and_trailing_blank_lines_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let crlf = format!("{HEADER}{}", rows(3)).replace('\n', "\r\n") + "\r\n";
+    let bom = format!("\u{feff}{HEADER}{}\n\n", rows(3));
+    let quoted = format!(
+        "\"timestamp\",\"open\",\"high\",\"low\",\"close\",\"volume\"\n{}",
+        rows(3)
+    );
+    for text in [crlf, bom, quoted] {
+        let path = write_text(dir.path(), "ok.csv", text.as_bytes());
+        let s = read_csv(&path).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.closes(), &[100.5; 3]);
+    }
+    // A blank line inside the data is reported at its row, not skipped.
+    let text = format!("{HEADER}{}\n{}", rows(2), rows(1));
+    let path = write_text(dir.path(), "blank.csv", text.as_bytes());
+    let inner = in_file(read_csv(&path).unwrap_err(), &path);
+    assert!(matches!(inner, Error::Parse { row: 3, .. }), "{inner}");
+}
+
+#[test]
+fn parquet_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_text(dir.path(), "empty.parquet", b"");
+    assert!(matches!(
+        in_file(read_parquet(&path).unwrap_err(), &path),
+        Error::NoBars { .. }
+    ));
+    let path = write_text(dir.path(), "junk.parquet", b"PAR1 this is not parquet PAR1");
+    assert!(matches!(
+        in_file(read_parquet(&path).unwrap_err(), &path),
+        Error::Polars(_)
+    ));
+    // A CSV saved under a Parquet name.
+    let path = write_text(
+        dir.path(),
+        "csv.parquet",
+        format!("{HEADER}{}", rows(2)).as_bytes(),
+    );
+    assert!(read_parquet(&path).is_err());
+}
+
+#[test]
+fn writes_are_atomic_and_leave_no_temporary_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("BTC_1h.csv");
+    std::fs::write(&path, "old contents").unwrap();
+    let series = sample_series();
+    write_csv(&series, &path).unwrap();
+    assert_eq!(read_csv(&path).unwrap().len(), 300);
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("BTC_1h.csv")]);
+
+    // A failed write (the target is a directory) leaves the target and no temporary file.
+    let target = dir.path().join("taken.csv");
+    std::fs::create_dir(&target).unwrap();
+    assert!(matches!(
+        write_csv(&series, &target).unwrap_err(),
+        Error::Io { .. }
+    ));
+    assert!(target.is_dir());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+
+    // A missing directory is an I/O error naming it.
+    let err = write_parquet(&series, &dir.path().join("no/such/dir/x.parquet")).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+}
+
+fn arb_series() -> impl Strategy<Value = BarSeries> {
+    let price = prop_oneof![
+        1e-8f64..1e8,
+        prop::num::f64::POSITIVE | prop::num::f64::NORMAL
+    ];
+    let bar = (
+        1i64..1_000_000,
+        price.clone(),
+        price.clone(),
+        price.clone(),
+        price,
+        0f64..1e12,
+    );
+    prop::collection::vec(bar, 1..40).prop_map(|raw| {
+        let mut t = -5_000_000i64;
+        let bars: Vec<Bar> = raw
+            .into_iter()
+            .map(|(dt, open, close, h, l, volume)| {
+                t += dt;
+                Bar {
+                    timestamp: t,
+                    open,
+                    high: open.max(close).max(h),
+                    low: open.min(close).min(l),
+                    close,
+                    volume,
+                }
+            })
+            .collect();
+        BarSeries::new(&bars).unwrap()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_series_round_trip_bit_for_bit(series in arb_series()) {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["r.csv", "r.parquet"] {
+            let path = dir.path().join(name);
+            write_bars(&series, &path).unwrap();
+            let back = read_bars(&path).unwrap();
+            prop_assert_eq!(bits(&back), bits(&series));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.csv", "a.parquet"] {
+            let path = write_text(dir.path(), name, &bytes);
+            let _ = read_bars(&path);
+        }
+    }
+
+    #[test]
+    fn csv_like_text_never_panics(
+        body in prop::collection::vec(
+            prop::sample::select(b"0123456789.,-+eE\n\r\"naiNf ".to_vec()), 0..300),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = HEADER.as_bytes().to_vec();
+        text.extend_from_slice(&body);
+        let path = write_text(dir.path(), "t.csv", &text);
+        if let Err(err) = read_csv(&path) {
+            prop_assert!(err.to_string().starts_with(&path.display().to_string()));
+        }
+    }
+}
