@@ -100,6 +100,20 @@ pub struct VecTrials<D: TaskDistribution> {
     completed: Vec<usize>,
 }
 
+impl<D: TaskDistribution> std::fmt::Debug for VecTrials<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VecTrials")
+            .field("dist", &self.dist.name())
+            .field("n_envs", &self.n_envs)
+            .field("config", &self.config)
+            .field("split", &self.split)
+            .field("seed", &self.seed)
+            .field("round", &self.round)
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<D: TaskDistribution> VecTrials<D> {
     /// `n_envs` slots over `dist`'s `split`; call [`VecTrials::reset_trials`] to start.
     pub fn new(
@@ -342,5 +356,27 @@ impl<D: TaskDistribution> VecTrials<D> {
         self.round = state.round;
         self.trials.clear();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::Rng;
+
+    use super::*;
+
+    #[test]
+    fn trial_rngs_differ_by_seed_slot_and_round() {
+        let first = |seed, slot, round| trial_rng(seed, slot, round).next_u64();
+        let base = first(1, 2, 3);
+        assert_eq!(base, first(1, 2, 3));
+        for other in [
+            first(0, 2, 3),
+            first(1, 3, 3),
+            first(1, 2, 4),
+            first(2, 1, 3),
+        ] {
+            assert_ne!(base, other);
+        }
     }
 }
