@@ -36,7 +36,7 @@ mod config;
 mod decode;
 mod retry;
 
-pub use cache::{cache_covers, write_bars_atomic};
+pub use cache::cache_covers;
 pub use client::{BlockingBybitClient, BybitClient, FetchProgress};
 pub use config::{BybitConfig, Category, KlineInterval, MAX_PAGE_LIMIT};
 pub use decode::{

@@ -762,6 +762,24 @@ async fn fetch_cached_writes_then_reuses() {
 }
 
 #[tokio::test]
+async fn fetch_cached_writes_parquet_into_new_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache").join("BTCUSDT_60.parquet");
+    let server = TestServer::start(vec![ok(page_of(0..4))]);
+    let fetched = fetch_cached_hourly(&mut server.client(), T0, T0 + 3 * HOUR_MS, &path)
+        .await
+        .unwrap();
+    let stored = mrl_data::read_bars(&path).unwrap();
+    assert_eq!(stored.timestamps(), fetched.timestamps());
+    assert_eq!(stored.closes(), fetched.closes());
+    let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["BTCUSDT_60.parquet"]);
+}
+
+#[tokio::test]
 async fn fetch_cached_refetches_a_range_the_file_lacks() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("btc.csv");
