@@ -7,7 +7,11 @@
 //! - [`Trial`] and [`InputLayout`]: RL² trials of K episodes on one task, and the policy input
 //!   `[obs, one_hot(a_{t−1}), r_{t−1}, d_{t−1}]`.
 //! - [`TaskDistribution`] and [`VecTrials`]: the MDP distribution of meta-training, and B
-//!   trials over it in lockstep with flat, allocation-free buffers.
+//!   trials over it in lockstep with flat, allocation-free buffers; [`FixedMarket`] is the
+//!   simplest distribution (one market split in time, random windows).
+//!
+//! Reproducibility: every random draw comes from a `ChaCha8Rng` handed in ([`Env::reset`]),
+//! owned by a [`Trial`], or derived by [`trial_rng`] from `(seed, slot, round)`.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -37,15 +41,22 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod bandit;
 mod env;
 mod error;
 mod market;
 mod sizing;
 mod task;
+mod tasks;
 mod trading;
 mod trial;
 mod vec_env;
 
+pub use bandit::{
+    ArmPrior, BanditDistribution, BanditEnv, BanditPolicy, BanditTask, BaselineScore,
+    EpsilonGreedyPolicy, GreedyPolicy, RandomPolicy, ThompsonPolicy, Ucb1Policy, default_baselines,
+    evaluate_baselines, evaluate_policy, sample_tasks,
+};
 pub use env::{Env, Step};
 pub use error::{Error, Result};
 pub use market::MarketData;

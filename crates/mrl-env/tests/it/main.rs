@@ -1,5 +1,6 @@
 //! Integration tests of mrl-env.
 
+mod bandit;
 mod trading;
 mod trial;
 mod vec_env;
