@@ -3,4 +3,5 @@
 mod gae_golden;
 mod json;
 mod loss_golden;
+mod train;
 mod update_golden;

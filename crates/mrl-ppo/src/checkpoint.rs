@@ -1,0 +1,220 @@
+//! Training checkpoints, written atomically as one directory and read back for an exact
+//! resume.
+//!
+//! ```text
+//! DIR/config.toml                    the run's TrainConfig
+//! DIR/train_log.jsonl                one IterationStats per line
+//! DIR/checkpoint/model.safetensors   weights, PyTorch names
+//! DIR/checkpoint/agent.json          mrl-agent's sidecar (AgentConfig and sizes)
+//! DIR/checkpoint/optimizer.safetensors  Adam moments (exp_avg.<name>, exp_avg_sq.<name>)
+//! DIR/checkpoint/state.json          counters, Adam step, RNG states, VecTrials state
+//! ```
+//!
+//! The four checkpoint files are written into a fresh temporary directory, each fsynced,
+//! then the directory replaces `checkpoint/` by two renames (the old one is kept as
+//! `.checkpoint.old` until the new one is in place), so a crash leaves either the old or
+//! the new checkpoint, never a mix.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use mrl_agent::{CheckpointMeta, Policy};
+use mrl_env::VecTrialsState;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Format tag of `state.json`.
+pub const STATE_FORMAT: &str = "mrl-ppo-train-state";
+
+/// Directory name of the checkpoint inside a run directory.
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+
+const OLD_DIR: &str = ".checkpoint.old";
+
+/// Counters and RNG states of a run (`state.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Always [`STATE_FORMAT`].
+    pub format: String,
+    /// Iterations completed.
+    pub iteration: u64,
+    /// Environment steps taken so far.
+    pub env_steps: u64,
+    /// Adam steps taken so far.
+    pub adam_step: u64,
+    /// RNG of action sampling.
+    pub sample_rng: ChaCha8Rng,
+    /// RNG of the minibatch order.
+    pub shuffle_rng: ChaCha8Rng,
+    /// The trials' seed and round.
+    pub trials: VecTrialsState,
+}
+
+/// Everything a checkpoint holds, loaded.
+#[derive(Debug)]
+pub struct LoadedCheckpoint {
+    /// The policy (weights on the requested device).
+    pub policy: Policy,
+    /// Adam moments by name.
+    pub optimizer: HashMap<String, Tensor>,
+    /// Counters and RNG states.
+    pub state: TrainState,
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = fs::File::create(path).map_err(Error::io(path))?;
+    f.write_all(bytes).map_err(Error::io(path))?;
+    f.sync_all().map_err(Error::io(path))
+}
+
+fn sync_dir(dir: &Path) {
+    // Persists renames; not every platform can fsync a directory, so this is best effort.
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    write_synced(&tmp, bytes)?;
+    fs::rename(&tmp, path).map_err(Error::io(path))?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// The checkpoint directory of a run directory, falling back to the previous checkpoint
+/// when a crash interrupted the swap.
+pub fn checkpoint_dir(run_dir: &Path) -> PathBuf {
+    let dir = run_dir.join(CHECKPOINT_DIR);
+    let old = run_dir.join(OLD_DIR);
+    if !dir.exists() && old.exists() {
+        old
+    } else {
+        dir
+    }
+}
+
+/// Writes a checkpoint into `run_dir/checkpoint` atomically.
+///
+/// # Errors
+/// [`Error::Io`], [`Error::Json`], candle and agent errors.
+pub fn save_checkpoint(
+    run_dir: &Path,
+    policy: &Policy,
+    optimizer: &[(String, Tensor)],
+    state: &TrainState,
+) -> Result<()> {
+    let tmp = run_dir.join(format!(".checkpoint.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(Error::io(&tmp))?;
+    }
+    fs::create_dir_all(&tmp).map_err(Error::io(&tmp))?;
+    write_synced(&tmp.join("model.safetensors"), &policy.to_safetensors()?)?;
+    let meta = json_bytes(&policy.checkpoint_meta(), &tmp.join("agent.json"))?;
+    write_synced(&tmp.join("agent.json"), &meta)?;
+    let cpu: Vec<(String, Tensor)> = optimizer
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?)))
+        .collect::<Result<_>>()?;
+    let opt_path = tmp.join("optimizer.safetensors");
+    let opt =
+        safetensors::serialize(cpu.iter().map(|(n, t)| (n.as_str(), t)), None).map_err(|e| {
+            Error::Checkpoint {
+                path: opt_path.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+    write_synced(&opt_path, &opt)?;
+    let state_path = tmp.join("state.json");
+    write_synced(&state_path, &json_bytes(state, &state_path)?)?;
+    sync_dir(&tmp);
+
+    let dir = run_dir.join(CHECKPOINT_DIR);
+    let old = run_dir.join(OLD_DIR);
+    if old.exists() {
+        fs::remove_dir_all(&old).map_err(Error::io(&old))?;
+    }
+    if dir.exists() {
+        fs::rename(&dir, &old).map_err(Error::io(&dir))?;
+    }
+    fs::rename(&tmp, &dir).map_err(Error::io(&dir))?;
+    sync_dir(run_dir);
+    if old.exists() {
+        fs::remove_dir_all(&old).map_err(Error::io(&old))?;
+    }
+    tracing::info!(dir = %dir.display(), iteration = state.iteration, "checkpoint written");
+    Ok(())
+}
+
+fn json_bytes<T: Serialize>(value: &T, path: &Path) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let bytes = fs::read(path).map_err(Error::io(path))?;
+    serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let bytes = fs::read(path).map_err(Error::io(path))?;
+    candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Loads the policy of a checkpoint directory (`model.safetensors` + `agent.json`).
+///
+/// # Errors
+/// [`Error::Io`], [`Error::Json`], [`Error::Checkpoint`], agent errors for mismatched
+/// tensors.
+pub fn load_policy(dir: &Path, device: &Device) -> Result<Policy> {
+    let meta: CheckpointMeta = read_json(&dir.join("agent.json"))?;
+    let tensors = read_safetensors(&dir.join("model.safetensors"))?;
+    Ok(Policy::from_tensors(&meta.config, &tensors, device)?)
+}
+
+/// Loads a whole checkpoint directory.
+///
+/// # Errors
+/// As [`load_policy`], plus [`Error::Checkpoint`] for a foreign `state.json`.
+pub fn load_checkpoint(dir: &Path, device: &Device) -> Result<LoadedCheckpoint> {
+    let policy = load_policy(dir, device)?;
+    let optimizer = read_safetensors(&dir.join("optimizer.safetensors"))?;
+    let state_path = dir.join("state.json");
+    let state: TrainState = read_json(&state_path)?;
+    if state.format != STATE_FORMAT {
+        return Err(Error::Checkpoint {
+            path: state_path,
+            reason: format!("format {:?}, expected {STATE_FORMAT:?}", state.format),
+        });
+    }
+    Ok(LoadedCheckpoint {
+        policy,
+        optimizer,
+        state,
+    })
+}

@@ -1,0 +1,242 @@
+//! The training loop: a smoke run, exact resume, and the non-finite guard.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use mrl_agent::PolicyKind;
+use mrl_env::{BanditDistribution, BanditEnv, Env, Split, Step, TaskDistribution};
+use mrl_ppo::{
+    AgentSection, CHECKPOINT_DIR, Error, IterationStats, LOG_FILE, PpoConfig, TaskKind,
+    TaskSection, TrainConfig, Trainer, train, train_on,
+};
+use rand_chacha::ChaCha8Rng;
+
+fn small_config(iterations: u64, checkpoint_every: u64) -> TrainConfig {
+    TrainConfig {
+        seed: 7,
+        iterations,
+        n_envs: 6,
+        checkpoint_every,
+        agent: AgentSection {
+            hidden: 8,
+            ..Default::default()
+        },
+        ppo: PpoConfig {
+            epochs: 2,
+            minibatch_trials: 4,
+            anneal_lr: true,
+            ..Default::default()
+        },
+        task: TaskSection {
+            kind: TaskKind::Bandits { arms: 3, pulls: 5 },
+            episodes_per_trial: 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn smoke_run_writes_log_config_and_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_config(3, 2);
+    let mut seen = Vec::new();
+    let summary = train(&config, dir.path(), false, |s: &IterationStats| {
+        seen.push(s.clone())
+    })
+    .unwrap();
+    assert_eq!(summary.iterations, 3);
+    assert_eq!(summary.iterations_run, 3);
+    // 6 trials of 2 episodes of 5 pulls per iteration.
+    assert_eq!(summary.env_steps, 3 * 6 * 10);
+    assert_eq!(seen.len(), 3);
+    for s in &seen {
+        assert_eq!(s.return_by_episode.len(), 2);
+        assert!(s.mean_trial_return >= 0.0 && s.mean_trial_return <= 10.0);
+        assert!(s.entropy > 0.0 && s.entropy <= 3f64.ln() + 1e-6);
+        assert!(s.grad_norm.is_finite() && s.env_steps_per_sec > 0.0);
+    }
+    assert!(seen[2].lr < seen[0].lr, "annealed learning rate");
+    let log = String::from_utf8(read(&dir.path().join(LOG_FILE))).unwrap();
+    assert_eq!(log.lines().count(), 3);
+    let ckpt = dir.path().join(CHECKPOINT_DIR);
+    for f in [
+        "model.safetensors",
+        "agent.json",
+        "optimizer.safetensors",
+        "state.json",
+    ] {
+        assert!(ckpt.join(f).exists(), "{f}");
+    }
+    let saved = TrainConfig::load(&dir.path().join("config.toml")).unwrap();
+    assert_eq!(saved, config);
+    // A fresh run into the same directory would overwrite it: refused.
+    assert!(matches!(
+        train(&config, dir.path(), false, |_| {}),
+        Err(Error::Checkpoint { .. })
+    ));
+    // Resuming a finished run does nothing more.
+    let again = train(&config, dir.path(), true, |_| {}).unwrap();
+    assert_eq!((again.iterations, again.iterations_run), (3, 0));
+}
+
+#[test]
+fn mlp_baseline_trains_with_the_same_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_config(2, 5);
+    config.agent.kind = PolicyKind::Mlp;
+    let summary = train(&config, dir.path(), false, |_| {}).unwrap();
+    assert_eq!(summary.iterations, 2);
+}
+
+fn final_files(dir: &Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let ckpt = dir.join(CHECKPOINT_DIR);
+    (
+        read(&ckpt.join("model.safetensors")),
+        read(&ckpt.join("optimizer.safetensors")),
+        read(&ckpt.join("state.json")),
+    )
+}
+
+#[test]
+fn interrupted_and_resumed_run_is_bit_identical() {
+    let config = small_config(5, 2);
+    let straight = tempfile::tempdir().unwrap();
+    train(&config, straight.path(), false, |_| {}).unwrap();
+    let want = final_files(straight.path());
+
+    // Interrupted after 3 iterations: the last checkpoint is at 2, iteration 3 is redone.
+    let broken = tempfile::tempdir().unwrap();
+    let dist = Arc::new(BanditDistribution::new(3, 5).unwrap());
+    {
+        let mut trainer = Trainer::new(config.clone(), dist, broken.path()).unwrap();
+        for _ in 0..3 {
+            trainer.step().unwrap();
+        }
+    }
+    let resumed = train(&config, broken.path(), true, |_| {}).unwrap();
+    assert_eq!((resumed.iterations, resumed.iterations_run), (5, 3));
+    let got = final_files(broken.path());
+    assert!(got.0 == want.0, "weights differ after resume");
+    assert!(got.1 == want.1, "Adam moments differ after resume");
+    assert!(
+        got.2 == want.2,
+        "counters or RNG states differ after resume"
+    );
+    let log = String::from_utf8(read(&broken.path().join(LOG_FILE))).unwrap();
+    let iterations: Vec<u64> = log
+        .lines()
+        .map(|l| serde_json::from_str::<IterationStats>(l).unwrap().iteration)
+        .collect();
+    assert_eq!(iterations, vec![0, 1, 2, 3, 4]);
+
+    // Resuming with another config is refused.
+    let other = TrainConfig { seed: 8, ..config };
+    assert!(matches!(
+        train(&other, broken.path(), true, |_| {}),
+        Err(Error::Checkpoint { .. })
+    ));
+}
+
+/// Bandits whose trials, from the `poison_after`-th sampled task on, pay a NaN reward at
+/// their last pull (after the policy's last step, so only the loss can see it).
+struct PoisonedBandits {
+    inner: BanditDistribution,
+    sampled: AtomicUsize,
+    poison_after: usize,
+}
+
+struct PoisonedEnv {
+    env: BanditEnv,
+    poisoned: bool,
+    pulls: usize,
+}
+
+impl Env for PoisonedEnv {
+    fn obs_dim(&self) -> usize {
+        self.env.obs_dim()
+    }
+    fn n_actions(&self) -> usize {
+        self.env.n_actions()
+    }
+    fn max_episode_steps(&self) -> usize {
+        self.env.max_episode_steps()
+    }
+    fn reset(&mut self, rng: &mut ChaCha8Rng) -> mrl_env::Result<&[f32]> {
+        self.pulls = 0;
+        self.env.reset(rng)
+    }
+    fn step(&mut self, action: usize) -> mrl_env::Result<Step<'_>> {
+        self.pulls += 1;
+        let last = self.pulls == self.env.n_pulls();
+        let poisoned = self.poisoned;
+        let mut step = self.env.step(action)?;
+        if poisoned && last {
+            step.reward = f64::NAN;
+        }
+        Ok(step)
+    }
+}
+
+impl TaskDistribution for PoisonedBandits {
+    type Env = PoisonedEnv;
+    fn name(&self) -> &str {
+        "poisoned-bandits"
+    }
+    fn obs_dim(&self) -> usize {
+        self.inner.obs_dim()
+    }
+    fn n_actions(&self) -> usize {
+        self.inner.n_actions()
+    }
+    fn max_episode_steps(&self) -> usize {
+        self.inner.max_episode_steps()
+    }
+    fn sample(&self, split: Split, rng: &mut ChaCha8Rng) -> mrl_env::Result<PoisonedEnv> {
+        let n = self.sampled.fetch_add(1, Ordering::SeqCst);
+        Ok(PoisonedEnv {
+            env: self.inner.sample(split, rng)?,
+            poisoned: n >= self.poison_after,
+            pulls: 0,
+        })
+    }
+}
+
+#[test]
+fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
+    let mut config = small_config(6, 2);
+    config.task.episodes_per_trial = 1;
+    let dir = tempfile::tempdir().unwrap();
+    // Six slots per iteration: iterations 0..=2 are clean, iteration 3 is poisoned.
+    let dist = Arc::new(PoisonedBandits {
+        inner: BanditDistribution::new(3, 5).unwrap(),
+        sampled: AtomicUsize::new(0),
+        poison_after: 3 * 6,
+    });
+    let err = train_on(&config, dist, dir.path(), false, |_| {}).unwrap_err();
+    match err {
+        Error::NonFinite {
+            iteration,
+            epoch,
+            minibatch,
+            ..
+        } => {
+            assert_eq!((iteration, epoch, minibatch), (3, 0, 0));
+        }
+        other => panic!("expected NonFinite, got {other:?}"),
+    }
+    let state: serde_json::Value =
+        serde_json::from_slice(&read(&dir.path().join(CHECKPOINT_DIR).join("state.json"))).unwrap();
+    assert_eq!(state["iteration"], 2);
+    let policy =
+        mrl_ppo::load_policy(&dir.path().join(CHECKPOINT_DIR), &candle_core::Device::Cpu).unwrap();
+    for (name, var) in policy.parameters() {
+        let v = var.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(v.iter().all(|x| x.is_finite()), "{name}");
+    }
+}
