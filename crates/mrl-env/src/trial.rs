@@ -105,7 +105,8 @@ impl InputLayout {
 
     /// Writes a trial-start input: `[obs, 0, …, 0]`.
     ///
-    /// `out` must be [`InputLayout::dim`] long and `obs` `obs_dim` long.
+    /// # Panics
+    /// When `out` is not [`InputLayout::dim`] long or `obs` not `obs_dim` long.
     pub fn write_start(&self, out: &mut [f32], obs: &[f32]) {
         out[self.obs()].copy_from_slice(obs);
         out[self.obs_dim..].fill(0.0);
@@ -113,8 +114,9 @@ impl InputLayout {
 
     /// Writes `[obs, one_hot(prev_action), prev_reward, prev_done]`.
     ///
-    /// `out` must be [`InputLayout::dim`] long, `obs` `obs_dim` long and
-    /// `prev_action < n_actions`.
+    /// # Panics
+    /// When `out` is not [`InputLayout::dim`] long, `obs` not `obs_dim` long, or
+    /// `prev_action ≥ n_actions`.
     pub fn write(
         &self,
         out: &mut [f32],
@@ -211,6 +213,12 @@ impl<E: Env> Trial<E> {
     pub fn step(&mut self, action: usize) -> Result<TrialStep<'_>> {
         if !self.running {
             return Err(Error::EpisodeNotRunning);
+        }
+        if action >= self.layout.n_actions {
+            return Err(Error::InvalidAction {
+                action,
+                n_actions: self.layout.n_actions,
+            });
         }
         let episode = self.episode;
         let step = self.env.step(action)?;
