@@ -8,6 +8,8 @@
 //! - Files: [`read_bars`] / [`write_bars`] (CSV or Parquet by extension, through polars, which
 //!   stays out of the API); errors name the file, row, field and value; writes are atomic and
 //!   floats round-trip exactly.
+//! - [`resample`] to a coarser interval (epoch-aligned buckets) and [`SeriesSummary`] (rows,
+//!   span, interval, gaps) for checking data.
 //! - Synthetic markets with known laws ([`SyntheticConfig`] over a [`MarketProcess`]: GBM,
 //!   AR(1), Markov regimes, Merton jumps) and [`DomainRandomization`] over them; every draw comes
 //!   from a `ChaCha8Rng` seeded by a `u64`, and [`SyntheticSeries`] carries the true parameters
@@ -28,7 +30,9 @@
 pub mod bybit;
 mod error;
 mod io;
+mod resample;
 mod series;
+mod summary;
 mod synthetic;
 
 pub use error::{Error, Result};
@@ -36,7 +40,9 @@ pub use io::{
     COLUMNS, read_bars, read_csv, read_parquet, symbol_from_path, write_bars, write_csv,
     write_parquet,
 };
+pub use resample::{resample, resample_complete};
 pub use series::{Bar, BarSeries, DAY_MS, Gap, HOUR_MS, Interval, YEAR_MS};
+pub use summary::{SeriesSummary, format_timestamp};
 pub use synthetic::{
     Ar1Params, BarStyle, DomainRandomization, GbmParams, JumpParams, MarketProcess, ProcessKind,
     RegimeLabel, RegimeParams, RegimeState, SYNTHETIC_EPOCH_MS, SyntheticConfig, SyntheticSeries,

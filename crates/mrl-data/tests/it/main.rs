@@ -3,4 +3,5 @@
 #[cfg(feature = "bybit")]
 mod bybit;
 mod io;
+mod resample;
 mod synthetic;
