@@ -43,4 +43,3 @@ pub use decode::{
     KlinePage, RATE_LIMIT_RET_CODES, SERVER_ERROR_RET_CODES, decode_kline_page,
     is_retryable_ret_code,
 };
-pub use retry::{RESET_TIMESTAMP_HEADER, retry_delay_ms, server_hint_ms};

@@ -5,14 +5,19 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use super::config::BybitConfig;
 
 /// Bybit's header with the time (ms since the epoch) at which the rate limit resets.
-pub const RESET_TIMESTAMP_HEADER: &str = "X-Bapi-Limit-Reset-Timestamp";
+pub(crate) const RESET_TIMESTAMP_HEADER: &str = "X-Bapi-Limit-Reset-Timestamp";
 
 /// Wait before retry `attempt` (0-based), in ms, given a uniform draw `u ∈ [0, 1)` and an
 /// optional server hint:
 ///
 /// `d = min(backoff_max, backoff_base · 2^attempt)`,
 /// `wait = max(d · (1 − jitter + jitter · u), min(hint, max_retry_after))`.
-pub fn retry_delay_ms(config: &BybitConfig, attempt: u32, u: f64, hint_ms: Option<u64>) -> u64 {
+pub(crate) fn retry_delay_ms(
+    config: &BybitConfig,
+    attempt: u32,
+    u: f64,
+    hint_ms: Option<u64>,
+) -> u64 {
     let doubling = 1u64.checked_shl(attempt).unwrap_or(u64::MAX);
     let capped = config
         .backoff_base_ms
@@ -29,7 +34,7 @@ pub fn retry_delay_ms(config: &BybitConfig, attempt: u32, u: f64, hint_ms: Optio
 /// The wait the server asked for, in ms: the larger of `Retry-After` (delay in seconds; the
 /// HTTP-date form is ignored) and `X-Bapi-Limit-Reset-Timestamp − now` (ms since the epoch;
 /// a value below 10¹¹ is taken as seconds). `None` when neither header is usable.
-pub fn server_hint_ms(headers: &HeaderMap, now_ms: i64) -> Option<u64> {
+pub(crate) fn server_hint_ms(headers: &HeaderMap, now_ms: i64) -> Option<u64> {
     let text = |name| {
         headers
             .get(name)
