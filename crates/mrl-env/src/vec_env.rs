@@ -206,7 +206,8 @@ impl<D: TaskDistribution> VecTrials<D> {
     }
 
     /// Steps every slot whose trial is running with its action (actions of finished slots
-    /// are ignored).
+    /// are ignored). After an error (a bad action, an env error) the round is left partly
+    /// stepped: start a new one with [`VecTrials::reset_trials`].
     pub fn step(&mut self, actions: &[usize]) -> Result<StepBatch<'_>> {
         if actions.len() != self.n_envs {
             return Err(Error::ActionCountMismatch {

@@ -150,3 +150,19 @@ fn zero_episodes_is_an_error() {
         })
     ));
 }
+
+#[test]
+fn an_invalid_action_is_an_error_and_leaves_the_trial_running() {
+    let mut trial = trial(TrialConfig::default());
+    let first = trial.reset().unwrap().to_vec();
+    assert!(matches!(
+        trial.step(3),
+        Err(Error::InvalidAction {
+            action: 3,
+            n_actions: 3
+        })
+    ));
+    assert_eq!(trial.input(), first);
+    assert!(!trial.is_done());
+    assert!(trial.step(TargetAction::Hold.index()).is_ok());
+}
