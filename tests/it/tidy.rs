@@ -22,8 +22,14 @@ const LAYERS: [(&str, u32); 6] = [
 
 /// External crates allowed only in some of our crates.
 const RESTRICTED: [(&str, &[&str]); 5] = [
-    ("candle-core", &["mrl-agent", "mrl-ppo", "mrl-backtest", "mrl"]),
-    ("candle-nn", &["mrl-agent", "mrl-ppo", "mrl-backtest", "mrl"]),
+    (
+        "candle-core",
+        &["mrl-agent", "mrl-ppo", "mrl-backtest", "mrl"],
+    ),
+    (
+        "candle-nn",
+        &["mrl-agent", "mrl-ppo", "mrl-backtest", "mrl"],
+    ),
     ("polars", &["mrl-data"]),
     ("reqwest", &["mrl-data"]),
     ("tokio", &["mrl-data"]),
@@ -31,11 +37,21 @@ const RESTRICTED: [(&str, &[&str]); 5] = [
 
 fn metadata() -> serde_json::Value {
     let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(workspace_root())
         .output()
         .expect("cargo metadata runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON")
 }
 
@@ -46,7 +62,11 @@ fn edges(meta: &serde_json::Value) -> Vec<(String, String, String)> {
         let name = pkg["name"].as_str().expect("name").to_string();
         for dep in pkg["dependencies"].as_array().expect("dependencies") {
             let kind = dep["kind"].as_str().unwrap_or("normal").to_string();
-            edges.push((name.clone(), dep["name"].as_str().expect("dep name").to_string(), kind));
+            edges.push((
+                name.clone(),
+                dep["name"].as_str().expect("dep name").to_string(),
+                kind,
+            ));
         }
     }
     edges
@@ -93,10 +113,26 @@ fn crates_depend_only_on_lower_layers() {
 #[test]
 fn layering_check_catches_an_upward_edge() {
     let edges = vec![
-        ("mrl-data".to_string(), "mrl-env".to_string(), "normal".to_string()),
-        ("mrl-env".to_string(), "candle-core".to_string(), "normal".to_string()),
-        ("mrl-env".to_string(), "mrl-agent".to_string(), "normal".to_string()),
-        ("mrl-ppo".to_string(), "mrl-env".to_string(), "normal".to_string()),
+        (
+            "mrl-data".to_string(),
+            "mrl-env".to_string(),
+            "normal".to_string(),
+        ),
+        (
+            "mrl-env".to_string(),
+            "candle-core".to_string(),
+            "normal".to_string(),
+        ),
+        (
+            "mrl-env".to_string(),
+            "mrl-agent".to_string(),
+            "normal".to_string(),
+        ),
+        (
+            "mrl-ppo".to_string(),
+            "mrl-env".to_string(),
+            "normal".to_string(),
+        ),
     ];
     let bad = layering_violations(&edges);
     assert_eq!(bad.len(), 3, "{bad:?}");
@@ -140,7 +176,11 @@ fn every_source_file_has_a_module_header() {
         })
         .map(|p| p.display().to_string())
         .collect();
-    assert!(missing.is_empty(), "files without a `//!` header:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "files without a `//!` header:\n{}",
+        missing.join("\n")
+    );
 }
 
 #[test]
@@ -160,7 +200,11 @@ fn no_ignored_tests_or_placeholders() {
             }
         }
     }
-    assert!(hits.is_empty(), "placeholders or ignored tests:\n{}", hits.join("\n"));
+    assert!(
+        hits.is_empty(),
+        "placeholders or ignored tests:\n{}",
+        hits.join("\n")
+    );
 }
 
 #[test]
@@ -176,8 +220,12 @@ fn no_real_market_data_is_committed() {
         .lines()
         .filter(|f| {
             let name = f.rsplit('/').next().unwrap_or(f);
-            (name.contains("USDT_1h") || name.ends_with("_1d.csv")) && !f.starts_with("fixtures/synthetic")
+            (name.contains("USDT_1h") || name.ends_with("_1d.csv"))
+                && !f.starts_with("fixtures/synthetic")
         })
         .collect();
-    assert!(real.is_empty(), "files that look like ../shared/data: {real:?}");
+    assert!(
+        real.is_empty(),
+        "files that look like ../shared/data: {real:?}"
+    );
 }

@@ -1,0 +1,97 @@
+//! `mrl eval bandits` and `mrl eval markets`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use mrl::ppo::{TaskKind, TrainConfig};
+
+use super::print;
+
+/// Evaluation subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Evaluate a bandit agent on fresh trials beside random, greedy, ε-greedy, UCB1 and
+    /// Thompson sampling on the same trials.
+    Bandits(BanditArgs),
+}
+
+/// Arguments of `mrl eval bandits`.
+#[derive(Debug, Args)]
+pub struct BanditArgs {
+    /// A run directory (or its checkpoint/ directory).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Number of fresh trials (bandit tasks).
+    #[arg(long, default_value_t = 1000)]
+    trials: usize,
+    /// Arms k (default: from the run's config.toml).
+    #[arg(long)]
+    arms: Option<usize>,
+    /// Pulls n per trial (default: from the run's config.toml).
+    #[arg(long)]
+    pulls: Option<usize>,
+    /// Seed of the evaluation tasks (distinct from training's task stream).
+    #[arg(long, default_value_t = 2024)]
+    seed: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs an eval subcommand.
+pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
+    match cmd {
+        EvalCommand::Bandits(args) => bandits(args),
+    }
+}
+
+/// The run's config next to a checkpoint, if any.
+fn run_config(checkpoint: &std::path::Path) -> Option<TrainConfig> {
+    [
+        checkpoint.join(mrl::ppo::CONFIG_FILE),
+        checkpoint.join("..").join(mrl::ppo::CONFIG_FILE),
+    ]
+    .iter()
+    .find(|p| p.exists())
+    .and_then(|p| TrainConfig::load(p).ok())
+}
+
+fn bandits(args: BanditArgs) -> anyhow::Result<()> {
+    let (mut arms, mut pulls) = (args.arms, args.pulls);
+    if let Some(TaskKind::Bandits { arms: a, pulls: p }) =
+        run_config(&args.checkpoint).map(|c| c.task.kind)
+    {
+        arms = arms.or(Some(a));
+        pulls = pulls.or(Some(p));
+    }
+    let arms = arms.context("--arms is needed: no bandit config.toml beside the checkpoint")?;
+    let pulls = pulls.context("--pulls is needed: no bandit config.toml beside the checkpoint")?;
+    let eval = mrl::ppo::evaluate_bandits(&args.checkpoint, arms, pulls, args.trials, args.seed)?;
+    if args.json {
+        print(serde_json::to_string_pretty(&eval)?);
+        return Ok(());
+    }
+    print(format!(
+        "k = {arms} arms, n = {pulls} pulls, {} trials (seed {}): mean total reward per trial",
+        eval.trials, eval.seed
+    ));
+    print(format!("{:<16} {:>10} {:>10}", "policy", "mean", "std err"));
+    let rows = [
+        ("rl2 (sampled)", &eval.agent_sampled),
+        ("rl2 (greedy)", &eval.agent_greedy),
+    ];
+    for (name, score) in rows {
+        print(format!(
+            "{name:<16} {:>10.3} {:>10.3}",
+            score.mean, score.std_err
+        ));
+    }
+    for score in &eval.baselines {
+        print(format!(
+            "{:<16} {:>10.3} {:>10.3}",
+            score.name, score.mean, score.std_err
+        ));
+    }
+    Ok(())
+}
