@@ -87,6 +87,22 @@ pub enum Error {
         /// Bars of the series.
         bars: usize,
     },
+    /// A task distribution whose train or test split holds no task.
+    #[error("{distribution}: the {split:?} split has no task (a task needs {needed} bars)")]
+    EmptySplit {
+        /// The distribution's name.
+        distribution: String,
+        /// The empty split.
+        split: crate::Split,
+        /// Bars one task needs.
+        needed: usize,
+    },
+    /// A held-out asset that is not among the assets given.
+    #[error("held-out asset {symbol} is not among the assets")]
+    UnknownAsset {
+        /// The symbol given.
+        symbol: String,
+    },
     /// Building or slicing a bar series failed.
     #[error(transparent)]
     Data(#[from] mrl_data::Error),

@@ -45,6 +45,7 @@ mod bandit;
 mod env;
 mod error;
 mod market;
+mod oracle;
 mod sizing;
 mod task;
 mod tasks;
@@ -60,8 +61,13 @@ pub use bandit::{
 pub use env::{Env, Step};
 pub use error::{Error, Result};
 pub use market::MarketData;
+pub use oracle::Ar1Oracle;
 pub use sizing::{ActionSpace, SizingAction, TargetAction};
 pub use task::{FixedMarket, Split, TaskDistribution};
+pub use tasks::{
+    Ar1Family, AssetSplit, MarketTasks, ProcessSource, RegimeConfig, RegimeThresholds,
+    SyntheticTasks, TaskEnv, TaskInfo, TaskKind, WindowStats, quantile,
+};
 pub use trading::{TradingConfig, TradingEnv, TradingObs, TradingState, step_pnl};
 pub use trial::{InputLayout, Trial, TrialConfig, TrialStep};
 pub use vec_env::{StepBatch, VecTrials, VecTrialsState, trial_rng};
