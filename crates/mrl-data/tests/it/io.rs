@@ -279,6 +279,17 @@ fn writes_are_atomic_and_leave_no_temporary_files() {
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("BTC_1h.csv")]);
 
+    // Permissions are those of a plainly created file, not a private temporary one.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), mode(&plain));
+        std::fs::remove_file(plain).unwrap();
+    }
+
     // A failed write (the target is a directory) leaves the target and no temporary file.
     let target = dir.path().join("taken.csv");
     std::fs::create_dir(&target).unwrap();

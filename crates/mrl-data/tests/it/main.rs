@@ -2,6 +2,7 @@
 
 #[cfg(feature = "bybit")]
 mod bybit;
+mod fixtures;
 mod io;
 mod resample;
 mod synthetic;
