@@ -10,9 +10,11 @@
 //!
 //! # Cost
 //!
-//! Every `sample` generates `n_bars` bars and computes their features, both O(n): with the
-//! default 2000 bars that is a few hundred microseconds in a release build, small beside a
-//! trial of 3 × 200 GRU steps. Keep `n_bars` near `min_bars` plus the room random starts need.
+//! Every `sample` generates `n_bars` bars and computes their features: O(n) work (one or
+//! two normal draws and a few rolling-sum updates per bar) and a handful of `n_bars`-long
+//! vectors, paid once per trial. With 2000 bars (room for random starts of 200-step
+//! episodes) it is small beside a trial of 3 × 200 GRU steps; keep `n_bars` near
+//! [`TradingConfig::min_bars`] plus the room random starts need.
 
 use std::sync::Arc;
 

@@ -557,3 +557,25 @@ fn ar1_oracle_beats_random_and_buy_and_hold() {
     let market = MarketTasks::multi_asset(&assets, &split, config(50)).unwrap();
     assert!(Ar1Oracle::for_task(&market.sample(Split::Train, &mut task_rng).unwrap()).is_none());
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Wherever the cut falls, every train task ends strictly before it and every test task
+    /// starts at or after it, warm-up included, for assets and for resampled timeframes.
+    #[test]
+    fn any_time_cut_gives_disjoint_parts(cut_hour in 80i64..520) {
+        let cut = cut_hour * HOUR_MS;
+        let assets = three_assets(600);
+        let split = AssetSplit { held_out: vec![], test_start: Some(cut) };
+        let dist = MarketTasks::multi_asset(&assets, &split, config(20)).unwrap();
+        proptest::prop_assert!(dist.tasks(Split::Train).all(|t| t.last_timestamp < cut));
+        proptest::prop_assert!(dist.tasks(Split::Test).all(|t| t.first_timestamp >= cut));
+        let intervals = [Interval::HOUR, Interval::FOUR_HOURS];
+        let dist = MarketTasks::timeframes(&assets[0], &intervals, cut, config(20)).unwrap();
+        for t in dist.tasks(Split::Train) {
+            proptest::prop_assert!(t.last_timestamp + interval_ms(t) <= cut);
+        }
+        proptest::prop_assert!(dist.tasks(Split::Test).all(|t| t.first_timestamp >= cut));
+    }
+}
