@@ -1,1 +1,6 @@
 //! Integration tests of mrl-backtest.
+
+mod common;
+mod metrics;
+mod reports;
+mod walk_forward;

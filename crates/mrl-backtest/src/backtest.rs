@@ -1,0 +1,246 @@
+//! [`backtest`]: the RL² agent and its baselines on the same walk-forward windows, with
+//! metrics, adaptation curves and bootstrap intervals of Sharpe differences.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use mrl_agent::Policy;
+use mrl_data::BarSeries;
+use mrl_env::{Ar1Oracle, MarketData};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::engine::check_policy;
+use crate::{
+    ActionMode, BacktestReport, Baseline, Metrics, PolicyReport, PolicyRun, Result, SeedSpread,
+    SharpeDiffCi, Span, StepRecord, WalkForwardConfig, Window, adaptation_curve, book_test_period,
+    bootstrap_sharpe_diff_ci, mean_metrics, plan_windows, run_baseline, run_policy,
+};
+
+/// The policies to compare.
+#[derive(Debug, Clone, Copy)]
+pub struct Policies<'a> {
+    /// The agent under test (reported as `rl2`; any [`Policy`] works, an MLP included).
+    pub rl2: &'a Policy,
+    /// A memory-less baseline network (reported as `mlp`).
+    pub mlp: Option<&'a Policy>,
+    /// The AR(1) oracle of a synthetic market with known parameters (reported as
+    /// `oracle`).
+    pub oracle: Option<Ar1Oracle>,
+}
+
+impl<'a> Policies<'a> {
+    /// Just the agent under test.
+    pub fn new(rl2: &'a Policy) -> Self {
+        Self {
+            rl2,
+            mlp: None,
+            oracle: None,
+        }
+    }
+}
+
+/// Per-step records of every policy (its first seed), keyed like the report.
+pub type PolicyRecords = BTreeMap<String, Vec<StepRecord>>;
+
+/// A finished backtest: the report, the per-step book of every policy, and the windows.
+#[derive(Debug, Clone)]
+pub struct Backtest {
+    /// The summary ([`BacktestReport`]).
+    pub report: BacktestReport,
+    /// The test-period book of every policy (first seed of sampled runs).
+    pub records: PolicyRecords,
+    /// The evaluation windows and their adaptation episodes.
+    pub windows: Vec<Window>,
+    /// The positions of every policy and seed, `runs[name][seed]`.
+    pub runs: BTreeMap<String, Vec<PolicyRun>>,
+}
+
+/// Streams of the seeded generators, so that every policy draws from its own.
+#[derive(Clone, Copy)]
+enum Stream {
+    Rl2 = 1,
+    Mlp = 2,
+    Random = 3,
+    Bootstrap = 4,
+}
+
+/// The generator of `stream`, run `run`: `ChaCha8Rng::seed_from_u64(seed)` on stream
+/// `(stream << 32) | run`.
+fn stream_rng(seed: u64, stream: Stream, run: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(((stream as u64) << 32) | run as u64);
+    rng
+}
+
+/// Backtests `policies` on `series` (raw features, as `MarketData::new` computes them).
+///
+/// # Errors
+/// See [`backtest_market`].
+pub fn backtest(
+    series: &BarSeries,
+    policies: &Policies<'_>,
+    config: &WalkForwardConfig,
+) -> Result<Backtest> {
+    backtest_market(&MarketData::new(series.clone())?.shared(), policies, config)
+}
+
+/// Backtests `policies` on `market` (use this when the agent was trained on normalised
+/// features: build the `MarketData` with the training normaliser).
+///
+/// Every policy trades the same windows ([`plan_windows`]) at the same cost: the agents
+/// through RL² trials ([`run_policy`]), buy-and-hold, flat, random and the oracle through
+/// [`run_baseline`]. Metrics are annualised by the series' own `periods_per_year`.
+///
+/// # Errors
+/// [`Error::SeriesTooShort`](crate::Error::SeriesTooShort) naming the lengths,
+/// [`Error::InputMismatch`](crate::Error::InputMismatch) for a policy that does not read the
+/// env's inputs, [`Error::InvalidConfig`](crate::Error::InvalidConfig), env and agent
+/// errors.
+pub fn backtest_market(
+    market: &Arc<MarketData>,
+    policies: &Policies<'_>,
+    config: &WalkForwardConfig,
+) -> Result<Backtest> {
+    let timestamps = market.timestamps();
+    let closes = market.closes();
+    let windows = plan_windows(timestamps, config)?;
+    check_policy(policies.rl2, "rl2", config)?;
+    if let Some(mlp) = policies.mlp {
+        check_policy(mlp, "mlp", config)?;
+    }
+    let periods_per_year = market.periods_per_year().unwrap_or(1.0);
+    let _span = tracing::info_span!(
+        "backtest",
+        symbol = market.symbol().unwrap_or("-"),
+        windows = windows.len()
+    )
+    .entered();
+
+    let runs_per_policy = config.mode.runs();
+    let mut runs: BTreeMap<String, Vec<PolicyRun>> = BTreeMap::new();
+    let agent_runs = |policy: &Policy, stream: Stream| -> Result<Vec<PolicyRun>> {
+        match config.mode {
+            ActionMode::Greedy => Ok(vec![run_policy(market, &windows, policy, config, None)?]),
+            ActionMode::Sampled { seeds } => (0..seeds)
+                .map(|s| {
+                    let mut rng = stream_rng(config.seed, stream, s);
+                    run_policy(market, &windows, policy, config, Some(&mut rng))
+                })
+                .collect(),
+        }
+    };
+    runs.insert("rl2".into(), agent_runs(policies.rl2, Stream::Rl2)?);
+    if let Some(mlp) = policies.mlp {
+        runs.insert("mlp".into(), agent_runs(mlp, Stream::Mlp)?);
+    }
+    let mut baselines = vec![Baseline::BuyAndHold, Baseline::Flat, Baseline::Random];
+    baselines.extend(policies.oracle.map(Baseline::Oracle));
+    for baseline in &baselines {
+        let n = if *baseline == Baseline::Random {
+            runs_per_policy
+        } else {
+            1
+        };
+        let baseline_runs = (0..n)
+            .map(|s| {
+                let mut rng = stream_rng(config.seed, Stream::Random, s);
+                run_baseline(closes, &windows, baseline, config, &mut rng)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        runs.insert(baseline.name().into(), baseline_runs);
+    }
+
+    let mut records = PolicyRecords::new();
+    let mut reports = BTreeMap::new();
+    for (name, policy_runs) in &runs {
+        let books: Vec<Vec<StepRecord>> = policy_runs
+            .iter()
+            .map(|run| book_test_period(timestamps, closes, &windows, run, config.cost_rate))
+            .collect();
+        let metrics: Vec<Metrics> = books
+            .iter()
+            .map(|b| metrics_of(b, periods_per_year))
+            .collect();
+        let curves: Vec<Vec<f64>> = policy_runs
+            .iter()
+            .map(|run| adaptation_curve(closes, &windows, run, config.cost_rate))
+            .collect();
+        let report = PolicyReport {
+            metrics: mean_metrics(&metrics).unwrap_or_else(|| metrics_of(&[], periods_per_year)),
+            adaptation_curve: mean_columns(&curves),
+            sharpe_diff_ci: None,
+            seeds: (metrics.len() > 1).then(|| SeedSpread::of(&metrics)),
+        };
+        reports.insert(name.clone(), report);
+        records.insert(name.clone(), books.into_iter().next().unwrap_or_default());
+    }
+    let rl2_returns = returns_of(records.get("rl2").map_or(&[][..], Vec::as_slice));
+    for (i, (name, report)) in reports.iter_mut().enumerate() {
+        if name == "rl2" {
+            continue;
+        }
+        let other = returns_of(records.get(name).map_or(&[][..], Vec::as_slice));
+        let b = &config.bootstrap;
+        let mut rng = stream_rng(config.seed, Stream::Bootstrap, i);
+        report.sharpe_diff_ci = bootstrap_sharpe_diff_ci(
+            &rl2_returns,
+            &other,
+            periods_per_year,
+            b.resamples,
+            b.confidence,
+            b.block_len,
+            &mut rng,
+        )
+        .map(|(lo, hi, point)| SharpeDiffCi {
+            point,
+            lo,
+            hi,
+            confidence: b.confidence,
+        });
+    }
+    let first = windows.first().map_or(0, |w| w.eval.start);
+    let last = windows
+        .last()
+        .map_or(first, |w| w.eval.end.saturating_sub(1));
+    let report = BacktestReport {
+        periods_per_year,
+        span: Span {
+            start: timestamps[first],
+            end: timestamps[last],
+        },
+        policies: reports,
+    };
+    tracing::info!(
+        rl2_sharpe = report.policies.get("rl2").map(|p| p.metrics.sharpe),
+        "backtest done"
+    );
+    Ok(Backtest {
+        report,
+        records,
+        windows,
+        runs,
+    })
+}
+
+/// Net returns of a book.
+fn returns_of(records: &[StepRecord]) -> Vec<f64> {
+    records.iter().map(|r| r.reward).collect()
+}
+
+/// [`Metrics`] of a book.
+fn metrics_of(records: &[StepRecord], periods_per_year: f64) -> Metrics {
+    let positions: Vec<f64> = records.iter().map(|r| r.position).collect();
+    Metrics::compute(&returns_of(records), &positions, periods_per_year)
+}
+
+/// Column means of equally long rows (empty when there are none).
+fn mean_columns(rows: &[Vec<f64>]) -> Vec<f64> {
+    let Some(first) = rows.first() else {
+        return Vec::new();
+    };
+    let n = rows.len() as f64;
+    (0..first.len())
+        .map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / n)
+        .collect()
+}

@@ -1,0 +1,171 @@
+//! Report shape, files, and the multi-market summary.
+
+use std::collections::BTreeSet;
+
+use mrl_agent::PolicyKind;
+use mrl_backtest::{
+    BacktestReport, Error, Policies, backtest, equity_csv, evaluate_markets, write_report,
+};
+
+use crate::common::{agent, config, daily_weekdays, hourly};
+
+const METRIC_KEYS: [&str; 12] = [
+    "total_return",
+    "cagr",
+    "volatility",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "calmar",
+    "win_rate",
+    "profit_factor",
+    "turnover",
+    "exposure",
+    "trades",
+];
+
+#[test]
+fn json_has_policies_at_the_top_level() {
+    let rl2 = agent(PolicyKind::Rl2, 8);
+    let mlp = agent(PolicyKind::Mlp, 9);
+    let series = hourly(450, 5);
+    let bt = backtest(&series, &Policies::new(&rl2), &config(300)).unwrap();
+    let json = serde_json::to_value(&bt.report).unwrap();
+    let keys: BTreeSet<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let expected: BTreeSet<&str> = [
+        "periods_per_year",
+        "span",
+        "rl2",
+        "buy_and_hold",
+        "flat",
+        "random",
+    ]
+    .into();
+    assert_eq!(keys, expected);
+    assert!(json["span"]["start"].is_i64() && json["span"]["end"].is_i64());
+    for policy in ["rl2", "buy_and_hold", "flat", "random"] {
+        let entry = json[policy].as_object().unwrap();
+        for key in METRIC_KEYS
+            .iter()
+            .chain(&["adaptation_curve", "sharpe_diff_ci", "seeds"])
+        {
+            assert!(entry.contains_key(*key), "{policy}.{key}");
+        }
+        assert_eq!(entry["adaptation_curve"].as_array().unwrap().len(), 3);
+    }
+    assert!(json["rl2"]["sharpe_diff_ci"].is_null());
+    assert!(json["flat"]["sharpe_diff_ci"]["lo"].is_number());
+    let back: BacktestReport = serde_json::from_value(json).unwrap();
+    assert_eq!(back, bt.report);
+
+    let with_mlp = backtest(
+        &series,
+        &Policies {
+            mlp: Some(&mlp),
+            ..Policies::new(&rl2)
+        },
+        &config(300),
+    )
+    .unwrap();
+    assert!(serde_json::to_value(&with_mlp.report).unwrap()["mlp"]["sharpe"].is_number());
+    let table = with_mlp.report.to_table();
+    let rows: Vec<&str> = table
+        .lines()
+        .skip(2)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(rows, ["rl2", "mlp", "buy_and_hold", "flat", "random"]);
+    assert_eq!(table, with_mlp.report.to_string());
+}
+
+#[test]
+fn report_files_exist_and_parse() {
+    let rl2 = agent(PolicyKind::Rl2, 10);
+    let bt = backtest(&daily_weekdays(400), &Policies::new(&rl2), &config(250)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let written = write_report(&bt.report, &bt.records, &out).unwrap();
+    for path in &written {
+        assert!(path.is_file(), "{}", path.display());
+    }
+    let json: BacktestReport =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json, bt.report);
+    let csv = std::fs::read_to_string(out.join("equity.csv")).unwrap();
+    assert_eq!(csv, equity_csv(&bt.report, &bt.records));
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header[..4], ["timestamp", "bar", "window", "close"]);
+    assert_eq!(header[4..7], ["rl2_position", "rl2_reward", "rl2_equity"]);
+    assert_eq!(header.len(), 4 + 3 * 4);
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| l.split(',').map(|x| x.parse::<f64>().unwrap()).collect())
+        .collect();
+    assert_eq!(rows.len(), bt.records["rl2"].len());
+    let bh_equity = header
+        .iter()
+        .position(|h| *h == "buy_and_hold_equity")
+        .unwrap();
+    let last = rows.last().unwrap()[bh_equity];
+    assert!((last - 1.0 - bt.report.policies["buy_and_hold"].metrics.total_return).abs() < 1e-12);
+    #[cfg(feature = "plot")]
+    for stem in ["equity", "drawdown", "adaptation"] {
+        let png = std::fs::read(out.join(format!("{stem}.png"))).unwrap();
+        assert_eq!(&png[..4], b"\x89PNG", "{stem}");
+        let svg = std::fs::read_to_string(out.join(format!("{stem}.svg"))).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("<text"), "{stem}");
+    }
+    // Nothing but the reports: no temporary file is left behind.
+    let names: BTreeSet<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+    assert_eq!(names.len(), written.len());
+}
+
+#[test]
+fn markets_summary_has_one_row_per_series_and_lists_skipped_ones() {
+    let rl2 = agent(PolicyKind::Rl2, 11);
+    let series = [
+        hourly(450, 6).with_symbol("AAA"),
+        daily_weekdays(400),
+        hourly(120, 7).with_symbol("SHORT"),
+    ];
+    let cfg = mrl_backtest::WalkForwardConfig {
+        test_start: mrl_backtest::TestStart::HeldOutFraction(0.3),
+        ..config(0)
+    };
+    let summary = evaluate_markets(&Policies::new(&rl2), &series, &cfg).unwrap();
+    let names: Vec<&str> = summary.rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["AAA", "WEEKDAYS"]);
+    assert_eq!(summary.skipped.len(), 1);
+    assert_eq!(summary.skipped[0].name, "SHORT");
+    assert!(
+        summary.skipped[0].reason.contains("too short"),
+        "{}",
+        summary.skipped[0].reason
+    );
+    assert_eq!(summary.rows[0].test_bars, 449 - 315);
+    let csv = summary.to_csv();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines[0].starts_with("series,bars,periods_per_year,test_bars,rl2_sharpe,rl2_sortino,rl2_max_drawdown,rl2_total_return,buy_and_hold_sharpe"));
+    assert!(lines[1].starts_with("AAA,450,"));
+    let table = summary.to_table();
+    assert!(
+        table.contains("WEEKDAYS") && table.contains("mean") && table.contains("skipped SHORT"),
+        "{table}"
+    );
+    let flat = summary.mean()["flat"];
+    assert_eq!((flat.sharpe, flat.total_return), (0.0, 0.0));
+    assert!(matches!(
+        evaluate_markets(&Policies::new(&rl2), &series[2..], &cfg),
+        Err(Error::NoSeries { skipped: 1 })
+    ));
+}
