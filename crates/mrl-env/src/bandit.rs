@@ -334,10 +334,15 @@ impl ArmStats {
         self.total_pulls = 0;
     }
 
+    /// Records a pull; an arm outside `0..n_arms` (a caller bug) is ignored, not a panic.
     fn update(&mut self, arm: usize, reward: f64) {
-        self.pulls[arm] += 1.0;
-        self.successes[arm] += reward;
-        self.total_pulls += 1;
+        if let (Some(pulls), Some(successes)) =
+            (self.pulls.get_mut(arm), self.successes.get_mut(arm))
+        {
+            *pulls += 1.0;
+            *successes += reward;
+            self.total_pulls += 1;
+        }
     }
 
     fn n_arms(&self) -> usize {
@@ -781,6 +786,14 @@ mod tests {
             .collect();
         let backward: Vec<f64> = backward.into_iter().rev().collect();
         assert_eq!(forward, backward);
+    }
+
+    #[test]
+    fn an_update_of_an_unknown_arm_is_ignored() {
+        let mut policy = ThompsonPolicy::new();
+        policy.reset(2, 5);
+        policy.update(7, 1.0);
+        assert_eq!(policy.stats.total_pulls, 0);
     }
 
     #[test]
