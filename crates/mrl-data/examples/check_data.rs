@@ -30,5 +30,9 @@ fn main() -> ExitCode {
         }
     }
     println!("{} of {} files loaded", paths.len() - failed, paths.len());
-    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -90,7 +90,9 @@ pub enum Error {
         reason: String,
     },
     /// A file's columns are not `timestamp,open,high,low,close,volume`.
-    #[error("columns are {found:?}, expected [\"timestamp\", \"open\", \"high\", \"low\", \"close\", \"volume\"]")]
+    #[error(
+        "columns are {found:?}, expected [\"timestamp\", \"open\", \"high\", \"low\", \"close\", \"volume\"]"
+    )]
     Schema {
         /// The columns found.
         found: Vec<String>,

@@ -25,6 +25,29 @@
 //! assert_eq!(series.interval(), Some(Interval::HOUR));
 //! # Ok::<(), mrl_data::Error>(())
 //! ```
+//!
+//! A synthetic market, saved, loaded back and resampled:
+//!
+//! ```
+//! use mrl_data::{Interval, ProcessKind, SeriesSummary, SyntheticConfig, read_bars, resample, write_bars};
+//!
+//! let market = SyntheticConfig::new(ProcessKind::Regime.default_process()).generate(96, 42)?;
+//! let dir = tempfile::tempdir().expect("a temporary directory");
+//! let path = dir.path().join("SYN_1h.csv");
+//! write_bars(&market.series, &path)?;
+//! let loaded = read_bars(&path)?;
+//! assert_eq!(loaded.closes(), market.series.closes()); // exact round trip
+//! assert_eq!(loaded.symbol(), Some("SYN"));
+//! let daily = resample(&loaded, Interval::DAY)?;
+//! assert_eq!(daily.len(), 4);
+//! assert_eq!(SeriesSummary::of(&loaded).gaps, 0);
+//! # Ok::<(), mrl_data::Error>(())
+//! ```
+//!
+//! # Feature flags
+//!
+//! - `bybit` (off by default): the `bybit` module, a Bybit v5 market-data client (reqwest +
+//!   tokio) that fetches and caches bars.
 
 #[cfg(feature = "bybit")]
 pub mod bybit;

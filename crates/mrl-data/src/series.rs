@@ -112,7 +112,13 @@ impl Interval {
 impl fmt::Display for Interval {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0;
-        for (unit, size) in [("w", 7 * DAY_MS), ("d", DAY_MS), ("h", HOUR_MS), ("m", 60_000), ("s", 1_000)] {
+        for (unit, size) in [
+            ("w", 7 * DAY_MS),
+            ("d", DAY_MS),
+            ("h", HOUR_MS),
+            ("m", 60_000),
+            ("s", 1_000),
+        ] {
             if ms % size == 0 {
                 return write!(f, "{}{unit}", ms / size);
             }
@@ -417,35 +423,71 @@ mod tests {
         let mut b = good;
         b[1].close = 0.0;
         let err = BarSeries::new(&b).unwrap_err();
-        assert!(matches!(err, Error::NonPositivePrice { row: 2, field: "close", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::NonPositivePrice {
+                    row: 2,
+                    field: "close",
+                    ..
+                }
+            ),
+            "{err}"
+        );
 
         let mut b = good;
         b[0].open = f64::NAN;
         assert!(matches!(
             BarSeries::new(&b).unwrap_err(),
-            Error::NonPositivePrice { row: 1, field: "open", .. }
+            Error::NonPositivePrice {
+                row: 1,
+                field: "open",
+                ..
+            }
         ));
 
         let mut b = good;
         b[1].high = 1.5;
-        assert!(matches!(BarSeries::new(&b).unwrap_err(), Error::HighBelowBody { row: 2, .. }));
+        assert!(matches!(
+            BarSeries::new(&b).unwrap_err(),
+            Error::HighBelowBody { row: 2, .. }
+        ));
 
         let mut b = good;
         b[1].low = 2.5;
         b[1].high = 2.5;
-        assert!(matches!(BarSeries::new(&b).unwrap_err(), Error::LowAboveBody { row: 2, .. }));
+        assert!(matches!(
+            BarSeries::new(&b).unwrap_err(),
+            Error::LowAboveBody { row: 2, .. }
+        ));
 
         let mut b = good;
         b[1].volume = -1.0;
-        assert!(matches!(BarSeries::new(&b).unwrap_err(), Error::InvalidVolume { row: 2, .. }));
+        assert!(matches!(
+            BarSeries::new(&b).unwrap_err(),
+            Error::InvalidVolume { row: 2, .. }
+        ));
 
         let mut b = good;
         b[1].timestamp = 0;
         let err = BarSeries::new(&b).unwrap_err();
-        assert!(matches!(err, Error::NonIncreasingTime { row: 2, timestamp: 0, previous: 0 }));
-        assert_eq!(err.to_string(), "row 2: timestamp 0 is not after the previous bar's 0");
+        assert!(matches!(
+            err,
+            Error::NonIncreasingTime {
+                row: 2,
+                timestamp: 0,
+                previous: 0
+            }
+        ));
+        assert_eq!(
+            err.to_string(),
+            "row 2: timestamp 0 is not after the previous bar's 0"
+        );
 
-        assert!(matches!(BarSeries::new(&[]).unwrap_err(), Error::TooShort { .. }));
+        assert!(matches!(
+            BarSeries::new(&[]).unwrap_err(),
+            Error::TooShort { .. }
+        ));
     }
 
     #[test]
@@ -458,7 +500,15 @@ mod tests {
         assert_eq!(s.interval().unwrap().to_string(), "1h");
         let gaps = s.gaps();
         assert_eq!(gaps.len(), 1);
-        assert_eq!(gaps[0], Gap { index: 3, from: 2 * HOUR_MS, to: 5 * HOUR_MS, missing: 2 });
+        assert_eq!(
+            gaps[0],
+            Gap {
+                index: 3,
+                from: 2 * HOUR_MS,
+                to: 5 * HOUR_MS,
+                missing: 2
+            }
+        );
 
         // A year of 24/7 hourly bars.
         let n = 8767;
@@ -486,8 +536,16 @@ mod tests {
         assert_eq!(t.symbol(), Some("X"));
         assert!(s.slice(3..3).is_err());
         assert!(s.slice(0..6).is_err());
-        let err = BarSeries::from_columns(vec![0], vec![1.0], vec![1.0], vec![1.0], vec![], vec![1.0])
-            .unwrap_err();
-        assert!(matches!(err, Error::LengthMismatch { field: "close", found: 0, expected: 1 }));
+        let err =
+            BarSeries::from_columns(vec![0], vec![1.0], vec![1.0], vec![1.0], vec![], vec![1.0])
+                .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::LengthMismatch {
+                field: "close",
+                found: 0,
+                expected: 1
+            }
+        ));
     }
 }
