@@ -21,10 +21,11 @@
 //! pulls = 10
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use mrl_agent::PolicyKind;
-use mrl_env::{TradingConfig, TrialConfig};
+use mrl_data::DomainRandomization;
+use mrl_env::{Ar1Family, AssetSplit, TradingConfig, TrialConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::gae::GaeConfig;
@@ -63,6 +64,61 @@ pub enum TaskKind {
         /// Pulls per episode n.
         pulls: usize,
     },
+    /// Generated markets whose log returns follow an AR(1) with a hidden coefficient per task
+    /// (momentum or mean reversion) that the agent must identify within the trial.
+    SyntheticAr1 {
+        /// Bars generated per task (default 2000).
+        #[serde(default = "default_bars")]
+        bars: usize,
+        /// Ranges of φ, drift and volatility.
+        #[serde(default)]
+        family: Ar1Family,
+    },
+    /// Domain-randomised synthetic markets (GBM, AR(1), Markov regimes, jumps).
+    Synthetic {
+        /// Bars generated per task (default 2000).
+        #[serde(default = "default_bars")]
+        bars: usize,
+        /// Ranges of the processes' parameters.
+        #[serde(default)]
+        randomization: DomainRandomization,
+    },
+    /// Real assets, one task per asset; held-out assets (and/or a later period) for
+    /// meta-testing. Files are `<data_dir>/<ASSET>_<interval>.csv`.
+    MultiAsset {
+        /// Directory of the bar files (default `../shared/data`, relative to the working
+        /// directory); the environment variable `MRL_DATA_DIR` overrides it.
+        #[serde(default = "default_data_dir")]
+        data_dir: PathBuf,
+        /// Interval suffix of the file names (default `1h`).
+        #[serde(default = "default_interval")]
+        interval: String,
+        /// Symbols to load (training and held-out).
+        assets: Vec<String>,
+        /// Which assets / period are held out.
+        #[serde(default)]
+        split: AssetSplit,
+    },
+}
+
+fn default_bars() -> usize {
+    2000
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("../shared/data")
+}
+
+fn default_interval() -> String {
+    "1h".into()
+}
+
+/// Environment variable that overrides the data directory of multi-asset tasks.
+pub const DATA_DIR_ENV: &str = "MRL_DATA_DIR";
+
+/// The data directory to read: `MRL_DATA_DIR` when set, else `configured`.
+pub fn resolve_data_dir(configured: &Path) -> PathBuf {
+    std::env::var_os(DATA_DIR_ENV).map_or_else(|| configured.to_path_buf(), PathBuf::from)
 }
 
 impl Default for TaskKind {
@@ -219,13 +275,19 @@ impl TrainConfig {
         self.gae.validate()?;
         self.optim.validate()?;
         self.task.trial().validate()?;
-        match self.task.kind {
+        match &self.task.kind {
             TaskKind::Bandits { arms, pulls } => {
-                if arms < 2 {
+                if *arms < 2 {
                     return bad("task.arms", arms.to_string(), "must be at least 2");
                 }
-                if pulls == 0 {
+                if *pulls == 0 {
                     return bad("task.pulls", "0".into(), "must be at least 1");
+                }
+            }
+            TaskKind::SyntheticAr1 { .. } | TaskKind::Synthetic { .. } => {}
+            TaskKind::MultiAsset { assets, .. } => {
+                if assets.is_empty() {
+                    return bad("task.assets", "[]".into(), "name at least one asset");
                 }
             }
         }

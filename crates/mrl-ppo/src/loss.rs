@@ -42,7 +42,7 @@ impl Default for PpoLossConfig {
 impl PpoLossConfig {
     /// Checks `0 < ε < 1` and non-negative, finite coefficients.
     pub fn validate(&self) -> Result<()> {
-        if !(self.clip > 0.0 && self.clip < 1.0) {
+        if self.clip.is_nan() || self.clip <= 0.0 || self.clip >= 1.0 {
             return Err(Error::InvalidConfig {
                 field: "ppo.clip",
                 value: self.clip.to_string(),

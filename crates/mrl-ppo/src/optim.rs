@@ -303,9 +303,14 @@ mod tests {
         // After one step m̂ = g and v̂ = g², so the update is −lr·g/(|g| + ε).
         let dev = Device::Cpu;
         let p = Var::from_tensor(&Tensor::new(&[1.0f64, -2.0], &dev).unwrap()).unwrap();
-        let mut adam = Adam::new(vec!["p".into()], &[p.clone()], AdamConfig::default()).unwrap();
+        let mut adam = Adam::new(
+            vec!["p".into()],
+            std::slice::from_ref(&p),
+            AdamConfig::default(),
+        )
+        .unwrap();
         let g = Tensor::new(&[0.5f64, -3.0], &dev).unwrap();
-        adam.step(&[p.clone()], &[g], 0.1).unwrap();
+        adam.step(std::slice::from_ref(&p), &[g], 0.1).unwrap();
         let after = p.as_tensor().to_vec1::<f64>().unwrap();
         assert!((after[0] - 0.9).abs() < 1e-7 && (after[1] + 1.9).abs() < 1e-7);
         assert_eq!(adam.step_count(), 1);
@@ -315,15 +320,25 @@ mod tests {
     fn state_round_trips_and_mismatches_are_errors() {
         let dev = Device::Cpu;
         let p = Var::from_tensor(&Tensor::new(&[1.0f32, 2.0], &dev).unwrap()).unwrap();
-        let mut adam = Adam::new(vec!["p".into()], &[p.clone()], AdamConfig::default()).unwrap();
+        let mut adam = Adam::new(
+            vec!["p".into()],
+            std::slice::from_ref(&p),
+            AdamConfig::default(),
+        )
+        .unwrap();
         adam.step(
-            &[p.clone()],
+            std::slice::from_ref(&p),
             &[Tensor::new(&[0.1f32, 0.2], &dev).unwrap()],
             1e-3,
         )
         .unwrap();
         let saved: HashMap<_, _> = adam.state_tensors().into_iter().collect();
-        let mut fresh = Adam::new(vec!["p".into()], &[p.clone()], AdamConfig::default()).unwrap();
+        let mut fresh = Adam::new(
+            vec!["p".into()],
+            std::slice::from_ref(&p),
+            AdamConfig::default(),
+        )
+        .unwrap();
         fresh.load_state(saved.clone(), adam.step_count()).unwrap();
         assert_eq!(fresh.step_count(), 1);
         for ((_, a), (_, b)) in adam

@@ -242,8 +242,8 @@ pub fn collect_rollout<D: TaskDistribution>(
         };
         let step = workspace.step(&inputs, rng)?;
         let actions = step.actions.to_vec();
-        for b in 0..n {
-            buffer.actions[base + b] = actions[b] as u32;
+        for (b, &action) in actions.iter().enumerate() {
+            buffer.actions[base + b] = action as u32;
             buffer.log_probs[base + b] = step.log_probs[b];
             buffer.values[base + b] = step.values[b];
         }

@@ -9,7 +9,10 @@ use std::time::Instant;
 
 use candle_core::Device;
 use mrl_agent::{AgentConfig, Policy, RolloutWorkspace};
-use mrl_env::{BanditDistribution, Split, TaskDistribution, VecTrials};
+use mrl_env::{
+    BanditDistribution, MarketTasks, ProcessSource, Split, SyntheticTasks, TaskDistribution,
+    VecTrials,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -18,7 +21,7 @@ use crate::checkpoint::{
     CHECKPOINT_DIR, STATE_FORMAT, TrainState, checkpoint_dir, load_checkpoint, save_checkpoint,
     write_file_atomic,
 };
-use crate::config::{TaskKind, TrainConfig};
+use crate::config::{TaskKind, TrainConfig, resolve_data_dir};
 use crate::optim::annealed_lr;
 use crate::rollout::{RolloutBuffer, collect_rollout, policy_obs_dim};
 use crate::update::Learner;
@@ -305,7 +308,7 @@ impl<D: TaskDistribution> Trainer<D> {
             env_steps_per_sec = stats.env_steps_per_sec,
             "iteration"
         );
-        if self.iteration % self.config.checkpoint_every == 0
+        if self.iteration.is_multiple_of(self.config.checkpoint_every)
             || self.iteration == self.config.iterations
         {
             self.save_checkpoint()?;
@@ -421,9 +424,45 @@ pub fn train(
     resume: bool,
     progress: impl FnMut(&IterationStats),
 ) -> Result<TrainSummary> {
-    match config.task.kind {
+    let trading = config.task.trading.clone();
+    let synthetic = |source, bars| -> Result<Arc<SyntheticTasks>> {
+        Ok(Arc::new(SyntheticTasks::new(
+            source,
+            bars,
+            config.task.trading.clone(),
+        )?))
+    };
+    match &config.task.kind {
         TaskKind::Bandits { arms, pulls } => {
-            let dist = Arc::new(BanditDistribution::new(arms, pulls)?);
+            let dist = Arc::new(BanditDistribution::new(*arms, *pulls)?);
+            train_on(config, dist, out_dir, resume, progress)
+        }
+        TaskKind::SyntheticAr1 { bars, family } => {
+            let source = ProcessSource::Ar1(family.clone());
+            train_on(config, synthetic(source, *bars)?, out_dir, resume, progress)
+        }
+        TaskKind::Synthetic {
+            bars,
+            randomization,
+        } => {
+            let source = ProcessSource::Randomized(randomization.clone());
+            train_on(config, synthetic(source, *bars)?, out_dir, resume, progress)
+        }
+        TaskKind::MultiAsset {
+            data_dir,
+            interval,
+            assets,
+            split,
+        } => {
+            let dir = resolve_data_dir(data_dir);
+            let series = assets
+                .iter()
+                .map(|asset| {
+                    let path = dir.join(format!("{asset}_{interval}.csv"));
+                    Ok(mrl_data::read_bars(&path)?.with_symbol(asset.clone()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let dist = Arc::new(MarketTasks::multi_asset(&series, split, trading)?);
             train_on(config, dist, out_dir, resume, progress)
         }
     }

@@ -40,6 +40,9 @@ pub struct PpoConfig {
     pub anneal_lr: bool,
     /// Where GAE cuts: across the whole trial (default) or at every episode end.
     pub gae_scope: GaeScope,
+    /// Factor on the rewards before GAE, so that values and returns are O(1) (learning
+    /// only: logged returns are unscaled). Default 1.
+    pub reward_scale: f64,
 }
 
 impl Default for PpoConfig {
@@ -56,6 +59,7 @@ impl Default for PpoConfig {
             normalize_advantages: true,
             anneal_lr: false,
             gae_scope: GaeScope::Trial,
+            reward_scale: 1.0,
         }
     }
 }
@@ -86,15 +90,22 @@ impl PpoConfig {
         if self.minibatch_trials == 0 {
             return bad("ppo.minibatch_trials", "0".into(), "must be at least 1");
         }
-        if !(self.max_grad_norm > 0.0) {
+        if self.max_grad_norm.is_nan() || self.max_grad_norm <= 0.0 {
             return bad(
                 "ppo.max_grad_norm",
                 self.max_grad_norm.to_string(),
                 "must be positive",
             );
         }
+        if !(self.reward_scale.is_finite() && self.reward_scale > 0.0) {
+            return bad(
+                "ppo.reward_scale",
+                self.reward_scale.to_string(),
+                "must be positive",
+            );
+        }
         if let Some(kl) = self.target_kl
-            && !(kl > 0.0)
+            && (kl.is_nan() || kl <= 0.0)
         {
             return bad("ppo.target_kl", kl.to_string(), "must be positive");
         }
@@ -249,7 +260,12 @@ impl Learner {
         buffer: &RolloutBuffer,
         gae_config: &GaeConfig,
     ) -> Result<(Vec<f64>, Vec<f64>)> {
-        let (mut adv, ret) = trial_advantages(buffer, gae_config, self.config.gae_scope)?;
+        let (mut adv, ret) = trial_advantages(
+            buffer,
+            gae_config,
+            self.config.gae_scope,
+            self.config.reward_scale,
+        )?;
         if self.config.normalize_advantages {
             normalize_advantages(&mut adv, Some(&buffer.valid_trial_major()));
         }
@@ -390,8 +406,8 @@ fn add_stats(sum: &mut PpoLossStats, x: &PpoLossStats) {
     sum.clip_fraction += x.clip_fraction;
 }
 
-/// GAE for every trial of a rollout under `scope`; trial-major `(B, T)` advantages and
-/// returns (0 on padding).
+/// GAE for every trial of a rollout under `scope`, on rewards multiplied by `reward_scale`;
+/// trial-major `(B, T)` advantages and returns (0 on padding).
 ///
 /// # Errors
 /// Length errors from inconsistent buffers, [`Error::OpenEnd`] for a trial that neither
@@ -400,12 +416,14 @@ pub fn trial_advantages(
     buffer: &RolloutBuffer,
     config: &GaeConfig,
     scope: GaeScope,
+    reward_scale: f64,
 ) -> Result<(Vec<f64>, Vec<f64>)> {
     let seq_len = buffer.len();
     let mut advantages = Vec::with_capacity(buffer.n_trials() * seq_len);
     let mut returns = Vec::with_capacity(buffer.n_trials() * seq_len);
     for b in 0..buffer.n_trials() {
-        let trial = buffer.trial(b);
+        let mut trial = buffer.trial(b);
+        trial.rewards.iter_mut().for_each(|r| *r *= reward_scale);
         let steps = TrialSteps {
             episode_end: &trial.episode_end,
             terminated: &trial.terminated,

@@ -240,3 +240,31 @@ fn non_finite_loss_stops_and_keeps_the_last_good_checkpoint() {
         assert!(v.iter().all(|x| x.is_finite()), "{name}");
     }
 }
+
+#[test]
+fn shipped_configs_parse_and_validate() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".toml"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 6, "{names:?}");
+    for name in names {
+        let config = TrainConfig::load(&Path::new(dir).join(&name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        config.validate().unwrap();
+    }
+}
+
+#[test]
+fn synthetic_ar1_task_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "iterations = 1\nn_envs = 2\n[agent]\nhidden = 8\n[ppo]\nepochs = 1\nminibatch_trials = 2\n\
+        [task]\nkind = \"synthetic-ar1\"\nbars = 400\nepisodes_per_trial = 2\n\
+        trading = { max_steps = 20 }\n";
+    let config = TrainConfig::from_toml_str(text, Path::new("ar1.toml")).unwrap();
+    let summary = train(&config, dir.path(), false, |_| {}).unwrap();
+    assert_eq!(summary.env_steps, 2 * 2 * 20);
+}
