@@ -49,6 +49,8 @@ pub fn read_csv(path: &Path) -> Result<BarSeries> {
 }
 
 /// Writes bars to a CSV file, atomically (see the module docs). Parent directories must exist.
+///
+/// The symbol is not stored: [`read_csv`] takes it from the file name.
 pub fn write_csv(series: &BarSeries, path: &Path) -> Result<()> {
     let mut df = to_frame(series)?;
     let mut buf = Vec::with_capacity(series.len() * 64);

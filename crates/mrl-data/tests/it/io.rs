@@ -265,6 +265,56 @@ fn parquet_errors() {
     assert!(read_parquet(&path).is_err());
 }
 
+/// Writes a Parquet file straight through polars (columns as given).
+fn write_raw_parquet(path: &Path, columns: Vec<polars::prelude::Column>) {
+    use polars::prelude::{DataFrame, ParquetWriter};
+    let mut df = DataFrame::new_infer_height(columns).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    ParquetWriter::new(file).finish(&mut df).unwrap();
+}
+
+#[test]
+fn parquet_columns_in_any_order_are_cast_and_nulls_named() {
+    use polars::prelude::Column;
+    let dir = tempfile::tempdir().unwrap();
+    let col = |name: &str, v: &[f64]| Column::new(name.into(), v);
+    let path = dir.path().join("AAA_1d.parquet");
+    write_raw_parquet(
+        &path,
+        vec![
+            col("close", &[1.5, 2.5]),
+            Column::new("timestamp".into(), &[0i32, 86_400]),
+            col("open", &[1.0, 2.0]),
+            col("high", &[2.0, 3.0]),
+            Column::new("low".into(), &[1i64, 2]),
+            col("volume", &[0.0, 7.0]),
+        ],
+    );
+    let s = read_parquet(&path).unwrap();
+    assert_eq!(s.timestamps(), &[0, 86_400]);
+    assert_eq!(s.lows(), &[1.0, 2.0]);
+    assert_eq!(s.symbol(), Some("AAA"));
+
+    let path = dir.path().join("nulls.parquet");
+    let with_null = Column::new("close".into(), &[Some(1.5), Some(2.5), None]);
+    let mut columns = vec![Column::new("timestamp".into(), &[0i64, 1, 2])];
+    for name in ["open", "high", "low"] {
+        columns.push(col(name, &[1.0, 2.0, 3.0]));
+    }
+    columns.push(with_null);
+    columns.push(col("volume", &[1.0, 1.0, 1.0]));
+    write_raw_parquet(&path, columns);
+    match in_file(read_parquet(&path).unwrap_err(), &path) {
+        Error::Parse { row, field, .. } => assert_eq!((row, field.as_str()), (3, "close")),
+        other => panic!("{other:?}"),
+    }
+
+    let path = dir.path().join("extra.parquet");
+    write_raw_parquet(&path, vec![col("open", &[1.0]), col("turnover", &[1.0])]);
+    let inner = in_file(read_parquet(&path).unwrap_err(), &path);
+    assert!(matches!(inner, Error::Schema { .. }), "{inner}");
+}
+
 #[test]
 fn writes_are_atomic_and_leave_no_temporary_files() {
     let dir = tempfile::tempdir().unwrap();
