@@ -24,6 +24,15 @@ pub fn run(args: FeaturesArgs) -> anyhow::Result<()> {
     let matrix = mrl::features::compute_series_features(&series)
         .with_context(|| format!("computing features of {}", args.file.display()))?;
     let kept = matrix.kept();
+    if kept.is_empty() {
+        // A header-only output would look like success: say how many bars are needed.
+        let too_short = mrl::data::Error::TooShort {
+            len: series.len(),
+            needed: mrl::features::WARMUP + 1,
+            what: "one feature row after the warm-up bars",
+        };
+        return Err(too_short.in_file(&args.file).into());
+    }
     let timestamps = series.timestamps();
     let mut text = String::with_capacity(kept.n_rows() * 200);
     text.push_str("timestamp");
