@@ -1,0 +1,743 @@
+//! End-to-end tests of the `mrl` binary: `data synth | check | fetch`, `features`, `train`
+//! and `eval bandits`, run as subprocesses on temporary directories and the small hand-made
+//! files in `fixtures/cli/`. `data fetch` talks to a scripted Bybit stand-in on 127.0.0.1;
+//! nothing touches the network.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mrl::data::{Bar, BarSeries, HOUR_MS, read_bars};
+use mrl::features::{FEATURE_NAMES, WARMUP, compute_features};
+use tempfile::TempDir;
+
+/// 2024-01-01T00:00:00Z in ms.
+const T0: i64 = 1_704_067_200_000;
+
+const CSV_HEADER: &str = "timestamp,open,high,low,close,volume";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/cli")
+        .join(name)
+}
+
+/// Runs `mrl -q <args>` (warnings and errors only on stderr, `RUST_LOG` ignored).
+fn mrl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mrl"))
+        .arg("-q")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the mrl binary runs")
+}
+
+/// A path as an argument (temporary and fixture paths are UTF-8).
+fn utf8(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs `mrl`, asserts success and returns stdout.
+fn mrl_ok(args: &[&str]) -> String {
+    let out = mrl(args);
+    assert!(
+        out.status.success(),
+        "mrl failed ({}): stderr:\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Runs `mrl`, asserts exit code 1 with an `error: ` line on stderr and nothing on stdout,
+/// and returns stderr.
+fn mrl_err(args: &[&str]) -> String {
+    let out = mrl(args);
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected failure; stdout:\n{}\nstderr:\n{stderr}",
+        text(&out.stdout)
+    );
+    assert!(stderr.contains("error: "), "stderr: {stderr}");
+    assert_eq!(text(&out.stdout), "", "stdout of a failed command");
+    stderr
+}
+
+fn assert_contains(haystack: &str, needle: &str) {
+    assert!(
+        haystack.contains(needle),
+        "expected {needle:?} in:\n{haystack}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// mrl data synth
+
+/// `mrl data synth --kind <kind> --bars <bars> --seed <seed> --out <out>`, checked to succeed.
+fn synth(kind: &str, bars: usize, seed: u64, out: &Path) {
+    let stdout = mrl_ok(&[
+        "data",
+        "synth",
+        "--kind",
+        kind,
+        "--bars",
+        &bars.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--out",
+        utf8(out),
+    ]);
+    assert_contains(
+        &stdout,
+        &format!("wrote {bars} bars of {kind} (seed {seed})"),
+    );
+}
+
+#[test]
+fn synth_writes_a_valid_reproducible_series_of_each_kind() {
+    let dir = TempDir::new().unwrap();
+    let n = 300;
+    for kind in ["gbm", "ar1", "regime"] {
+        let path = |name: &str| dir.path().join(format!("{kind}_{name}.csv"));
+        synth(kind, n, 7, &path("a"));
+        synth(kind, n, 7, &path("b"));
+        synth(kind, n, 8, &path("c"));
+
+        let bytes = std::fs::read(path("a")).unwrap();
+        let content = text(&bytes);
+        let mut lines = content.lines();
+        assert_eq!(lines.next(), Some(CSV_HEADER), "{kind}");
+        assert_eq!(lines.count(), n, "{kind}: data rows");
+        let series = read_bars(&path("a")).unwrap();
+        assert_eq!(series.len(), n, "{kind}");
+        assert!(series.interval().is_some(), "{kind}");
+
+        assert_eq!(
+            bytes,
+            std::fs::read(path("b")).unwrap(),
+            "{kind}: same seed"
+        );
+        let other = read_bars(&path("c")).unwrap();
+        assert_eq!(other.len(), n, "{kind}");
+        assert_ne!(series.closes(), other.closes(), "{kind}: another seed");
+    }
+}
+
+#[test]
+fn synth_writes_parquet_holding_the_same_bars_as_csv() {
+    let dir = TempDir::new().unwrap();
+    let csv = dir.path().join("gbm.csv");
+    let parquet = dir.path().join("gbm.parquet");
+    synth("gbm", 200, 11, &csv);
+    synth("gbm", 200, 11, &parquet);
+    let from_parquet = read_bars(&parquet).unwrap();
+    assert_eq!(from_parquet.len(), 200);
+    assert_eq!(from_parquet, read_bars(&csv).unwrap());
+    // The check command reads Parquet too.
+    assert_contains(
+        &mrl_ok(&["data", "check", utf8(&parquet)]),
+        "rows              200",
+    );
+}
+
+#[test]
+fn synth_rejects_an_unknown_kind_and_a_bad_extension() {
+    let dir = TempDir::new().unwrap();
+    let out = mrl(&[
+        "data",
+        "synth",
+        "--kind",
+        "brownian",
+        "--out",
+        utf8(&dir.path().join("x.csv")),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert_contains(&text(&out.stderr), "brownian");
+
+    let bad = dir.path().join("x.txt");
+    let stderr = mrl_err(&["data", "synth", "--bars", "50", "--out", utf8(&bad)]);
+    assert_contains(&stderr, "expected .csv, .parquet or .pq");
+    assert!(!bad.exists());
+}
+
+// ---------------------------------------------------------------------------------------
+// mrl data check
+
+#[test]
+fn check_summarises_a_good_file() {
+    let file = fixture("good_1h.csv");
+    let stdout = mrl_ok(&["data", "check", utf8(&file)]);
+    let expected = [
+        format!("{}: ok", file.display()),
+        "rows              8".into(),
+        "span              2024-01-01 00:00 .. 2024-01-01 09:00 UTC".into(),
+        "interval          1h".into(),
+        "gaps              1 (2 bars missing; largest 2 bars after 2024-01-01 04:00)".into(),
+    ];
+    for line in expected {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "no line {line:?} in:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn check_names_the_row_and_problem_of_a_bad_file() {
+    let cases = [
+        (
+            "close_negative.csv",
+            "row 3: close is -100.5, expected a finite price > 0",
+        ),
+        (
+            "close_zero.csv",
+            "row 2: close is 0, expected a finite price > 0",
+        ),
+        (
+            "close_nan.csv",
+            "row 4: close is NaN, expected a finite price > 0",
+        ),
+        (
+            "unparseable_high.csv",
+            "row 2: field high: cannot parse \"abc\"",
+        ),
+        (
+            "unparseable_timestamp.csv",
+            "row 3: field timestamp: cannot parse \"2024-01-01T02:00:00Z\"",
+        ),
+        (
+            "high_below_body.csv",
+            "row 3: high 101 is below max(open, close) = 101.5",
+        ),
+        (
+            "low_above_body.csv",
+            "row 2: low 101.25 is above min(open, close) = 101",
+        ),
+        (
+            "volume_negative.csv",
+            "row 4: volume is -9, expected a finite value >= 0",
+        ),
+        (
+            "duplicate_timestamp.csv",
+            "row 3: timestamp 1704070800000 is not after the previous bar's 1704070800000",
+        ),
+        (
+            "out_of_order.csv",
+            "row 4: timestamp 1704074400000 is not after the previous bar's 1704078000000",
+        ),
+        (
+            "wrong_header.csv",
+            "columns are [\"time\", \"open\", \"high\", \"low\", \"close\", \"volume\"], expected \
+             [\"timestamp\", \"open\", \"high\", \"low\", \"close\", \"volume\"]",
+        ),
+        ("empty.csv", "no bars: the file is empty"),
+        (
+            "header_only.csv",
+            "no bars: the file has a header but no rows",
+        ),
+    ];
+    for (name, problem) in cases {
+        let file = fixture(name);
+        let stderr = mrl_err(&["data", "check", utf8(&file)]);
+        assert_contains(&stderr, &format!("error: {}: {problem}", file.display()));
+    }
+}
+
+#[test]
+fn check_of_a_missing_file_names_it() {
+    let dir = TempDir::new().unwrap();
+    let missing = dir.path().join("missing.csv");
+    let os_message = std::fs::read(&missing).unwrap_err().to_string();
+    let stderr = mrl_err(&["data", "check", utf8(&missing)]);
+    assert_contains(
+        &stderr,
+        &format!("error: {}: {os_message}", missing.display()),
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// mrl features
+
+/// `mrl features <input> --out <out>`.
+fn features(input: &Path, out: &Path) -> Output {
+    mrl(&["features", utf8(input), "--out", utf8(out)])
+}
+
+#[test]
+fn features_match_the_library_with_warm_up_rows_dropped() {
+    let dir = TempDir::new().unwrap();
+    let bars = dir.path().join("ar1.csv");
+    let n = 120;
+    synth("ar1", n, 5, &bars);
+    let out = dir.path().join("features.csv");
+    let run = features(&bars, &out);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_contains(
+        &text(&run.stdout),
+        &format!("wrote {} rows x 11 features", n - WARMUP),
+    );
+
+    let series = read_bars(&bars).unwrap();
+    let expected = compute_features(series.closes()).unwrap();
+    let expected = expected.kept();
+    let content = std::fs::read_to_string(&out).unwrap();
+    let mut lines = content.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "timestamp,ret_1,ret_5,ret_10,sma_ratio,ema_ratio,volatility,momentum,rsi,macd,\
+             bb_pos,vol_ratio"
+        )
+    );
+    assert_eq!(FEATURE_NAMES.len(), 11);
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), n - WARMUP);
+    assert_eq!(expected.n_rows(), n - WARMUP);
+    for (i, line) in rows.iter().enumerate() {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields.len(), 12, "row {i}: {line}");
+        let timestamp: i64 = fields[0].parse().unwrap();
+        assert_eq!(timestamp, series.timestamps()[WARMUP + i], "row {i}");
+        let values: Vec<f64> = fields[1..].iter().map(|f| f.parse().unwrap()).collect();
+        // Written in shortest round-trip form: the very same bits come back.
+        assert_eq!(values, expected.row(i).to_vec(), "row {i}");
+    }
+
+    // A Parquet input gives the same output.
+    let parquet = dir.path().join("ar1.parquet");
+    synth("ar1", n, 5, &parquet);
+    let out_pq = dir.path().join("features_pq.csv");
+    assert!(features(&parquet, &out_pq).status.success());
+    assert_eq!(std::fs::read(&out_pq).unwrap(), content.as_bytes());
+}
+
+#[test]
+fn features_need_one_bar_past_the_warm_up() {
+    let dir = TempDir::new().unwrap();
+    let short = dir.path().join("short.csv");
+    synth("gbm", WARMUP, 1, &short);
+    let out = dir.path().join("short_features.csv");
+    let run = features(&short, &out);
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run.stdout));
+    assert_contains(
+        &text(&run.stderr),
+        &format!(
+            "error: {}: series has {WARMUP} bars, {} needed",
+            short.display(),
+            WARMUP + 1
+        ),
+    );
+    assert!(!out.exists(), "no output for a too-short series");
+
+    let just_enough = dir.path().join("enough.csv");
+    synth("gbm", WARMUP + 1, 1, &just_enough);
+    assert!(features(&just_enough, &out).status.success());
+    let content = std::fs::read_to_string(&out).unwrap();
+    let series = read_bars(&just_enough).unwrap();
+    let rows: Vec<&str> = content.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].starts_with(&format!("{},", series.timestamps()[WARMUP])));
+}
+
+#[test]
+fn features_of_a_bad_file_fail_without_output() {
+    let dir = TempDir::new().unwrap();
+    let out = dir.path().join("features.csv");
+    let bad = fixture("close_negative.csv");
+    let run = features(&bad, &out);
+    assert_eq!(run.status.code(), Some(1));
+    assert_contains(
+        &text(&run.stderr),
+        &format!("error: {}: row 3: close is -100.5", bad.display()),
+    );
+    assert!(!out.exists());
+}
+
+// ---------------------------------------------------------------------------------------
+// mrl data fetch, against a scripted Bybit stand-in
+
+/// What the stand-in answers to a request target (`/v5/market/kline?...`): a JSON body.
+type Handler = Box<dyn Fn(&str) -> String + Send>;
+
+/// A one-thread HTTP/1.1 server on 127.0.0.1 answering every connection with `handler`,
+/// recording the request targets. Stops when dropped (or after 30 s).
+struct MockBybit {
+    base_url: String,
+    targets: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MockBybit {
+    fn start(handler: Handler) -> MockBybit {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let targets = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log, stopped) = (Arc::clone(&targets), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !stopped.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((stream, _)) => answer(stream, &handler, &log),
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        MockBybit {
+            base_url,
+            targets,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn targets(&self) -> Vec<String> {
+        self.targets.lock().unwrap().clone()
+    }
+
+    /// Query parameter `name` of every request, in order.
+    fn param(&self, name: &str) -> Vec<String> {
+        self.targets()
+            .iter()
+            .map(|t| query_param(t, name).to_owned())
+            .collect()
+    }
+}
+
+impl Drop for MockBybit {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn answer(mut stream: TcpStream, handler: &Handler, log: &Mutex<Vec<String>>) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = text(&head);
+    let target = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+    let body = handler(&target);
+    log.lock().unwrap().push(target);
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes());
+}
+
+fn query_param<'a>(target: &'a str, name: &str) -> &'a str {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map_or("", |(_, value)| value)
+}
+
+/// Ten hourly bars from [`T0`], with values exact in binary and decimal.
+fn served_bars() -> Vec<Bar> {
+    (0..10)
+        .map(|h| {
+            let open = 42_000.0 + 12.5 * h as f64;
+            let close = open + if h % 3 == 0 { -7.25 } else { 9.75 };
+            Bar {
+                timestamp: T0 + h * HOUR_MS,
+                open,
+                high: open.max(close) + 5.5,
+                low: open.min(close) - 4.25,
+                close,
+                volume: 1.5 + 0.25 * h as f64,
+            }
+        })
+        .collect()
+}
+
+/// Bars per page: fewer than the range holds, so the CLI must page.
+const PAGE_ROWS: usize = 4;
+
+/// Answers like Bybit's `/v5/market/kline`: the bars of `[start, end]`, newest first, at most
+/// [`PAGE_ROWS`] of them, as strings.
+fn kline_pages(bars: Vec<Bar>) -> Handler {
+    Box::new(move |target| {
+        let start: i64 = query_param(target, "start").parse().unwrap_or(i64::MIN);
+        let end: i64 = query_param(target, "end").parse().unwrap_or(i64::MAX);
+        let mut page: Vec<&Bar> = bars
+            .iter()
+            .filter(|b| (start..=end).contains(&b.timestamp))
+            .collect();
+        page.reverse();
+        page.truncate(PAGE_ROWS);
+        let list: Vec<[String; 7]> = page
+            .iter()
+            .map(|b| {
+                [
+                    b.timestamp.to_string(),
+                    b.open.to_string(),
+                    b.high.to_string(),
+                    b.low.to_string(),
+                    b.close.to_string(),
+                    b.volume.to_string(),
+                    (b.volume * b.close).to_string(),
+                ]
+            })
+            .collect();
+        serde_json::json!({
+            "retCode": 0,
+            "retMsg": "OK",
+            "result": {
+                "category": query_param(target, "category"),
+                "symbol": query_param(target, "symbol"),
+                "list": list,
+            },
+            "retExtInfo": {},
+            "time": T0 + 100 * HOUR_MS,
+        })
+        .to_string()
+    })
+}
+
+/// `mrl data fetch --symbol BTCUSDT --interval 60 --start <start> --end <end> --out <out>
+/// --base-url <server> <extra..>`.
+fn fetch(server: &MockBybit, start: &str, end: &str, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "data",
+        "fetch",
+        "--symbol",
+        "BTCUSDT",
+        "--interval",
+        "60",
+        "--start",
+        start,
+        "--end",
+        end,
+        "--base-url",
+        &server.base_url,
+        "--out",
+        utf8(out),
+    ];
+    args.extend(extra);
+    mrl(&args)
+}
+
+#[test]
+fn fetch_pages_through_the_range_and_writes_the_served_bars() {
+    let server = MockBybit::start(kline_pages(served_bars()));
+    let dir = TempDir::new().unwrap();
+    let out = dir.path().join("BTCUSDT_60.csv");
+    let run = fetch(
+        &server,
+        "2024-01-01T00:00:00Z",
+        "2024-01-01T09:00:00Z",
+        &out,
+        &["--category", "spot"],
+    );
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_contains(&text(&run.stdout), "wrote 10 bars of BTCUSDT");
+
+    // Backwards paging: 4 + 4 + 2 rows, each next end = oldest open time − 1 ms.
+    assert_eq!(
+        server.param("end"),
+        [T0 + 9 * HOUR_MS, T0 + 6 * HOUR_MS - 1, T0 + 2 * HOUR_MS - 1].map(|t| t.to_string())
+    );
+    for (name, value) in [
+        ("start", T0.to_string()),
+        ("category", "spot".into()),
+        ("symbol", "BTCUSDT".into()),
+        ("interval", "60".into()),
+    ] {
+        assert!(server.param(name).iter().all(|v| *v == value), "{name}");
+    }
+    assert!(server.targets()[0].starts_with("/v5/market/kline?"));
+
+    let expected = BarSeries::new(&served_bars())
+        .unwrap()
+        .with_symbol("BTCUSDT");
+    assert_eq!(read_bars(&out).unwrap(), expected);
+}
+
+#[test]
+fn fetch_takes_millisecond_times_a_category_and_parquet_output() {
+    let server = MockBybit::start(kline_pages(served_bars()));
+    let dir = TempDir::new().unwrap();
+    let out = dir.path().join("BTCUSDT_60.parquet");
+    let (start, end) = (T0 + 3 * HOUR_MS, T0 + 7 * HOUR_MS);
+    let run = fetch(
+        &server,
+        &start.to_string(),
+        &end.to_string(),
+        &out,
+        &["--category", "linear"],
+    );
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(
+        server.param("end"),
+        [end, T0 + 4 * HOUR_MS - 1].map(|t| t.to_string())
+    );
+    assert!(server.param("category").iter().all(|c| c == "linear"));
+    let expected = BarSeries::new(&served_bars()[3..=7])
+        .unwrap()
+        .with_symbol("BTCUSDT");
+    assert_eq!(read_bars(&out).unwrap(), expected);
+}
+
+#[test]
+fn fetch_reports_an_api_error_code_and_message() {
+    let server = MockBybit::start(Box::new(|_| {
+        r#"{"retCode":10001,"retMsg":"params error: Symbol Is Invalid","result":{},"retExtInfo":{},"time":1704110400999}"#
+            .to_owned()
+    }));
+    let dir = TempDir::new().unwrap();
+    let out = dir.path().join("BTCUSDT_60.csv");
+    let stderr = {
+        let run = fetch(
+            &server,
+            &T0.to_string(),
+            &(T0 + HOUR_MS).to_string(),
+            &out,
+            &[],
+        );
+        assert_eq!(run.status.code(), Some(1));
+        text(&run.stderr)
+    };
+    assert_contains(
+        &stderr,
+        "bybit api error 10001: params error: Symbol Is Invalid",
+    );
+    assert_eq!(
+        server.targets().len(),
+        1,
+        "a rejected request is not retried"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn fetch_rejects_a_reversed_range_and_unparseable_times_before_any_request() {
+    let server = MockBybit::start(kline_pages(served_bars()));
+    let dir = TempDir::new().unwrap();
+    let out = dir.path().join("BTCUSDT_60.csv");
+    let cases = [
+        (
+            "2024-01-02T00:00:00Z",
+            "2024-01-01T00:00:00Z",
+            "--start (1704153600000) is after --end (1704067200000)".to_owned(),
+        ),
+        (
+            "yesterday",
+            "2024-01-01T00:00:00Z",
+            "time \"yesterday\" is neither RFC 3339".to_owned(),
+        ),
+        (
+            "2024-01-01T00:00:00Z",
+            "2024-13-01T00:00:00Z",
+            "time \"2024-13-01T00:00:00Z\" is neither RFC 3339".to_owned(),
+        ),
+    ];
+    for (start, end, message) in cases {
+        let run = fetch(&server, start, end, &out, &[]);
+        assert_eq!(run.status.code(), Some(1), "{start} {end}");
+        assert_contains(&text(&run.stderr), &message);
+    }
+    assert!(server.targets().is_empty(), "no request was sent");
+    assert!(!out.exists());
+}
+
+// ---------------------------------------------------------------------------------------
+// mrl train, mrl eval bandits
+
+#[test]
+fn train_two_iterations_then_evaluate_against_the_baselines() {
+    let dir = TempDir::new().unwrap();
+    let run_dir = dir.path().join("run");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/bandits-k5-n10.toml");
+    let stdout = mrl_ok(&[
+        "train",
+        "--config",
+        utf8(&config),
+        "--out",
+        utf8(&run_dir),
+        "--iterations",
+        "2",
+    ]);
+    assert_contains(&stdout, "trained 2 iterations");
+
+    let saved = mrl::ppo::TrainConfig::load(&run_dir.join("config.toml")).unwrap();
+    assert_eq!(saved.iterations, 2);
+    let log = std::fs::read_to_string(run_dir.join("train_log.jsonl")).unwrap();
+    let iterations: Vec<u64> = log
+        .lines()
+        .map(|line| {
+            let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+            entry["iteration"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(iterations, [0, 1]);
+    assert!(run_dir.join("checkpoint").is_dir());
+
+    let eval_args = [
+        "eval",
+        "bandits",
+        "--checkpoint",
+        utf8(&run_dir),
+        "--trials",
+        "50",
+        "--json",
+    ];
+    let stdout = mrl_ok(&eval_args);
+    let eval: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (&eval["arms"], &eval["pulls"], &eval["trials"]),
+        (&5.into(), &10.into(), &50.into())
+    );
+    let mut scores = vec![&eval["agent_sampled"], &eval["agent_greedy"]];
+    scores.extend(eval["baselines"].as_array().unwrap());
+    let names: Vec<&str> = scores
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().split('(').next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "rl2 ",
+            "rl2 ",
+            "random",
+            "greedy",
+            "epsilon-greedy",
+            "ucb1",
+            "thompson"
+        ]
+    );
+    for score in scores {
+        let mean = score["mean"].as_f64().unwrap();
+        let std_err = score["std_err"].as_f64().unwrap();
+        assert!((0.0..=10.0).contains(&mean), "{score}");
+        assert!(std_err.is_finite() && std_err >= 0.0, "{score}");
+        assert_eq!(score["n_trials"], 50);
+    }
+    // The evaluation tasks are seeded: a second run prints the same figures.
+    assert_eq!(mrl_ok(&eval_args), stdout);
+}
