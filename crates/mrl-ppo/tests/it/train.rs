@@ -94,6 +94,28 @@ fn mlp_baseline_trains_with_the_same_loop() {
     assert_eq!(summary.iterations, 2);
 }
 
+#[test]
+fn episode_scope_bootstraps_truncated_episodes_for_both_kinds() {
+    // Bandit episodes end truncated; under the episode scope each episode end inside the
+    // trial is a cut bootstrapped from V of the final input with the trial's hidden state.
+    for kind in [PolicyKind::Rl2, PolicyKind::Mlp] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = small_config(2, 5);
+        config.agent.kind = kind;
+        config.ppo.gae_scope = mrl_ppo::GaeScope::Episode;
+        let mut stats = Vec::new();
+        train(&config, dir.path(), false, |s: &IterationStats| {
+            stats.push(s.clone())
+        })
+        .unwrap();
+        assert!(
+            stats
+                .iter()
+                .all(|s| s.value_loss.is_finite() && s.explained_variance.is_finite())
+        );
+    }
+}
+
 fn final_files(dir: &Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let ckpt = dir.join(CHECKPOINT_DIR);
     (
