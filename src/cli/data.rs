@@ -79,6 +79,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
 }
 
 fn synth(args: SynthArgs) -> anyhow::Result<()> {
+    check_bar_file_name(&args.out)?;
     let config = SyntheticConfig::new(args.kind.default_process());
     let generated = config
         .generate(args.bars, args.seed)
@@ -102,6 +103,17 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses an output name that [`mrl::data::write_bars`] cannot write, before any work.
+fn check_bar_file_name(path: &std::path::Path) -> anyhow::Result<()> {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("csv" | "parquet" | "pq") => Ok(()),
+        _ => anyhow::bail!("--out {}: expected .csv, .parquet or .pq", path.display()),
+    }
+}
+
 /// Parses RFC 3339 or integer milliseconds since the epoch.
 pub fn parse_time_ms(text: &str) -> anyhow::Result<i64> {
     if let Ok(ms) = text.trim().parse::<i64>() {
@@ -117,6 +129,7 @@ pub fn parse_time_ms(text: &str) -> anyhow::Result<i64> {
 fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     use mrl::data::bybit::{BlockingBybitClient, BybitConfig, Category, KlineInterval};
 
+    check_bar_file_name(&args.out)?;
     let start_ms = parse_time_ms(&args.start)?;
     let end_ms = parse_time_ms(&args.end)?;
     anyhow::ensure!(

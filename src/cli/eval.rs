@@ -58,6 +58,11 @@ fn run_config(checkpoint: &std::path::Path) -> Option<TrainConfig> {
 }
 
 fn bandits(args: BanditArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.checkpoint.exists(),
+        "checkpoint {} does not exist (give a run directory of `mrl train`)",
+        args.checkpoint.display()
+    );
     let (mut arms, mut pulls) = (args.arms, args.pulls);
     if let Some(TaskKind::Bandits { arms: a, pulls: p }) =
         run_config(&args.checkpoint).map(|c| c.task.kind)

@@ -1,6 +1,5 @@
 //! `mrl features FILE --out OUT.csv`.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -20,6 +19,15 @@ pub struct FeaturesArgs {
 
 /// Computes and writes the features.
 pub fn run(args: FeaturesArgs) -> anyhow::Result<()> {
+    let is_csv = args
+        .out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    anyhow::ensure!(
+        is_csv,
+        "--out {}: features are written as CSV, name it *.csv",
+        args.out.display()
+    );
     let series = mrl::data::read_bars(&args.file)?;
     let matrix = mrl::features::compute_series_features(&series)
         .with_context(|| format!("computing features of {}", args.file.display()))?;
@@ -50,35 +58,12 @@ pub fn run(args: FeaturesArgs) -> anyhow::Result<()> {
         }
         text.push('\n');
     }
-    write_atomic(&args.out, text.as_bytes())?;
+    mrl::data::write_file_atomic(&args.out, text.as_bytes())?;
     print(format!(
         "wrote {} rows x {} features to {}",
         kept.n_rows(),
         mrl::features::FEATURE_NAMES.len(),
         args.out.display()
     ));
-    Ok(())
-}
-
-/// Writes through a temporary file in the same directory, then renames over `path`.
-pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path.file_name().context("output path has no file name")?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.sync_all()
-        .with_context(|| format!("syncing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))?;
     Ok(())
 }

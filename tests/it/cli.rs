@@ -741,3 +741,58 @@ fn train_two_iterations_then_evaluate_against_the_baselines() {
     // The evaluation tasks are seeded: a second run prints the same figures.
     assert_eq!(mrl_ok(&eval_args), stdout);
 }
+
+#[test]
+fn fetch_refuses_a_bad_output_name_before_any_request() {
+    // No server listens on this port: a request would fail with a connection error instead.
+    let dir = TempDir::new().unwrap();
+    let bad = dir.path().join("BTCUSDT.txt");
+    let stderr = mrl_err(&[
+        "data",
+        "fetch",
+        "--symbol",
+        "BTCUSDT",
+        "--start",
+        "1700000000000",
+        "--end",
+        "1700003600000",
+        "--base-url",
+        "http://127.0.0.1:9",
+        "--out",
+        utf8(&bad),
+    ]);
+    assert_contains(&stderr, "expected .csv, .parquet or .pq");
+    assert!(
+        !stderr.contains("127.0.0.1"),
+        "no request was made: {stderr}"
+    );
+}
+
+#[test]
+fn synth_creates_missing_directories_and_features_refuse_non_csv() {
+    let dir = TempDir::new().unwrap();
+    let nested = dir.path().join("a/b/gbm.csv");
+    let out = mrl(&["data", "synth", "--bars", "60", "--out", utf8(&nested)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(mrl::data::read_bars(&nested).unwrap().len(), 60);
+
+    let parquet = dir.path().join("f.parquet");
+    let stderr = mrl_err(&["features", utf8(&nested), "--out", utf8(&parquet)]);
+    assert_contains(&stderr, "written as CSV");
+    assert!(!parquet.exists());
+}
+
+#[test]
+fn eval_bandits_names_a_missing_checkpoint() {
+    let dir = TempDir::new().unwrap();
+    let missing = dir.path().join("nope");
+    let stderr = mrl_err(&[
+        "eval",
+        "bandits",
+        "--checkpoint",
+        utf8(&missing),
+        "--trials",
+        "5",
+    ]);
+    assert_contains(&stderr, "does not exist");
+}

@@ -58,7 +58,7 @@ pub fn write_csv(series: &BarSeries, path: &Path) -> Result<()> {
         .include_header(true)
         .finish(&mut df)
         .map_err(|e| polars_error(e).in_file(path))?;
-    write_atomic(path, &buf)
+    write_file_atomic(path, &buf)
 }
 
 /// Reads bars from a Parquet file with the six bar columns (any order; integer or float
@@ -79,7 +79,7 @@ pub fn write_parquet(series: &BarSeries, path: &Path) -> Result<()> {
     ParquetWriter::new(&mut buf)
         .finish(&mut df)
         .map_err(|e| polars_error(e).in_file(path))?;
-    write_atomic(path, &buf)
+    write_file_atomic(path, &buf)
 }
 
 /// Reads a `.csv` or `.parquet` (`.pq`) file, choosing by extension (case-insensitive).
@@ -407,12 +407,14 @@ fn parse_parquet(bytes: Vec<u8>) -> Result<BarSeries> {
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, synced, then
-/// renamed over `path` (and the directory synced, where the platform allows).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// renamed over `path` (and the directory synced, where the platform allows). Missing parent
+/// directories are created. An interrupted write leaves `path` as it was.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    std::fs::create_dir_all(&dir).map_err(|source| io_error(&dir, source))?;
     let mut builder = tempfile::Builder::new();
     builder.prefix(".mrl-write-").suffix(".tmp");
     // Like `File::create`: 0o666 less the umask (a temporary file would otherwise be 0o600).

@@ -61,7 +61,7 @@ mod synthetic;
 pub use error::{Error, Result};
 pub use io::{
     COLUMNS, read_bars, read_csv, read_parquet, symbol_from_path, write_bars, write_csv,
-    write_parquet,
+    write_file_atomic, write_parquet,
 };
 pub use resample::{resample, resample_complete};
 pub use series::{Bar, BarSeries, DAY_MS, Gap, HOUR_MS, Interval, YEAR_MS};
