@@ -327,7 +327,8 @@ pub fn book_test_period(
         for (k, t) in window.eval.clone().enumerate() {
             let position = eval.get(k).copied().unwrap_or(0.0);
             let (step_return, cost) = step_pnl(prev, position, closes[t], closes[t + 1], cost_rate);
-            let reward = step_return - cost;
+            // `+ 0.0` turns the −0.0 of a flat step on a falling bar into 0.0.
+            let (step_return, reward) = (step_return + 0.0, step_return - cost + 0.0);
             equity = (equity * (1.0 + reward)).max(0.0);
             records.push(StepRecord {
                 timestamp: timestamps[t],

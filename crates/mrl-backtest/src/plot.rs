@@ -43,14 +43,30 @@ fn register_fonts() {
     });
 }
 
-/// Draws `lines` with a title and axis labels on any backend.
+/// One chart: file stem, title, axis labels and lines.
+struct Chart<'a> {
+    stem: &'a str,
+    title: &'a str,
+    x_desc: &'a str,
+    y_desc: &'a str,
+    lines: Vec<Line>,
+    /// Label every integer x (episode indices) instead of 10 decimal ticks.
+    integer_x: bool,
+}
+
+/// Draws `chart` on any backend.
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
-    title: &str,
-    x_desc: &str,
-    y_desc: &str,
-    lines: &[Line],
+    chart: &Chart<'_>,
 ) -> std::result::Result<(), String> {
+    let Chart {
+        title,
+        x_desc,
+        y_desc,
+        integer_x,
+        ..
+    } = *chart;
+    let lines = &chart.lines;
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(err)?;
     let points = lines.iter().flat_map(|l| l.points.iter());
@@ -80,6 +96,18 @@ fn draw<DB: DrawingBackend>(
         .map_err(err)?;
     chart
         .configure_mesh()
+        .x_labels(if integer_x {
+            (x1 - x0) as usize + 1
+        } else {
+            10
+        })
+        .x_label_formatter(&|x| {
+            if integer_x {
+                format!("{x:.0}")
+            } else {
+                format!("{x:.1}")
+            }
+        })
         .x_desc(x_desc)
         .y_desc(y_desc)
         .label_style(("sans-serif", 14))
@@ -108,14 +136,8 @@ fn draw<DB: DrawingBackend>(
 }
 
 /// Writes one chart as `<stem>.png` and `<stem>.svg` in `dir`, each atomically.
-fn write_chart(
-    dir: &Path,
-    stem: &str,
-    title: &str,
-    x_desc: &str,
-    y_desc: &str,
-    lines: &[Line],
-) -> Result<Vec<PathBuf>> {
+fn write_chart(dir: &Path, chart: &Chart<'_>) -> Result<Vec<PathBuf>> {
+    let stem = chart.stem;
     let png = dir.join(format!("{stem}.png"));
     let svg = dir.join(format!("{stem}.svg"));
     let plot_err = |path: &Path| {
@@ -125,30 +147,21 @@ fn write_chart(
     let mut text = String::new();
     draw(
         SVGBackend::with_string(&mut text, SIZE).into_drawing_area(),
-        title,
-        x_desc,
-        y_desc,
-        lines,
+        chart,
     )
     .map_err(plot_err(&svg))?;
     write_file_atomic(&svg, text.as_bytes())?;
     // The bitmap backend encodes by file extension: draw to a hidden `.png` and rename.
     let tmp = dir.join(format!(".tmp-{stem}-{}.png", std::process::id()));
-    let drawn = draw(
-        BitMapBackend::new(&tmp, SIZE).into_drawing_area(),
-        title,
-        x_desc,
-        y_desc,
-        lines,
-    )
-    .map_err(plot_err(&png))
-    .and_then(|()| {
-        std::fs::rename(&tmp, &png).map_err(|source| Error::Io {
-            op: "rename",
-            path: png.clone(),
-            source,
-        })
-    });
+    let drawn = draw(BitMapBackend::new(&tmp, SIZE).into_drawing_area(), chart)
+        .map_err(plot_err(&png))
+        .and_then(|()| {
+            std::fs::rename(&tmp, &png).map_err(|source| Error::Io {
+                op: "rename",
+                path: png.clone(),
+                source,
+            })
+        });
     if drawn.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -218,29 +231,36 @@ pub(crate) fn write_charts(
         })
         .collect();
     let start = mrl_data::format_timestamp(report.span.start);
-    let mut written = write_chart(
-        dir,
-        "equity",
-        "Equity over the test period",
-        &format!("days since {start}"),
-        "equity",
-        &equity,
-    )?;
-    written.extend(write_chart(
-        dir,
-        "drawdown",
-        "Drawdown",
-        &format!("days since {start}"),
-        "drawdown (%)",
-        &drawdown,
-    )?);
-    written.extend(write_chart(
-        dir,
-        "adaptation",
-        "Adaptation curve (mean episode return)",
-        "episode of the trial (last = evaluation)",
-        "return (%)",
-        &adaptation,
-    )?);
+    let x_days = format!("days since {start}");
+    let charts = [
+        Chart {
+            stem: "equity",
+            title: "Equity over the test period",
+            x_desc: &x_days,
+            y_desc: "equity",
+            lines: equity,
+            integer_x: false,
+        },
+        Chart {
+            stem: "drawdown",
+            title: "Drawdown",
+            x_desc: &x_days,
+            y_desc: "drawdown (%)",
+            lines: drawdown,
+            integer_x: false,
+        },
+        Chart {
+            stem: "adaptation",
+            title: "Adaptation curve (mean episode return)",
+            x_desc: "episode of the trial (last = evaluation)",
+            y_desc: "return (%)",
+            lines: adaptation,
+            integer_x: true,
+        },
+    ];
+    let mut written = Vec::new();
+    for chart in &charts {
+        written.extend(write_chart(dir, chart)?);
+    }
     Ok(written)
 }

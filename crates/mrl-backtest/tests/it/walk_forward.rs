@@ -153,7 +153,7 @@ fn buy_and_hold_pays_one_entry_and_flat_does_nothing() {
     assert!(
         bt.records["flat"]
             .iter()
-            .all(|r| r.equity == 1.0 && r.cost == 0.0)
+            .all(|r| r.equity == 1.0 && r.cost == 0.0 && r.reward.to_bits() == 0)
     );
     // Buy-and-hold's curve: each episode from flat, one entry cost, then the price path.
     let curve = &bt.report.policies["buy_and_hold"].adaptation_curve;
