@@ -322,3 +322,47 @@ fn errors_name_lengths_and_sizes() {
         Err(Error::InputMismatch { env_actions: 4, .. })
     ));
 }
+
+#[test]
+fn booking_matches_the_env_accounting_episode_by_episode() {
+    use mrl_env::{Env, TargetAction, TradingConfig, TradingEnv};
+    let series = hourly(600, 13);
+    let cfg = WalkForwardConfig {
+        cost_rate: 0.003,
+        ..config(300)
+    };
+    let market = MarketData::new(series.clone()).unwrap().shared();
+    let windows = plan_windows(market.timestamps(), &cfg).unwrap();
+    let run = run_policy(&market, &windows, &decisive_agent(4), &cfg, None).unwrap();
+    let closes = market.closes();
+    for (window, episodes) in windows.iter().zip(&run.positions) {
+        for (bars, positions) in window.episodes().zip(episodes) {
+            assert_eq!(positions.len(), bars.len());
+            let trading = TradingConfig {
+                max_steps: bars.len(),
+                cost_rate: 0.003,
+                ..Default::default()
+            };
+            let mut env = TradingEnv::new(market.clone(), trading).unwrap();
+            env.reset_at(bars.start).unwrap();
+            let mut env_return = 0.0;
+            for &q in positions {
+                let action = if q == env.position() {
+                    TargetAction::Hold
+                } else if q > 0.0 {
+                    TargetAction::Buy
+                } else {
+                    TargetAction::Sell
+                };
+                env_return += env.step(action.index()).unwrap().reward;
+                assert_eq!(env.position(), q);
+            }
+            let booked = mrl_backtest::episode_return(closes, bars.start, positions, 0.003);
+            assert!(
+                (booked - env_return).abs() < 1e-12,
+                "window {} bars {bars:?}",
+                window.index
+            );
+        }
+    }
+}
