@@ -87,4 +87,4 @@ pub use rollout::{RolloutBuffer, RolloutStats, TrialColumns, collect_rollout, po
 pub use trainer::{
     CONFIG_FILE, IterationStats, LOG_FILE, TrainSummary, Trainer, agent_config, train, train_on,
 };
-pub use update::{Learner, PpoConfig, StepReport, UpdateStats, trial_advantages};
+pub use update::{Learner, PpoConfig, StepReport, UpdateStats, trial_advantages, unroll};

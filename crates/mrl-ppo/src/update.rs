@@ -221,10 +221,10 @@ impl Learner {
         targets: &PpoTargets,
         lr: f64,
     ) -> Result<StepReport> {
-        let out = self.policy.forward_seq(x, None)?;
-        let (batch, seq_len, n_actions) = out.logits.dims3()?;
-        let logits = out.logits.reshape((batch * seq_len, n_actions))?; // (B·T, A)
-        let values = out.values.reshape(batch * seq_len)?; // (B·T,)
+        let (logits, values) = unroll(&self.policy, x)?;
+        let (batch, seq_len, n_actions) = logits.dims3()?;
+        let logits = logits.reshape((batch * seq_len, n_actions))?; // (B·T, A)
+        let values = values.reshape(batch * seq_len)?; // (B·T,)
         let loss = ppo_loss(&logits, &values, targets, &self.config.loss())?;
         let stats = loss.stats(targets.mask.as_ref())?;
         let non_finite = |what: String| Error::NonFinite {
@@ -395,6 +395,39 @@ impl Learner {
         };
         Ok(Minibatch { x, targets })
     }
+}
+
+/// Logits `(B, T, A)` and values `(B, T)` of a sequence batch from `h0 = 0`, with autograd.
+///
+/// The RL² network is stepped with [`Policy::step`] on each time slice of the input (a leaf
+/// without gradient) and the outputs are stacked: the backward pass is then linear in `T`.
+/// Slicing a tensor that carries a gradient (as an unroll over a precomputed `(B, T, ·)`
+/// projection does) costs a full-size zero-padded gradient per slice in candle, i.e. `O(T²)`.
+/// The memory-less MLP runs [`Policy::forward_seq`] in one pass.
+///
+/// # Shapes
+/// `x` `(B, T, in)` → `(B, T, A)`, `(B, T)`.
+///
+/// # Errors
+/// Agent and candle errors for a malformed `x`.
+pub fn unroll(policy: &Policy, x: &Tensor) -> Result<(Tensor, Tensor)> {
+    if !policy.is_recurrent() {
+        let out = policy.forward_seq(x, None)?;
+        return Ok((out.logits, out.values));
+    }
+    let (_, seq_len, _) = x.dims3()?;
+    let x = x.detach();
+    let mut h: Option<Tensor> = None;
+    let mut logits = Vec::with_capacity(seq_len);
+    let mut values = Vec::with_capacity(seq_len);
+    for t in 0..seq_len {
+        let x_t = x.narrow(1, t, 1)?.squeeze(1)?; // (B, in)
+        let out = policy.step(&x_t, h.as_ref())?;
+        logits.push(out.logits); // (B, A)
+        values.push(out.values); // (B,)
+        h = out.h;
+    }
+    Ok((Tensor::stack(&logits, 1)?, Tensor::stack(&values, 1)?))
 }
 
 fn add_stats(sum: &mut PpoLossStats, x: &PpoLossStats) {
