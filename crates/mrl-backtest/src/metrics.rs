@@ -75,6 +75,7 @@ impl Metrics {
                 "metrics: returns and positions differ in length"
             );
         }
+        let periods_per_year = periods(periods_per_year);
         Self {
             total_return: total_return(returns),
             cagr: cagr(returns, periods_per_year),
