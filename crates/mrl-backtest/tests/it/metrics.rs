@@ -247,7 +247,9 @@ fn bootstrap_interval_contains_the_point_and_shrinks_with_data() {
 fn bootstrap_rejects_invalid_arguments() {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let a = noise(50, 0.0, 1);
-    let bad: [(&[f64], &[f64], usize, f64, usize); 6] = [
+    // (a, b, n_resamples, confidence, block_len)
+    type Args<'a> = (&'a [f64], &'a [f64], usize, f64, usize);
+    let bad: [Args<'_>; 6] = [
         (&a, &a[..49], 100, 0.9, 5),
         (&a[..1], &a[..1], 100, 0.9, 5),
         (&a, &a, 0, 0.9, 5),
