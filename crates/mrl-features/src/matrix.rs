@@ -90,6 +90,12 @@ impl FeatureMatrix {
         &self.rows
     }
 
+    /// Removes every row and keeps the allocation, so that recomputing into the same matrix
+    /// (with a fresh [`FeatureStream`]) writes to memory that is already mapped.
+    pub fn clear(&mut self) {
+        self.rows.clear();
+    }
+
     pub(crate) fn reserve(&mut self, additional: usize) {
         self.rows.reserve(additional);
     }
@@ -192,6 +198,9 @@ mod tests {
         assert_eq!(ret1.len(), kept.n_rows());
         assert_eq!(ret1[3], m.bar(WARMUP + 3).unwrap()[0]);
         let window = m.bars(30..35).unwrap();
+        let mut reused = m.clone();
+        reused.clear();
+        assert!(reused.is_empty());
         assert_eq!((window.first_bar(), window.n_rows()), (30, 5));
         assert_eq!(window.row(4), m.bar(34).unwrap());
         assert!(m.bar(40).is_none());
