@@ -47,6 +47,19 @@ pub fn resolve_checkpoint(path: &Path) -> PathBuf {
     }
 }
 
+/// The `(arms, pulls)` a run was trained on, read from `run_dir/config.toml`; `None` when
+/// the run's task is not bandits.
+///
+/// # Errors
+/// [`Error::Io`] or [`Error::Toml`] for a missing or malformed config.
+pub fn bandit_setting(run_dir: &Path) -> Result<Option<(usize, usize)>> {
+    let config = TrainConfig::load(&run_dir.join(CONFIG_FILE))?;
+    Ok(match config.task.kind {
+        crate::config::TaskKind::Bandits { arms, pulls } => Some((arms, pulls)),
+        _ => None,
+    })
+}
+
 /// Evaluates the agent of `checkpoint` (a run directory or its `checkpoint/`) on `trials`
 /// held-out tasks of `arms` arms and `pulls` pulls drawn from `seed`, one episode each,
 /// sampled and greedy, beside the baselines of [`mrl_env::evaluate_baselines`] on the same

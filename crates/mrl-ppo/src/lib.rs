@@ -76,7 +76,7 @@ pub use config::{
     AgentSection, DATA_DIR_ENV, TaskKind, TaskSection, TrainConfig, resolve_data_dir,
 };
 pub use error::{Error, Result};
-pub use eval::{BanditEvaluation, evaluate_bandits, resolve_checkpoint};
+pub use eval::{BanditEvaluation, bandit_setting, evaluate_bandits, resolve_checkpoint};
 pub use gae::{
     Gae, GaeConfig, GaeScope, StepEnd, TrialSteps, gae, gae_with_dones, masked_mean_std,
     normalize_advantages,

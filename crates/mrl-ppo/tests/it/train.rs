@@ -80,6 +80,15 @@ fn smoke_run_writes_log_config_and_checkpoint() {
         train(&config, dir.path(), false, |_| {}),
         Err(Error::Checkpoint { .. })
     ));
+    // The bandit evaluation runs on the checkpoint beside the baselines.
+    assert_eq!(mrl_ppo::bandit_setting(dir.path()).unwrap(), Some((3, 5)));
+    let eval = mrl_ppo::evaluate_bandits(dir.path(), 3, 5, 20, 9).unwrap();
+    assert_eq!(eval.baselines.len(), 5);
+    assert!(eval.agent_greedy.mean >= 0.0 && eval.agent_greedy.mean <= 5.0);
+    assert!(matches!(
+        mrl_ppo::evaluate_bandits(dir.path(), 4, 5, 20, 9),
+        Err(Error::InvalidConfig { field: "arms", .. })
+    ));
     // Resuming a finished run does nothing more.
     let again = train(&config, dir.path(), true, |_| {}).unwrap();
     assert_eq!((again.iterations, again.iterations_run), (3, 0));
