@@ -289,7 +289,9 @@ impl Simd {
             if std::arch::is_x86_feature_detected!("avx512f") {
                 return Self::Avx512;
             }
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
                 return Self::Avx2;
             }
         }
@@ -331,59 +333,85 @@ pub(crate) fn forward_rows(net: &FusedNet, rows: Rows<'_>, scratch: &mut Scratch
     }
 }
 
-/// One tile: GEMMs, then the fused element-wise pass.
+/// One tile: GEMMs, then the fused element-wise passes.
 fn forward_tile(net: &FusedNet, rows: Rows<'_>, scratch: &mut Scratch, simd: Simd) {
     let m = rows.len();
     let hd = net.hidden;
     let e = &mut scratch.e[..m * hd];
     // (m, in) · (in, H)
     matmul(e, rows.x, &net.w1_t, m, net.input, hd);
+    elementwise(simd, Kernel::BiasRelu { v: e, b: &net.b1 });
     match &net.core {
         Core::Gru { w_ih_t, w_hh_t, .. } => {
-            with_simd(simd, || bias_relu(e, &net.b1));
             let gi = &mut scratch.gi[..m * 3 * hd];
             let gh = &mut scratch.gh[..m * 3 * hd];
             matmul(gi, e, w_ih_t, m, hd, 3 * hd); // (m, H) · (H, 3H)
             matmul(gh, rows.h, w_hh_t, m, hd, 3 * hd); // (m, H) · (H, 3H)
-            with_simd(simd, || gru_tail(net, gi, gh, rows));
+            elementwise(simd, Kernel::GruTail { net, gi, gh, rows });
         }
         Core::Mlp { w2_t, b2 } => {
-            with_simd(simd, || bias_relu(e, &net.b1));
             let f = &mut scratch.gi[..m * hd];
             matmul(f, e, w2_t, m, hd, hd); // (m, H) · (H, H)
-            with_simd(simd, || bias_relu(f, b2));
-            with_simd(simd, || heads_tail(net, f, rows));
+            elementwise(simd, Kernel::BiasRelu { v: f, b: b2 });
+            elementwise(simd, Kernel::HeadsTail { net, f, rows });
         }
     }
 }
 
-/// Calls `f` inside a function compiled for the chosen instruction set, so that the
-/// `#[inline(always)]` element-wise code inlined into `f` is vectorised for it.
+/// The element-wise passes of a tile, with their arguments.
+enum Kernel<'a, 'r> {
+    /// [`bias_relu`].
+    BiasRelu { v: &'a mut [f32], b: &'a [f32] },
+    /// [`gru_tail`].
+    GruTail {
+        net: &'a FusedNet,
+        gi: &'a [f32],
+        gh: &'a [f32],
+        rows: Rows<'r>,
+    },
+    /// [`heads_tail`].
+    HeadsTail {
+        net: &'a FusedNet,
+        f: &'a [f32],
+        rows: Rows<'r>,
+    },
+}
+
+/// Runs a kernel; everything below is `#[inline(always)]`, so it is compiled (and
+/// vectorised) for the instruction set of the function it is inlined into.
 #[inline(always)]
-fn with_simd<R>(simd: Simd, f: impl FnOnce() -> R) -> R {
+fn run_kernel(kernel: Kernel<'_, '_>) {
+    match kernel {
+        Kernel::BiasRelu { v, b } => bias_relu(v, b),
+        Kernel::GruTail { net, gi, gh, rows } => gru_tail(net, gi, gh, rows),
+        Kernel::HeadsTail { net, f, rows } => heads_tail(net, f, rows),
+    }
+}
+
+/// Dispatches a kernel to the build for the detected instruction set.
+fn elementwise(simd: Simd, kernel: Kernel<'_, '_>) {
     match simd {
-        Simd::Baseline => f(),
+        Simd::Baseline => run_kernel(kernel),
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Simd::Avx2` is only constructed after `is_x86_feature_detected!("avx2")`.
-        Simd::Avx2 => unsafe { run_avx2(f) },
+        // SAFETY: `Simd::Avx2` is only constructed after `is_x86_feature_detected!("avx2")`
+        // and `("fma")`.
+        Simd::Avx2 => unsafe { run_kernel_avx2(kernel) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Simd::Avx512` is only constructed after `is_x86_feature_detected!("avx512f")`.
-        Simd::Avx512 => unsafe { run_avx512(f) },
+        Simd::Avx512 => unsafe { run_kernel_avx512(kernel) },
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
+#[target_feature(enable = "avx2,fma")]
+fn run_kernel_avx2(kernel: Kernel<'_, '_>) {
+    run_kernel(kernel);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[inline]
-fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
+fn run_kernel_avx512(kernel: Kernel<'_, '_>) {
+    run_kernel(kernel);
 }
 
 /// `v ← max(v + b, 0)` row by row, `v` `(m, H)`, `b` `(H)`. NaN propagates (as in
@@ -598,6 +626,72 @@ mod tests {
             for j in 0..n {
                 let want: f32 = (0..k).map(|l| a[i * k + l] * b[l * n + j]).sum();
                 assert!((d[i * n + j] - want).abs() < 1e-4);
+            }
+        }
+    }
+
+    /// Every instruction-set build of the element-wise passes gives the same numbers.
+    #[test]
+    fn simd_levels_agree() {
+        use candle_core::Device;
+
+        use crate::config::{AgentConfig, PolicyKind};
+
+        let mut levels = vec![Simd::Baseline];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                levels.push(Simd::Avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                levels.push(Simd::Avx512);
+            }
+        }
+        for kind in [PolicyKind::Rl2, PolicyKind::Mlp] {
+            let config = AgentConfig {
+                hidden: 40,
+                kind,
+                ..Default::default()
+            };
+            let policy = Policy::new(&config, &Device::Cpu, 1).unwrap();
+            let net = FusedNet::from_policy(&policy).unwrap();
+            let (n, a, s) = (9, config.n_actions, net.state_size());
+            let x: Vec<f32> = (0..n * net.input)
+                .map(|i| (i as f32 * 0.37).sin())
+                .collect();
+            let run = |simd: Simd| {
+                let mut h: Vec<f32> = (0..n * s).map(|i| (i as f32 * 0.11).cos() * 0.5).collect();
+                let (mut logits, mut probs) = (vec![0.0; n * a], vec![0.0; n * a]);
+                let (mut values, mut lse) = (vec![0.0; n], vec![0.0; n]);
+                let mut scratch = Scratch::new(&net, 4);
+                let rows = Rows {
+                    x: &x,
+                    h: &mut h,
+                    logits: &mut logits,
+                    values: &mut values,
+                    probs: &mut probs,
+                    lse: &mut lse,
+                };
+                forward_rows(&net, rows, &mut scratch, simd);
+                (h, logits, values)
+            };
+            let reference = run(Simd::Baseline);
+            for &level in &levels {
+                let got = run(level);
+                for (g, r) in got
+                    .0
+                    .iter()
+                    .chain(&got.1)
+                    .chain(&got.2)
+                    .zip(reference.0.iter().chain(&reference.1).chain(&reference.2))
+                {
+                    assert!(
+                        (g - r).abs() <= 1e-6 + 1e-6 * r.abs(),
+                        "{level:?}: {g} vs {r}"
+                    );
+                }
             }
         }
     }

@@ -334,6 +334,8 @@ impl Policy {
     /// One step for `B` trials (no sequence dimension). `h` is the hidden state before the
     /// step (zeros when `None`); the MLP ignores it. Records autograd like any tensor op; the
     /// rollout path that needs no graph is [`RolloutWorkspace`](crate::RolloutWorkspace).
+    /// When carrying `h` over many steps yourself, pass `h.detach()`, or the graph of every
+    /// past step stays alive.
     ///
     /// # Shapes
     /// `x` `(B, in)`, `h` `(B, H)` → logits `(B, A)`, values `(B)`, `h` `(B, H)`.
