@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use mrl::ppo::{TaskKind, TrainConfig};
+use mrl::ppo::TaskKind;
 
 use super::print;
 
@@ -14,6 +14,8 @@ pub enum EvalCommand {
     /// Evaluate a bandit agent on fresh trials beside random, greedy, ε-greedy, UCB1 and
     /// Thompson sampling on the same trials.
     Bandits(BanditArgs),
+    /// Walk-forward backtest of a trained agent over many series, one summary table.
+    Markets(super::backtest::MarketsArgs),
 }
 
 /// Arguments of `mrl eval bandits`.
@@ -43,18 +45,8 @@ pub struct BanditArgs {
 pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
     match cmd {
         EvalCommand::Bandits(args) => bandits(args),
+        EvalCommand::Markets(args) => super::backtest::run_markets(args),
     }
-}
-
-/// The run's config next to a checkpoint, if any.
-fn run_config(checkpoint: &std::path::Path) -> Option<TrainConfig> {
-    [
-        checkpoint.join(mrl::ppo::CONFIG_FILE),
-        checkpoint.join("..").join(mrl::ppo::CONFIG_FILE),
-    ]
-    .iter()
-    .find(|p| p.exists())
-    .and_then(|p| TrainConfig::load(p).ok())
 }
 
 fn bandits(args: BanditArgs) -> anyhow::Result<()> {
@@ -65,7 +57,7 @@ fn bandits(args: BanditArgs) -> anyhow::Result<()> {
     );
     let (mut arms, mut pulls) = (args.arms, args.pulls);
     if let Some(TaskKind::Bandits { arms: a, pulls: p }) =
-        run_config(&args.checkpoint).map(|c| c.task.kind)
+        super::backtest::run_config(&args.checkpoint).map(|c| c.task.kind)
     {
         arms = arms.or(Some(a));
         pulls = pulls.or(Some(p));

@@ -1,8 +1,10 @@
 //! Command-line definitions and dispatch. Each subcommand lives in its own module.
 
+mod backtest;
 mod data;
 mod eval;
 mod features;
+mod quickstart;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -13,10 +15,10 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(name = "mrl", version, about, propagate_version = true)]
 pub struct Cli {
-    /// More log output (-v: debug, -vv: trace). `RUST_LOG` overrides.
+    /// More log output (-v: info, -vv: debug, -vvv: trace). `RUST_LOG` overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Only warnings and errors in the log.
+    /// Only errors in the log.
     #[arg(short, long, global = true)]
     pub quiet: bool,
     #[command(subcommand)]
@@ -25,6 +27,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The quick start: meta-train on synthetic regimes, then a walk-forward backtest with
+    /// baselines and charts on held-out markets.
+    Run(quickstart::RunArgs),
     /// Market data: generate, check, fetch.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -35,20 +40,26 @@ enum Command {
     /// Evaluate a trained agent.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Walk-forward backtest of a trained agent on one series, beside the baselines.
+    Backtest(backtest::BacktestArgs),
 }
 
 /// Installs the `tracing` subscriber on stderr.
 pub fn init_logging(verbose: u8, quiet: bool) {
+    // Results and progress bars go to stdout/stderr directly; the log shows warnings unless
+    // asked for more.
     let default = match (quiet, verbose) {
-        (true, _) => "warn",
-        (false, 0) => "info",
-        (false, 1) => "debug",
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
         (false, _) => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .compact()
         .init();
@@ -57,6 +68,8 @@ pub fn init_logging(verbose: u8, quiet: bool) {
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run(args) => quickstart::run(args),
+        Command::Backtest(args) => backtest::run_backtest(args),
         Command::Data(cmd) => data::run(cmd),
         Command::Features(args) => features::run(args),
         Command::Train(args) => train::run(args),
