@@ -67,6 +67,18 @@
 //! # }
 //! ```
 //!
+//! ## Performance
+//!
+//! The rollout step at H = 128 is two `(B×128)·(128×384)` products plus element-wise work.
+//! The fused path (`RolloutWorkspace` on the CPU) keeps the weights pre-transposed, runs the
+//! products through the `gemm` crate with its AVX-512 kernels (≈200 GFLOP/s on one core of
+//! the development machine), fuses gates, heads and softmax into one vectorised pass per
+//! row (compiled for AVX-512 / AVX2 and chosen at run time), and splits rows over rayon
+//! threads; sampling stays serial in trial order, so results do not depend on the thread
+//! count. Measured with `cargo bench --bench gru_rollout` on a shared 2-core machine:
+//! ≈0.15 M env-steps/s at B = 1 and 0.6–0.7 M at B ≥ 16 on one core, 10–15× the plain
+//! candle step in the same run.
+//!
 //! ## Feature flags
 //!
 //! - `cuda`: candle's CUDA backend; [`select_device`] then picks a GPU when one answers.
