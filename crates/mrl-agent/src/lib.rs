@@ -89,6 +89,7 @@ mod config;
 mod device;
 mod error;
 mod fused;
+mod gru_seq;
 mod init;
 mod input;
 mod layers;

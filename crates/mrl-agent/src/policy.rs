@@ -308,6 +308,24 @@ impl Policy {
     /// [`Error::ShapeMismatch`] for a wrong `x` or `h0`, [`Error::EmptySequence`] for `B` or
     /// `T` = 0.
     pub fn forward_seq(&self, x: &Tensor, h0: Option<&Tensor>) -> Result<SeqOutput> {
+        self.sequence(x, h0, false)
+    }
+
+    /// As [`Policy::forward_seq`], with the GRU recurrence as one autograd node with a
+    /// hand-written backward on the CPU in f32 ([`Gru::forward_seq_fused`]): the fast path
+    /// for PPO's full BPTT. Equal to [`Policy::forward_seq`] up to f32 rounding.
+    ///
+    /// # Shapes
+    /// As [`Policy::forward_seq`].
+    ///
+    /// # Errors
+    /// As [`Policy::forward_seq`].
+    pub fn forward_seq_fused(&self, x: &Tensor, h0: Option<&Tensor>) -> Result<SeqOutput> {
+        self.sequence(x, h0, true)
+    }
+
+    /// [`Policy::forward_seq`] (`fused` false) or [`Policy::forward_seq_fused`].
+    fn sequence(&self, x: &Tensor, h0: Option<&Tensor>, fused: bool) -> Result<SeqOutput> {
         let (batch, seq_len, _) = self.check_input(x, 3)?;
         if batch == 0 || seq_len == 0 {
             return Err(Error::EmptySequence {
@@ -318,7 +336,11 @@ impl Policy {
         let (features, h_n) = match &self.net {
             Net::Rl2(n) => {
                 let encoded = n.encoder.forward(x)?.relu()?; // (B, T, H)
-                let (out, h_n) = n.gru.forward_seq(&encoded, h0)?; // (B, T, H), (B, H)
+                let (out, h_n) = if fused {
+                    n.gru.forward_seq_fused(&encoded, h0)?
+                } else {
+                    n.gru.forward_seq(&encoded, h0)?
+                }; // (B, T, H), (B, H)
                 (out, Some(h_n))
             }
             Net::Mlp(n) => (n.body(x)?, None),

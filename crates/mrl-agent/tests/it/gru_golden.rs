@@ -1,20 +1,23 @@
 //! `Gru` against `torch.nn.GRU` (fixtures/golden/gru_step.json): outputs, final state and
 //! the gradients of `sum(output²)` w.r.t. the weights, the input and `h0`.
 
+use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use mrl_agent::Gru;
 
 use crate::golden::{ABS, REL, array, assert_close, flat, load, shape, tensor};
 
-struct Case {
-    gru: Gru,
-    input: Var,
-    h0: Var,
-    batch: usize,
-    hidden: usize,
+/// The golden GRU, its input and `h0` as `Var`s (`h0` shaped `(1, B, H)` as in torch).
+pub(crate) struct Case {
+    pub(crate) gru: Gru,
+    pub(crate) input: Var,
+    pub(crate) h0: Var,
+    pub(crate) batch: usize,
+    pub(crate) hidden: usize,
 }
 
-fn case() -> (serde_json::Value, Case) {
+/// The parsed golden file and its [`Case`].
+pub(crate) fn case() -> (serde_json::Value, Case) {
     let g = load("gru_step.json");
     let w = &g["weights"];
     let gru = Gru::from_tensors(
@@ -80,6 +83,12 @@ fn gradients_of_sum_of_squares_match_torch() {
         ABS,
     );
     let grads = loss.backward().unwrap();
+    assert_golden_gradients(&g, &c, &grads);
+}
+
+/// Asserts the gradients of `sum(output²)` w.r.t. the weights, the input and `h0` against
+/// the golden float32 block.
+pub(crate) fn assert_golden_gradients(g: &serde_json::Value, c: &Case, grads: &GradStore) {
     let expected = &g["float32"]["grad_of_sum_output_sq"];
     let [w_ih, w_hh, b_ih, b_hh] = c.gru.vars();
     for (name, var) in [

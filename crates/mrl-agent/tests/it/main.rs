@@ -5,4 +5,5 @@ mod agent_golden;
 mod checkpoint;
 mod golden;
 mod gru_golden;
+mod gru_seq;
 mod rollout;

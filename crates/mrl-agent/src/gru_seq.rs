@@ -1,0 +1,477 @@
+//! Sequence-level GRU as one candle custom op with a hand-written backward (BPTT).
+//!
+//! Autograd through a step-by-step unroll records about a hundred small ops per time step;
+//! at `T = 600` the update is dominated by their bookkeeping. [`gru_sequence`] runs the
+//! whole recurrence in one CPU kernel instead:
+//!
+//! ```text
+//! gh_t = h_{t-1} W_hhᵀ + b_hh                          (B, 3H), one GEMM per step
+//! r = σ(xp_r + gh_r),  z = σ(xp_z + gh_z),  n = tanh(xp_n + r ⊙ gh_n)
+//! h_t = (1 − z) ⊙ n + z ⊙ h_{t-1}
+//! ```
+//!
+//! where `xp = x W_ihᵀ + b_ih` is precomputed with ordinary candle ops (so its gradient
+//! reaches `W_ih`, `b_ih` and whatever produced `x` through autograd). The forward saves
+//! `r, z, n, gh_n` and every `h_t`; the backward walks the steps in reverse:
+//!
+//! ```text
+//! d  = ∂L/∂h_t (from the output) + carry
+//! dn = d ⊙ (1 − z),  dz = d ⊙ (h_{t-1} − n),  da_n = dn ⊙ (1 − n²)
+//! da_r = da_n ⊙ gh_n ⊙ r(1 − r),  da_z = dz ⊙ z(1 − z),  dgh_n = da_n ⊙ r
+//! dxp_t = [da_r, da_z, da_n],  dgh_t = [da_r, da_z, dgh_n]
+//! carry = d ⊙ z + dgh_t W_hh                            one GEMM per step
+//! dW_hh = Σ_t dgh_tᵀ h_{t-1},  db_hh = Σ_t Σ_b dgh_t    one GEMM over all T·B rows
+//! ```
+//!
+//! Only f32 tensors on the CPU are handled; [`Gru::forward_seq_fused`](crate::Gru) falls
+//! back to the step-by-step unroll elsewhere.
+
+use std::sync::Mutex;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+
+use crate::fused::{sigmoid, tanh};
+
+/// `dst (m, n) = a (m, k) · b (k, n)`, plus `dst` when `accumulate`. `a_t` / `b_t` mean the
+/// operand is stored transposed (`a` as `(k, m)`, `b` as `(n, k)`), all row-major.
+fn matmul(
+    dst: &mut [f32],
+    (a, a_t): (&[f32], bool),
+    (b, b_t): (&[f32], bool),
+    (m, k, n): (usize, usize, usize),
+    accumulate: bool,
+    parallel: bool,
+) {
+    // Internal invariant: the callers size the buffers; checked because gemm reads and
+    // writes through raw pointers.
+    assert!(
+        dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n,
+        "gru_seq matmul sizes"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (a_cs, a_rs) = if a_t { (m, 1) } else { (1, k) };
+    let (b_cs, b_rs) = if b_t { (k, 1) } else { (1, n) };
+    let par = if parallel {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the assert above guarantees that every element addressed by these strides
+    // lies inside the slices; `dst` is a distinct mutable borrow, so it aliases neither.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// Sizes of one sequence batch.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    batch: usize,
+    seq_len: usize,
+    hidden: usize,
+}
+
+/// What the backward pass needs from the forward.
+#[derive(Debug)]
+struct Saved {
+    dims: Dims,
+    /// `W_hh`, `(3H, H)`.
+    w_hh: Vec<f32>,
+    /// `h_0 … h_T`, time-major `(T + 1, B, H)`.
+    hs: Vec<f32>,
+    /// Per `(t, b)` row: `r, z, n, gh_n`, `(T, B, 4H)`.
+    gates: Vec<f32>,
+}
+
+/// Gate arithmetic of one row, saving `r, z, n, gh_n` into `saved` (`4H`).
+///
+/// # Shapes
+/// `xp` `(3H)`, `gh` `(3H)` (no bias), `b_hh` `(3H)`, `h_prev`/`h_next` `(H)`.
+#[inline(always)]
+fn gate_row(
+    xp: &[f32],
+    gh: &[f32],
+    b_hh: &[f32],
+    h_prev: &[f32],
+    h_next: &mut [f32],
+    saved: &mut [f32],
+) {
+    let hd = h_prev.len();
+    let (s_r, rest) = saved.split_at_mut(hd);
+    let (s_z, rest) = rest.split_at_mut(hd);
+    let (s_n, s_hn) = rest.split_at_mut(hd);
+    for j in 0..hd {
+        let r = sigmoid(xp[j] + gh[j] + b_hh[j]);
+        let z = sigmoid(xp[hd + j] + gh[hd + j] + b_hh[hd + j]);
+        let hn = gh[2 * hd + j] + b_hh[2 * hd + j];
+        let n = tanh(xp[2 * hd + j] + r * hn);
+        h_next[j] = n + z * (h_prev[j] - n);
+        s_r[j] = r;
+        s_z[j] = z;
+        s_n[j] = n;
+        s_hn[j] = hn;
+    }
+}
+
+/// Backward of one row: writes `dxp` `(3H)`, `dgh` `(3H)` and `d ⊙ z` into `carry` `(H)`,
+/// where `d = d_out + carry`.
+#[inline(always)]
+fn gate_row_bwd(
+    d_out: &[f32],
+    saved: &[f32],
+    h_prev: &[f32],
+    carry: &mut [f32],
+    dxp: &mut [f32],
+    dgh: &mut [f32],
+) {
+    let hd = h_prev.len();
+    for j in 0..hd {
+        let (r, z, n, hn) = (
+            saved[j],
+            saved[hd + j],
+            saved[2 * hd + j],
+            saved[3 * hd + j],
+        );
+        let d = d_out[j] + carry[j];
+        let dn = d * (1.0 - z);
+        let dz = d * (h_prev[j] - n);
+        let da_n = dn * (1.0 - n * n);
+        let da_r = da_n * hn * r * (1.0 - r);
+        let da_z = dz * z * (1.0 - z);
+        dxp[j] = da_r;
+        dxp[hd + j] = da_z;
+        dxp[2 * hd + j] = da_n;
+        dgh[j] = da_r;
+        dgh[hd + j] = da_z;
+        dgh[2 * hd + j] = da_n * r;
+        carry[j] = d * z;
+    }
+}
+
+/// Element-wise passes of one time step over the batch, forward or backward.
+enum Pass<'a> {
+    Forward {
+        xp: &'a [f32],
+        gh: &'a [f32],
+        b_hh: &'a [f32],
+        h_prev: &'a [f32],
+        h_next: &'a mut [f32],
+        gates: &'a mut [f32],
+    },
+    Backward {
+        d_out: &'a [f32],
+        gates: &'a [f32],
+        h_prev: &'a [f32],
+        carry: &'a mut [f32],
+        dxp: &'a mut [f32],
+        dgh: &'a mut [f32],
+    },
+}
+
+/// Runs `pass` for time step `t`.
+#[inline(always)]
+fn run_pass(pass: Pass<'_>, t: usize, dims: Dims) {
+    let (batch, seq_len, hd) = (dims.batch, dims.seq_len, dims.hidden);
+    match pass {
+        Pass::Forward {
+            xp,
+            gh,
+            b_hh,
+            h_prev,
+            h_next,
+            gates,
+        } => {
+            for b in 0..batch {
+                let x0 = (b * seq_len + t) * 3 * hd;
+                gate_row(
+                    &xp[x0..x0 + 3 * hd],
+                    &gh[b * 3 * hd..(b + 1) * 3 * hd],
+                    b_hh,
+                    &h_prev[b * hd..(b + 1) * hd],
+                    &mut h_next[b * hd..(b + 1) * hd],
+                    &mut gates[b * 4 * hd..(b + 1) * 4 * hd],
+                );
+            }
+        }
+        Pass::Backward {
+            d_out,
+            gates,
+            h_prev,
+            carry,
+            dxp,
+            dgh,
+        } => {
+            for b in 0..batch {
+                let o0 = (b * seq_len + t) * hd;
+                let x0 = (b * seq_len + t) * 3 * hd;
+                gate_row_bwd(
+                    &d_out[o0..o0 + hd],
+                    &gates[b * 4 * hd..(b + 1) * 4 * hd],
+                    &h_prev[b * hd..(b + 1) * hd],
+                    &mut carry[b * hd..(b + 1) * hd],
+                    &mut dxp[x0..x0 + 3 * hd],
+                    &mut dgh[b * 3 * hd..(b + 1) * 3 * hd],
+                );
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn run_pass_avx2(pass: Pass<'_>, t: usize, dims: Dims) {
+    run_pass(pass, t, dims);
+}
+
+/// Runs a pass with AVX2 + FMA when the CPU has them (the exp polynomials vectorise).
+fn dispatch(pass: Pass<'_>, t: usize, dims: Dims) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the features were detected at run time.
+        unsafe { run_pass_avx2(pass, t, dims) };
+        return;
+    }
+    run_pass(pass, t, dims);
+}
+
+/// The whole forward recurrence.
+///
+/// # Shapes
+/// `xp` `(B, T, 3H)`, `h0` `(B, H)`, `w_b` `(3H, H + 1)` (`[W_hh | b_hh]`) → output
+/// `(B, T, H)` and the saved state.
+fn forward(xp: &[f32], h0: &[f32], w_b: &[f32], dims: Dims) -> (Vec<f32>, Saved) {
+    let (batch, seq_len, hd) = (dims.batch, dims.seq_len, dims.hidden);
+    let (g3, bh) = (3 * hd, batch * hd);
+    let mut w_hh = Vec::with_capacity(g3 * hd);
+    let mut b_hh = Vec::with_capacity(g3);
+    for row in w_b.chunks_exact(hd + 1) {
+        w_hh.extend_from_slice(&row[..hd]);
+        b_hh.push(row[hd]);
+    }
+    let mut hs = vec![0.0f32; (seq_len + 1) * bh];
+    hs[..bh].copy_from_slice(h0);
+    let mut gates = vec![0.0f32; seq_len * batch * 4 * hd];
+    let mut gh = vec![0.0f32; batch * g3];
+    for t in 0..seq_len {
+        let (done, next) = hs.split_at_mut((t + 1) * bh);
+        let h_prev = &done[t * bh..];
+        // (B, H) · (H, 3H): W_hh stored (3H, H) is the transposed right operand.
+        matmul(
+            &mut gh,
+            (h_prev, false),
+            (&w_hh, true),
+            (batch, hd, g3),
+            false,
+            false,
+        );
+        dispatch(
+            Pass::Forward {
+                xp,
+                gh: &gh,
+                b_hh: &b_hh,
+                h_prev,
+                h_next: &mut next[..bh],
+                gates: &mut gates[t * batch * 4 * hd..(t + 1) * batch * 4 * hd],
+            },
+            t,
+            dims,
+        );
+    }
+    let mut out = vec![0.0f32; batch * seq_len * hd];
+    for (t, h_t) in hs[bh..].chunks_exact(bh).enumerate() {
+        for (b, row) in h_t.chunks_exact(hd).enumerate() {
+            let o0 = (b * seq_len + t) * hd;
+            out[o0..o0 + hd].copy_from_slice(row);
+        }
+    }
+    let saved = Saved {
+        dims,
+        w_hh,
+        hs,
+        gates,
+    };
+    (out, saved)
+}
+
+/// Gradients `(dxp (B, T, 3H), dh0 (B, H), d[W_hh | b_hh] (3H, H + 1))` for `d_out`
+/// `(B, T, H)`.
+fn backward(saved: &Saved, d_out: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let dims = saved.dims;
+    let (batch, seq_len, hd) = (dims.batch, dims.seq_len, dims.hidden);
+    let (g3, bh) = (3 * hd, batch * hd);
+    let mut carry = vec![0.0f32; bh];
+    let mut dxp = vec![0.0f32; batch * seq_len * g3];
+    let mut dgh = vec![0.0f32; seq_len * batch * g3]; // time-major (T·B, 3H)
+    for t in (0..seq_len).rev() {
+        let dgh_t = &mut dgh[t * batch * g3..(t + 1) * batch * g3];
+        dispatch(
+            Pass::Backward {
+                d_out,
+                gates: &saved.gates[t * batch * 4 * hd..(t + 1) * batch * 4 * hd],
+                h_prev: &saved.hs[t * bh..(t + 1) * bh],
+                carry: &mut carry,
+                dxp: &mut dxp,
+                dgh: dgh_t,
+            },
+            t,
+            dims,
+        );
+        // carry += dgh_t (B, 3H) · W_hh (3H, H)
+        matmul(
+            &mut carry,
+            (dgh_t, false),
+            (&saved.w_hh, false),
+            (batch, g3, hd),
+            true,
+            false,
+        );
+    }
+    // dW_hh (3H, H) = dghᵀ (3H, T·B) · h_{t-1} (T·B, H), one GEMM over every step.
+    let rows = seq_len * batch;
+    let mut d_w = vec![0.0f32; g3 * hd];
+    matmul(
+        &mut d_w,
+        (&dgh, true),
+        (&saved.hs[..rows * hd], false),
+        (g3, rows, hd),
+        false,
+        true,
+    );
+    let mut d_b = vec![0.0f32; g3];
+    for row in dgh.chunks_exact(g3) {
+        for (acc, v) in d_b.iter_mut().zip(row) {
+            *acc += v;
+        }
+    }
+    let mut d_wb = Vec::with_capacity(g3 * (hd + 1));
+    for (w_row, db) in d_w.chunks_exact(hd).zip(&d_b) {
+        d_wb.extend_from_slice(w_row);
+        d_wb.push(*db);
+    }
+    (dxp, carry, d_wb)
+}
+
+/// The custom op; holds the forward's saved state for its backward.
+struct GruSeqOp {
+    saved: Mutex<Option<Saved>>,
+}
+
+/// A contiguous f32 slice of a CPU storage, or an error naming the argument.
+fn f32_slice<'a>(name: &str, s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("gru_sequence: {name} must be f32, got {:?}", s.dtype());
+    };
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&v[start..end]),
+        None => candle_core::bail!("gru_sequence: {name} must be contiguous"),
+    }
+}
+
+impl CustomOp3 for GruSeqOp {
+    fn name(&self) -> &'static str {
+        "gru-sequence"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (batch, seq_len, g3) = l1.shape().dims3()?;
+        let hd = g3 / 3;
+        if l2.shape().dims() != [batch, hd] || l3.shape().dims() != [g3, hd + 1] || g3 % 3 != 0 {
+            candle_core::bail!(
+                "gru_sequence: xp {:?}, h0 {:?}, [W_hh | b_hh] {:?} do not fit together",
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            );
+        }
+        let dims = Dims {
+            batch,
+            seq_len,
+            hidden: hd,
+        };
+        let (out, saved) = forward(
+            f32_slice("xp", s1, l1)?,
+            f32_slice("h0", s2, l2)?,
+            f32_slice("[W_hh | b_hh]", s3, l3)?,
+            dims,
+        );
+        match self.saved.lock() {
+            Ok(mut slot) => *slot = Some(saved),
+            Err(_) => candle_core::bail!("gru_sequence: saved-state lock poisoned"),
+        }
+        Ok((CpuStorage::F32(out), Shape::from((batch, seq_len, hd))))
+    }
+
+    fn bwd(
+        &self,
+        _xp: &Tensor,
+        _h0: &Tensor,
+        _w_b: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d_out = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let Ok(slot) = self.saved.lock() else {
+            candle_core::bail!("gru_sequence: saved-state lock poisoned");
+        };
+        let Some(saved) = slot.as_ref() else {
+            candle_core::bail!("gru_sequence: backward before forward");
+        };
+        let (batch, seq_len, hd) = (saved.dims.batch, saved.dims.seq_len, saved.dims.hidden);
+        let (dxp, dh0, d_wb) = backward(saved, &d_out);
+        let device = grad_res.device();
+        Ok((
+            Some(Tensor::from_vec(dxp, (batch, seq_len, 3 * hd), device)?),
+            Some(Tensor::from_vec(dh0, (batch, hd), device)?),
+            Some(Tensor::from_vec(d_wb, (3 * hd, hd + 1), device)?),
+        ))
+    }
+}
+
+/// The GRU recurrence over a whole sequence as one autograd node (CPU, f32).
+///
+/// # Shapes
+/// `xp = x W_ihᵀ + b_ih` `(B, T, 3H)`, `h0` `(B, H)`, `w_b = [W_hh | b_hh]` `(3H, H + 1)` →
+/// every hidden state `h_1 … h_T`, `(B, T, H)`. Gradients flow to all three inputs.
+///
+/// # Errors
+/// Candle errors for tensors that are not f32 on the CPU or whose shapes do not fit.
+pub(crate) fn gru_sequence(xp: &Tensor, h0: &Tensor, w_b: &Tensor) -> candle_core::Result<Tensor> {
+    xp.contiguous()?.apply_op3(
+        &h0.contiguous()?,
+        &w_b.contiguous()?,
+        GruSeqOp {
+            saved: Mutex::new(None),
+        },
+    )
+}
