@@ -58,6 +58,7 @@
 //! - `plot`: charts through plotters (text in DejaVu Sans from the `dejavu` crate).
 //! - `cuda`: candle's CUDA backend for the agent.
 
+mod adaptation;
 mod backtest;
 mod config;
 mod engine;
@@ -76,6 +77,7 @@ pub use metrics::{
     total_return, total_turnover, trade_count, turnover, volatility, win_rate,
 };
 
+pub use adaptation::{AdaptationSummary, recovered_share, summarize_adaptation};
 pub use backtest::{Backtest, Policies, PolicyRecords, backtest, backtest_market};
 pub use config::{ActionMode, BootstrapConfig, TestStart, WalkForwardConfig};
 pub use engine::{
