@@ -399,8 +399,11 @@ impl Learner {
 
 /// Logits `(B, T, A)` and values `(B, T)` of a sequence batch from `h0 = 0`, with autograd.
 ///
-/// The RL² network is stepped with [`Policy::step`] on each time slice of the input (a leaf
-/// without gradient) and the outputs are stacked: the backward pass is then linear in `T`.
+/// On the CPU in f32 this is [`Policy::forward_seq_fused`]: the GRU recurrence over all `T`
+/// steps is one autograd node with a hand-written backward (BPTT), the encoder and heads
+/// are batched over all `B·T` rows. Elsewhere the RL² network is stepped with
+/// [`Policy::step`] on each time slice of the input (a leaf without gradient) and the
+/// outputs are stacked: the backward pass is then linear in `T`.
 /// Slicing a tensor that carries a gradient (as an unroll over a precomputed `(B, T, ·)`
 /// projection does) costs a full-size zero-padded gradient per slice in candle, i.e. `O(T²)`.
 /// The memory-less MLP runs [`Policy::forward_seq`] in one pass.
@@ -413,6 +416,10 @@ impl Learner {
 pub fn unroll(policy: &Policy, x: &Tensor) -> Result<(Tensor, Tensor)> {
     if !policy.is_recurrent() {
         let out = policy.forward_seq(x, None)?;
+        return Ok((out.logits, out.values));
+    }
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        let out = policy.forward_seq_fused(x, None)?;
         return Ok((out.logits, out.values));
     }
     let (_, seq_len, _) = x.dims3()?;
