@@ -10,9 +10,9 @@
 //! h_t = (1 − z) ⊙ n + z ⊙ h_{t-1}
 //! ```
 //!
-//! where `xp = x W_ihᵀ + b_ih` is precomputed with ordinary candle ops (so its gradient
-//! reaches `W_ih`, `b_ih` and whatever produced `x` through autograd). The forward saves
-//! `r, z, n, gh_n` and every `h_t`; the backward walks the steps in reverse:
+//! where `xp = x W_ihᵀ + b_ih` is one GEMM over all `B·T` rows inside the op (so the
+//! `(B, T, 3H)` projection and its gradient never become candle tensors). The forward
+//! saves `x`, `r, z, n, gh_n` and every `h_t`; the backward walks the steps in reverse:
 //!
 //! ```text
 //! d  = ∂L/∂h_t (from the output) + carry
@@ -21,6 +21,7 @@
 //! dxp_t = [da_r, da_z, da_n],  dgh_t = [da_r, da_z, dgh_n]
 //! carry = d ⊙ z + dgh_t W_hh                            one GEMM per step
 //! dW_hh = Σ_t dgh_tᵀ h_{t-1},  db_hh = Σ_t Σ_b dgh_t    one GEMM over all T·B rows
+//! dW_ih = dxpᵀ x,  db_ih = Σ dxp,  dx = dxp W_ih          one GEMM each
 //! ```
 //!
 //! Only f32 tensors on the CPU are handled; [`Gru::forward_seq_fused`](crate::Gru) falls
@@ -91,6 +92,7 @@ fn matmul(
 struct Dims {
     batch: usize,
     seq_len: usize,
+    input: usize,
     hidden: usize,
 }
 
@@ -98,6 +100,10 @@ struct Dims {
 #[derive(Debug)]
 struct Saved {
     dims: Dims,
+    /// The input `x`, `(B·T, I)`.
+    x: Vec<f32>,
+    /// `W_ih`, `(3H, I)`.
+    w_ih: Vec<f32>,
     /// `W_hh`, `(3H, H)`.
     w_hh: Vec<f32>,
     /// `h_0 … h_T`, time-major `(T + 1, B, H)`.
@@ -257,20 +263,74 @@ fn dispatch(pass: Pass<'_>, t: usize, dims: Dims) {
     run_pass(pass, t, dims);
 }
 
-/// The whole forward recurrence.
+/// The parameters unpacked from `[W_ih | b_ih | W_hh | b_hh]` `(3H, I + 1 + H + 1)`.
+struct Params {
+    w_ih: Vec<f32>,
+    b_ih: Vec<f32>,
+    w_hh: Vec<f32>,
+    b_hh: Vec<f32>,
+}
+
+impl Params {
+    fn unpack(packed: &[f32], input: usize, hd: usize) -> Self {
+        let g3 = 3 * hd;
+        let mut p = Self {
+            w_ih: Vec::with_capacity(g3 * input),
+            b_ih: Vec::with_capacity(g3),
+            w_hh: Vec::with_capacity(g3 * hd),
+            b_hh: Vec::with_capacity(g3),
+        };
+        for row in packed.chunks_exact(input + hd + 2) {
+            let (w_i, rest) = row.split_at(input);
+            let (w_h, b_h) = rest[1..].split_at(hd);
+            p.w_ih.extend_from_slice(w_i);
+            p.b_ih.push(rest[0]);
+            p.w_hh.extend_from_slice(w_h);
+            p.b_hh.push(b_h[0]);
+        }
+        p
+    }
+}
+
+/// Column sums of a row-major `(rows, cols)` matrix.
+fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
+    let mut sums = vec![0.0f32; cols];
+    for row in m.chunks_exact(cols) {
+        for (acc, v) in sums.iter_mut().zip(row) {
+            *acc += v;
+        }
+    }
+    sums
+}
+
+/// The whole forward: input projection as one GEMM over all `B·T` rows, then the
+/// recurrence.
 ///
 /// # Shapes
-/// `xp` `(B, T, 3H)`, `h0` `(B, H)`, `w_b` `(3H, H + 1)` (`[W_hh | b_hh]`) → output
-/// `(B, T, H)` and the saved state.
-fn forward(xp: &[f32], h0: &[f32], w_b: &[f32], dims: Dims) -> (Vec<f32>, Saved) {
+/// `x` `(B, T, I)`, `h0` `(B, H)`, `packed` `(3H, I + 1 + H + 1)` → output `(B, T, H)` and
+/// the saved state.
+fn forward(x: &[f32], h0: &[f32], packed: &[f32], dims: Dims) -> (Vec<f32>, Saved) {
     let (batch, seq_len, hd) = (dims.batch, dims.seq_len, dims.hidden);
-    let (g3, bh) = (3 * hd, batch * hd);
-    let mut w_hh = Vec::with_capacity(g3 * hd);
-    let mut b_hh = Vec::with_capacity(g3);
-    for row in w_b.chunks_exact(hd + 1) {
-        w_hh.extend_from_slice(&row[..hd]);
-        b_hh.push(row[hd]);
+    let (g3, bh, rows) = (3 * hd, batch * hd, batch * seq_len);
+    let Params {
+        w_ih,
+        b_ih,
+        w_hh,
+        b_hh,
+    } = Params::unpack(packed, dims.input, hd);
+    // xp (B·T, 3H) = b_ih + x (B·T, I) · W_ihᵀ
+    let mut xp = Vec::with_capacity(rows * g3);
+    for _ in 0..rows {
+        xp.extend_from_slice(&b_ih);
     }
+    matmul(
+        &mut xp,
+        (x, false),
+        (&w_ih, true),
+        (rows, dims.input, g3),
+        true,
+        true,
+    );
     let mut hs = vec![0.0f32; (seq_len + 1) * bh];
     hs[..bh].copy_from_slice(h0);
     let mut gates = vec![0.0f32; seq_len * batch * 4 * hd];
@@ -289,7 +349,7 @@ fn forward(xp: &[f32], h0: &[f32], w_b: &[f32], dims: Dims) -> (Vec<f32>, Saved)
         );
         dispatch(
             Pass::Forward {
-                xp,
+                xp: &xp,
                 gh: &gh,
                 b_hh: &b_hh,
                 h_prev,
@@ -309,6 +369,8 @@ fn forward(xp: &[f32], h0: &[f32], w_b: &[f32], dims: Dims) -> (Vec<f32>, Saved)
     }
     let saved = Saved {
         dims,
+        x: x.to_vec(),
+        w_ih,
         w_hh,
         hs,
         gates,
@@ -316,15 +378,15 @@ fn forward(xp: &[f32], h0: &[f32], w_b: &[f32], dims: Dims) -> (Vec<f32>, Saved)
     (out, saved)
 }
 
-/// Gradients `(dxp (B, T, 3H), dh0 (B, H), d[W_hh | b_hh] (3H, H + 1))` for `d_out`
+/// Gradients `(dx (B, T, I), dh0 (B, H), d[W_ih | b_ih | W_hh | b_hh])` for `d_out`
 /// `(B, T, H)`.
 fn backward(saved: &Saved, d_out: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let dims = saved.dims;
-    let (batch, seq_len, hd) = (dims.batch, dims.seq_len, dims.hidden);
-    let (g3, bh) = (3 * hd, batch * hd);
+    let (batch, seq_len, input, hd) = (dims.batch, dims.seq_len, dims.input, dims.hidden);
+    let (g3, bh, rows) = (3 * hd, batch * hd, batch * seq_len);
     let mut carry = vec![0.0f32; bh];
-    let mut dxp = vec![0.0f32; batch * seq_len * g3];
-    let mut dgh = vec![0.0f32; seq_len * batch * g3]; // time-major (T·B, 3H)
+    let mut dxp = vec![0.0f32; rows * g3]; // batch-major (B·T, 3H)
+    let mut dgh = vec![0.0f32; rows * g3]; // time-major (T·B, 3H)
     for t in (0..seq_len).rev() {
         let dgh_t = &mut dgh[t * batch * g3..(t + 1) * batch * g3];
         dispatch(
@@ -349,29 +411,44 @@ fn backward(saved: &Saved, d_out: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
             false,
         );
     }
-    // dW_hh (3H, H) = dghᵀ (3H, T·B) · h_{t-1} (T·B, H), one GEMM over every step.
-    let rows = seq_len * batch;
-    let mut d_w = vec![0.0f32; g3 * hd];
+    // Weight gradients as one GEMM each over all B·T rows:
+    // dW_hh (3H, H) = dghᵀ · h_{t-1},  dW_ih (3H, I) = dxpᵀ · x,  dx = dxp · W_ih.
+    let mut d_whh = vec![0.0f32; g3 * hd];
     matmul(
-        &mut d_w,
+        &mut d_whh,
         (&dgh, true),
         (&saved.hs[..rows * hd], false),
         (g3, rows, hd),
         false,
         true,
     );
-    let mut d_b = vec![0.0f32; g3];
-    for row in dgh.chunks_exact(g3) {
-        for (acc, v) in d_b.iter_mut().zip(row) {
-            *acc += v;
-        }
+    let mut d_wih = vec![0.0f32; g3 * input];
+    matmul(
+        &mut d_wih,
+        (&dxp, true),
+        (&saved.x, false),
+        (g3, rows, input),
+        false,
+        true,
+    );
+    let mut dx = vec![0.0f32; rows * input];
+    matmul(
+        &mut dx,
+        (&dxp, false),
+        (&saved.w_ih, false),
+        (rows, g3, input),
+        false,
+        true,
+    );
+    let (d_bih, d_bhh) = (column_sums(&dxp, g3), column_sums(&dgh, g3));
+    let mut d_packed = Vec::with_capacity(g3 * (input + hd + 2));
+    for j in 0..g3 {
+        d_packed.extend_from_slice(&d_wih[j * input..(j + 1) * input]);
+        d_packed.push(d_bih[j]);
+        d_packed.extend_from_slice(&d_whh[j * hd..(j + 1) * hd]);
+        d_packed.push(d_bhh[j]);
     }
-    let mut d_wb = Vec::with_capacity(g3 * (hd + 1));
-    for (w_row, db) in d_w.chunks_exact(hd).zip(&d_b) {
-        d_wb.extend_from_slice(w_row);
-        d_wb.push(*db);
-    }
-    (dxp, carry, d_wb)
+    (dx, carry, d_packed)
 }
 
 /// The custom op; holds the forward's saved state for its backward.
@@ -404,11 +481,12 @@ impl CustomOp3 for GruSeqOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (batch, seq_len, g3) = l1.shape().dims3()?;
+        let (batch, seq_len, input) = l1.shape().dims3()?;
+        let (g3, width) = l3.shape().dims2()?;
         let hd = g3 / 3;
-        if l2.shape().dims() != [batch, hd] || l3.shape().dims() != [g3, hd + 1] || g3 % 3 != 0 {
+        if g3 % 3 != 0 || width != input + hd + 2 || l2.shape().dims() != [batch, hd] {
             candle_core::bail!(
-                "gru_sequence: xp {:?}, h0 {:?}, [W_hh | b_hh] {:?} do not fit together",
+                "gru_sequence: x {:?}, h0 {:?}, [W_ih | b_ih | W_hh | b_hh] {:?} do not fit",
                 l1.shape(),
                 l2.shape(),
                 l3.shape()
@@ -417,12 +495,13 @@ impl CustomOp3 for GruSeqOp {
         let dims = Dims {
             batch,
             seq_len,
+            input,
             hidden: hd,
         };
         let (out, saved) = forward(
-            f32_slice("xp", s1, l1)?,
+            f32_slice("x", s1, l1)?,
             f32_slice("h0", s2, l2)?,
-            f32_slice("[W_hh | b_hh]", s3, l3)?,
+            f32_slice("[W_ih | b_ih | W_hh | b_hh]", s3, l3)?,
             dims,
         );
         match self.saved.lock() {
@@ -434,9 +513,9 @@ impl CustomOp3 for GruSeqOp {
 
     fn bwd(
         &self,
-        _xp: &Tensor,
+        _x: &Tensor,
         _h0: &Tensor,
-        _w_b: &Tensor,
+        _packed: &Tensor,
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -447,29 +526,44 @@ impl CustomOp3 for GruSeqOp {
         let Some(saved) = slot.as_ref() else {
             candle_core::bail!("gru_sequence: backward before forward");
         };
-        let (batch, seq_len, hd) = (saved.dims.batch, saved.dims.seq_len, saved.dims.hidden);
-        let (dxp, dh0, d_wb) = backward(saved, &d_out);
+        let Dims {
+            batch,
+            seq_len,
+            input,
+            hidden: hd,
+        } = saved.dims;
+        let (dx, dh0, d_packed) = backward(saved, &d_out);
         let device = grad_res.device();
         Ok((
-            Some(Tensor::from_vec(dxp, (batch, seq_len, 3 * hd), device)?),
+            Some(Tensor::from_vec(dx, (batch, seq_len, input), device)?),
             Some(Tensor::from_vec(dh0, (batch, hd), device)?),
-            Some(Tensor::from_vec(d_wb, (3 * hd, hd + 1), device)?),
+            Some(Tensor::from_vec(
+                d_packed,
+                (3 * hd, input + hd + 2),
+                device,
+            )?),
         ))
     }
 }
 
-/// The GRU recurrence over a whole sequence as one autograd node (CPU, f32).
+/// The GRU over a whole sequence as one autograd node (CPU, f32), input projection
+/// included.
 ///
 /// # Shapes
-/// `xp = x W_ihᵀ + b_ih` `(B, T, 3H)`, `h0` `(B, H)`, `w_b = [W_hh | b_hh]` `(3H, H + 1)` →
-/// every hidden state `h_1 … h_T`, `(B, T, H)`. Gradients flow to all three inputs.
+/// `x` `(B, T, I)`, `h0` `(B, H)`, `packed = [W_ih | b_ih | W_hh | b_hh]`
+/// `(3H, I + 1 + H + 1)` → every hidden state `h_1 … h_T`, `(B, T, H)`. Gradients flow to
+/// all three inputs.
 ///
 /// # Errors
 /// Candle errors for tensors that are not f32 on the CPU or whose shapes do not fit.
-pub(crate) fn gru_sequence(xp: &Tensor, h0: &Tensor, w_b: &Tensor) -> candle_core::Result<Tensor> {
-    xp.contiguous()?.apply_op3(
+pub(crate) fn gru_sequence(
+    x: &Tensor,
+    h0: &Tensor,
+    packed: &Tensor,
+) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op3(
         &h0.contiguous()?,
-        &w_b.contiguous()?,
+        &packed.contiguous()?,
         GruSeqOp {
             saved: Mutex::new(None),
         },

@@ -242,16 +242,17 @@ impl Gru {
             return self.forward_seq(x, h0);
         }
         let (seq_len, h) = self.initial_state(x, h0)?;
-        let xp = self.input_projection(x)?; // (B, T, 3H)
-        // [W_hh | b_hh], (3H, H + 1)
-        let w_b = Tensor::cat(
+        // [W_ih | b_ih | W_hh | b_hh], (3H, I + 1 + H + 1)
+        let packed = Tensor::cat(
             &[
+                self.weight_ih.as_tensor(),
+                &self.bias_ih.as_tensor().unsqueeze(1)?,
                 self.weight_hh.as_tensor(),
                 &self.bias_hh.as_tensor().unsqueeze(1)?,
             ],
             1,
         )?;
-        let output = gru_sequence(&xp, &h, &w_b)?; // (B, T, H)
+        let output = gru_sequence(x, &h, &packed)?; // (B, T, H)
         let h_n = output.narrow(1, seq_len - 1, 1)?.squeeze(1)?;
         Ok((output, h_n))
     }
