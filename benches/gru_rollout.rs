@@ -11,8 +11,11 @@
 //! thread), `candle/B` (the plain candle-tensor step on the CPU, same work) — side by side
 //! in one run, so the ratios can be quoted.
 //!
-//! Further groups (e.g. the full rollout step with the vectorised trading env) are added
-//! as functions and listed in `criterion_group!` at the bottom.
+//! Group `rollout/cpu_trading` (part b): whole RL² trials (3 episodes of 200 bars) for `B`
+//! parallel trials through [`mrl::ppo::collect_rollout`] — the vectorised trading env
+//! (accounting, features lookup, trial inputs), the fused policy step with sampling, and the
+//! rollout buffer writes, exactly what one PPO iteration's rollout does. Throughput is
+//! `Elements(B · 600)`: env-steps/s, env included.
 
 use std::time::Duration;
 
@@ -125,5 +128,62 @@ fn policy_step_cpu(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, policy_step_cpu);
+/// Part (b): whole trials through the vectorised trading env and the fused step.
+fn rollout_cpu_trading(c: &mut Criterion) {
+    use std::sync::Arc;
+
+    use mrl::data::{GbmParams, MarketProcess, SyntheticConfig};
+    use mrl::env::{FixedMarket, MarketData, Split, TradingConfig, TrialConfig, VecTrials};
+    use mrl::ppo::{GaeScope, RolloutBuffer, collect_rollout};
+
+    let bars = SyntheticConfig::new(MarketProcess::Gbm(GbmParams::default()))
+        .generate(20_000, 7)
+        .unwrap_or_else(|e| panic!("synthetic market: {e}"));
+    let market =
+        Arc::new(MarketData::new(bars.series).unwrap_or_else(|e| panic!("market data: {e}")));
+    let dist = Arc::new(
+        FixedMarket::new(market, TradingConfig::default(), 0.2)
+            .unwrap_or_else(|e| panic!("task distribution: {e}")),
+    );
+    let config = AgentConfig::default(); // obs 14, 3 actions, H = 128
+    let policy = Policy::new(&config, &Device::Cpu, 0).unwrap_or_else(|e| panic!("policy: {e}"));
+
+    let mut group = c.benchmark_group("rollout/cpu_trading");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for batch_size in BATCHES {
+        let mut trials = VecTrials::new(
+            dist.clone(),
+            batch_size,
+            TrialConfig::default(),
+            Split::Train,
+            3,
+        )
+        .unwrap_or_else(|e| panic!("vec trials: {e}"));
+        let trial_len = trials.max_trial_len();
+        let mut ws =
+            RolloutWorkspace::new(&policy, batch_size).unwrap_or_else(|e| panic!("workspace: {e}"));
+        let mut buffer = RolloutBuffer::new(batch_size, trial_len, config.obs_dim);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        group.throughput(Throughput::Elements((batch_size * trial_len) as u64));
+        group.bench_function(BenchmarkId::new("fused", batch_size), |b| {
+            b.iter(|| {
+                collect_rollout(
+                    &mut trials,
+                    &mut ws,
+                    &policy,
+                    &mut buffer,
+                    &mut rng,
+                    GaeScope::Trial,
+                )
+                .unwrap_or_else(|e| panic!("rollout: {e}"))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, policy_step_cpu, rollout_cpu_trading);
 criterion_main!(benches);

@@ -340,6 +340,8 @@ fn writes_are_atomic_and_leave_no_temporary_files() {
         std::fs::remove_file(plain).unwrap();
     }
 
+    std::fs::write(dir.path().join("plain.txt"), "x").unwrap();
+
     // A failed write (the target is a directory) leaves the target and no temporary file.
     let target = dir.path().join("taken.csv");
     std::fs::create_dir(&target).unwrap();
@@ -348,10 +350,15 @@ fn writes_are_atomic_and_leave_no_temporary_files() {
         Error::Io { .. }
     ));
     assert!(target.is_dir());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
 
-    // A missing directory is an I/O error naming it.
-    let err = write_parquet(&series, &dir.path().join("no/such/dir/x.parquet")).unwrap_err();
+    // Missing parent directories are created.
+    let nested = dir.path().join("no/such/dir/x.parquet");
+    write_parquet(&series, &nested).unwrap();
+    assert_eq!(read_parquet(&nested).unwrap().closes(), series.closes());
+
+    // A parent that is a file is an I/O error naming it.
+    let err = write_parquet(&series, &dir.path().join("plain.txt/x.parquet")).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
 }
 
