@@ -11,7 +11,7 @@
 //! markets instead, and says so.
 //!
 //! ```text
-//! MRL_DATA_DIR=path/to/data cargo run --release --example multi_asset_training -- --iterations 20
+//! MRL_DATA_DIR=path/to/data cargo run --release --example multi_asset_training -- --iterations 40
 //! ```
 
 #![allow(clippy::print_stdout)] // An example is a binary: it prints its results.
@@ -37,7 +37,7 @@ struct Args {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// PPO iterations per agent (the config's 100 is the full setting).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 40)]
     iterations: u64,
     /// Seed of training and of the synthetic fallback markets.
     #[arg(long, default_value_t = 1)]
@@ -47,12 +47,20 @@ struct Args {
     out: PathBuf,
 }
 
-/// The data directory to use, if it exists.
-fn data_dir(arg: Option<PathBuf>) -> Option<PathBuf> {
-    let dir = arg
-        .or_else(|| std::env::var_os(mrl::ppo::DATA_DIR_ENV).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("../shared/data"));
-    dir.is_dir().then_some(dir)
+/// The data directory: `arg` (which must exist), else `$MRL_DATA_DIR` or `../shared/data`
+/// when present, else none (synthetic markets).
+fn data_dir(arg: Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(dir) = arg {
+        anyhow::ensure!(
+            dir.is_dir(),
+            "data directory {} does not exist",
+            dir.display()
+        );
+        return Ok(Some(dir));
+    }
+    let dir = std::env::var_os(mrl::ppo::DATA_DIR_ENV)
+        .map_or_else(|| PathBuf::from("../shared/data"), PathBuf::from);
+    Ok(dir.is_dir().then_some(dir))
 }
 
 /// Reads `<dir>/<asset>_<interval>.csv` for every asset.
@@ -110,7 +118,7 @@ fn main() -> anyhow::Result<()> {
     };
 
     // Real assets when the data is there; else synthetic markets, split by seed space.
-    let (tasks, held_out) = if let Some(dir) = data_dir(args.data_dir) {
+    let (tasks, held_out) = if let Some(dir) = data_dir(args.data_dir)? {
         let series = read_assets(&dir, &assets, &interval)?;
         let tasks = MarketTasks::multi_asset(&series, &split, config.task.trading.clone())?;
         let held_out: Vec<BarSeries> = series

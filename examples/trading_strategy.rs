@@ -53,8 +53,16 @@ fn main() -> anyhow::Result<()> {
         &candle_core::Device::Cpu,
     )
     .with_context(|| format!("loading the agent of {}", run.display()))?;
-    let train = TrainConfig::load(&run.join(mrl::ppo::CONFIG_FILE))
-        .with_context(|| format!("reading the training config of {}", run.display()))?;
+    // The run's config.toml, next to checkpoint/ (also when `run` names checkpoint/).
+    let config_file = [
+        run.join(mrl::ppo::CONFIG_FILE),
+        run.join("..").join(mrl::ppo::CONFIG_FILE),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .with_context(|| format!("{} holds no {}", run.display(), mrl::ppo::CONFIG_FILE))?;
+    let train = TrainConfig::load(&config_file)
+        .with_context(|| format!("reading {}", config_file.display()))?;
 
     let series: BarSeries = match &args.data {
         Some(path) => mrl::data::read_bars(path)?,
