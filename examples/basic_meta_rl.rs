@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use mrl::agent::PolicyKind;
-use mrl::backtest::{Policies, TestStart, WalkForwardConfig};
+use mrl::backtest::{ActionMode, Policies, TestStart, WalkForwardConfig};
 use mrl::env::{Ar1Oracle, ProcessSource, Split, SyntheticTasks};
 use mrl::ppo::{TaskKind, TrainConfig};
 use rand::SeedableRng;
@@ -37,6 +37,12 @@ struct Args {
     /// Held-out markets per seed.
     #[arg(long, default_value_t = 8)]
     test_tasks: usize,
+    /// Evaluate the sampled policy with this many seeds instead of the greedy one.
+    #[arg(long)]
+    sampled_seeds: Option<usize>,
+    /// Reuse the checkpoints already in --out instead of training again.
+    #[arg(long)]
+    reuse: bool,
     /// Output directory.
     #[arg(long, default_value = "runs/example-basic-meta-rl")]
     out: PathBuf,
@@ -61,6 +67,10 @@ fn main() -> anyhow::Result<()> {
         for kind in [PolicyKind::Rl2, PolicyKind::Mlp] {
             config.agent.kind = kind;
             let run_dir = dir.join(kind.as_str());
+            if args.reuse && mrl::ppo::checkpoint_dir(&run_dir).exists() {
+                policies_dirs.push(run_dir);
+                continue;
+            }
             let summary = mrl::ppo::train(&config, &run_dir, false, |_| {})
                 .with_context(|| format!("training {} (seed {seed})", kind.as_str()))?;
             println!(
@@ -81,15 +91,14 @@ fn main() -> anyhow::Result<()> {
 
         let trading = &config.task.trading;
         let wf = WalkForwardConfig {
-            window_len: trading.max_steps,
-            adaptation_len: trading.max_steps,
-            adaptation_episodes: config.task.episodes_per_trial - 1,
-            cost_rate: trading.cost_rate,
-            reward_scale: trading.reward_scale,
             test_start: TestStart::Index(
                 mrl::features::WARMUP + (config.task.episodes_per_trial - 1) * trading.max_steps,
             ),
-            ..WalkForwardConfig::default()
+            mode: match args.sampled_seeds {
+                Some(seeds) => ActionMode::Sampled { seeds },
+                None => ActionMode::Greedy,
+            },
+            ..mrl::walk_forward_config(&config)
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut backtests = Vec::new();

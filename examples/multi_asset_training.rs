@@ -176,18 +176,10 @@ fn main() -> anyhow::Result<()> {
         )
     };
     let (rl2, mlp) = (load(&rl2_dir)?, load(&mlp_dir)?);
-    let trading = &config.task.trading;
     let wf = WalkForwardConfig {
-        window_len: trading.max_steps,
-        adaptation_len: trading.max_steps,
-        adaptation_episodes: config.task.episodes_per_trial - 1,
-        cost_rate: trading.cost_rate,
-        actions: trading.actions,
-        reward_scale: trading.reward_scale,
-        reward_feedback_scale: config.task.reward_feedback_scale,
         test_start: TestStart::HeldOutFraction(0.3),
         seed: args.seed,
-        ..WalkForwardConfig::default()
+        ..mrl::walk_forward_config(&config)
     };
     let mut policies = Policies::new(&rl2);
     policies.mlp = Some(&mlp);

@@ -77,18 +77,10 @@ fn main() -> anyhow::Result<()> {
     };
 
     // The trial of training, replayed: adaptation episodes, then the evaluation window.
-    let trading = &train.task.trading;
     let config = WalkForwardConfig {
-        window_len: trading.max_steps,
-        adaptation_len: trading.max_steps,
-        adaptation_episodes: train.task.episodes_per_trial.saturating_sub(1),
-        cost_rate: trading.cost_rate,
-        actions: trading.actions,
-        reward_scale: trading.reward_scale,
-        reward_feedback_scale: train.task.reward_feedback_scale,
         test_start: TestStart::HeldOutFraction(0.3),
         seed: args.seed,
-        ..WalkForwardConfig::default()
+        ..mrl::walk_forward_config(&train)
     };
     let result = mrl::backtest::backtest(&series, &Policies::new(&policy), &config)
         .context("walk-forward backtest")?;

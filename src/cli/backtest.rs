@@ -107,29 +107,13 @@ pub fn run_config(path: &Path) -> Option<TrainConfig> {
     .and_then(|p| TrainConfig::load(p).ok())
 }
 
-/// Walk-forward settings that reproduce the training trial: episode length, episodes per
-/// trial, costs, action space and reward scales.
-pub fn walk_forward_config(train: Option<&TrainConfig>) -> WalkForwardConfig {
-    let mut config = WalkForwardConfig::default();
-    if let Some(train) = train {
-        let trading = &train.task.trading;
-        config.window_len = trading.max_steps;
-        config.adaptation_len = trading.max_steps;
-        config.adaptation_episodes = train.task.episodes_per_trial.saturating_sub(1);
-        config.cost_rate = trading.cost_rate;
-        config.actions = trading.actions;
-        config.reward_scale = trading.reward_scale;
-        config.reward_feedback_scale = train.task.reward_feedback_scale;
-    }
-    config
-}
-
 impl WalkForwardArgs {
     /// Loads the agents and builds the settings.
     pub fn load(&self) -> anyhow::Result<Loaded> {
         let rl2 = load_policy(&self.checkpoint)?;
         let mlp = self.mlp.as_deref().map(load_policy).transpose()?;
-        let mut config = walk_forward_config(run_config(&self.checkpoint).as_ref());
+        let mut config = run_config(&self.checkpoint)
+            .map_or_else(WalkForwardConfig::default, |c| mrl::walk_forward_config(&c));
         config.test_start = TestStart::HeldOutFraction(self.test_fraction);
         if let Some(seeds) = self.seeds {
             config.mode = ActionMode::Sampled { seeds };

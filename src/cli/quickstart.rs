@@ -13,7 +13,7 @@ use mrl::env::{Split, SyntheticTasks};
 use mrl::ppo::{TaskKind, TrainConfig};
 use rand::SeedableRng;
 
-use super::backtest::{load_policy, walk_forward_config};
+use super::backtest::load_policy;
 use super::print;
 use super::train::train_with_progress;
 
@@ -89,7 +89,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let rl2_policy = load_policy(&rl2_dir)?;
     let mlp_policy = load_policy(&mlp_dir)?;
-    let mut wf: WalkForwardConfig = walk_forward_config(Some(&config));
+    let mut wf: WalkForwardConfig = mrl::walk_forward_config(&config);
     // A held-out market is new as a whole: test every bar after the first adaptation.
     wf.test_start =
         TestStart::Index(mrl::features::WARMUP + wf.adaptation_episodes * wf.adaptation_len);
