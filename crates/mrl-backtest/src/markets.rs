@@ -7,7 +7,10 @@ use std::fmt::Write as _;
 use mrl_data::BarSeries;
 use serde::{Deserialize, Serialize};
 
-use crate::{BacktestReport, Error, POLICY_ORDER, Policies, Result, WalkForwardConfig, backtest};
+use crate::{
+    BacktestReport, Error, POLICY_ORDER, Policies, Result, SharpeDiffCi, WalkForwardConfig,
+    backtest,
+};
 
 /// The headline figures of one policy on one series.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -20,6 +23,9 @@ pub struct MarketFigures {
     pub max_drawdown: f64,
     /// Compounded return over the test period.
     pub total_return: f64,
+    /// Bootstrap confidence interval of `sharpe(rl2) − sharpe(this policy)`; `None` for
+    /// `rl2` itself.
+    pub sharpe_diff_ci: Option<SharpeDiffCi>,
 }
 
 /// One series of a multi-market evaluation.
@@ -67,6 +73,7 @@ impl MarketFigures {
                     sortino: m.sortino,
                     max_drawdown: m.max_drawdown,
                     total_return: m.total_return,
+                    sharpe_diff_ci: p.sharpe_diff_ci,
                 };
                 (name.clone(), figures)
             })
@@ -156,6 +163,8 @@ impl MarketsSummary {
                     sortino: mean(|x| x.sortino),
                     max_drawdown: mean(|x| x.max_drawdown),
                     total_return: mean(|x| x.total_return),
+                    // An interval of a mean over markets is not the mean of intervals.
+                    sharpe_diff_ci: None,
                 };
                 (name, figures)
             })
@@ -212,14 +221,16 @@ impl MarketsSummary {
     }
 
     /// CSV: `series,bars,periods_per_year,test_bars`, then `<policy>_sharpe`,
-    /// `<policy>_sortino`, `<policy>_max_drawdown`, `<policy>_total_return` per policy.
+    /// `<policy>_sortino`, `<policy>_max_drawdown`, `<policy>_total_return`, and the
+    /// bootstrap interval of the Sharpe difference from rl2, `<policy>_dsharpe_lo` and
+    /// `<policy>_dsharpe_hi` (empty for rl2), per policy.
     pub fn to_csv(&self) -> String {
         let names = self.policy_names();
         let mut out = String::from("series,bars,periods_per_year,test_bars");
         for n in &names {
             let _ = write!(
                 out,
-                ",{n}_sharpe,{n}_sortino,{n}_max_drawdown,{n}_total_return"
+                ",{n}_sharpe,{n}_sortino,{n}_max_drawdown,{n}_total_return,{n}_dsharpe_lo,{n}_dsharpe_hi"
             );
         }
         out.push('\n');
@@ -240,8 +251,14 @@ impl MarketsSummary {
                             ",{},{},{},{}",
                             f.sharpe, f.sortino, f.max_drawdown, f.total_return
                         );
+                        match f.sharpe_diff_ci {
+                            Some(ci) => {
+                                let _ = write!(out, ",{},{}", ci.lo, ci.hi);
+                            }
+                            None => out.push_str(",,"),
+                        }
                     }
-                    None => out.push_str(",,,,"),
+                    None => out.push_str(",,,,,,"),
                 }
             }
             out.push('\n');

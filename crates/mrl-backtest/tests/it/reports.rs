@@ -155,8 +155,26 @@ fn markets_summary_has_one_row_per_series_and_lists_skipped_ones() {
     let csv = summary.to_csv();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 3);
-    assert!(lines[0].starts_with("series,bars,periods_per_year,test_bars,rl2_sharpe,rl2_sortino,rl2_max_drawdown,rl2_total_return,buy_and_hold_sharpe"));
+    assert!(lines[0].starts_with(
+        "series,bars,periods_per_year,test_bars,rl2_sharpe,rl2_sortino,rl2_max_drawdown,\
+         rl2_total_return,rl2_dsharpe_lo,rl2_dsharpe_hi,buy_and_hold_sharpe"
+    ));
     assert!(lines[1].starts_with("AAA,450,"));
+    // Every row has one cell per header; rl2 has no interval against itself, the others do.
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let row: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(row.len(), header.len());
+    let cell = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+    assert_eq!((cell("rl2_dsharpe_lo"), cell("rl2_dsharpe_hi")), ("", ""));
+    let (lo, hi): (f64, f64) = (
+        cell("buy_and_hold_dsharpe_lo").parse().unwrap(),
+        cell("buy_and_hold_dsharpe_hi").parse().unwrap(),
+    );
+    let ci = summary.rows[0].policies["buy_and_hold"]
+        .sharpe_diff_ci
+        .unwrap();
+    assert_eq!((lo, hi), (ci.lo, ci.hi));
+    assert!(lo <= ci.point && ci.point <= hi);
     let table = summary.to_table();
     assert!(
         table.contains("WEEKDAYS") && table.contains("mean") && table.contains("skipped SHORT"),
