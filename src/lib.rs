@@ -5,7 +5,7 @@
 //!
 //! - [`data`]: bars, CSV/Parquet, resampling, synthetic markets, the Bybit client.
 //! - [`features`]: the 11 causal features.
-//! - [`env`]: trading envs, RL² trials, vectorised trials, task distributions, bandits.
+//! - [`env`](mod@env): trading envs, RL² trials, vectorised trials, task distributions, bandits.
 //! - [`agent`]: the RL² GRU actor-critic and the MLP baseline on candle.
 //! - [`ppo`]: PPO meta-training with exact resume.
 //! - [`backtest`]: walk-forward backtests, metrics, baselines, reports.
