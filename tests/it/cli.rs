@@ -796,3 +796,114 @@ fn eval_bandits_names_a_missing_checkpoint() {
     ]);
     assert_contains(&stderr, "does not exist");
 }
+
+/// Trains a tiny RL² trading agent (one iteration) and an MLP the same way; returns their
+/// run directories.
+fn tiny_trading_runs(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let mut runs = Vec::new();
+    for kind in ["rl2", "mlp"] {
+        let config = dir.join(format!("{kind}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "iterations = 1\nn_envs = 2\n[agent]\nkind = \"{kind}\"\nhidden = 8\n\
+                 [ppo]\nepochs = 1\nminibatch_trials = 2\n[task]\nkind = \"synthetic-ar1\"\n\
+                 bars = 300\nepisodes_per_trial = 3\ntrading = {{ max_steps = 10 }}\n"
+            ),
+        )
+        .unwrap();
+        let run = dir.join(format!("run-{kind}"));
+        let out = mrl(&["train", "--config", utf8(&config), "--out", utf8(&run)]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        runs.push(run);
+    }
+    (runs[0].clone(), runs[1].clone())
+}
+
+#[test]
+fn backtest_json_has_the_documented_shape_on_hourly_and_daily_series() {
+    let dir = TempDir::new().unwrap();
+    let (rl2, mlp) = tiny_trading_runs(dir.path());
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synthetic");
+    for file in ["gbm_1h.csv", "gbm_1d.csv", "gaps_1h.csv"] {
+        let data = fixtures.join(file);
+        let report = dir.path().join(format!("report-{file}"));
+        let out = mrl(&[
+            "backtest",
+            "--checkpoint",
+            utf8(&rl2),
+            "--mlp",
+            utf8(&mlp),
+            "--data",
+            utf8(&data),
+            "--json",
+            "--report",
+            utf8(&report),
+        ]);
+        assert!(out.status.success(), "{file}: {}", text(&out.stderr));
+        let json: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+        let ppy = json["periods_per_year"].as_f64().unwrap();
+        let series = mrl::data::read_bars(&data).unwrap();
+        assert_eq!(ppy, series.periods_per_year().unwrap(), "{file}");
+        let (start, end) = (
+            json["span"]["start"].as_i64().unwrap(),
+            json["span"]["end"].as_i64().unwrap(),
+        );
+        assert!(
+            series.start() < start && start < end && end <= series.end(),
+            "{file}"
+        );
+        for policy in ["rl2", "mlp", "buy_and_hold", "flat", "random"] {
+            for field in [
+                "total_return",
+                "cagr",
+                "volatility",
+                "sharpe",
+                "sortino",
+                "max_drawdown",
+                "calmar",
+                "win_rate",
+                "profit_factor",
+                "turnover",
+                "exposure",
+                "trades",
+            ] {
+                assert!(
+                    json[policy].get(field).is_some(),
+                    "{file}: {policy}.{field} missing"
+                );
+            }
+        }
+        assert_eq!(json["flat"]["total_return"].as_f64(), Some(0.0));
+        assert!(report.join("report.json").exists() && report.join("equity.csv").exists());
+    }
+}
+
+#[test]
+fn eval_markets_summarises_every_file_of_a_directory() {
+    let dir = TempDir::new().unwrap();
+    let (rl2, _) = tiny_trading_runs(dir.path());
+    let data = dir.path().join("markets");
+    std::fs::create_dir(&data).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synthetic");
+    for file in ["gbm_1h.csv", "ar1_1h.csv"] {
+        std::fs::copy(fixtures.join(file), data.join(file)).unwrap();
+    }
+    let report = dir.path().join("summary");
+    let out = mrl(&[
+        "eval",
+        "markets",
+        "--checkpoint",
+        utf8(&rl2),
+        "--data",
+        utf8(&data),
+        "--report",
+        utf8(&report),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let csv = std::fs::read_to_string(report.join("summary.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(csv.lines().nth(1).unwrap().starts_with("ar1,"), "{csv}");
+    let table = text(&out.stdout);
+    assert!(table.contains("gbm") && table.contains("mean"), "{table}");
+}
