@@ -241,13 +241,14 @@ pub fn collect_rollout<D: TaskDistribution>(
             prev_dones: &buffer.prev_dones[base..base + n],
         };
         let step = workspace.step(&inputs, rng)?;
-        let actions = step.actions.to_vec();
-        for (b, &action) in actions.iter().enumerate() {
+        for (b, &action) in step.actions.iter().enumerate() {
             buffer.actions[base + b] = action as u32;
             buffer.log_probs[base + b] = step.log_probs[b];
             buffer.values[base + b] = step.values[b];
         }
-        let batch = trials.step(&actions)?;
+        // The batch borrows `trials` only: its input rows are read in place below, no copy
+        // per step.
+        let batch = trials.step(step.actions)?;
         let mut need_bootstrap = Vec::new();
         for b in 0..n {
             let i = base + b;
@@ -271,8 +272,7 @@ pub fn collect_rollout<D: TaskDistribution>(
                 need_bootstrap.push(b);
             }
         }
-        let next_inputs = batch.inputs.to_vec();
-        let final_inputs = batch.final_inputs.to_vec();
+        let (next_inputs, final_inputs) = (batch.inputs, batch.final_inputs);
         let all_done = batch.all_done;
         buffer.len = t + 1;
         if !need_bootstrap.is_empty() {
@@ -283,9 +283,9 @@ pub fn collect_rollout<D: TaskDistribution>(
                 &hidden,
                 |b| {
                     let rows = if cut_by_length {
-                        &next_inputs
+                        next_inputs
                     } else {
-                        &final_inputs
+                        final_inputs
                     };
                     &rows[b * dim..(b + 1) * dim]
                 },
