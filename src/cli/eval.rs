@@ -11,8 +11,8 @@ use super::print;
 /// Evaluation subcommands.
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
-    /// Evaluate a bandit agent on fresh trials beside random, greedy, ε-greedy, UCB1 and
-    /// Thompson sampling on the same trials.
+    /// Evaluate a bandit agent on fresh trials beside random, greedy, ε-greedy, UCB1,
+    /// Thompson sampling and (for small k and n) the Bayes-optimal policy on the same trials.
     Bandits(BanditArgs),
     /// Walk-forward backtest of a trained agent over many series, one summary table.
     Markets(super::backtest::MarketsArgs),
@@ -73,20 +73,24 @@ fn bandits(args: BanditArgs) -> anyhow::Result<()> {
         "k = {arms} arms, n = {pulls} pulls, {} trials (seed {}): mean total reward per trial",
         eval.trials, eval.seed
     ));
-    print(format!("{:<16} {:>10} {:>10}", "policy", "mean", "std err"));
-    let rows = [
-        ("rl2 (sampled)", &eval.agent_sampled),
-        ("rl2 (greedy)", &eval.agent_greedy),
-    ];
-    for (name, score) in rows {
+    // The agent's two rows carry their names ("rl2 (sampled)", "rl2 (greedy)") too.
+    let rows: Vec<&mrl::env::BaselineScore> = [&eval.agent_sampled, &eval.agent_greedy]
+        .into_iter()
+        .chain(&eval.baselines)
+        .collect();
+    let width = rows
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    print(format!(
+        "{:<width$} {:>10} {:>10}",
+        "policy", "mean", "std err"
+    ));
+    for score in rows {
         print(format!(
-            "{name:<16} {:>10.3} {:>10.3}",
-            score.mean, score.std_err
-        ));
-    }
-    for score in &eval.baselines {
-        print(format!(
-            "{:<16} {:>10.3} {:>10.3}",
+            "{:<width$} {:>10.3} {:>10.3}",
             score.name, score.mean, score.std_err
         ));
     }

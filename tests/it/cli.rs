@@ -728,7 +728,8 @@ fn train_two_iterations_then_evaluate_against_the_baselines() {
             "greedy",
             "epsilon-greedy",
             "ucb1",
-            "thompson"
+            "thompson",
+            "bayes-optimal "
         ]
     );
     for score in scores {

@@ -23,7 +23,10 @@
 //! [`BanditPolicy`] is implemented by [`RandomPolicy`], [`GreedyPolicy`],
 //! [`EpsilonGreedyPolicy`], [`Ucb1Policy`] and [`ThompsonPolicy`]; [`evaluate_baselines`] scores
 //! them on the same held-out tasks. The Gittins index policy of the paper's table is not
-//! implemented (its exact finite-horizon index needs a dynamic programme per arm state).
+//! implemented (its exact finite-horizon index needs a dynamic programme per arm state);
+//! [`BayesOptimalPolicy`](crate::BayesOptimalPolicy) solves the whole bandit's programme
+//! instead, the ceiling of every policy (not among the default baselines: its table exists
+//! only for small `k` and `n`).
 //!
 //! Arm estimates can carry a Beta prior as pseudo-counts ([`ArmPrior`]). With
 //! [`ArmPrior::NONE`] an arm never pulled has no estimate and is pulled first (the textbook
@@ -746,7 +749,11 @@ fn mean_and_std_err(xs: &[f64]) -> (f64, f64) {
     (mean, (var / n).sqrt())
 }
 
-fn invalid(field: &'static str, value: impl std::fmt::Display, reason: &'static str) -> Error {
+pub(crate) fn invalid(
+    field: &'static str,
+    value: impl std::fmt::Display,
+    reason: &'static str,
+) -> Error {
     Error::InvalidConfig {
         field,
         value: value.to_string(),

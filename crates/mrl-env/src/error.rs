@@ -103,6 +103,20 @@ pub enum Error {
         /// The symbol given.
         symbol: String,
     },
+    /// A dynamic programme whose state space is too large to tabulate.
+    #[error(
+        "the bayes-optimal bandit policy for k = {n_arms} arms and n = {n_pulls} pulls needs at least {states} canonical states, more than the limit of {limit}"
+    )]
+    StateSpaceTooLarge {
+        /// Arms k.
+        n_arms: usize,
+        /// Pulls n.
+        n_pulls: usize,
+        /// Canonical states counted before the count passed `limit` (a lower bound).
+        states: u128,
+        /// The most states built.
+        limit: usize,
+    },
     /// Building or slicing a bar series failed.
     #[error(transparent)]
     Data(#[from] mrl_data::Error),

@@ -42,6 +42,7 @@
 //! ```
 
 mod bandit;
+mod bandit_dp;
 mod env;
 mod error;
 mod market;
@@ -58,6 +59,7 @@ pub use bandit::{
     EpsilonGreedyPolicy, GreedyPolicy, RandomPolicy, ThompsonPolicy, Ucb1Policy, default_baselines,
     evaluate_baselines, evaluate_policy, sample_tasks,
 };
+pub use bandit_dp::BayesOptimalPolicy;
 pub use env::{Env, Step};
 pub use error::{Error, Result};
 pub use market::MarketData;

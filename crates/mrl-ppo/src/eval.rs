@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use mrl_agent::{Policy, PolicyInputs, RolloutWorkspace};
 use mrl_env::{
-    BanditDistribution, BanditEnv, BaselineScore, Trial, TrialConfig, evaluate_baselines,
-    sample_tasks,
+    BanditDistribution, BanditEnv, BaselineScore, BayesOptimalPolicy, Trial, TrialConfig,
+    evaluate_baselines, evaluate_policy, sample_tasks,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -33,7 +33,9 @@ pub struct BanditEvaluation {
     pub agent_sampled: BaselineScore,
     /// The agent taking its most probable action.
     pub agent_greedy: BaselineScore,
-    /// Random, greedy, ε-greedy, UCB1 and Thompson sampling on the same tasks.
+    /// Random, greedy, ε-greedy, UCB1 and Thompson sampling on the same tasks, then the
+    /// Bayes-optimal policy ([`BayesOptimalPolicy`], the ceiling) when its table is small
+    /// enough for `arms` and `pulls`.
     pub baselines: Vec<BaselineScore>,
 }
 
@@ -62,8 +64,9 @@ pub fn bandit_setting(run_dir: &Path) -> Result<Option<(usize, usize)>> {
 
 /// Evaluates the agent of `checkpoint` (a run directory or its `checkpoint/`) on `trials`
 /// held-out tasks of `arms` arms and `pulls` pulls drawn from `seed`, one episode each,
-/// sampled and greedy, beside the baselines of [`mrl_env::evaluate_baselines`] on the same
-/// tasks.
+/// sampled and greedy, beside the baselines of [`mrl_env::evaluate_baselines`] and the
+/// [`BayesOptimalPolicy`] on the same tasks. The Bayes-optimal policy is left out (with an
+/// `info` event) when its state space is too large, e.g. for k = 5, n = 100.
 ///
 /// The reward fed back to the policy is scaled as in the run's `config.toml` when it sits
 /// next to the checkpoint.
@@ -117,7 +120,14 @@ pub fn evaluate_bandits(
         Some(&mut sampled_rng),
     )?;
     let agent_greedy = run_agent(&policy, &dist, &trial_config, trials, seed, None)?;
-    let baselines = evaluate_baselines(arms, pulls, trials, seed)?;
+    let mut baselines = evaluate_baselines(arms, pulls, trials, seed)?;
+    match BayesOptimalPolicy::new(arms, pulls) {
+        Ok(mut policy) => {
+            let tasks = sample_tasks(&dist, trials, seed);
+            baselines.push(evaluate_policy(&mut policy, &tasks, pulls, seed)?);
+        }
+        Err(err) => tracing::info!(arms, pulls, %err, "bayes-optimal baseline left out"),
+    }
     Ok(BanditEvaluation {
         arms,
         pulls,

@@ -83,7 +83,9 @@ fn smoke_run_writes_log_config_and_checkpoint() {
     // The bandit evaluation runs on the checkpoint beside the baselines.
     assert_eq!(mrl_ppo::bandit_setting(dir.path()).unwrap(), Some((3, 5)));
     let eval = mrl_ppo::evaluate_bandits(dir.path(), 3, 5, 20, 9).unwrap();
-    assert_eq!(eval.baselines.len(), 5);
+    // The five default baselines, then the Bayes-optimal policy (k = 3, n = 5 is small).
+    assert_eq!(eval.baselines.len(), 6);
+    assert_eq!(eval.baselines[5].name, "bayes-optimal (DP)");
     assert!(eval.agent_greedy.mean >= 0.0 && eval.agent_greedy.mean <= 5.0);
     assert!(matches!(
         mrl_ppo::evaluate_bandits(dir.path(), 4, 5, 20, 9),
