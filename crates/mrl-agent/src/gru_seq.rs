@@ -30,14 +30,15 @@
 use std::sync::Mutex;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::fused::{sigmoid, tanh};
+use crate::scratch::{give, take};
 
 /// `dst (m, n) = a (m, k) · b (k, n)`, plus `dst` when `accumulate`. `a_t` / `b_t` mean the
 /// operand is stored transposed (`a` as `(k, m)`, `b` as `(n, k)`), all row-major.
-fn matmul(
+pub(crate) fn matmul(
     dst: &mut [f32],
     (a, a_t): (&[f32], bool),
     (b, b_t): (&[f32], bool),
@@ -90,11 +91,11 @@ fn matmul(
 
 /// Sizes of one sequence batch.
 #[derive(Clone, Copy, Debug)]
-struct Dims {
-    batch: usize,
-    seq_len: usize,
-    input: usize,
-    hidden: usize,
+pub(crate) struct Dims {
+    pub(crate) batch: usize,
+    pub(crate) seq_len: usize,
+    pub(crate) input: usize,
+    pub(crate) hidden: usize,
 }
 
 /// The recurrence state of one block of trials (time-major within the block).
@@ -108,12 +109,17 @@ struct Block {
     gates: Vec<f32>,
 }
 
+impl Drop for Block {
+    fn drop(&mut self) {
+        give(std::mem::take(&mut self.hs));
+        give(std::mem::take(&mut self.gates));
+    }
+}
+
 /// What the backward pass needs from the forward.
 #[derive(Debug)]
-struct Saved {
+pub(crate) struct Saved {
     dims: Dims,
-    /// The input `x`, `(B·T, I)`.
-    x: Vec<f32>,
     /// `W_ih`, `(3H, I)`.
     w_ih: Vec<f32>,
     /// `W_hh`, `(3H, H)`.
@@ -132,7 +138,7 @@ const MIN_BLOCK_TRIALS: usize = 16;
 /// Trials per block: the batch split evenly over the rayon threads, at least
 /// [`MIN_BLOCK_TRIALS`] each, so that independent trials run their recurrences in parallel
 /// without synchronising per step.
-fn block_trials(batch: usize) -> usize {
+pub(crate) fn block_trials(batch: usize) -> usize {
     let blocks = (batch / MIN_BLOCK_TRIALS).clamp(1, rayon::current_num_threads().max(1));
     batch.div_ceil(blocks)
 }
@@ -318,7 +324,7 @@ impl Params {
 }
 
 /// Column sums of a row-major `(rows, cols)` matrix.
-fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
+pub(crate) fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
     let mut sums = vec![0.0f32; cols];
     for row in m.chunks_exact(cols) {
         for (acc, v) in sums.iter_mut().zip(row) {
@@ -334,7 +340,13 @@ fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
 /// # Shapes
 /// `x` `(B, T, I)`, `h0` `(B, H)`, `packed` `(3H, I + 1 + H + 1)` → output `(B, T, H)` and
 /// the saved state.
-fn forward(x: &[f32], h0: &[f32], packed: &[f32], dims: Dims, per: usize) -> (Vec<f32>, Saved) {
+pub(crate) fn forward(
+    x: &[f32],
+    h0: &[f32],
+    packed: &[f32],
+    dims: Dims,
+    per: usize,
+) -> (Vec<f32>, Saved) {
     let (batch, seq_len, hd) = (dims.batch, dims.seq_len, dims.hidden);
     let (g3, rows) = (3 * hd, batch * seq_len);
     let Params {
@@ -344,9 +356,9 @@ fn forward(x: &[f32], h0: &[f32], packed: &[f32], dims: Dims, per: usize) -> (Ve
         b_hh,
     } = Params::unpack(packed, dims.input, hd);
     // xp (B·T, 3H) = b_ih + x (B·T, I) · W_ihᵀ
-    let mut xp = Vec::with_capacity(rows * g3);
-    for _ in 0..rows {
-        xp.extend_from_slice(&b_ih);
+    let mut xp = take(rows * g3);
+    for row in xp.chunks_exact_mut(g3) {
+        row.copy_from_slice(&b_ih);
     }
     matmul(
         &mut xp,
@@ -356,7 +368,8 @@ fn forward(x: &[f32], h0: &[f32], packed: &[f32], dims: Dims, per: usize) -> (Ve
         true,
         true,
     );
-    let mut out = vec![0.0f32; rows * hd];
+    // Every row is written by the recurrence below.
+    let mut out = take(rows * hd);
     let blocks = xp
         .par_chunks(per * seq_len * g3)
         .zip(h0.par_chunks(per * hd))
@@ -369,9 +382,9 @@ fn forward(x: &[f32], h0: &[f32], packed: &[f32], dims: Dims, per: usize) -> (Ve
             recur(xp, h0, &w_hh, &b_hh, out, dims)
         })
         .collect();
+    give(xp);
     let saved = Saved {
         dims,
-        x: x.to_vec(),
         w_ih,
         w_hh,
         block_trials: per,
@@ -384,9 +397,10 @@ fn forward(x: &[f32], h0: &[f32], packed: &[f32], dims: Dims, per: usize) -> (Ve
 fn recur(xp: &[f32], h0: &[f32], w_hh: &[f32], b_hh: &[f32], out: &mut [f32], dims: Dims) -> Block {
     let (batch, seq_len, hd) = (dims.batch, dims.seq_len, dims.hidden);
     let (g3, bh) = (3 * hd, batch * hd);
-    let mut hs = vec![0.0f32; (seq_len + 1) * bh];
+    // Every entry of `hs` and `gates` is written below before it is read.
+    let mut hs = take((seq_len + 1) * bh);
     hs[..bh].copy_from_slice(h0);
-    let mut gates = vec![0.0f32; seq_len * batch * 4 * hd];
+    let mut gates = take(seq_len * batch * 4 * hd);
     let mut gh = vec![0.0f32; batch * g3];
     for t in 0..seq_len {
         let (done, next) = hs.split_at_mut((t + 1) * bh);
@@ -423,14 +437,15 @@ fn recur(xp: &[f32], h0: &[f32], w_hh: &[f32], b_hh: &[f32], out: &mut [f32], di
 }
 
 /// Gradients `(dx (B, T, I), dh0 (B, H), d[W_ih | b_ih | W_hh | b_hh])` for `d_out`
-/// `(B, T, H)`.
-fn backward(saved: &Saved, d_out: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+/// `(B, T, H)`; `x` is the forward's input (the graph keeps it alive, so it is not copied).
+pub(crate) fn backward(saved: &Saved, x: &[f32], d_out: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let dims = saved.dims;
     let (batch, seq_len, input, hd) = (dims.batch, dims.seq_len, dims.input, dims.hidden);
     let (g3, bh, rows) = (3 * hd, batch * hd, batch * seq_len);
     let per = saved.block_trials;
     let mut carry = vec![0.0f32; bh];
-    let mut dxp = vec![0.0f32; rows * g3]; // batch-major (B·T, 3H)
+    // batch-major (B·T, 3H); BPTT writes every entry.
+    let mut dxp = take(rows * g3);
     let dghs: Vec<Vec<f32>> = dxp
         .par_chunks_mut(per * seq_len * g3)
         .zip(carry.par_chunks_mut(per * hd))
@@ -466,12 +481,13 @@ fn backward(saved: &Saved, d_out: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     matmul(
         &mut d_wih,
         (&dxp, true),
-        (&saved.x, false),
+        (x, false),
         (g3, rows, input),
         false,
         true,
     );
-    let mut dx = vec![0.0f32; rows * input];
+    // Overwritten by the product (no accumulation).
+    let mut dx = take(rows * input);
     matmul(
         &mut dx,
         (&dxp, false),
@@ -481,6 +497,8 @@ fn backward(saved: &Saved, d_out: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         true,
     );
     let d_bih = column_sums(&dxp, g3);
+    give(dxp);
+    dghs.into_iter().for_each(give);
     let mut d_packed = Vec::with_capacity(g3 * (input + hd + 2));
     for j in 0..g3 {
         d_packed.extend_from_slice(&d_wih[j * input..(j + 1) * input]);
@@ -503,7 +521,8 @@ fn bptt(
 ) -> Vec<f32> {
     let (batch, seq_len, hd) = (dims.batch, dims.seq_len, dims.hidden);
     let (g3, bh) = (3 * hd, batch * hd);
-    let mut dgh = vec![0.0f32; seq_len * batch * g3];
+    // Every step's rows are written by its backward pass.
+    let mut dgh = take(seq_len * batch * g3);
     for t in (0..seq_len).rev() {
         let dgh_t = &mut dgh[t * batch * g3..(t + 1) * batch * g3];
         dispatch(
@@ -531,19 +550,43 @@ fn bptt(
     dgh
 }
 
+/// Runs `f` on the contiguous f32 data of CPU tensors, read in place (no copy); errors
+/// name the op and the tensor. Used by the custom ops' backward passes, whose inputs the
+/// graph keeps alive.
+pub(crate) fn with_cpu_f32<R, const N: usize>(
+    op: &str,
+    named: [(&str, &Tensor); N],
+    f: impl FnOnce([&[f32]; N]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let guards = named.map(|(name, t)| (name, t.storage_and_layout()));
+    let mut slices: [&[f32]; N] = [&[]; N];
+    for (slot, (name, (storage, layout))) in slices.iter_mut().zip(&guards) {
+        let Storage::Cpu(cpu) = &**storage else {
+            candle_core::bail!("{op}: {name} is not on the CPU");
+        };
+        *slot = f32_slice(&format!("{op}: {name}"), cpu, layout)?;
+    }
+    f(slices)
+}
+
 /// The custom op; holds the forward's saved state for its backward.
 struct GruSeqOp {
     saved: Mutex<Option<Saved>>,
 }
 
-/// A contiguous f32 slice of a CPU storage, or an error naming the argument.
-fn f32_slice<'a>(name: &str, s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+/// A contiguous f32 slice of a CPU storage, or an error naming the argument (`name`
+/// carries the op's name).
+pub(crate) fn f32_slice<'a>(
+    name: &str,
+    s: &'a CpuStorage,
+    l: &Layout,
+) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
-        candle_core::bail!("gru_sequence: {name} must be f32, got {:?}", s.dtype());
+        candle_core::bail!("{name} must be f32, got {:?}", s.dtype());
     };
     match l.contiguous_offsets() {
         Some((start, end)) => Ok(&v[start..end]),
-        None => candle_core::bail!("gru_sequence: {name} must be contiguous"),
+        None => candle_core::bail!("{name} must be contiguous"),
     }
 }
 
@@ -579,9 +622,9 @@ impl CustomOp3 for GruSeqOp {
             hidden: hd,
         };
         let (out, saved) = forward(
-            f32_slice("x", s1, l1)?,
-            f32_slice("h0", s2, l2)?,
-            f32_slice("[W_ih | b_ih | W_hh | b_hh]", s3, l3)?,
+            f32_slice("gru_sequence: x", s1, l1)?,
+            f32_slice("gru_sequence: h0", s2, l2)?,
+            f32_slice("gru_sequence: [W_ih | b_ih | W_hh | b_hh]", s3, l3)?,
             dims,
             block_trials(batch),
         );
@@ -594,13 +637,28 @@ impl CustomOp3 for GruSeqOp {
 
     fn bwd(
         &self,
-        _x: &Tensor,
+        x: &Tensor,
         _h0: &Tensor,
         _packed: &Tensor,
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let d_out = grad_res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let grad_res = grad_res.contiguous()?;
+        let named = [("x", x), ("grad", &grad_res)];
+        with_cpu_f32("gru_sequence", named, |[x, d_out]| {
+            self.backward(x, d_out, &grad_res)
+        })
+    }
+}
+
+impl GruSeqOp {
+    /// The backward on the input and the output gradient, read in place.
+    fn backward(
+        &self,
+        x: &[f32],
+        d_out: &[f32],
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let Ok(slot) = self.saved.lock() else {
             candle_core::bail!("gru_sequence: saved-state lock poisoned");
         };
@@ -613,7 +671,10 @@ impl CustomOp3 for GruSeqOp {
             input,
             hidden: hd,
         } = saved.dims;
-        let (dx, dh0, d_packed) = backward(saved, &d_out);
+        if x.len() != batch * seq_len * input || d_out.len() != batch * seq_len * hd {
+            candle_core::bail!("gru_sequence: backward inputs do not fit the forward's shape");
+        }
+        let (dx, dh0, d_packed) = backward(saved, x, d_out);
         let device = grad_res.device();
         Ok((
             Some(Tensor::from_vec(dx, (batch, seq_len, input), device)?),
@@ -677,11 +738,11 @@ mod tests {
         let packed = values(3 * hd * (dims.input + hd + 2), 3, 0.4);
         let d_out = values(rows * hd, 4, 1.0);
         let (out_1, saved_1) = forward(&x, &h0, &packed, dims, dims.batch);
-        let grads_1 = backward(&saved_1, &d_out);
+        let grads_1 = backward(&saved_1, &x, &d_out);
         for per in [1, 2, 3] {
             let (out, saved) = forward(&x, &h0, &packed, dims, per);
             assert_eq!(saved.blocks.len(), dims.batch.div_ceil(per));
-            let grads = backward(&saved, &d_out);
+            let grads = backward(&saved, &x, &d_out);
             let close = |a: &[f32], b: &[f32]| {
                 a.len() == b.len()
                     && a.iter()

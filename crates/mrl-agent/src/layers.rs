@@ -242,8 +242,15 @@ impl Gru {
             return self.forward_seq(x, h0);
         }
         let (seq_len, h) = self.initial_state(x, h0)?;
-        // [W_ih | b_ih | W_hh | b_hh], (3H, I + 1 + H + 1)
-        let packed = Tensor::cat(
+        let output = gru_sequence(x, &h, &self.packed()?)?; // (B, T, H)
+        let h_n = output.narrow(1, seq_len - 1, 1)?.squeeze(1)?;
+        Ok((output, h_n))
+    }
+
+    /// The parameters row-packed as `[W_ih | b_ih | W_hh | b_hh]` `(3H, I + 1 + H + 1)`,
+    /// the layout of the fused sequence ops; built from the `Var`s, so gradients flow back.
+    pub(crate) fn packed(&self) -> Result<Tensor> {
+        Ok(Tensor::cat(
             &[
                 self.weight_ih.as_tensor(),
                 &self.bias_ih.as_tensor().unsqueeze(1)?,
@@ -251,10 +258,7 @@ impl Gru {
                 &self.bias_hh.as_tensor().unsqueeze(1)?,
             ],
             1,
-        )?;
-        let output = gru_sequence(x, &h, &packed)?; // (B, T, H)
-        let h_n = output.narrow(1, seq_len - 1, 1)?.squeeze(1)?;
-        Ok((output, h_n))
+        )?)
     }
 
     /// Checks `x` `(B, T, I)` and `h0`; returns `T` and the initial state (zeros for `None`).

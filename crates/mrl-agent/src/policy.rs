@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::config::{AgentConfig, PolicyKind};
 use crate::error::{Error, Result};
 use crate::layers::{Gru, Linear, check_shape};
+use crate::net_seq::{NetLayout, rl2_network_sequence};
 
 /// Output of [`Policy::forward_seq`].
 #[derive(Clone, Debug)]
@@ -322,6 +323,67 @@ impl Policy {
     /// As [`Policy::forward_seq`].
     pub fn forward_seq_fused(&self, x: &Tensor, h0: Option<&Tensor>) -> Result<SeqOutput> {
         self.sequence(x, h0, true)
+    }
+
+    /// Logits `(B, T, A)` and values `(B, T)` of a sequence batch with autograd: what the
+    /// PPO update needs, without `h_n`. On the CPU in f32 the whole RL² network (encoder,
+    /// GRU recurrence, heads) is one autograd node with a hand-written backward, so candle
+    /// only sees the `(B, T, A + 1)` output; elsewhere, and for the MLP, this is
+    /// [`Policy::forward_seq_fused`]. Equal to [`Policy::forward_seq`] up to f32 rounding.
+    /// No gradient flows back to `x` on the fused path (the inputs are data).
+    ///
+    /// # Shapes
+    /// `x` `(B, T, in)`, `h0` `(B, H)` → logits `(B, T, A)`, values `(B, T)`.
+    ///
+    /// # Errors
+    /// As [`Policy::forward_seq`].
+    pub fn forward_seq_train(&self, x: &Tensor, h0: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        let Net::Rl2(n) = &self.net else {
+            let out = self.sequence(x, h0, true)?;
+            return Ok((out.logits, out.values));
+        };
+        if !(x.device().is_cpu() && x.dtype() == DType::F32) {
+            let out = self.sequence(x, h0, true)?;
+            return Ok((out.logits, out.values));
+        }
+        let (batch, seq_len, _) = self.check_input(x, 3)?;
+        if batch == 0 || seq_len == 0 {
+            return Err(Error::EmptySequence {
+                batch_size: batch,
+                seq_len,
+            });
+        }
+        let hidden = self.config.hidden;
+        let h0 = match h0 {
+            Some(h0) => {
+                check_shape("h0", h0, &[batch, hidden])?;
+                h0.clone()
+            }
+            None => Tensor::zeros((batch, hidden), DType::F32, x.device())?,
+        };
+        let layout = NetLayout {
+            input: self.config.input_dim(),
+            hidden,
+            n_actions: self.config.n_actions,
+        };
+        // The flat parameter vector in NetLayout's order.
+        let flat = Tensor::cat(
+            &[
+                n.encoder.weight().as_tensor().flatten_all()?,
+                n.encoder.bias().as_tensor().clone(),
+                n.gru.packed()?.flatten_all()?,
+                n.policy_head.weight().as_tensor().flatten_all()?,
+                n.value_head.weight().as_tensor().flatten_all()?,
+                n.policy_head.bias().as_tensor().clone(),
+                n.value_head.bias().as_tensor().clone(),
+            ],
+            0,
+        )?;
+        let y = rl2_network_sequence(x, &h0, &flat, layout)?; // (B, T, A + 1)
+        let a = layout.n_actions;
+        let logits = y.narrow(2, 0, a)?.contiguous()?;
+        let values = y.narrow(2, a, 1)?.squeeze(2)?.contiguous()?;
+        Ok((logits, values))
     }
 
     /// [`Policy::forward_seq`] (`fused` false) or [`Policy::forward_seq_fused`].

@@ -11,8 +11,8 @@
 //!             buffers (T, B): inputs, actions, log π, V, rewards, episode/trial ends, valid
 //! GAE       per trial, f64: cut at the trial end only (default) or at every episode end;
 //!             terminal → no bootstrap, truncated → bootstrap from V
-//! update    epochs × minibatches of whole trials: forward_seq_fused from h0 = 0 (full BPTT,
-//!             the GRU as one autograd node with a hand-written backward),
+//! update    epochs × minibatches of whole trials: forward_seq_train from h0 = 0 (full BPTT,
+//!             the whole network as one autograd node with a hand-written backward),
 //!             clipped loss, backward, clip by global norm, Adam; optional target-KL stop
 //! ```
 //!

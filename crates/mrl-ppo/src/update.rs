@@ -399,9 +399,10 @@ impl Learner {
 
 /// Logits `(B, T, A)` and values `(B, T)` of a sequence batch from `h0 = 0`, with autograd.
 ///
-/// On the CPU in f32 this is [`Policy::forward_seq_fused`]: the GRU recurrence over all `T`
-/// steps is one autograd node with a hand-written backward (BPTT), the encoder and heads
-/// are batched over all `B·T` rows. Elsewhere the RL² network is stepped with
+/// On the CPU in f32 this is [`Policy::forward_seq_train`]: the whole RL² network (encoder,
+/// GRU recurrence over all `T` steps, heads) is one autograd node with a hand-written
+/// backward (BPTT), and candle only sees the `(B, T, A + 1)` output. Elsewhere the RL²
+/// network is stepped with
 /// [`Policy::step`] on each time slice of the input (a leaf without gradient) and the
 /// outputs are stacked: the backward pass is then linear in `T`.
 /// Slicing a tensor that carries a gradient (as an unroll over a precomputed `(B, T, ·)`
@@ -419,8 +420,7 @@ pub fn unroll(policy: &Policy, x: &Tensor) -> Result<(Tensor, Tensor)> {
         return Ok((out.logits, out.values));
     }
     if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
-        let out = policy.forward_seq_fused(x, None)?;
-        return Ok((out.logits, out.values));
+        return Ok(policy.forward_seq_train(x, None)?);
     }
     let (_, seq_len, _) = x.dims3()?;
     let x = x.detach();

@@ -140,31 +140,96 @@ fn fused_policy_equals_the_unrolled_policy_with_gradients() {
     }
 }
 
+/// Both fused paths, as `(logits, values)`.
+type FusedPath = fn(&Policy, &Tensor, Option<&Tensor>) -> mrl_agent::Result<(Tensor, Tensor)>;
+
 #[test]
-fn fused_rejects_what_the_unroll_rejects() {
+fn fused_paths_reject_what_the_unroll_rejects() {
     let config = AgentConfig {
         hidden: 8,
         ..Default::default()
     };
     let policy = Policy::new(&config, &Device::Cpu, 0).unwrap();
-    let x = Tensor::zeros(
-        (2, 0, config.input_dim()),
-        candle_core::DType::F32,
-        &Device::Cpu,
-    )
-    .unwrap();
-    let err = policy.forward_seq_fused(&x, None).unwrap_err();
-    assert!(
-        matches!(err, mrl_agent::Error::EmptySequence { .. }),
-        "{err}"
-    );
-    let x = Tensor::zeros(
-        (2, 3, config.input_dim()),
-        candle_core::DType::F32,
-        &Device::Cpu,
-    )
-    .unwrap();
-    let bad_h0 = Tensor::zeros((3, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
-    let err = policy.forward_seq_fused(&x, Some(&bad_h0)).unwrap_err();
-    assert!(err.to_string().contains("h0"), "{err}");
+    let zeros =
+        |shape: &[usize]| Tensor::zeros(shape, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let paths: [(&str, FusedPath); 2] = [
+        ("forward_seq_fused", |p, x, h0| {
+            p.forward_seq_fused(x, h0).map(|o| (o.logits, o.values))
+        }),
+        ("forward_seq_train", |p, x, h0| p.forward_seq_train(x, h0)),
+    ];
+    let width = config.input_dim();
+    for (name, path) in paths {
+        let err = path(&policy, &zeros(&[2, 0, width]), None).unwrap_err();
+        assert!(
+            matches!(err, mrl_agent::Error::EmptySequence { .. }),
+            "{name}: {err}"
+        );
+        let x = zeros(&[2, 3, width]);
+        let err = path(&policy, &x, Some(&zeros(&[3, 8]))).unwrap_err();
+        assert!(err.to_string().contains("h0"), "{name}: {err}");
+        let err = path(&policy, &zeros(&[2, 3, width + 1]), None).unwrap_err();
+        assert!(
+            matches!(err, mrl_agent::Error::ShapeMismatch { .. }),
+            "{name}: {err}"
+        );
+    }
+}
+
+/// `Policy::forward_seq_train` (the whole network as one node on the CPU) against candle
+/// autograd through the step-by-step `forward_seq`: outputs, every parameter's gradient and
+/// `h0`'s, on seeded random sizes (B = 40 spans several blocks of trials).
+#[test]
+fn whole_network_op_equals_autograd_through_the_unroll() {
+    for (seed, obs_dim, n_actions, hidden, b, t, with_h0) in [
+        (1, 1, 5, 8, 1, 1, false),
+        (2, 3, 3, 16, 3, 9, true),
+        (3, 14, 3, 32, 40, 17, false),
+        (4, 2, 10, 12, 5, 30, true),
+    ] {
+        let config = AgentConfig {
+            obs_dim,
+            n_actions,
+            hidden,
+            ..Default::default()
+        };
+        let policy = Policy::new(&config, &Device::Cpu, seed).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed + 100);
+        let x = random(&mut rng, &[b, t, config.input_dim()], 1.5);
+        let h0 = with_h0.then(|| Var::from_tensor(&random(&mut rng, &[b, hidden], 0.8)).unwrap());
+        let h0_t = h0.as_ref().map(|v| v.as_tensor());
+        let (logits, values) = policy.forward_seq_train(&x, h0_t).unwrap();
+        let reference = policy.forward_seq(&x, h0_t).unwrap();
+        let what = |s: &str| format!("seed {seed}: {s}");
+        assert_tensors_close(&what("logits"), &logits, &reference.logits, 1e-5, 1e-6);
+        assert_tensors_close(&what("values"), &values, &reference.values, 1e-5, 1e-6);
+        // A loss that weighs every output differently.
+        let w_logits = random(&mut rng, &[b, t, n_actions], 1.0);
+        let w_values = random(&mut rng, &[b, t], 1.0);
+        let loss = |l: &Tensor, v: &Tensor| {
+            let a = (l.sqr().unwrap() * &w_logits).unwrap().sum_all().unwrap();
+            let c = (v * &w_values).unwrap().sum_all().unwrap();
+            (a + c).unwrap().backward().unwrap()
+        };
+        let fused = loss(&logits, &values);
+        let unrolled = loss(&reference.logits, &reference.values);
+        for (name, var) in policy.parameters() {
+            assert_tensors_close(
+                &what(name),
+                fused.get(var.as_tensor()).unwrap(),
+                unrolled.get(var.as_tensor()).unwrap(),
+                1e-4,
+                1e-5,
+            );
+        }
+        if let Some(h0) = &h0 {
+            assert_tensors_close(
+                &what("h0"),
+                fused.get(h0.as_tensor()).unwrap(),
+                unrolled.get(h0.as_tensor()).unwrap(),
+                1e-4,
+                1e-5,
+            );
+        }
+    }
 }
