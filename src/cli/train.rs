@@ -26,6 +26,9 @@ pub struct TrainArgs {
     /// Override the seed of the config.
     #[arg(long)]
     seed: Option<u64>,
+    /// Override the parallel trials per rollout (`n_envs`) of the config, e.g. for a smoke run.
+    #[arg(long)]
+    n_envs: Option<usize>,
 }
 
 /// Trains with a progress bar and prints a summary.
@@ -36,6 +39,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     if let Some(seed) = args.seed {
         config.seed = seed;
+    }
+    if let Some(n_envs) = args.n_envs {
+        config.n_envs = n_envs;
     }
     config.validate()?;
     let (summary, steps_this_run) = train_with_progress(&config, &args.out, args.resume)?;

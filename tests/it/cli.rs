@@ -682,11 +682,13 @@ fn train_two_iterations_then_evaluate_against_the_baselines() {
         utf8(&run_dir),
         "--iterations",
         "2",
+        "--n-envs",
+        "32",
     ]);
     assert_contains(&stdout, "trained 2 iterations");
 
     let saved = mrl::ppo::TrainConfig::load(&run_dir.join("config.toml")).unwrap();
-    assert_eq!(saved.iterations, 2);
+    assert_eq!((saved.iterations, saved.n_envs), (2, 32));
     let log = std::fs::read_to_string(run_dir.join("train_log.jsonl")).unwrap();
     let iterations: Vec<u64> = log
         .lines()
