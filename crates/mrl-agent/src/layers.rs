@@ -262,7 +262,7 @@ impl Gru {
     }
 
     /// Checks `x` `(B, T, I)` and `h0`; returns `T` and the initial state (zeros for `None`).
-    fn initial_state(&self, x: &Tensor, h0: Option<&Tensor>) -> Result<(usize, Tensor)> {
+    pub(crate) fn initial_state(&self, x: &Tensor, h0: Option<&Tensor>) -> Result<(usize, Tensor)> {
         let (batch, seq_len, _) = x.dims3()?;
         if batch == 0 || seq_len == 0 {
             return Err(Error::EmptySequence {

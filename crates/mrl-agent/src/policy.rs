@@ -338,32 +338,16 @@ impl Policy {
     /// # Errors
     /// As [`Policy::forward_seq`].
     pub fn forward_seq_train(&self, x: &Tensor, h0: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
-        let Net::Rl2(n) = &self.net else {
+        let fusable = x.device().is_cpu() && x.dtype() == DType::F32;
+        let (Net::Rl2(n), true) = (&self.net, fusable) else {
             let out = self.sequence(x, h0, true)?;
             return Ok((out.logits, out.values));
         };
-        if !(x.device().is_cpu() && x.dtype() == DType::F32) {
-            let out = self.sequence(x, h0, true)?;
-            return Ok((out.logits, out.values));
-        }
-        let (batch, seq_len, _) = self.check_input(x, 3)?;
-        if batch == 0 || seq_len == 0 {
-            return Err(Error::EmptySequence {
-                batch_size: batch,
-                seq_len,
-            });
-        }
-        let hidden = self.config.hidden;
-        let h0 = match h0 {
-            Some(h0) => {
-                check_shape("h0", h0, &[batch, hidden])?;
-                h0.clone()
-            }
-            None => Tensor::zeros((batch, hidden), DType::F32, x.device())?,
-        };
+        self.check_input(x, 3)?;
+        let (_, h0) = n.gru.initial_state(x, h0)?; // checks B, T > 0 and h0's shape
         let layout = NetLayout {
             input: self.config.input_dim(),
-            hidden,
+            hidden: self.config.hidden,
             n_actions: self.config.n_actions,
         };
         // The flat parameter vector in NetLayout's order.
