@@ -48,9 +48,18 @@ fn main() -> anyhow::Result<()> {
     } else {
         TrainConfig::default()
     };
+    // A shipped config may add the elapsed-pulls input; keep it.
+    let observe_time = matches!(
+        config.task.kind,
+        TaskKind::Bandits {
+            observe_time: true,
+            ..
+        }
+    );
     config.task.kind = TaskKind::Bandits {
         arms: args.arms,
         pulls: args.pulls,
+        observe_time,
     };
     config.iterations = args.iterations;
     config.seed = args.seed;

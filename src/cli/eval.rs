@@ -56,8 +56,9 @@ fn bandits(args: BanditArgs) -> anyhow::Result<()> {
         args.checkpoint.display()
     );
     let (mut arms, mut pulls) = (args.arms, args.pulls);
-    if let Some(TaskKind::Bandits { arms: a, pulls: p }) =
-        super::backtest::run_config(&args.checkpoint).map(|c| c.task.kind)
+    if let Some(TaskKind::Bandits {
+        arms: a, pulls: p, ..
+    }) = super::backtest::run_config(&args.checkpoint).map(|c| c.task.kind)
     {
         arms = arms.or(Some(a));
         pulls = pulls.or(Some(p));

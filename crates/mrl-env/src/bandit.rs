@@ -9,6 +9,11 @@
 //! `[one_hot(a_{t−1}), r_{t−1}, d_{t−1}]`, exactly the paper's. The episode ends with
 //! `truncated` after `n` pulls (a time limit, never `terminated`).
 //!
+//! Optionally ([`BanditEnv::with_time_observation`]) the env observes the share of the
+//! episode's pulls already made, `t/n ∈ [0, 1]` (`obs_dim = 1`), the extra input Wang et al.
+//! (2016, "Learning to reinforcement learn") give their bandit agents: with it the policy need
+//! not count the pulls left in its hidden state to plan the finite horizon's exploration.
+//!
 //! # Common random numbers
 //!
 //! Every outcome is a fixed function of the task, so that two policies run on the same task
@@ -98,7 +103,9 @@ fn outcome(outcomes: &mut ChaCha8Rng, probs: &[f64], pull_idx: u64, arm: usize) 
     if u < probs[arm] { 1.0 } else { 0.0 }
 }
 
-/// A Bernoulli bandit as an [`Env`]: `obs_dim = 0`, `n_actions = k`, episodes of `n` pulls.
+/// A Bernoulli bandit as an [`Env`]: `obs_dim = 0` (or 1 with
+/// [`with_time_observation`](Self::with_time_observation)), `n_actions = k`, episodes of `n`
+/// pulls.
 ///
 /// Pull indices keep counting across episodes, so a second episode on the same task sees fresh
 /// outcomes (as the RL² trial of several episodes on one task expects).
@@ -112,6 +119,9 @@ pub struct BanditEnv {
     /// Episodes started on this task; the current one is `episodes_started − 1`.
     episodes_started: u64,
     running: bool,
+    observe_time: bool,
+    /// The observation `[t/n]`, of which the first `obs_dim` entries are returned.
+    obs: [f32; 1],
 }
 
 impl BanditEnv {
@@ -128,7 +138,27 @@ impl BanditEnv {
             pull: 0,
             episodes_started: 0,
             running: false,
+            observe_time: false,
+            obs: [0.0],
         })
+    }
+
+    /// Observes (`on`) or not the share of the episode's pulls made so far, `t/n`: 0 at the
+    /// reset, `1` with the last pull's step. `obs_dim` becomes 1.
+    #[must_use]
+    pub fn with_time_observation(mut self, on: bool) -> Self {
+        self.observe_time = on;
+        self
+    }
+
+    /// Whether the env observes `t/n`.
+    pub fn observes_time(&self) -> bool {
+        self.observe_time
+    }
+
+    fn observation(&mut self) -> &[f32] {
+        self.obs[0] = self.pull as f32 / self.n_pulls as f32;
+        &self.obs[..usize::from(self.observe_time)]
     }
 
     /// The task: its arm probabilities are the true parameters evaluation code may need.
@@ -144,7 +174,7 @@ impl BanditEnv {
 
 impl Env for BanditEnv {
     fn obs_dim(&self) -> usize {
-        0
+        usize::from(self.observe_time)
     }
 
     fn n_actions(&self) -> usize {
@@ -160,7 +190,7 @@ impl Env for BanditEnv {
         self.episodes_started += 1;
         self.pull = 0;
         self.running = true;
-        Ok(&[])
+        Ok(self.observation())
     }
 
     fn step(&mut self, action: usize) -> Result<Step<'_>> {
@@ -178,7 +208,7 @@ impl Env for BanditEnv {
         let truncated = self.pull == self.n_pulls;
         self.running = !truncated;
         Ok(Step {
-            obs: &[],
+            obs: self.observation(),
             reward,
             terminated: false,
             truncated,
@@ -196,6 +226,8 @@ impl Env for BanditEnv {
 pub struct BanditDistribution {
     n_arms: usize,
     n_pulls: usize,
+    #[serde(default)]
+    observe_time: bool,
     name: String,
 }
 
@@ -211,8 +243,24 @@ impl BanditDistribution {
         Ok(Self {
             n_arms,
             n_pulls,
+            observe_time: false,
             name: format!("bandit-k{n_arms}-n{n_pulls}"),
         })
+    }
+
+    /// Envs that observe (`on`) the share of pulls made, `t/n`
+    /// (see [`BanditEnv::with_time_observation`]); the name gains a `-time` suffix.
+    #[must_use]
+    pub fn with_time_observation(mut self, on: bool) -> Self {
+        let suffix = if on { "-time" } else { "" };
+        self.name = format!("bandit-k{}-n{}{suffix}", self.n_arms, self.n_pulls);
+        self.observe_time = on;
+        self
+    }
+
+    /// Whether the envs observe `t/n`.
+    pub fn observes_time(&self) -> bool {
+        self.observe_time
     }
 
     /// Number of arms `k`.
@@ -244,7 +292,7 @@ impl TaskDistribution for BanditDistribution {
     }
 
     fn obs_dim(&self) -> usize {
-        0
+        usize::from(self.observe_time)
     }
 
     fn n_actions(&self) -> usize {
@@ -256,7 +304,8 @@ impl TaskDistribution for BanditDistribution {
     }
 
     fn sample(&self, split: Split, rng: &mut ChaCha8Rng) -> Result<BanditEnv> {
-        BanditEnv::new(self.sample_task(split, rng), self.n_pulls)
+        Ok(BanditEnv::new(self.sample_task(split, rng), self.n_pulls)?
+            .with_time_observation(self.observe_time))
     }
 }
 

@@ -63,6 +63,11 @@ pub enum TaskKind {
         arms: usize,
         /// Pulls per episode n.
         pulls: usize,
+        /// Observe the share of the episode's pulls made, `t/n` (default false: the paper's
+        /// input, previous action, reward and done flag only). See
+        /// [`BanditEnv::with_time_observation`](mrl_env::BanditEnv::with_time_observation).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        observe_time: bool,
     },
     /// Generated markets whose log returns follow an AR(1) with a hidden coefficient per task
     /// (momentum or mean reversion) that the agent must identify within the trial.
@@ -123,7 +128,11 @@ pub fn resolve_data_dir(configured: &Path) -> PathBuf {
 
 impl Default for TaskKind {
     fn default() -> Self {
-        Self::Bandits { arms: 5, pulls: 10 }
+        Self::Bandits {
+            arms: 5,
+            pulls: 10,
+            observe_time: false,
+        }
     }
 }
 
@@ -276,7 +285,7 @@ impl TrainConfig {
         self.optim.validate()?;
         self.task.trial().validate()?;
         match &self.task.kind {
-            TaskKind::Bandits { arms, pulls } => {
+            TaskKind::Bandits { arms, pulls, .. } => {
                 if *arms < 2 {
                     return bad("task.arms", arms.to_string(), "must be at least 2");
                 }
@@ -320,7 +329,8 @@ mod tests {
             c.task.kind,
             TaskKind::Bandits {
                 arms: 10,
-                pulls: 100
+                pulls: 100,
+                observe_time: false,
             }
         );
         assert_eq!(c.iterations, 3);

@@ -57,7 +57,7 @@ pub fn resolve_checkpoint(path: &Path) -> PathBuf {
 pub fn bandit_setting(run_dir: &Path) -> Result<Option<(usize, usize)>> {
     let config = TrainConfig::load(&run_dir.join(CONFIG_FILE))?;
     Ok(match config.task.kind {
-        crate::config::TaskKind::Bandits { arms, pulls } => Some((arms, pulls)),
+        crate::config::TaskKind::Bandits { arms, pulls, .. } => Some((arms, pulls)),
         _ => None,
     })
 }
@@ -108,7 +108,20 @@ pub fn evaluate_bandits(
         episodes_per_trial: 1,
         reward_feedback_scale: feedback,
     };
-    let dist = BanditDistribution::new(arms, pulls)?;
+    // The bandit env observes nothing, or the elapsed share of pulls when the agent was
+    // trained with it (`observe_time`): the checkpoint's input width tells which.
+    let observe_time = match policy.config().obs_dim {
+        0 => false,
+        1 => true,
+        other => {
+            return Err(Error::InvalidConfig {
+                field: "obs_dim",
+                value: other.to_string(),
+                reason: "a bandit agent observes nothing (0) or the elapsed pulls (1)",
+            });
+        }
+    };
+    let dist = BanditDistribution::new(arms, pulls)?.with_time_observation(observe_time);
     let mut sampled_rng = ChaCha8Rng::seed_from_u64(seed);
     sampled_rng.set_stream(3);
     let agent_sampled = run_agent(
@@ -159,7 +172,7 @@ fn run_agent(
     let pulls = dist.n_pulls();
     let mut envs = Vec::with_capacity(n_trials);
     for task in tasks {
-        let env = BanditEnv::new(task, pulls)?;
+        let env = BanditEnv::new(task, pulls)?.with_time_observation(dist.observes_time());
         let mut trial = Trial::new(env, trial_config.clone(), ChaCha8Rng::seed_from_u64(seed))?;
         trial.reset()?;
         envs.push(trial);

@@ -41,7 +41,10 @@
 //!     n_envs: 4,
 //!     agent: AgentSection { hidden: 8, ..Default::default() },
 //!     ppo: PpoConfig { epochs: 1, minibatch_trials: 2, ..Default::default() },
-//!     task: TaskSection { kind: TaskKind::Bandits { arms: 3, pulls: 5 }, ..Default::default() },
+//!     task: TaskSection {
+//!         kind: TaskKind::Bandits { arms: 3, pulls: 5, observe_time: false },
+//!         ..Default::default()
+//!     },
 //!     ..Default::default()
 //! };
 //! let dir = tempfile::tempdir().map_err(|e| mrl_ppo::Error::Io { path: ".".into(), source: e })?;

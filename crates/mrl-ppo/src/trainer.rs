@@ -433,8 +433,14 @@ pub fn train(
         )?))
     };
     match &config.task.kind {
-        TaskKind::Bandits { arms, pulls } => {
-            let dist = Arc::new(BanditDistribution::new(*arms, *pulls)?);
+        TaskKind::Bandits {
+            arms,
+            pulls,
+            observe_time,
+        } => {
+            let dist = Arc::new(
+                BanditDistribution::new(*arms, *pulls)?.with_time_observation(*observe_time),
+            );
             train_on(config, dist, out_dir, resume, progress)
         }
         TaskKind::SyntheticAr1 { bars, family } => {

@@ -53,6 +53,45 @@ fn env_contract_episode_of_n_pulls_then_truncated() {
 }
 
 #[test]
+fn time_observation_is_the_share_of_pulls_made_and_leaves_outcomes_alone() {
+    let task = BanditTask::new(vec![0.3, 0.6, 0.9], 21).unwrap();
+    let mut plain = BanditEnv::new(task.clone(), 4).unwrap();
+    let mut timed = BanditEnv::new(task, 4).unwrap().with_time_observation(true);
+    assert!(timed.observes_time() && !plain.observes_time());
+    assert_eq!((timed.obs_dim(), plain.obs_dim()), (1, 0));
+    for _episode in 0..2 {
+        plain.reset(&mut rng(0)).unwrap();
+        assert_eq!(timed.reset(&mut rng(0)).unwrap(), &[0.0]);
+        for pull in 1..=4 {
+            let arm = pull % 3;
+            let p = plain.step(arm).unwrap();
+            let (reward, truncated) = (p.reward, p.truncated);
+            let t = timed.step(arm).unwrap();
+            assert_eq!(t.obs, &[pull as f32 / 4.0], "t/n after pull {pull}");
+            assert_eq!(
+                (t.reward, t.truncated),
+                (reward, truncated),
+                "same outcomes"
+            );
+        }
+    }
+    let dist = BanditDistribution::new(3, 7)
+        .unwrap()
+        .with_time_observation(true);
+    assert_eq!((dist.name(), dist.obs_dim()), ("bandit-k3-n7-time", 1));
+    assert!(dist.observes_time());
+    let env = dist.sample(Split::Train, &mut rng(4)).unwrap();
+    assert_eq!(env.obs_dim(), 1);
+    let back = dist.with_time_observation(false);
+    assert_eq!((back.name(), back.obs_dim()), ("bandit-k3-n7", 0));
+    assert_eq!(
+        back.sample_task(Split::Train, &mut rng(4)),
+        *env.task(),
+        "the observation does not change the tasks"
+    );
+}
+
+#[test]
 fn reward_frequency_matches_the_arm_probability() {
     let task = BanditTask::new(vec![0.3], 11).unwrap();
     let mut env = BanditEnv::new(task, 20_000).unwrap();

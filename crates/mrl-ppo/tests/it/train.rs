@@ -29,7 +29,11 @@ fn small_config(iterations: u64, checkpoint_every: u64) -> TrainConfig {
             ..Default::default()
         },
         task: TaskSection {
-            kind: TaskKind::Bandits { arms: 3, pulls: 5 },
+            kind: TaskKind::Bandits {
+                arms: 3,
+                pulls: 5,
+                observe_time: false,
+            },
             episodes_per_trial: 2,
             ..Default::default()
         },
@@ -94,6 +98,30 @@ fn smoke_run_writes_log_config_and_checkpoint() {
     // Resuming a finished run does nothing more.
     let again = train(&config, dir.path(), true, |_| {}).unwrap();
     assert_eq!((again.iterations, again.iterations_run), (3, 0));
+}
+
+#[test]
+fn bandits_with_the_time_observation_train_and_evaluate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_config(2, 5);
+    config.task.kind = TaskKind::Bandits {
+        arms: 3,
+        pulls: 5,
+        observe_time: true,
+    };
+    let text = config.to_toml();
+    assert!(text.contains("observe_time = true"), "{text}");
+    train(&config, dir.path(), false, |_| {}).unwrap();
+    let saved = TrainConfig::load(&dir.path().join("config.toml")).unwrap();
+    assert_eq!(saved, config);
+    // The checkpoint's input is one wider (t/n); the evaluation sees that and feeds it.
+    let policy = mrl_ppo::load_policy(&dir.path().join(CHECKPOINT_DIR), &candle_core::Device::Cpu);
+    assert_eq!(policy.unwrap().config().obs_dim, 1);
+    let eval = mrl_ppo::evaluate_bandits(dir.path(), 3, 5, 20, 9).unwrap();
+    assert!(eval.agent_greedy.mean >= 0.0 && eval.agent_greedy.mean <= 5.0);
+    // Without the flag the key is left out of the file, which then reads as before.
+    let plain = small_config(2, 5).to_toml();
+    assert!(!plain.contains("observe_time"), "{plain}");
 }
 
 #[test]
