@@ -56,8 +56,8 @@ mod vec_env;
 
 pub use bandit::{
     ArmPrior, BanditDistribution, BanditEnv, BanditPolicy, BanditTask, BaselineScore,
-    EpsilonGreedyPolicy, GreedyPolicy, RandomPolicy, ThompsonPolicy, Ucb1Policy, default_baselines,
-    evaluate_baselines, evaluate_policy, sample_tasks,
+    EpsilonGreedyPolicy, GreedyPolicy, PAPER_TUNING_GRID, RandomPolicy, ThompsonPolicy, Ucb1Policy,
+    default_baselines, evaluate_baselines, evaluate_paper_baselines, evaluate_policy, sample_tasks,
 };
 pub use bandit_dp::BayesOptimalPolicy;
 pub use env::{Env, Step};

@@ -7,7 +7,7 @@ use candle_core::Device;
 use mrl_agent::{Policy, PolicyInputs, RolloutWorkspace};
 use mrl_env::{
     BanditDistribution, BanditEnv, BaselineScore, BayesOptimalPolicy, Trial, TrialConfig,
-    evaluate_baselines, evaluate_policy, sample_tasks,
+    evaluate_baselines, evaluate_paper_baselines, evaluate_policy, sample_tasks,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -64,8 +64,9 @@ pub fn bandit_setting(run_dir: &Path) -> Result<Option<(usize, usize)>> {
 
 /// Evaluates the agent of `checkpoint` (a run directory or its `checkpoint/`) on `trials`
 /// held-out tasks of `arms` arms and `pulls` pulls drawn from `seed`, one episode each,
-/// sampled and greedy, beside the baselines of [`mrl_env::evaluate_baselines`] and the
-/// [`BayesOptimalPolicy`] on the same tasks. The Bayes-optimal policy is left out (with an
+/// sampled and greedy, beside the textbook baselines of [`mrl_env::evaluate_baselines`], the
+/// paper's tuned ones of [`mrl_env::evaluate_paper_baselines`] and the [`BayesOptimalPolicy`]
+/// on the same tasks. The Bayes-optimal policy is left out (with an
 /// `info` event) when its state space is too large, e.g. for k = 5, n = 100.
 ///
 /// The reward fed back to the policy is scaled as in the run's `config.toml` when it sits
@@ -134,9 +135,10 @@ pub fn evaluate_bandits(
     )?;
     let agent_greedy = run_agent(&policy, &dist, &trial_config, trials, seed, None)?;
     let mut baselines = evaluate_baselines(arms, pulls, trials, seed)?;
+    let tasks = sample_tasks(&dist, trials, seed);
+    baselines.extend(evaluate_paper_baselines(&tasks, pulls, seed)?);
     match BayesOptimalPolicy::new(arms, pulls) {
         Ok(mut policy) => {
-            let tasks = sample_tasks(&dist, trials, seed);
             baselines.push(evaluate_policy(&mut policy, &tasks, pulls, seed)?);
         }
         Err(err) => tracing::info!(arms, pulls, %err, "bayes-optimal baseline left out"),

@@ -3,8 +3,9 @@
 
 use mrl_env::{
     ArmPrior, BanditDistribution, BanditEnv, BanditPolicy, BanditTask, BaselineScore, Env,
-    EpsilonGreedyPolicy, Error, GreedyPolicy, RandomPolicy, Split, TaskDistribution,
-    ThompsonPolicy, Ucb1Policy, evaluate_baselines, evaluate_policy, sample_tasks,
+    EpsilonGreedyPolicy, Error, GreedyPolicy, PAPER_TUNING_GRID, RandomPolicy, Split,
+    TaskDistribution, ThompsonPolicy, Ucb1Policy, evaluate_baselines, evaluate_paper_baselines,
+    evaluate_policy, sample_tasks,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -263,20 +264,6 @@ fn ucb1_and_thompson_clearly_beat_random() {
     );
 }
 
-/// Best mean over a grid of settings on the same tasks: the paper tuned c and ε this way
-/// (grid {0, 0.1, …, 1}, on its 1000 evaluation trials).
-fn best_of(
-    policies: Vec<Box<dyn BanditPolicy>>,
-    tasks: &[BanditTask],
-    n_pulls: usize,
-) -> BaselineScore {
-    policies
-        .into_iter()
-        .map(|mut p| evaluate_policy(p.as_mut(), tasks, n_pulls, 1).unwrap())
-        .max_by(|a, b| a.mean.total_cmp(&b.mean))
-        .unwrap()
-}
-
 /// Our score agrees with the paper's figure: the paper's numbers are rounded to 0.1 and are
 /// means over 1000 trials, whose standard error we estimate with our own sample's spread.
 fn assert_matches_paper(ours: &BaselineScore, paper: f64) {
@@ -296,7 +283,6 @@ fn assert_matches_paper(ours: &BaselineScore, paper: f64) {
 /// authors' evaluation code (see the `bandit` module docs).
 #[test]
 fn baselines_reproduce_the_rl2_paper_table() {
-    let grid = |step: f64, n: usize| (0..n).map(move |i| i as f64 * step);
     for (n_pulls, n_trials, paper) in [
         (
             10,
@@ -324,18 +310,31 @@ fn baselines_reproduce_the_rl2_paper_table() {
         let tasks = sample_tasks(&BanditDistribution::new(5, n_pulls).unwrap(), n_trials, 77);
         let eval =
             |mut p: Box<dyn BanditPolicy>| evaluate_policy(p.as_mut(), &tasks, n_pulls, 1).unwrap();
-        let eps_grid = grid(0.05, 4).map(|e| {
-            Box::new(EpsilonGreedyPolicy::new(e, ArmPrior::UNIFORM).unwrap())
-                as Box<dyn BanditPolicy>
-        });
-        let c_grid = grid(0.1, 5).map(|c| {
-            Box::new(Ucb1Policy::new(c, ArmPrior::UNIFORM).unwrap()) as Box<dyn BanditPolicy>
-        });
+        let tuned = evaluate_paper_baselines(&tasks, n_pulls, 1).unwrap();
+        // Each tuned score is the best of the grid on these tasks, named by its setting.
+        for (score, base) in tuned.iter().zip(["greedy", "epsilon-greedy", "ucb1"]) {
+            assert!(score.name.starts_with(base), "{}", score.name);
+            assert!(score.name.contains("prior=beta(1,1)"), "{}", score.name);
+        }
+        for (name, policy) in [("epsilon-greedy", &tuned[1]), ("ucb1", &tuned[2])] {
+            assert!(policy.name.ends_with(" tuned"), "{}", policy.name);
+            for setting in PAPER_TUNING_GRID {
+                let other: Box<dyn BanditPolicy> = if name == "ucb1" {
+                    Box::new(Ucb1Policy::new(setting, ArmPrior::UNIFORM).unwrap())
+                } else {
+                    Box::new(EpsilonGreedyPolicy::new(setting, ArmPrior::UNIFORM).unwrap())
+                };
+                assert!(
+                    eval(other).mean <= policy.mean,
+                    "{name} at {setting} beats the best"
+                );
+            }
+        }
         let ours = [
             eval(Box::new(RandomPolicy::new())),
-            eval(Box::new(GreedyPolicy::new(ArmPrior::UNIFORM).unwrap())),
-            best_of(eps_grid.collect(), &tasks, n_pulls),
-            best_of(c_grid.collect(), &tasks, n_pulls),
+            tuned[0].clone(),
+            tuned[1].clone(),
+            tuned[2].clone(),
             eval(Box::new(ThompsonPolicy::new())),
         ];
         for (ours, (_, paper)) in ours.iter().zip(paper) {

@@ -87,9 +87,12 @@ fn smoke_run_writes_log_config_and_checkpoint() {
     // The bandit evaluation runs on the checkpoint beside the baselines.
     assert_eq!(mrl_ppo::bandit_setting(dir.path()).unwrap(), Some((3, 5)));
     let eval = mrl_ppo::evaluate_bandits(dir.path(), 3, 5, 20, 9).unwrap();
-    // The five default baselines, then the Bayes-optimal policy (k = 3, n = 5 is small).
-    assert_eq!(eval.baselines.len(), 6);
-    assert_eq!(eval.baselines[5].name, "bayes-optimal (DP)");
+    // The five textbook baselines, the paper's three (greedy with the prior, tuned ε-greedy
+    // and UCB1), then the Bayes-optimal policy (k = 3, n = 5 is small), its ceiling.
+    assert_eq!(eval.baselines.len(), 9);
+    assert!(eval.baselines[7].name.starts_with("ucb1(c="));
+    assert!(eval.baselines[7].name.ends_with("tuned"));
+    assert_eq!(eval.baselines[8].name, "bayes-optimal (DP)");
     assert!(eval.agent_greedy.mean >= 0.0 && eval.agent_greedy.mean <= 5.0);
     assert!(matches!(
         mrl_ppo::evaluate_bandits(dir.path(), 4, 5, 20, 9),
