@@ -1,4 +1,5 @@
 //! Integration tests of the `mrl` package: workspace invariants and the CLI.
 
 mod cli;
+mod configs;
 mod tidy;
