@@ -731,8 +731,17 @@ fn train_two_iterations_then_evaluate_against_the_baselines() {
             "epsilon-greedy",
             "ucb1",
             "thompson",
+            // The paper's own three: with the Beta(1, 1) prior, ε and c tuned.
+            "greedy",
+            "epsilon-greedy",
+            "ucb1",
             "bayes-optimal "
         ]
+    );
+    let tuned = &eval["baselines"][7]["name"];
+    assert!(
+        tuned.as_str().unwrap().ends_with("prior=beta(1,1)) tuned"),
+        "{tuned}"
     );
     for score in scores {
         let mean = score["mean"].as_f64().unwrap();
