@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use mrl_agent::{Policy, PolicyInputs, RolloutWorkspace};
 use mrl_env::{
-    BanditDistribution, BanditEnv, BaselineScore, BayesOptimalPolicy, Trial, TrialConfig,
-    evaluate_baselines, evaluate_paper_baselines, evaluate_policy, sample_tasks,
+    BanditDistribution, BanditEnv, BanditTask, BaselineScore, BayesOptimalPolicy, Trial,
+    TrialConfig, default_baselines, evaluate_paper_baselines, evaluate_policy, sample_tasks,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -123,19 +123,24 @@ pub fn evaluate_bandits(
         }
     };
     let dist = BanditDistribution::new(arms, pulls)?.with_time_observation(observe_time);
+    // One set of tasks for the agent and every baseline (the tasks of
+    // `evaluate_baselines(arms, pulls, trials, seed)`).
+    let tasks = sample_tasks(&dist, trials, seed);
     let mut sampled_rng = ChaCha8Rng::seed_from_u64(seed);
     sampled_rng.set_stream(3);
     let agent_sampled = run_agent(
         &policy,
         &dist,
+        &tasks,
         &trial_config,
-        trials,
         seed,
         Some(&mut sampled_rng),
     )?;
-    let agent_greedy = run_agent(&policy, &dist, &trial_config, trials, seed, None)?;
-    let mut baselines = evaluate_baselines(arms, pulls, trials, seed)?;
-    let tasks = sample_tasks(&dist, trials, seed);
+    let agent_greedy = run_agent(&policy, &dist, &tasks, &trial_config, seed, None)?;
+    let mut baselines = default_baselines()
+        .iter_mut()
+        .map(|baseline| evaluate_policy(baseline.as_mut(), &tasks, pulls, seed))
+        .collect::<mrl_env::Result<Vec<_>>>()?;
     baselines.extend(evaluate_paper_baselines(&tasks, pulls, seed)?);
     match BayesOptimalPolicy::new(arms, pulls) {
         Ok(mut policy) => {
@@ -160,21 +165,21 @@ pub fn evaluate_bandits(
     })
 }
 
-/// Runs the policy on the held-out tasks, all at once as a batch; `rng` samples actions,
-/// `None` takes the most probable one.
+/// Runs the policy on the held-out `tasks` (envs as `dist` makes them), all at once as a
+/// batch; `rng` samples actions, `None` takes the most probable one.
 fn run_agent(
     policy: &Policy,
     dist: &BanditDistribution,
+    tasks: &[BanditTask],
     trial_config: &TrialConfig,
-    n_trials: usize,
     seed: u64,
     mut rng: Option<&mut ChaCha8Rng>,
 ) -> Result<BaselineScore> {
-    let tasks = sample_tasks(dist, n_trials, seed);
+    let n_trials = tasks.len();
     let pulls = dist.n_pulls();
     let mut envs = Vec::with_capacity(n_trials);
     for task in tasks {
-        let env = BanditEnv::new(task, pulls)?.with_time_observation(dist.observes_time());
+        let env = BanditEnv::new(task.clone(), pulls)?.with_time_observation(dist.observes_time());
         let mut trial = Trial::new(env, trial_config.clone(), ChaCha8Rng::seed_from_u64(seed))?;
         trial.reset()?;
         envs.push(trial);
