@@ -865,7 +865,17 @@ fn backtest_json_has_the_documented_shape_on_hourly_and_daily_series() {
             series.start() < start && start < end && end <= series.end(),
             "{file}"
         );
-        for policy in ["rl2", "mlp", "buy_and_hold", "flat", "random"] {
+        for policy in [
+            "rl2",
+            "mlp",
+            "buy_and_hold",
+            "flat",
+            "random",
+            "ts_momentum",
+            "ma_crossover",
+            "macd",
+            "rsi_reversion",
+        ] {
             for field in [
                 "total_return",
                 "cagr",
@@ -918,4 +928,8 @@ fn eval_markets_summarises_every_file_of_a_directory() {
     assert!(csv.lines().nth(1).unwrap().starts_with("ar1,"), "{csv}");
     let table = text(&out.stdout);
     assert!(table.contains("gbm") && table.contains("mean"), "{table}");
+    for rule in ["ts_momentum", "ma_crossover", "macd", "rsi_reversion"] {
+        assert!(table.contains(rule), "{rule}: {table}");
+        assert!(csv.contains(&format!("{rule}_sharpe")), "{rule}: {csv}");
+    }
 }

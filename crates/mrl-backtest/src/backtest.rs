@@ -13,8 +13,9 @@ use rand_chacha::ChaCha8Rng;
 use crate::engine::check_policy;
 use crate::{
     ActionMode, BacktestReport, Baseline, Metrics, PolicyReport, PolicyRun, Result, SeedSpread,
-    SharpeDiffCi, Span, StepRecord, WalkForwardConfig, Window, adaptation_curve, book_test_period,
-    bootstrap_sharpe_diff_ci, mean_metrics, plan_windows, run_baseline, run_policy,
+    SharpeDiffCi, Span, StepRecord, TraderRule, WalkForwardConfig, Window, adaptation_curve,
+    book_test_period, bootstrap_sharpe_diff_ci, mean_metrics, plan_windows, run_baseline,
+    run_policy,
 };
 
 /// The policies to compare.
@@ -135,6 +136,7 @@ pub fn backtest_market(
         runs.insert("mlp".into(), agent_runs(mlp, Stream::Mlp)?);
     }
     let mut baselines = vec![Baseline::BuyAndHold, Baseline::Flat, Baseline::Random];
+    baselines.extend(TraderRule::standard(market.periods_per_year()).map(Baseline::Rule));
     baselines.extend(policies.oracle.map(Baseline::Oracle));
     for baseline in &baselines {
         let n = if *baseline == Baseline::Random {

@@ -30,7 +30,7 @@ use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result, WalkForwardConfig, Window};
+use crate::{Error, Result, TraderRule, WalkForwardConfig, Window, position_toward};
 
 /// A fixed rule that chooses positions without learning.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,23 +44,31 @@ pub enum Baseline {
     /// The myopic Bayes-optimal action of an AR(1) market with known parameters
     /// ([`Ar1Oracle`]); Buy / Sell / Hold actions only.
     Oracle(Ar1Oracle),
+    /// A trader rule's target position ([`TraderRule::targets`], from the closes up to the
+    /// decision bar), reached with the env's actions ([`position_toward`]).
+    Rule(TraderRule),
 }
 
 impl Baseline {
-    /// The report key: `buy_and_hold`, `flat`, `random`, `oracle`.
+    /// The report key: `buy_and_hold`, `flat`, `random`, `oracle`, or the rule's
+    /// ([`TraderRule::name`]).
     pub fn name(&self) -> &'static str {
         match self {
             Self::BuyAndHold => "buy_and_hold",
             Self::Flat => "flat",
             Self::Random => "random",
             Self::Oracle(_) => "oracle",
+            Self::Rule(rule) => rule.name(),
         }
     }
 
-    /// The position held after bar `t`, from `prev` (the position held before).
+    /// The position held after bar `t`, from `prev` (the position held before);
+    /// `targets` holds a rule's [`TraderRule::targets`] over all of `closes` (empty for
+    /// the other baselines).
     fn position(
         &self,
         closes: &[f64],
+        targets: &[f64],
         t: usize,
         prev: f64,
         actions: &ActionSpace,
@@ -77,6 +85,7 @@ impl Baseline {
                 let last_log_return = (closes[t] / closes[t - 1]).ln();
                 actions.next_position(oracle.action(last_log_return).index(), prev)?
             }
+            Self::Rule(_) => position_toward(actions, prev, targets[t])?,
         })
     }
 }
@@ -245,7 +254,7 @@ pub fn run_policy(
 ///
 /// # Errors
 /// [`Error::InvalidConfig`] for the oracle with an action space other than Buy / Sell /
-/// Hold; env errors for an invalid action.
+/// Hold and for a rule with invalid parameters; env errors for an invalid action.
 pub fn run_baseline(
     closes: &[f64],
     windows: &[Window],
@@ -260,6 +269,11 @@ pub fn run_baseline(
             reason: "the oracle trades with buy / sell / hold actions",
         });
     }
+    // Computed once over the whole series: a window's warm-up uses the bars before it.
+    let targets = match baseline {
+        Baseline::Rule(rule) => rule.targets(closes)?,
+        _ => Vec::new(),
+    };
     let positions = windows
         .iter()
         .map(|window| {
@@ -269,7 +283,8 @@ pub fn run_baseline(
                     let mut out = Vec::with_capacity(bars.len());
                     let (mut prev, mut equity) = (0.0, 1.0);
                     for t in bars {
-                        let q = baseline.position(closes, t, prev, &config.actions, rng)?;
+                        let q =
+                            baseline.position(closes, &targets, t, prev, &config.actions, rng)?;
                         let (ret, cost) =
                             step_pnl(prev, q, closes[t], closes[t + 1], config.cost_rate);
                         equity *= 1.0 + ret - cost;

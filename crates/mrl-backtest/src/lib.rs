@@ -7,8 +7,9 @@
 //! windows that step forward back to back. Before each window the agent's hidden state is
 //! rebuilt from zero by adaptation episodes on the bars just before it, in time order,
 //! exactly as the earlier episodes of an RL² trial (Duan et al. 2016); the window is the
-//! trial's last episode and only its returns count. Buy-and-hold, flat, random, an MLP and
-//! (on synthetic AR(1) data) the oracle trade the same windows at the same cost.
+//! trial's last episode and only its returns count. Buy-and-hold, flat, random, four trader
+//! rules ([`TraderRule`]: time-series momentum, MA crossover, MACD, RSI mean reversion), an
+//! MLP and (on synthetic AR(1) data) the oracle trade the same windows at the same cost.
 //!
 //! ## Central types
 //!
@@ -68,6 +69,7 @@ mod markets;
 #[cfg(feature = "plot")]
 mod plot;
 mod report;
+mod rules;
 mod windows;
 
 mod metrics;
@@ -91,4 +93,5 @@ pub use report::{
     BacktestReport, POLICY_ORDER, PolicyReport, SeedSpread, SharpeDiffCi, Span, Spread,
     mean_metrics,
 };
+pub use rules::{DEFAULT_PERIODS_PER_YEAR, TraderRule, position_toward};
 pub use windows::{Window, plan_windows};

@@ -29,7 +29,12 @@ fn color(name: &str) -> RGBColor {
         "oracle" => RGBColor(44, 160, 44),
         "buy_and_hold" => RGBColor(90, 90, 90),
         "flat" => RGBColor(170, 170, 170),
-        _ => RGBColor(214, 39, 40),
+        "random" => RGBColor(214, 39, 40),
+        "ts_momentum" => RGBColor(148, 103, 189),
+        "ma_crossover" => RGBColor(140, 86, 75),
+        "macd" => RGBColor(227, 119, 194),
+        "rsi_reversion" => RGBColor(23, 190, 207),
+        _ => RGBColor(188, 189, 34),
     }
 }
 

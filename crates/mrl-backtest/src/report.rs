@@ -8,8 +8,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::Metrics;
 
-/// Report keys in display order: the agents, the oracle, then the baselines.
-pub const POLICY_ORDER: [&str; 6] = ["rl2", "mlp", "oracle", "buy_and_hold", "flat", "random"];
+/// Report keys in display order: the agents, the oracle, the baselines, then the trader
+/// rules ([`TraderRule::standard`](crate::TraderRule::standard)).
+pub const POLICY_ORDER: [&str; 10] = [
+    "rl2",
+    "mlp",
+    "oracle",
+    "buy_and_hold",
+    "flat",
+    "random",
+    "ts_momentum",
+    "ma_crossover",
+    "macd",
+    "rsi_reversion",
+];
 
 /// First and last evaluated decision bar (ms UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

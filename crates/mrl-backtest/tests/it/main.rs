@@ -3,4 +3,5 @@
 mod common;
 mod metrics;
 mod reports;
+mod rules;
 mod walk_forward;

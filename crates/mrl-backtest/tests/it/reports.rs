@@ -44,6 +44,10 @@ fn json_has_policies_at_the_top_level() {
         "buy_and_hold",
         "flat",
         "random",
+        "ts_momentum",
+        "ma_crossover",
+        "macd",
+        "rsi_reversion",
     ]
     .into();
     assert_eq!(keys, expected);
@@ -79,7 +83,20 @@ fn json_has_policies_at_the_top_level() {
         .skip(2)
         .map(|l| l.split_whitespace().next().unwrap())
         .collect();
-    assert_eq!(rows, ["rl2", "mlp", "buy_and_hold", "flat", "random"]);
+    assert_eq!(
+        rows,
+        [
+            "rl2",
+            "mlp",
+            "buy_and_hold",
+            "flat",
+            "random",
+            "ts_momentum",
+            "ma_crossover",
+            "macd",
+            "rsi_reversion"
+        ]
+    );
     assert_eq!(table, with_mlp.report.to_string());
 }
 
@@ -102,7 +119,8 @@ fn report_files_exist_and_parse() {
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     assert_eq!(header[..4], ["timestamp", "bar", "window", "close"]);
     assert_eq!(header[4..7], ["rl2_position", "rl2_reward", "rl2_equity"]);
-    assert_eq!(header.len(), 4 + 3 * 4);
+    // rl2, buy-and-hold, flat, random and the four trader rules.
+    assert_eq!(header.len(), 4 + 3 * 8);
     let rows: Vec<Vec<f64>> = lines
         .map(|l| l.split(',').map(|x| x.parse::<f64>().unwrap()).collect())
         .collect();

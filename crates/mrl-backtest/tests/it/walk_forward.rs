@@ -242,7 +242,18 @@ fn oracle_and_mlp_join_the_report_and_the_oracle_profits_from_momentum() {
     let keys: Vec<&str> = bt.report.policies.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        ["buy_and_hold", "flat", "mlp", "oracle", "random", "rl2"]
+        [
+            "buy_and_hold",
+            "flat",
+            "ma_crossover",
+            "macd",
+            "mlp",
+            "oracle",
+            "random",
+            "rl2",
+            "rsi_reversion",
+            "ts_momentum"
+        ]
     );
     let p = &bt.report.policies;
     assert!(
