@@ -932,4 +932,9 @@ fn eval_markets_summarises_every_file_of_a_directory() {
         assert!(table.contains(rule), "{rule}: {table}");
         assert!(csv.contains(&format!("{rule}_sharpe")), "{rule}: {csv}");
     }
+    // The verdict: rl2 against each series' best fixed baseline.
+    assert!(
+        table.contains("rl2 against each series' best fixed baseline by Sharpe: beats it on "),
+        "{table}"
+    );
 }

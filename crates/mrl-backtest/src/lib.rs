@@ -70,6 +70,7 @@ mod markets;
 mod plot;
 mod report;
 mod rules;
+mod verdict;
 mod windows;
 
 mod metrics;
@@ -94,4 +95,5 @@ pub use report::{
     mean_metrics,
 };
 pub use rules::{DEFAULT_PERIODS_PER_YEAR, TraderRule, position_toward};
+pub use verdict::{AgentVerdict, FIXED_BASELINES, MarketsVerdict, Standing, Verdict};
 pub use windows::{Window, plan_windows};

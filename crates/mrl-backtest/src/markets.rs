@@ -214,6 +214,7 @@ impl MarketsSummary {
             line(&row.name, row.bars.to_string(), &row.policies);
         }
         line("mean", String::new(), &self.mean());
+        out.push_str(&self.verdict().to_string());
         for s in &self.skipped {
             let _ = writeln!(out, "skipped {}: {}", s.name, s.reason);
         }

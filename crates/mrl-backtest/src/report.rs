@@ -210,6 +210,9 @@ impl BacktestReport {
                 ci
             ));
         }
+        if let Some(verdict) = self.verdict() {
+            out.push_str(&verdict.to_string());
+        }
         out
     }
 }

@@ -81,6 +81,7 @@ fn json_has_policies_at_the_top_level() {
     let rows: Vec<&str> = table
         .lines()
         .skip(2)
+        .take(with_mlp.report.policies.len())
         .map(|l| l.split_whitespace().next().unwrap())
         .collect();
     assert_eq!(
@@ -97,6 +98,8 @@ fn json_has_policies_at_the_top_level() {
             "rsi_reversion"
         ]
     );
+    let verdict = with_mlp.report.verdict().unwrap().to_string();
+    assert!(table.ends_with(&verdict), "{table}");
     assert_eq!(table, with_mlp.report.to_string());
 }
 

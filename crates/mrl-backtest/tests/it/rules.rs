@@ -3,7 +3,8 @@
 
 use mrl_agent::PolicyKind;
 use mrl_backtest::{
-    Baseline, Policies, TraderRule, backtest, plan_windows, position_toward, run_baseline,
+    Baseline, FIXED_BASELINES, Policies, Standing, TraderRule, backtest, plan_windows,
+    position_toward, run_baseline,
 };
 use mrl_env::ActionSpace;
 use proptest::prelude::*;
@@ -13,6 +14,12 @@ use rand_chacha::ChaCha8Rng;
 use crate::common::{agent, config, daily_weekdays, decisive_agent, hourly, perturb_from};
 
 const RULE_KEYS: [&str; 4] = ["ts_momentum", "ma_crossover", "macd", "rsi_reversion"];
+
+/// A Sharpe ratio as `Some` when defined (whether the report holds an `f64` or an
+/// `Option<f64>`).
+fn defined(sharpe: impl Into<Option<f64>>) -> Option<f64> {
+    sharpe.into()
+}
 
 #[test]
 fn standard_parameters_and_names() {
@@ -290,7 +297,7 @@ proptest! {
 }
 
 #[test]
-fn rules_join_the_report_and_trade_their_targets() {
+fn rules_join_the_report_and_the_verdict_names_the_best_baseline() {
     let rl2 = decisive_agent(4);
     let series = daily_weekdays(700);
     let cfg = config(450);
@@ -300,7 +307,8 @@ fn rules_join_the_report_and_trade_their_targets() {
         let report = &p[key];
         assert!(report.seeds.is_none(), "{key} is deterministic");
         let ci = report.sharpe_diff_ci.unwrap();
-        let point = p["rl2"].metrics.sharpe - report.metrics.sharpe;
+        let point =
+            defined(p["rl2"].metrics.sharpe).unwrap() - defined(report.metrics.sharpe).unwrap();
         assert!((ci.point - point).abs() < 1e-9, "{key}");
         let json = serde_json::to_value(&bt.report).unwrap();
         assert!(json[key]["sharpe"].is_number(), "{key}");
@@ -332,8 +340,36 @@ fn rules_join_the_report_and_trade_their_targets() {
     for key in ["ma_crossover", "macd", "rsi_reversion"] {
         assert!(p[key].metrics.trades > 0, "{key}");
     }
-}
 
+    let verdict = bt.report.verdict().unwrap();
+    let (best, best_sharpe) = FIXED_BASELINES
+        .iter()
+        .filter_map(|&n| Some((n, defined(p[n].metrics.sharpe)?)))
+        .fold(
+            ("", f64::NEG_INFINITY),
+            |a, b| if b.1 > a.1 { b } else { a },
+        );
+    assert_eq!(verdict.best_baseline, best);
+    assert_eq!(verdict.best_sharpe, best_sharpe);
+    let rl2_verdict = &verdict.agents[0];
+    assert_eq!(rl2_verdict.agent, "rl2");
+    assert_eq!(rl2_verdict.ci, p[best].sharpe_diff_ci);
+    let diff = defined(p["rl2"].metrics.sharpe).unwrap() - best_sharpe;
+    assert_eq!(rl2_verdict.sharpe_diff, Some(diff));
+    let ci = rl2_verdict.ci.unwrap();
+    let expected = if diff <= 0.0 {
+        Standing::DoesNotBeat
+    } else if ci.lo > 0.0 {
+        Standing::Beats
+    } else {
+        Standing::Inconclusive
+    };
+    assert_eq!(rl2_verdict.standing, expected);
+    // The table says so.
+    let table = bt.report.to_table();
+    assert!(table.contains(&verdict.to_string()), "{table}");
+    assert!(table.contains(&format!("best fixed baseline by Sharpe: {best} (")));
+}
 #[test]
 fn a_year_of_momentum_longer_than_the_series_stays_flat() {
     // Hourly bars: one year is 8760 bars, more than the 600 here.
