@@ -117,6 +117,39 @@ pub enum Error {
         /// The most states built.
         limit: usize,
     },
+    /// A component of a mixture of task distributions whose spaces differ from the first
+    /// component's.
+    #[error(
+        "mixture component {index} ({name}) has {what} = {found}, but component 0 has {expected}"
+    )]
+    MixtureMismatch {
+        /// Position of the component in the mixture.
+        index: usize,
+        /// The component's name.
+        name: String,
+        /// `obs_dim` or `n_actions`.
+        what: &'static str,
+        /// The value of component 0.
+        expected: usize,
+        /// The value of this component.
+        found: usize,
+    },
+    /// A bar index past the end of the closes an oracle was given.
+    #[error("bar {bar} is outside the {len} closes given")]
+    BarOutOfRange {
+        /// The bar asked about.
+        bar: usize,
+        /// Number of closes.
+        len: usize,
+    },
+    /// A regime oracle given the closes of another series than the one its states describe.
+    #[error("the oracle knows the regime of {states} bars but was given {closes} closes")]
+    OracleSeriesMismatch {
+        /// Bars whose state the oracle knows.
+        states: usize,
+        /// Closes given.
+        closes: usize,
+    },
     /// Building or slicing a bar series failed.
     #[error(transparent)]
     Data(#[from] mrl_data::Error),

@@ -8,7 +8,10 @@
 //!   `[obs, one_hot(a_{t−1}), r_{t−1}, d_{t−1}]`.
 //! - [`TaskDistribution`] and [`VecTrials`]: the MDP distribution of meta-training, and B
 //!   trials over it in lockstep with flat, allocation-free buffers; [`FixedMarket`] is the
-//!   simplest distribution (one market split in time, random windows).
+//!   simplest distribution (one market split in time, random windows); [`MarketTasks`],
+//!   [`SyntheticTasks`] and their weighted [`MixtureTasks`] are the market distributions.
+//! - [`MarketOracle`]: the myopic oracle of every synthetic market family (the regime oracle
+//!   knows the current state), the ceiling that results are read against.
 //!
 //! Reproducibility: every random draw comes from a `ChaCha8Rng` handed in ([`Env::reset`]),
 //! owned by a [`Trial`], or derived by [`trial_rng`] from `(seed, slot, round)`.
@@ -63,12 +66,12 @@ pub use bandit_dp::BayesOptimalPolicy;
 pub use env::{Env, Step};
 pub use error::{Error, Result};
 pub use market::MarketData;
-pub use oracle::Ar1Oracle;
+pub use oracle::{Ar1Oracle, MarketOracle};
 pub use sizing::{ActionSpace, SizingAction, TargetAction};
 pub use task::{FixedMarket, Split, TaskDistribution};
 pub use tasks::{
-    Ar1Family, AssetSplit, MarketTasks, ProcessSource, RegimeConfig, RegimeThresholds,
-    SyntheticTasks, TaskEnv, TaskInfo, TaskKind, WindowStats, quantile,
+    Ar1Family, AssetSplit, DynTasks, MarketTasks, MixtureTasks, ProcessSource, RegimeConfig,
+    RegimeThresholds, SyntheticTasks, TaskEnv, TaskInfo, TaskKind, WindowStats, quantile,
 };
 pub use trading::{TradingConfig, TradingEnv, TradingObs, TradingState, step_pnl};
 pub use trial::{InputLayout, Trial, TrialConfig, TrialStep};

@@ -9,8 +9,10 @@
 //! part reaches the other, not even through the feature warm-up. Features are computed once
 //! per part at construction and shared by every sampled env through an [`Arc`].
 //! Synthetic distributions ([`SyntheticTasks`]) generate a fresh series per sampled task.
+//! [`MixtureTasks`] draws each task from one of several of these distributions, by weight.
 
 mod market_tasks;
+mod mixture;
 mod regime;
 mod synthetic;
 
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Env, MarketData, Result, Split, Step, TradingEnv};
 
 pub use market_tasks::{AssetSplit, MarketTasks};
+pub use mixture::{DynTasks, MixtureTasks};
 pub use regime::{RegimeConfig, RegimeThresholds, WindowStats, quantile};
 pub use synthetic::{Ar1Family, ProcessSource, SyntheticTasks};
 
@@ -69,6 +72,11 @@ pub enum TaskKind {
         seed: u64,
         /// The true law of the market, e.g. AR(1) `φ`, for oracles.
         process: MarketProcess,
+        /// For a Markov regime process, the true state of every bar of the market (an index
+        /// into its states), for the oracle that knows the regime
+        /// ([`MarketOracle`](crate::MarketOracle)); `None` for the other processes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        regimes: Option<Vec<usize>>,
     },
 }
 

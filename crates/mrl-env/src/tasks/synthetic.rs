@@ -202,6 +202,7 @@ impl SyntheticTasks {
             kind: TaskKind::Synthetic {
                 seed,
                 process: generated.params,
+                regimes: generated.regimes,
             },
         };
         let market = Arc::new(MarketData::new(generated.series)?);

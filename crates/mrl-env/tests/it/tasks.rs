@@ -1,11 +1,15 @@
 //! Task distributions: disjoint train and test sets (assets, time ranges, windows, seeds),
-//! determinism by seed, regime labels on a constructed series, the AR(1) oracle, errors.
+//! determinism by seed, regime labels on a constructed series, mixtures, the oracles of every
+//! synthetic family, errors.
 
-use mrl_data::{Bar, BarSeries, DAY_MS, HOUR_MS, Interval, RegimeLabel};
+use mrl_data::{
+    Bar, BarSeries, DAY_MS, DomainRandomization, GbmParams, HOUR_MS, Interval, MarketProcess,
+    ProcessKind, RegimeLabel, RegimeParams, SyntheticConfig,
+};
 use mrl_env::{
-    Ar1Family, Ar1Oracle, AssetSplit, Env, Error, MarketTasks, ProcessSource, RegimeConfig,
-    RegimeThresholds, Split, SyntheticTasks, TargetAction, TaskDistribution, TaskEnv, TaskInfo,
-    TaskKind, TradingConfig, WindowStats,
+    ActionSpace, Ar1Family, Ar1Oracle, AssetSplit, Env, Error, MarketOracle, MarketTasks,
+    MixtureTasks, ProcessSource, RegimeConfig, RegimeThresholds, Split, SyntheticTasks,
+    TargetAction, TaskDistribution, TaskEnv, TaskInfo, TaskKind, TradingConfig, WindowStats,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -437,7 +441,7 @@ fn synthetic_tasks_use_disjoint_seed_spaces_and_are_deterministic() {
         (0..30)
             .map(
                 |_| match dist.sample(split, &mut r).unwrap().task_info().kind.clone() {
-                    TaskKind::Synthetic { seed, process } => (seed, process),
+                    TaskKind::Synthetic { seed, process, .. } => (seed, process),
                     other => panic!("not synthetic: {other:?}"),
                 },
             )
@@ -506,16 +510,7 @@ fn episode(
     start: usize,
     mut policy: impl FnMut(&TaskEnv) -> TargetAction,
 ) -> f64 {
-    env.trading_mut().reset_at(start).unwrap();
-    let mut total = 0.0;
-    loop {
-        let action = policy(env);
-        let step = env.step(action.index()).unwrap();
-        total += step.reward;
-        if step.done() {
-            return total;
-        }
-    }
+    episode_by_index(env, start, |e| policy(e).index())
 }
 
 #[test]
@@ -577,5 +572,383 @@ proptest::proptest! {
             proptest::prop_assert!(t.last_timestamp + interval_ms(t) <= cut);
         }
         proptest::prop_assert!(dist.tasks(Split::Test).all(|t| t.first_timestamp >= cut));
+    }
+}
+
+/// Synthetic tasks of `n_bars` bars from `kinds` of the domain randomisation.
+fn randomized(kinds: Vec<ProcessKind>, n_bars: usize, trading: TradingConfig) -> SyntheticTasks {
+    let randomization = DomainRandomization {
+        kinds,
+        ..DomainRandomization::default()
+    };
+    SyntheticTasks::new(ProcessSource::Randomized(randomization), n_bars, trading).unwrap()
+}
+
+/// The process of a synthetic task.
+fn process_of(env: &TaskEnv) -> &MarketProcess {
+    match &env.task_info().kind {
+        TaskKind::Synthetic { process, .. } => process,
+        other => panic!("not synthetic: {other:?}"),
+    }
+}
+
+#[test]
+fn mixture_draws_components_by_weight_and_keeps_each_split() {
+    let ar1 = SyntheticTasks::new(ProcessSource::Ar1(Ar1Family::default()), 100, config(20));
+    let regimes = randomized(vec![ProcessKind::Regime], 100, config(20));
+    let mixture = MixtureTasks::new(vec![
+        (1.0, Box::new(ar1.unwrap())),
+        (3.0, Box::new(regimes)),
+    ])
+    .unwrap();
+    assert_eq!(mixture.weights(), [0.25, 0.75]);
+    assert_eq!(
+        (
+            mixture.obs_dim(),
+            mixture.n_actions(),
+            mixture.max_episode_steps()
+        ),
+        (14, 3, 20)
+    );
+    for split in [Split::Train, Split::Test] {
+        let (mut a, mut b) = (rng(5), rng(5));
+        let n = 2000;
+        let mut n_ar1 = 0;
+        for _ in 0..n {
+            let env = mixture.sample(split, &mut a).unwrap();
+            let (index, same) = mixture.sample_with_component(split, &mut b).unwrap();
+            assert_eq!(
+                env.task_info(),
+                same.task_info(),
+                "sample is sample_with_component"
+            );
+            let is_ar1 = process_of(&env).kind() == ProcessKind::Ar1;
+            assert_eq!(is_ar1, index == 0);
+            n_ar1 += usize::from(is_ar1);
+            // Each component keeps its split: the seed lies in the split's seed space.
+            assert_eq!(env.task_info().split, split);
+            let TaskKind::Synthetic { seed, .. } = env.task_info().kind else {
+                unreachable!("checked above")
+            };
+            assert_eq!(SyntheticTasks::split_of_seed(seed), split);
+        }
+        // Binomial(2000, 0.25): mean 500, sd 19.4; four sd either side.
+        assert!(
+            (422..=578).contains(&n_ar1),
+            "{split:?}: {n_ar1} AR(1) of {n}"
+        );
+    }
+
+    // A real-data component keeps its held-out asset out of training.
+    let split = AssetSplit {
+        held_out: vec!["CCC".into()],
+        test_start: None,
+    };
+    let assets = MarketTasks::multi_asset(&three_assets(300), &split, config(20)).unwrap();
+    let ar1 = SyntheticTasks::new(ProcessSource::Ar1(Ar1Family::default()), 100, config(20));
+    let mixture =
+        MixtureTasks::new(vec![(1.0, Box::new(assets)), (1.0, Box::new(ar1.unwrap()))]).unwrap();
+    let mut r = rng(6);
+    let mut n_assets = [0, 0];
+    for (k, split) in [Split::Train, Split::Test].into_iter().enumerate() {
+        for _ in 0..200 {
+            let (index, env) = mixture.sample_with_component(split, &mut r).unwrap();
+            assert_eq!(env.task_info().split, split);
+            if index == 0 {
+                n_assets[k] += 1;
+                let symbol = env.task_info().symbol.as_deref();
+                assert_eq!(symbol == Some("CCC"), split == Split::Test, "{symbol:?}");
+            }
+        }
+    }
+    assert!(
+        n_assets.iter().all(|&n| (70..=130).contains(&n)),
+        "{n_assets:?}"
+    );
+}
+
+#[test]
+fn mixture_components_must_agree_and_weights_must_be_positive() {
+    let target = || SyntheticTasks::new(ProcessSource::Ar1(Ar1Family::default()), 100, config(20));
+    let sizing = TradingConfig {
+        actions: ActionSpace::SIZING,
+        ..config(30)
+    };
+    let sized = SyntheticTasks::new(ProcessSource::Ar1(Ar1Family::default()), 100, sizing);
+    let err = MixtureTasks::new(vec![
+        (1.0, Box::new(target().unwrap())),
+        (1.0, Box::new(sized.unwrap())),
+    ])
+    .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::MixtureMismatch {
+                index: 1,
+                what: "n_actions",
+                expected: 3,
+                found: 4,
+                name,
+            } if name == "ar1-family"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "mixture component 1 (ar1-family) has n_actions = 4, but component 0 has 3"
+    );
+    assert!(matches!(
+        MixtureTasks::new(Vec::new()),
+        Err(Error::InvalidConfig {
+            field: "components",
+            ..
+        })
+    ));
+    for weight in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        assert!(matches!(
+            MixtureTasks::new(vec![(weight, Box::new(target().unwrap()))]),
+            Err(Error::InvalidConfig {
+                field: "weight",
+                ..
+            })
+        ));
+    }
+    // Episodes may differ in length: the mixture's bound is the longest.
+    let long = SyntheticTasks::new(ProcessSource::Ar1(Ar1Family::default()), 100, config(40));
+    let mixture = MixtureTasks::new(vec![
+        (1.0, Box::new(target().unwrap())),
+        (2.0, Box::new(long.unwrap())),
+    ])
+    .unwrap();
+    assert_eq!(mixture.max_episode_steps(), 40);
+    assert_eq!(mixture.n_components(), 2);
+    assert!(
+        mixture
+            .name()
+            .starts_with("mixture(ar1-family:0.333, ar1-family:0.667")
+    );
+}
+
+/// `Σ_j P(i → j)·e^{μ_j} − 1`, straight from the definition.
+fn regime_expected_return(params: &RegimeParams, state: usize) -> f64 {
+    let mut gross = 0.0;
+    for (j, next) in params.states.iter().enumerate() {
+        gross += params.transition[state][j] * next.drift.exp();
+    }
+    gross - 1.0
+}
+
+#[test]
+fn regime_oracle_acts_on_the_true_state_of_every_bar() {
+    let trading = TradingConfig {
+        cost_rate: 2e-4,
+        ..config(50)
+    };
+    let dist = randomized(vec![ProcessKind::Regime], 600, trading);
+    let mut r = rng(21);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..5 {
+        let env = dist.sample(Split::Test, &mut r).unwrap();
+        let TaskKind::Synthetic {
+            process: MarketProcess::Regime(params),
+            regimes: Some(states),
+            ..
+        } = &env.task_info().kind
+        else {
+            panic!(
+                "a regime task carries its states: {:?}",
+                env.task_info().kind
+            );
+        };
+        let oracle = MarketOracle::for_task(&env).expect("a synthetic task has an oracle");
+        let closes = env.trading().market().closes();
+        assert_eq!(states.len(), closes.len());
+        for (t, &state) in states.iter().enumerate() {
+            let g = regime_expected_return(params, state);
+            let direct = if g > 2e-4 {
+                TargetAction::Buy
+            } else if g < -2e-4 {
+                TargetAction::Sell
+            } else {
+                TargetAction::Hold
+            };
+            assert!((oracle.expected_return(t, closes).unwrap() - g).abs() < 1e-15);
+            assert_eq!(oracle.action(t, closes).unwrap(), direct, "bar {t}");
+            seen.insert(direct);
+        }
+        // Bars outside the series, and closes of another series, are errors.
+        assert!(matches!(
+            oracle.action(closes.len(), closes),
+            Err(Error::BarOutOfRange { bar, len }) if bar == closes.len() && len == closes.len()
+        ));
+        assert!(matches!(
+            oracle.action(0, &closes[1..]),
+            Err(Error::OracleSeriesMismatch {
+                states: 600,
+                closes: 599
+            })
+        ));
+    }
+    assert_eq!(
+        seen.len(),
+        3,
+        "bull, bear and quiet states all occur: {seen:?}"
+    );
+    assert!(matches!(
+        MarketOracle::new(&MarketProcess::Regime(RegimeParams::default()), None, 0.001),
+        Err(Error::InvalidConfig {
+            field: "regimes",
+            ..
+        })
+    ));
+    assert!(matches!(
+        MarketOracle::new(
+            &MarketProcess::Regime(RegimeParams::default()),
+            Some(&[4]),
+            0.001
+        ),
+        Err(Error::InvalidConfig {
+            field: "regimes",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn market_oracle_matches_the_generators_expected_return_for_every_family() {
+    for kind in ProcessKind::ALL {
+        let generated = SyntheticConfig::new(kind.default_process())
+            .generate(300, 8)
+            .unwrap();
+        let oracle =
+            MarketOracle::new(&generated.params, generated.regimes.as_deref(), 0.001).unwrap();
+        let closes = generated.series.closes();
+        // From bar 1 on (bar 0 has no return for AR(1)); the oracle reads r_t from the closes,
+        // the generator from its drawn log returns: equal up to rounding.
+        for t in 1..closes.len() {
+            let (ours, theirs) = (
+                oracle.expected_return(t, closes).unwrap(),
+                generated.expected_return(t),
+            );
+            assert!(
+                (ours - theirs).abs() < 1e-12,
+                "{kind} bar {t}: {ours} vs {theirs}"
+            );
+        }
+        if kind == ProcessKind::Ar1 {
+            // The AR(1) oracle of the old interface takes the same actions.
+            let MarketProcess::Ar1(params) = generated.params else {
+                unreachable!("an AR(1) process")
+            };
+            let ar1 = Ar1Oracle::new(params, 0.001).unwrap();
+            for t in 1..closes.len() {
+                let r = (closes[t] / closes[t - 1]).ln();
+                assert_eq!(oracle.action(t, closes).unwrap(), ar1.action(r));
+            }
+            // Bar 0: the stationary mean, exp(μ + σ²/(2(1 − φ²))) − 1.
+            let variance = params.volatility.powi(2) / (1.0 - params.phi.powi(2));
+            let g0 = (params.drift + 0.5 * variance).exp_m1();
+            assert!((oracle.expected_return(0, closes).unwrap() - g0).abs() < 1e-15);
+        }
+    }
+}
+
+#[test]
+fn market_oracle_sizes_positions_toward_the_expected_return() {
+    let gbm = |drift| {
+        let process = MarketProcess::Gbm(GbmParams {
+            drift,
+            volatility: 0.01,
+        });
+        MarketOracle::new(&process, None, 0.001).unwrap()
+    };
+    let closes = [100.0, 101.0];
+    let sizing = ActionSpace::SIZING;
+    let next = |oracle: &MarketOracle, prev: f64| {
+        let action = oracle.action_index(1, &closes, prev, &sizing).unwrap();
+        sizing.next_position(action, prev).unwrap()
+    };
+    // g = e^0.005 − 1 > c: the highest reachable position, one step up the grid or, from a
+    // short, straight to flat; and stay at +1.
+    assert_eq!(next(&gbm(0.005), 0.0), 0.25);
+    assert_eq!(next(&gbm(0.005), 0.5), 0.75);
+    assert_eq!(next(&gbm(0.005), -0.5), 0.0);
+    assert_eq!(next(&gbm(0.005), 1.0), 1.0);
+    // g < −c: a long is closed at once (0 is the lowest reachable position), a flat one
+    // steps down.
+    assert_eq!(next(&gbm(-0.005), 0.75), 0.0);
+    assert_eq!(next(&gbm(-0.005), 0.0), -0.25);
+    // |g| < c: not worth the cost, keep the position.
+    assert_eq!(next(&gbm(0.0005), 0.5), 0.5);
+    assert_eq!(next(&gbm(-0.0005), -0.75), -0.75);
+    // In the Buy / Sell / Hold space the index is the threshold rule's.
+    for (drift, action) in [
+        (0.005, TargetAction::Buy),
+        (-0.005, TargetAction::Sell),
+        (0.0005, TargetAction::Hold),
+    ] {
+        let oracle = gbm(drift);
+        assert_eq!(oracle.action(1, &closes).unwrap(), action);
+        for prev in [-1.0, 0.0, 0.5] {
+            let index = oracle.action_index(1, &closes, prev, &ActionSpace::Target);
+            assert_eq!(index.unwrap(), action.index());
+        }
+    }
+}
+
+/// Total reward of one episode from bar `start`, the action chosen by `policy(env)`.
+fn episode_by_index(
+    env: &mut TaskEnv,
+    start: usize,
+    mut policy: impl FnMut(&TaskEnv) -> usize,
+) -> f64 {
+    env.trading_mut().reset_at(start).unwrap();
+    let mut total = 0.0;
+    loop {
+        let action = policy(env);
+        let step = env.step(action).unwrap();
+        total += step.reward;
+        if step.done() {
+            return total;
+        }
+    }
+}
+
+#[test]
+fn regime_oracle_beats_buy_and_hold_and_random_in_either_action_space() {
+    let randomization = DomainRandomization {
+        kinds: vec![ProcessKind::Regime],
+        drift: (0.002, 0.004),
+        volatility: (0.004, 0.006),
+        regime_duration: (50.0, 100.0),
+        ..DomainRandomization::default()
+    };
+    for actions in [ActionSpace::Target, ActionSpace::SIZING] {
+        let trading = TradingConfig {
+            actions,
+            ..config(200)
+        };
+        let source = ProcessSource::Randomized(randomization.clone());
+        let dist = SyntheticTasks::new(source, 300, trading).unwrap();
+        let (mut task_rng, mut action_rng) = (rng(31), rng(32));
+        let (mut oracle_total, mut random_total, mut hold_total) = (0.0, 0.0, 0.0);
+        let n_tasks = 30;
+        for _ in 0..n_tasks {
+            let mut env = dist.sample(Split::Test, &mut task_rng).unwrap();
+            let oracle = MarketOracle::for_task(&env).unwrap();
+            let start = *env.trading().valid_starts().start();
+            oracle_total += episode_by_index(&mut env, start, |e| oracle.act(e.trading()).unwrap());
+            let n_actions = actions.n_actions();
+            random_total +=
+                episode_by_index(&mut env, start, |_| action_rng.random_range(0..n_actions));
+            // Buy, or Increase (to +1 in four steps).
+            hold_total += episode_by_index(&mut env, start, |_| 0);
+        }
+        let n = n_tasks as f64;
+        let (oracle, random, hold) = (oracle_total / n, random_total / n, hold_total / n);
+        assert!(
+            oracle > hold + 0.1 && oracle > random + 0.1,
+            "{actions:?}: oracle {oracle}, random {random}, buy-and-hold {hold}"
+        );
     }
 }
