@@ -1,9 +1,13 @@
-//! The shipped `configs/*.toml`: each loads and validates, and the bandit configs train the
-//! setting their file name promises.
+//! The shipped `configs/*.toml`: each loads and validates, the bandit configs train the
+//! setting their file name promises, and the task-distribution configs hold the distribution
+//! their header describes with the PPO settings of the config they derive from.
 
 use std::path::Path;
 
+use mrl::env::{ActionSpace, MarketOracle, Split, TaskDistribution};
 use mrl::ppo::{TaskKind, TrainConfig};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 fn configs_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/configs"))
@@ -29,6 +33,10 @@ fn every_shipped_config_loads_and_validates() {
         "bandits-k10-n100.toml",
         "synthetic-ar1.toml",
         "crypto-multi-asset.toml",
+        "crypto-regime-windows.toml",
+        "crypto-timeframes.toml",
+        "synthetic-mixture.toml",
+        "synthetic-ar1-sizing.toml",
     ] {
         assert!(names.iter().any(|n| n == required), "{required} is missing");
     }
@@ -54,5 +62,131 @@ fn bandit_configs_match_their_names() {
             config.task.episodes_per_trial, 1,
             "one episode of n pulls per trial"
         );
+    }
+}
+
+fn load(name: &str) -> TrainConfig {
+    TrainConfig::load(&configs_dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The run settings (everything but the task) of `a` and `b` agree: a config that derives
+/// from another does not retune it.
+fn assert_same_run_settings(a: &TrainConfig, b: &TrainConfig, what: &str) {
+    assert_eq!(
+        (
+            a.seed,
+            a.iterations,
+            a.n_envs,
+            &a.agent,
+            &a.ppo,
+            &a.gae,
+            &a.optim
+        ),
+        (
+            b.seed,
+            b.iterations,
+            b.n_envs,
+            &b.agent,
+            &b.ppo,
+            &b.gae,
+            &b.optim
+        ),
+        "{what}"
+    );
+    assert_eq!(a.task.trading.max_steps, b.task.trading.max_steps, "{what}");
+    assert_eq!(a.task.trading.cost_rate, b.task.trading.cost_rate, "{what}");
+    assert_eq!(
+        a.task.episodes_per_trial, b.task.episodes_per_trial,
+        "{what}"
+    );
+}
+
+#[test]
+fn real_data_distribution_configs_hold_what_their_headers_say() {
+    let crypto = load("crypto-multi-asset.toml");
+    let TaskKind::MultiAsset { split, .. } = &crypto.task.kind else {
+        panic!("crypto-multi-asset.toml is not multi-asset");
+    };
+    // 2023-01-01 00:00 UTC.
+    let test_start = 1_672_531_200_000;
+
+    let windows = load("crypto-regime-windows.toml");
+    assert_same_run_settings(&windows, &crypto, "crypto-regime-windows.toml");
+    let TaskKind::RegimeWindows {
+        assets,
+        test_start: start,
+        regime,
+        ..
+    } = &windows.task.kind
+    else {
+        panic!("crypto-regime-windows.toml is not regime-windows");
+    };
+    assert_eq!(*start, test_start);
+    assert_eq!(
+        (assets.len(), regime.window, regime.labels.len()),
+        (8, 400, 4)
+    );
+    for held_out in &split.held_out {
+        assert!(
+            !assets.contains(held_out),
+            "{held_out} is held out of crypto runs"
+        );
+    }
+
+    let timeframes = load("crypto-timeframes.toml");
+    assert_same_run_settings(&timeframes, &crypto, "crypto-timeframes.toml");
+    let TaskKind::Timeframes {
+        asset,
+        intervals,
+        test_start: start,
+        ..
+    } = &timeframes.task.kind
+    else {
+        panic!("crypto-timeframes.toml is not timeframes");
+    };
+    assert_eq!((asset.as_str(), *start), ("BTCUSDT", test_start));
+    let ms: Vec<i64> = intervals
+        .iter()
+        .map(|i| mrl::ppo::parse_interval(i).unwrap().millis())
+        .collect();
+    assert_eq!(ms, [3_600_000, 14_400_000, 86_400_000]);
+}
+
+#[test]
+fn synthetic_distribution_configs_build_and_every_task_has_an_oracle() {
+    let ar1 = load("synthetic-ar1.toml");
+    let sizing = load("synthetic-ar1-sizing.toml");
+    assert_same_run_settings(&sizing, &ar1, "synthetic-ar1-sizing.toml");
+    assert_eq!(sizing.task.kind, ar1.task.kind);
+    assert_eq!(sizing.task.trading.actions, ActionSpace::SIZING);
+
+    let mixture = load("synthetic-mixture.toml");
+    assert_same_run_settings(&mixture, &ar1, "synthetic-mixture.toml");
+    let TaskKind::Mixture { components } = &mixture.task.kind else {
+        panic!("synthetic-mixture.toml is not a mixture");
+    };
+    let kinds: Vec<(&str, f64)> = components
+        .iter()
+        .map(|c| (c.kind.name(), c.weight))
+        .collect();
+    assert_eq!(kinds, [("synthetic-ar1", 0.5), ("synthetic", 0.5)]);
+    assert_eq!(
+        components[0].kind, ar1.task.kind,
+        "the AR(1) family of synthetic-ar1.toml"
+    );
+
+    for (config, n_actions) in [(&sizing, 4), (&mixture, 3)] {
+        let dist = mrl::ppo::trading_tasks(&config.task.kind, &config.task.trading).unwrap();
+        assert_eq!(dist.n_actions(), n_actions);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for _ in 0..8 {
+            let task = dist.sample(Split::Test, &mut rng).unwrap();
+            assert_eq!(task.task_info().split, Split::Test);
+            assert!(
+                MarketOracle::for_task(&task).is_some(),
+                "{}: no oracle",
+                task.task_info().name
+            );
+        }
     }
 }

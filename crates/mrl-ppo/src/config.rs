@@ -24,8 +24,8 @@
 use std::path::{Path, PathBuf};
 
 use mrl_agent::PolicyKind;
-use mrl_data::DomainRandomization;
-use mrl_env::{Ar1Family, AssetSplit, TradingConfig, TrialConfig};
+use mrl_data::{DAY_MS, DomainRandomization, HOUR_MS, Interval};
+use mrl_env::{Ar1Family, AssetSplit, RegimeConfig, TradingConfig, TrialConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::gae::GaeConfig;
@@ -104,6 +104,68 @@ pub enum TaskKind {
         #[serde(default)]
         split: AssetSplit,
     },
+    /// Real assets cut into regime windows (bull, bear, high volatility, sideways), one task
+    /// per window, labelled by thresholds fitted on the train windows only
+    /// ([`MarketTasks::regime_windows`](mrl_env::MarketTasks::regime_windows)). Every asset is
+    /// cut at `test_start`: train windows lie before it, test windows after. Files as for
+    /// `multi-asset`.
+    RegimeWindows {
+        /// Directory of the bar files (default `../shared/data`); `MRL_DATA_DIR` overrides it.
+        #[serde(default = "default_data_dir")]
+        data_dir: PathBuf,
+        /// Interval suffix of the file names (default `1h`).
+        #[serde(default = "default_interval")]
+        interval: String,
+        /// Symbols to load.
+        assets: Vec<String>,
+        /// First test timestamp (ms UTC): train bars are strictly before it.
+        test_start: i64,
+        /// Window length, label quantiles and the labels that become tasks (defaults: 400
+        /// bars, 0.75, ⅓, all four labels).
+        #[serde(default)]
+        regime: RegimeConfig,
+    },
+    /// One asset at several bar intervals, resampled from its file, one task group per
+    /// interval ([`MarketTasks::timeframes`](mrl_env::MarketTasks::timeframes)); cut at
+    /// `test_start` before resampling. The file is `<data_dir>/<ASSET>_<interval>.csv`.
+    Timeframes {
+        /// Directory of the bar files (default `../shared/data`); `MRL_DATA_DIR` overrides it.
+        #[serde(default = "default_data_dir")]
+        data_dir: PathBuf,
+        /// Interval suffix of the file name, the source interval (default `1h`).
+        #[serde(default = "default_interval")]
+        interval: String,
+        /// Symbol to load.
+        asset: String,
+        /// The intervals traded, e.g. `["1h", "4h", "1d"]` (a count and a unit `m`, `h`, `d`
+        /// or `w`), each a multiple of the source interval.
+        intervals: Vec<String>,
+        /// First test timestamp (ms UTC): train bars are strictly before it.
+        test_start: i64,
+    },
+    /// A weighted mixture of the trading distributions above
+    /// ([`MixtureTasks`](mrl_env::MixtureTasks)): every trial draws a component with
+    /// probability proportional to its weight, then a task of that component from the
+    /// run's split. Bandits and nested mixtures are not components.
+    Mixture {
+        /// The components (`[[task.components]]`), each with its `weight`, its `kind` and that
+        /// kind's fields, and optionally its own `trading` env (default the section's).
+        components: Vec<MixtureComponent>,
+    },
+}
+
+/// One component of a [`TaskKind::Mixture`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MixtureComponent {
+    /// Relative weight, finite and > 0 (normalised over the components).
+    pub weight: f64,
+    /// The distribution; unknown keys are rejected by its variant.
+    #[serde(flatten)]
+    pub kind: TaskKind,
+    /// The trading env of this component (default the task section's). Every component must
+    /// have the same number of actions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trading: Option<TradingConfig>,
 }
 
 fn default_bars() -> usize {
@@ -124,6 +186,138 @@ pub const DATA_DIR_ENV: &str = "MRL_DATA_DIR";
 /// The data directory to read: `MRL_DATA_DIR` when set, else `configured`.
 pub fn resolve_data_dir(configured: &Path) -> PathBuf {
     std::env::var_os(DATA_DIR_ENV).map_or_else(|| configured.to_path_buf(), PathBuf::from)
+}
+
+/// Parses an interval written as a count and a unit: `15m`, `1h`, `4h`, `1d`, `1w`.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] naming `task.intervals` for anything else.
+pub fn parse_interval(text: &str) -> Result<Interval> {
+    let bad = || Error::InvalidConfig {
+        field: "task.intervals",
+        value: text.to_owned(),
+        reason: "expected a count and a unit m, h, d or w, e.g. 4h",
+    };
+    let digits = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (count, unit) = text.split_at(digits);
+    let count: i64 = count.parse().map_err(|_| bad())?;
+    let unit_ms = match unit {
+        "m" => 60_000,
+        "h" => HOUR_MS,
+        "d" => DAY_MS,
+        "w" => 7 * DAY_MS,
+        _ => return Err(bad()),
+    };
+    count
+        .checked_mul(unit_ms)
+        .and_then(|ms| Interval::from_millis(ms).ok())
+        .ok_or_else(bad)
+}
+
+impl TaskKind {
+    /// Checks a trading distribution (every kind but bandits) traded with `trading`, and
+    /// `trading` itself.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the first bad field (inside a mixture the value names
+    /// the component, `[index] …`); [`Error::Env`] for a bad trading field.
+    fn validate_trading(&self, trading: &TradingConfig) -> Result<()> {
+        let bad = |field, value: String, reason| {
+            Err(Error::InvalidConfig {
+                field,
+                value,
+                reason,
+            })
+        };
+        trading.validate()?;
+        match self {
+            TaskKind::Bandits { .. }
+            | TaskKind::SyntheticAr1 { .. }
+            | TaskKind::Synthetic { .. } => {}
+            TaskKind::MultiAsset { assets, .. } => {
+                if assets.is_empty() {
+                    return bad("task.assets", "[]".into(), "name at least one asset");
+                }
+            }
+            TaskKind::RegimeWindows { assets, regime, .. } => {
+                if assets.is_empty() {
+                    return bad("task.assets", "[]".into(), "name at least one asset");
+                }
+                if regime.window < trading.max_steps + 1 {
+                    return bad(
+                        "task.regime.window",
+                        regime.window.to_string(),
+                        "a window must hold one episode: at least trading.max_steps + 1 bars",
+                    );
+                }
+            }
+            TaskKind::Timeframes { intervals, .. } => {
+                if intervals.is_empty() {
+                    return bad("task.intervals", "[]".into(), "name at least one interval");
+                }
+                for interval in intervals {
+                    parse_interval(interval)?;
+                }
+            }
+            TaskKind::Mixture { components } => {
+                let Some(first) = components.first() else {
+                    return bad(
+                        "task.components",
+                        "[]".into(),
+                        "a mixture needs at least one component",
+                    );
+                };
+                let n_actions = first
+                    .trading
+                    .as_ref()
+                    .unwrap_or(trading)
+                    .actions
+                    .n_actions();
+                for (index, component) in components.iter().enumerate() {
+                    let own = component.trading.as_ref().unwrap_or(trading);
+                    if !(component.weight.is_finite() && component.weight > 0.0) {
+                        return bad(
+                            "task.components.weight",
+                            format!("[{index}] {}", component.weight),
+                            "expected a finite weight > 0",
+                        );
+                    }
+                    if matches!(
+                        component.kind,
+                        TaskKind::Bandits { .. } | TaskKind::Mixture { .. }
+                    ) {
+                        return bad(
+                            "task.components.kind",
+                            format!("[{index}] {}", component.kind.name()),
+                            "a component is a trading distribution, not bandits or a mixture",
+                        );
+                    }
+                    if own.actions.n_actions() != n_actions {
+                        return bad(
+                            "task.components.trading.actions",
+                            format!("[{index}] {:?}", own.actions),
+                            "every component needs the number of actions of component 0",
+                        );
+                    }
+                    component.kind.validate_trading(own)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The kind's name as written in configs (`synthetic-ar1`, `mixture`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskKind::Bandits { .. } => "bandits",
+            TaskKind::SyntheticAr1 { .. } => "synthetic-ar1",
+            TaskKind::Synthetic { .. } => "synthetic",
+            TaskKind::MultiAsset { .. } => "multi-asset",
+            TaskKind::RegimeWindows { .. } => "regime-windows",
+            TaskKind::Timeframes { .. } => "timeframes",
+            TaskKind::Mixture { .. } => "mixture",
+        }
+    }
 }
 
 impl Default for TaskKind {
@@ -293,12 +487,7 @@ impl TrainConfig {
                     return bad("task.pulls", "0".into(), "must be at least 1");
                 }
             }
-            TaskKind::SyntheticAr1 { .. } | TaskKind::Synthetic { .. } => {}
-            TaskKind::MultiAsset { assets, .. } => {
-                if assets.is_empty() {
-                    return bad("task.assets", "[]".into(), "name at least one asset");
-                }
-            }
+            kind => kind.validate_trading(&self.task.trading)?,
         }
         Ok(())
     }

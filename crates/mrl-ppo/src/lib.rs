@@ -77,7 +77,8 @@ pub use checkpoint::{
     load_policy, save_checkpoint, write_file_atomic,
 };
 pub use config::{
-    AgentSection, DATA_DIR_ENV, TaskKind, TaskSection, TrainConfig, resolve_data_dir,
+    AgentSection, DATA_DIR_ENV, MixtureComponent, TaskKind, TaskSection, TrainConfig,
+    parse_interval, resolve_data_dir,
 };
 pub use error::{Error, Result};
 pub use eval::{BanditEvaluation, bandit_setting, evaluate_bandits, resolve_checkpoint};
@@ -90,5 +91,6 @@ pub use optim::{Adam, AdamConfig, annealed_lr, clip_grad_norm, collect_grads, gl
 pub use rollout::{RolloutBuffer, RolloutStats, TrialColumns, collect_rollout, policy_obs_dim};
 pub use trainer::{
     CONFIG_FILE, IterationStats, LOG_FILE, TrainSummary, Trainer, agent_config, train, train_on,
+    trading_tasks,
 };
 pub use update::{Learner, PpoConfig, StepReport, UpdateStats, trial_advantages, unroll};

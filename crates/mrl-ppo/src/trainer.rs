@@ -9,9 +9,10 @@ use std::time::Instant;
 
 use candle_core::Device;
 use mrl_agent::{AgentConfig, Policy, RolloutWorkspace};
+use mrl_data::BarSeries;
 use mrl_env::{
-    BanditDistribution, MarketTasks, ProcessSource, Split, SyntheticTasks, TaskDistribution,
-    VecTrials,
+    BanditDistribution, DynTasks, MarketTasks, MixtureTasks, ProcessSource, Split, SyntheticTasks,
+    TaskDistribution, TradingConfig, VecTrials,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,7 +22,7 @@ use crate::checkpoint::{
     CHECKPOINT_DIR, STATE_FORMAT, TrainState, checkpoint_dir, load_checkpoint, save_checkpoint,
     write_file_atomic,
 };
-use crate::config::{TaskKind, TrainConfig, resolve_data_dir};
+use crate::config::{TaskKind, TrainConfig, parse_interval, resolve_data_dir};
 use crate::optim::annealed_lr;
 use crate::rollout::{RolloutBuffer, collect_rollout, policy_obs_dim};
 use crate::update::Learner;
@@ -424,14 +425,6 @@ pub fn train(
     resume: bool,
     progress: impl FnMut(&IterationStats),
 ) -> Result<TrainSummary> {
-    let trading = config.task.trading.clone();
-    let synthetic = |source, bars| -> Result<Arc<SyntheticTasks>> {
-        Ok(Arc::new(SyntheticTasks::new(
-            source,
-            bars,
-            config.task.trading.clone(),
-        )?))
-    };
     match &config.task.kind {
         TaskKind::Bandits {
             arms,
@@ -443,35 +436,116 @@ pub fn train(
             );
             train_on(config, dist, out_dir, resume, progress)
         }
+        kind => {
+            let dist = trading_tasks(kind, &config.task.trading)?;
+            train_on(config, Arc::new(dist), out_dir, resume, progress)
+        }
+    }
+}
+
+/// The trading task distribution of `kind`, every env trading with `trading` (a mixture
+/// component with its own `trading` uses that): what [`train`] trains on, and what an
+/// evaluation samples held-out tasks from (`sample(Split::Test, …)`).
+///
+/// Real-data kinds read `<data_dir>/<ASSET>_<interval>.csv`, with `MRL_DATA_DIR` overriding
+/// `data_dir` ([`resolve_data_dir`]).
+///
+/// # Errors
+/// [`Error::InvalidConfig`] for bandits (not a trading distribution) or a bad interval;
+/// [`Error::Data`] for a missing or invalid file; [`Error::Env`] for a distribution that
+/// cannot be built (a split without a task, components that disagree on their spaces, …).
+pub fn trading_tasks(kind: &TaskKind, trading: &TradingConfig) -> Result<DynTasks> {
+    let synthetic = |source, bars| -> Result<DynTasks> {
+        Ok(Box::new(SyntheticTasks::new(
+            source,
+            bars,
+            trading.clone(),
+        )?))
+    };
+    match kind {
+        TaskKind::Bandits { .. } => Err(Error::InvalidConfig {
+            field: "task.kind",
+            value: kind.name().to_owned(),
+            reason: "bandits are not a distribution of trading tasks",
+        }),
         TaskKind::SyntheticAr1 { bars, family } => {
-            let source = ProcessSource::Ar1(family.clone());
-            train_on(config, synthetic(source, *bars)?, out_dir, resume, progress)
+            synthetic(ProcessSource::Ar1(family.clone()), *bars)
         }
         TaskKind::Synthetic {
             bars,
             randomization,
-        } => {
-            let source = ProcessSource::Randomized(randomization.clone());
-            train_on(config, synthetic(source, *bars)?, out_dir, resume, progress)
-        }
+        } => synthetic(ProcessSource::Randomized(randomization.clone()), *bars),
         TaskKind::MultiAsset {
             data_dir,
             interval,
             assets,
             split,
         } => {
-            let dir = resolve_data_dir(data_dir);
-            let series = assets
+            let series = read_assets(data_dir, interval, assets)?;
+            Ok(Box::new(MarketTasks::multi_asset(
+                &series,
+                split,
+                trading.clone(),
+            )?))
+        }
+        TaskKind::RegimeWindows {
+            data_dir,
+            interval,
+            assets,
+            test_start,
+            regime,
+        } => {
+            let series = read_assets(data_dir, interval, assets)?;
+            Ok(Box::new(MarketTasks::regime_windows(
+                &series,
+                *test_start,
+                regime,
+                trading.clone(),
+            )?))
+        }
+        TaskKind::Timeframes {
+            data_dir,
+            interval,
+            asset,
+            intervals,
+            test_start,
+        } => {
+            let series = read_assets(data_dir, interval, std::slice::from_ref(asset))?;
+            let intervals = intervals
                 .iter()
-                .map(|asset| {
-                    let path = dir.join(format!("{asset}_{interval}.csv"));
-                    Ok(mrl_data::read_bars(&path)?.with_symbol(asset.clone()))
+                .map(|text| parse_interval(text))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Box::new(MarketTasks::timeframes(
+                &series[0],
+                &intervals,
+                *test_start,
+                trading.clone(),
+            )?))
+        }
+        TaskKind::Mixture { components } => {
+            let parts = components
+                .iter()
+                .map(|c| {
+                    let own = c.trading.as_ref().unwrap_or(trading);
+                    Ok((c.weight, trading_tasks(&c.kind, own)?))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let dist = Arc::new(MarketTasks::multi_asset(&series, split, trading)?);
-            train_on(config, dist, out_dir, resume, progress)
+            Ok(Box::new(MixtureTasks::new(parts)?))
         }
     }
+}
+
+/// Reads `<dir>/<ASSET>_<interval>.csv` for every asset, `dir` resolved by
+/// [`resolve_data_dir`]; each series is named by its asset.
+fn read_assets(data_dir: &Path, interval: &str, assets: &[String]) -> Result<Vec<BarSeries>> {
+    let dir = resolve_data_dir(data_dir);
+    assets
+        .iter()
+        .map(|asset| {
+            let path = dir.join(format!("{asset}_{interval}.csv"));
+            Ok(mrl_data::read_bars(&path)?.with_symbol(asset.clone()))
+        })
+        .collect()
 }
 
 /// [`train`] on an explicit task distribution.

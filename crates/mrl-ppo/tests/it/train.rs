@@ -332,3 +332,214 @@ fn synthetic_ar1_task_trains() {
     let summary = train(&config, dir.path(), false, |_| {}).unwrap();
     assert_eq!(summary.env_steps, 2 * 2 * 20);
 }
+
+/// Writes two hourly GBM assets of 1500 bars as `<dir>/AAA_1h.csv` and `<dir>/BBB_1h.csv`;
+/// returns the timestamp of bar 1000, the test start.
+fn write_assets(dir: &Path) -> i64 {
+    let process = mrl_data::ProcessKind::Gbm.default_process();
+    let mut test_start = 0;
+    for (seed, asset) in [(1, "AAA"), (2, "BBB")] {
+        let generated = mrl_data::SyntheticConfig::new(process.clone())
+            .generate(1500, seed)
+            .unwrap();
+        mrl_data::write_bars(&generated.series, &dir.join(format!("{asset}_1h.csv"))).unwrap();
+        test_start = generated.series.timestamps()[1000];
+    }
+    test_start
+}
+
+/// A one-iteration config of two trials of two 20-step episodes on `task` (the `[task]`
+/// section's distribution keys), trading with `trading`, then `tables` (sub-tables).
+fn trading_run(task: &str, trading: &str, tables: &str) -> TrainConfig {
+    let text = format!(
+        "iterations = 1\nn_envs = 2\n[agent]\nhidden = 8\n[ppo]\nepochs = 1\nminibatch_trials = 2\n\
+         [task]\n{task}\nepisodes_per_trial = 2\ntrading = {trading}\n{tables}"
+    );
+    TrainConfig::from_toml_str(&text, Path::new("run.toml"))
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+#[test]
+fn every_trading_kind_trains_from_a_config_in_either_action_space() {
+    let data = tempfile::tempdir().unwrap();
+    let test_start = write_assets(data.path());
+    // A TOML literal string: no escapes, whatever the path holds.
+    let data_dir = format!("'{}'", data.path().display());
+    let regime_windows = format!(
+        "kind = \"regime-windows\"\ndata_dir = {data_dir}\nassets = [\"AAA\", \"BBB\"]\n\
+         test_start = {test_start}\nregime = {{ window = 60 }}"
+    );
+    let timeframes = format!(
+        "kind = \"timeframes\"\ndata_dir = {data_dir}\nasset = \"BBB\"\n\
+         intervals = [\"1h\", \"4h\"]\ntest_start = {test_start}"
+    );
+    let multi_asset = format!(
+        "kind = \"multi-asset\"\ndata_dir = {data_dir}\nassets = [\"AAA\", \"BBB\"]\n\
+         split = {{ held_out = [\"BBB\"] }}"
+    );
+    let mixture = "kind = \"mixture\"".to_owned();
+    let components = format!(
+        "[[task.components]]\nweight = 1.0\nkind = \"synthetic-ar1\"\nbars = 200\n\
+         [[task.components]]\nweight = 1\n{regime_windows}\n\
+         [[task.components]]\nweight = 2.0\n{timeframes}\n"
+    );
+    let cases = [
+        (
+            "synthetic-ar1",
+            "kind = \"synthetic-ar1\"\nbars = 200".to_owned(),
+            String::new(),
+        ),
+        (
+            "synthetic",
+            "kind = \"synthetic\"\nbars = 200".to_owned(),
+            String::new(),
+        ),
+        ("multi-asset", multi_asset, String::new()),
+        ("regime-windows", regime_windows, String::new()),
+        ("timeframes", timeframes, String::new()),
+        ("mixture", mixture, components),
+    ];
+    for (actions, n_actions) in [
+        ("", 3),
+        (", actions = { kind = \"sizing\", position_step = 0.25 }", 4),
+    ] {
+        let trading = format!("{{ max_steps = 20{actions} }}");
+        for (name, task, tables) in &cases {
+            let config = trading_run(task, &trading, tables);
+            assert_eq!(config.task.kind.name(), *name);
+            let dist = mrl_ppo::trading_tasks(&config.task.kind, &config.task.trading).unwrap();
+            assert_eq!(
+                (dist.obs_dim(), dist.n_actions()),
+                (14, n_actions),
+                "{name}"
+            );
+            let out = tempfile::tempdir().unwrap();
+            let summary = train(&config, out.path(), false, |_| {})
+                .unwrap_or_else(|e| panic!("{name}{actions}: {e}"));
+            // Two trials of two episodes of 20 steps.
+            assert_eq!(summary.env_steps, 2 * 2 * 20, "{name}{actions}");
+            let saved = TrainConfig::load(&out.path().join("config.toml")).unwrap();
+            assert_eq!(
+                saved, config,
+                "{name}: the saved config reads back the same"
+            );
+            let policy =
+                mrl_ppo::load_policy(&out.path().join(CHECKPOINT_DIR), &candle_core::Device::Cpu);
+            assert_eq!(policy.unwrap().config().n_actions, n_actions, "{name}");
+        }
+    }
+}
+
+#[test]
+fn bad_task_configs_name_the_field_and_the_component() {
+    let err = |task: &str, trading: &str, tables: &str| {
+        let text = format!("[task]\n{task}\ntrading = {trading}\n{tables}");
+        match TrainConfig::from_toml_str(&text, Path::new("bad.toml")) {
+            Err(Error::InvalidConfig { field, value, .. }) => (field, value),
+            other => panic!("{other:?}\n{text}"),
+        }
+    };
+    let ar1 = "[[task.components]]\nweight = 1.0\nkind = \"synthetic-ar1\"\n";
+    let sized = "[[task.components]]\nweight = 1.0\nkind = \"synthetic-ar1\"\n\
+                 trading = { actions = { kind = \"sizing\", position_step = 0.5 } }\n";
+    let mixture = "kind = \"mixture\"";
+    assert_eq!(
+        err(mixture, "{}", &format!("{ar1}{sized}")),
+        (
+            "task.components.trading.actions",
+            "[1] Sizing { position_step: 0.5 }".to_owned()
+        )
+    );
+    let bandit = "[[task.components]]\nweight = 1.0\nkind = \"bandits\"\narms = 2\npulls = 3\n";
+    assert_eq!(
+        err(mixture, "{}", &format!("{ar1}{bandit}")),
+        ("task.components.kind", "[1] bandits".to_owned())
+    );
+    let light = "[[task.components]]\nweight = 0.0\nkind = \"synthetic\"\n";
+    assert_eq!(
+        err(mixture, "{}", &format!("{ar1}{light}")),
+        ("task.components.weight", "[1] 0".to_owned())
+    );
+    assert_eq!(
+        err("kind = \"mixture\"\ncomponents = []", "{}", "").0,
+        "task.components"
+    );
+    let timeframes = "kind = \"timeframes\"\nasset = \"BTCUSDT\"\ntest_start = 0\n";
+    assert_eq!(
+        err(
+            &format!("{timeframes}intervals = [\"1h\", \"4x\"]"),
+            "{}",
+            ""
+        ),
+        ("task.intervals", "4x".to_owned())
+    );
+    let windows = "kind = \"regime-windows\"\nassets = [\"BTCUSDT\"]\ntest_start = 0\n";
+    assert_eq!(
+        err(
+            &format!("{windows}regime = {{ window = 100 }}"),
+            "{ max_steps = 200 }",
+            ""
+        ),
+        ("task.regime.window", "100".to_owned())
+    );
+    // Built without validation, the mixture itself refuses components that disagree.
+    let config = TrainConfig {
+        task: TaskSection {
+            kind: TaskKind::Mixture {
+                components: vec![
+                    mrl_ppo::MixtureComponent {
+                        weight: 1.0,
+                        kind: TaskKind::SyntheticAr1 {
+                            bars: 300,
+                            family: Default::default(),
+                        },
+                        trading: None,
+                    },
+                    mrl_ppo::MixtureComponent {
+                        weight: 1.0,
+                        kind: TaskKind::Synthetic {
+                            bars: 300,
+                            randomization: Default::default(),
+                        },
+                        trading: Some(mrl_env::TradingConfig {
+                            actions: mrl_env::ActionSpace::SIZING,
+                            ..Default::default()
+                        }),
+                    },
+                ],
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let built = mrl_ppo::trading_tasks(&config.task.kind, &config.task.trading);
+    assert!(matches!(
+        built,
+        Err(Error::Env(mrl_env::Error::MixtureMismatch {
+            index: 1,
+            what: "n_actions",
+            expected: 3,
+            found: 4,
+            ..
+        }))
+    ));
+    assert!(matches!(
+        mrl_ppo::trading_tasks(&TaskKind::default(), &Default::default()),
+        Err(Error::InvalidConfig {
+            field: "task.kind",
+            ..
+        })
+    ));
+    for (text, ms) in [
+        ("15m", 900_000),
+        ("1h", 3_600_000),
+        ("4h", 14_400_000),
+        ("1d", 86_400_000),
+        ("1w", 604_800_000),
+    ] {
+        assert_eq!(mrl_ppo::parse_interval(text).unwrap().millis(), ms);
+    }
+    for text in ["", "h", "0h", "1.5h", "1H", "-1h", "1hh"] {
+        assert!(mrl_ppo::parse_interval(text).is_err(), "{text}");
+    }
+}
