@@ -60,7 +60,8 @@ pub enum Feature {
     Volatility,
     /// `c_t / c_{t−20} − 1`.
     Momentum,
-    /// RSI(14) / 100 with simple 14-bar averages.
+    /// RSI(14) / 100 with simple 14-bar averages: `G/(G + L)`, 0.5 for a window without
+    /// a change ([`RSI_NO_CHANGE`](crate::RSI_NO_CHANGE)).
     Rsi,
     /// `(EMA12 − EMA26) / c_t`.
     Macd,

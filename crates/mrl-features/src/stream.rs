@@ -16,9 +16,19 @@ const HISTORY: usize = 32;
 /// `1e-10` added to twice the Bollinger standard deviation (the reference's epsilon).
 pub const BB_EPSILON: f64 = 1e-10;
 
-/// `rs` used when the 14-bar average loss is exactly 0 (the reference's branch), giving
-/// `rsi = (100 − 100/101)/100 ≈ 0.990`.
-pub const RSI_RS_NO_LOSS: f64 = 100.0;
+/// RSI of a 14-bar window without a single price change: no gain and no loss carry no
+/// information, so the oscillator sits at its midpoint.
+///
+/// The reference takes `rs = 100` whenever the average loss is 0, which gives `≈ 0.990`
+/// both here and for a window that only rose; a window with gains and no loss is
+/// [`RSI_ONLY_GAINS`] here. Wilder's `rsi = 1 − 1/(1 + G/L) = G/(G + L)` is 0/0 for a flat
+/// window and 1 for `L = 0 < G`.
+pub const RSI_NO_CHANGE: f64 = 0.5;
+
+/// RSI of a 14-bar window with gains and no loss: `G/(G + L) = 1` (the reference's
+/// `rs = 100` branch gives `100/101 ≈ 0.990`). The mirror case, losses and no gain, is
+/// `rs = 0` and `rsi = 0` exactly, as in the reference.
+pub const RSI_ONLY_GAINS: f64 = 1.0;
 
 /// Smoothing factor of an EMA of span `s`: `α = 2/(s + 1)`.
 fn ema_alpha(span: f64) -> f64 {
@@ -209,15 +219,22 @@ impl FeatureStream {
     }
 }
 
-/// `rsi = (100 − 100/(1 + rs))/100`, `rs = Σgains/Σlosses` over 14 bars, or
-/// [`RSI_RS_NO_LOSS`] when the window holds no loss.
+/// `rsi = (100 − 100/(1 + rs))/100`, `rs = Σgains/Σlosses` over 14 bars (the reference's
+/// arithmetic, so values match it to the last bit); a window without a loss is
+/// [`RSI_NO_CHANGE`] when it holds no gain either and [`RSI_ONLY_GAINS`] otherwise.
+/// `all_zero` is exact (the sums count their non-zero entries), so one tiny move is enough
+/// to leave these branches, as it should: it is the only information in the window.
 fn rsi(gains: &RollingSum<RSI_LEN>, losses: &RollingSum<RSI_LEN>) -> f64 {
-    let rs = if losses.all_zero() {
-        RSI_RS_NO_LOSS
+    if losses.all_zero() {
+        if gains.all_zero() {
+            RSI_NO_CHANGE
+        } else {
+            RSI_ONLY_GAINS
+        }
     } else {
-        gains.sum() / losses.sum()
-    };
-    (100.0 - 100.0 / (1.0 + rs)) / 100.0
+        let rs = gains.sum() / losses.sum();
+        (100.0 - 100.0 / (1.0 + rs)) / 100.0
+    }
 }
 
 #[cfg(test)]
@@ -258,11 +275,24 @@ mod tests {
     fn rsi_branches() {
         let mut gains = RollingSum::<RSI_LEN>::new();
         let mut losses = RollingSum::<RSI_LEN>::new();
-        gains.push(1.0);
-        losses.push(0.0);
-        assert_eq!(rsi(&gains, &losses), (100.0 - 100.0 / 101.0) / 100.0);
-        losses.push(1.0);
+        // No change at all: the midpoint.
         gains.push(0.0);
+        losses.push(0.0);
+        assert_eq!(rsi(&gains, &losses), 0.5);
+        // Only gains: 1, not the reference's 100/101.
+        gains.push(1e-12);
+        losses.push(0.0);
+        assert_eq!(rsi(&gains, &losses), 1.0);
+        // A loss as large as the gain: 0.5 through the ratio.
+        gains.push(0.0);
+        losses.push(1e-12);
         assert!((rsi(&gains, &losses) - 0.5).abs() < 1e-15);
+        // Only losses (the gain left the window): exactly 0.
+        for _ in 0..RSI_LEN - 1 {
+            gains.push(0.0);
+            losses.push(0.0);
+        }
+        assert!(gains.all_zero() && !losses.all_zero());
+        assert_eq!(rsi(&gains, &losses), 0.0);
     }
 }

@@ -1,7 +1,7 @@
 //! Over a million bars the O(1) rolling updates stay within rounding of a direct O(n·w)
 //! computation, including at price levels where `E[x²] − E[x]²` would cancel badly.
 
-use mrl_features::{BB_EPSILON, Feature, RSI_LEN, RSI_RS_NO_LOSS, WINDOW, compute_features};
+use mrl_features::{BB_EPSILON, Feature, RSI_LEN, WINDOW, compute_features};
 
 use crate::gbm;
 
@@ -81,12 +81,11 @@ fn rolling_features_match_a_direct_computation_over_a_million_bars() {
             gains += d.max(0.0);
             losses += (-d).max(0.0);
         }
-        let rs = if losses == 0.0 {
-            RSI_RS_NO_LOSS
+        let rsi = if gains + losses == 0.0 {
+            0.5
         } else {
-            gains / losses
+            gains / (gains + losses)
         };
-        let rsi = (100.0 - 100.0 / (1.0 + rs)) / 100.0;
         assert!(
             (row[Feature::Rsi as usize] - rsi).abs() < 1e-9,
             "rsi at {t}"

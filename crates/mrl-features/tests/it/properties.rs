@@ -2,8 +2,8 @@
 //! errors naming the row.
 
 use mrl_features::{
-    Error, FEATURE_NAMES, Feature, FeatureMatrix, FeatureStream, N_FEATURES, WARMUP,
-    compute_features,
+    Error, FEATURE_NAMES, Feature, FeatureMatrix, FeatureStream, N_FEATURES, RSI_LEN,
+    RSI_NO_CHANGE, WARMUP, compute_features,
 };
 use proptest::prelude::*;
 
@@ -31,15 +31,54 @@ proptest! {
     #[test]
     fn constant_series_have_neutral_features(c in 1e-3..1e6_f64, n in WARMUP + 1..150) {
         let features = compute_features(&vec![c; n]).unwrap();
-        let no_loss_rsi = (100.0 - 100.0 / 101.0) / 100.0;
+        // Every bar, the warm-up included: no change, no information, the RSI midpoint.
+        for row in features.rows() {
+            prop_assert_eq!(row[Feature::Rsi as usize], RSI_NO_CHANGE);
+        }
         for row in features.kept().rows() {
             for (col, &v) in row.iter().enumerate() {
-                let want = if col == Feature::Rsi as usize { no_loss_rsi } else { 0.0 };
+                let want = if col == Feature::Rsi as usize { 0.5 } else { 0.0 };
                 prop_assert!((v - want).abs() < 1e-12, "{} = {v}", FEATURE_NAMES[col]);
             }
             // Exactly zero where no rounding is involved.
             for f in [Feature::Ret1, Feature::Volatility, Feature::BbPos, Feature::VolRatio] {
                 prop_assert_eq!(row[f as usize], 0.0);
+            }
+        }
+    }
+
+    #[test]
+    fn rsi_is_the_share_of_gains_and_mirrors_under_reflection(
+        ticks in prop::collection::vec(prop::sample::select(vec![-2, -1, 0, 0, 0, 0, 1, 2]), 1..200),
+    ) {
+        // Closes on a grid of 1/4 (exact in binary) with many unchanged bars, so windows
+        // without a gain, without a loss or without any change all occur.
+        let closes: Vec<f64> = std::iter::once(1000.0)
+            .chain(ticks.iter().scan(1000.0, |c, &k| {
+                *c += 0.25 * f64::from(k);
+                Some(*c)
+            }))
+            .collect();
+        let reflected: Vec<f64> = closes.iter().map(|c| 3000.0 - c).collect();
+        let rsi = compute_features(&closes).unwrap();
+        let mirrored = compute_features(&reflected).unwrap();
+        let rsi: Vec<f64> = rsi.full().column(Feature::Rsi).collect();
+        let mirrored: Vec<f64> = mirrored.full().column(Feature::Rsi).collect();
+        for t in 0..closes.len() {
+            // Gains and losses of the last 14 changes (the change into bar 0 is 0).
+            let lo = t.saturating_sub(RSI_LEN);
+            let (gains, losses) = closes[lo..=t]
+                .windows(2)
+                .map(|w| w[1] - w[0])
+                .fold((0.0, 0.0), |(g, l), d| (g + d.max(0.0), l + (-d).max(0.0)));
+            let want = if gains + losses == 0.0 { 0.5 } else { gains / (gains + losses) };
+            prop_assert!((rsi[t] - want).abs() < 1e-12, "bar {}: {} vs {}", t, rsi[t], want);
+            prop_assert!((mirrored[t] - (1.0 - rsi[t])).abs() < 1e-12, "bar {}", t);
+            // The limits are exact: all gains 1, all losses 0, nothing 0.5.
+            if losses == 0.0 {
+                prop_assert_eq!(rsi[t], if gains == 0.0 { 0.5 } else { 1.0 });
+            } else if gains == 0.0 {
+                prop_assert_eq!(rsi[t], 0.0);
             }
         }
     }
