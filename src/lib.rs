@@ -19,8 +19,8 @@ pub use mrl_ppo as ppo;
 
 /// Walk-forward settings that reproduce the trial a run was trained on: one evaluation
 /// window per episode (`max_steps` bars), the trial's earlier episodes as adaptation
-/// episodes, and the run's costs, action space and reward scales. The test period and the
-/// action mode keep their defaults (last 30 %, greedy).
+/// episodes, and the run's costs, action space, training reward and reward scales. The test
+/// period and the action mode keep their defaults (last 30 %, greedy).
 pub fn walk_forward_config(train: &ppo::TrainConfig) -> backtest::WalkForwardConfig {
     let trading = &train.task.trading;
     backtest::WalkForwardConfig {
@@ -30,6 +30,7 @@ pub fn walk_forward_config(train: &ppo::TrainConfig) -> backtest::WalkForwardCon
         cost_rate: trading.cost_rate,
         actions: trading.actions,
         reward_scale: trading.reward_scale,
+        reward: trading.reward,
         reward_feedback_scale: train.task.reward_feedback_scale,
         ..backtest::WalkForwardConfig::default()
     }

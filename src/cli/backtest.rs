@@ -57,7 +57,8 @@ pub struct BacktestArgs {
 pub struct MarketsArgs {
     #[command(flatten)]
     walk_forward: WalkForwardArgs,
-    /// Bar files, or directories whose .csv/.parquet files are all evaluated.
+    /// Bar files, or directories whose .csv/.parquet files are all evaluated; each row of
+    /// the summary is labelled by its file's stem (`BTCUSDT_1h`).
     #[arg(long, num_args = 1.., required = true)]
     data: Vec<PathBuf>,
     /// Write summary.csv, summary.json and summary.txt into this directory.
@@ -194,7 +195,18 @@ pub fn run_markets(args: MarketsArgs) -> anyhow::Result<()> {
     let loaded = args.walk_forward.load()?;
     let files = bar_files(&args.data)?;
     let series = read_all(&files)?;
-    let summary = mrl::backtest::evaluate_markets(&loaded.policies(), &series, &loaded.config)?;
+    // Rows are labelled by file stem: `BTCUSDT_1h.csv` and `BTCUSDT_4h.csv` are two rows.
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| {
+            f.file_stem().map_or_else(
+                || f.display().to_string(),
+                |s| s.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    let summary =
+        mrl::backtest::evaluate_named_markets(&loaded.policies(), &names, &series, &loaded.config)?;
     let table = summary.to_table();
     print(&table);
     if let Some(dir) = &args.report {

@@ -897,6 +897,9 @@ fn backtest_json_has_the_documented_shape_on_hourly_and_daily_series() {
             }
         }
         assert_eq!(json["flat"]["total_return"].as_f64(), Some(0.0));
+        // Undefined ratios are null, not 0 or a huge number; ruin is marked per policy.
+        assert!(json["flat"]["sharpe"].is_null() && json["flat"]["sortino"].is_null());
+        assert_eq!(json["flat"]["ruined"], false);
         assert!(report.join("report.json").exists() && report.join("equity.csv").exists());
     }
 }
@@ -911,6 +914,8 @@ fn eval_markets_summarises_every_file_of_a_directory() {
     for file in ["gbm_1h.csv", "ar1_1h.csv"] {
         std::fs::copy(fixtures.join(file), data.join(file)).unwrap();
     }
+    // One symbol in two files (`ar1`): two rows, labelled by file stem.
+    std::fs::copy(fixtures.join("ar1_1h.csv"), data.join("ar1_4h.csv")).unwrap();
     let report = dir.path().join("summary");
     let out = mrl(&[
         "eval",
@@ -924,8 +929,12 @@ fn eval_markets_summarises_every_file_of_a_directory() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let csv = std::fs::read_to_string(report.join("summary.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 3, "{csv}");
-    assert!(csv.lines().nth(1).unwrap().starts_with("ar1,"), "{csv}");
+    let labels: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(labels, ["ar1_1h", "ar1_4h", "gbm_1h"], "{csv}");
     let table = text(&out.stdout);
     assert!(table.contains("gbm") && table.contains("mean"), "{table}");
     for rule in ["ts_momentum", "ma_crossover", "macd", "rsi_reversion"] {

@@ -12,8 +12,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::engine::check_policy;
 use crate::{
-    ActionMode, BacktestReport, Baseline, Metrics, PolicyReport, PolicyRun, Result, SeedSpread,
-    SharpeDiffCi, Span, StepRecord, TraderRule, WalkForwardConfig, Window, adaptation_curve,
+    ActionMode, BacktestReport, Baseline, Metrics, PolicyReport, PolicyRun, Result, Ruin,
+    SeedSpread, Span, StepRecord, TraderRule, WalkForwardConfig, Window, adaptation_curve,
     book_test_period, bootstrap_sharpe_diff_ci, mean_metrics, plan_windows, run_baseline,
     run_policy,
 };
@@ -168,11 +168,22 @@ pub fn backtest_market(
             .iter()
             .map(|run| adaptation_curve(closes, &windows, run, config.cost_rate))
             .collect();
+        let ruin = ruin_of(&books);
+        if let Some(r) = ruin {
+            tracing::warn!(
+                policy = %name,
+                step = r.step,
+                runs = r.runs_ruined,
+                "book ruined: equity reached 0, flat from then on"
+            );
+        }
         let report = PolicyReport {
             metrics: mean_metrics(&metrics).unwrap_or_else(|| metrics_of(&[], periods_per_year)),
+            ruined: ruin.is_some(),
+            ruin,
             adaptation_curve: mean_columns(&curves),
             sharpe_diff_ci: None,
-            seeds: (metrics.len() > 1).then(|| SeedSpread::of(&metrics)),
+            seeds: SeedSpread::of(&metrics).filter(|s| s.seeds > 1),
         };
         reports.insert(name.clone(), report);
         records.insert(name.clone(), books.into_iter().next().unwrap_or_default());
@@ -193,13 +204,7 @@ pub fn backtest_market(
             b.confidence,
             b.block_len,
             &mut rng,
-        )
-        .map(|(lo, hi, point)| SharpeDiffCi {
-            point,
-            lo,
-            hi,
-            confidence: b.confidence,
-        });
+        );
     }
     let first = windows.first().map_or(0, |w| w.eval.start);
     let last = windows
@@ -214,7 +219,7 @@ pub fn backtest_market(
         policies: reports,
     };
     tracing::info!(
-        rl2_sharpe = report.policies.get("rl2").map(|p| p.metrics.sharpe),
+        rl2_sharpe = report.policies.get("rl2").and_then(|p| p.metrics.sharpe),
         "backtest done"
     );
     Ok(Backtest {
@@ -228,6 +233,25 @@ pub fn backtest_market(
 /// Net returns of a book.
 fn returns_of(records: &[StepRecord]) -> Vec<f64> {
     records.iter().map(|r| r.reward).collect()
+}
+
+/// Where the first ruined book of `books` (one per run) reached equity 0, and how many
+/// were ruined.
+fn ruin_of(books: &[Vec<StepRecord>]) -> Option<Ruin> {
+    let ruined: Vec<(usize, usize)> = books
+        .iter()
+        .enumerate()
+        .filter_map(|(run, book)| Some((run, book.iter().position(|r| r.equity <= 0.0)?)))
+        .collect();
+    let &(run, step) = ruined.first()?;
+    let record = &books[run][step];
+    Some(Ruin {
+        run,
+        step,
+        bar: record.bar,
+        timestamp: record.timestamp,
+        runs_ruined: ruined.len(),
+    })
 }
 
 /// [`Metrics`] of a book.

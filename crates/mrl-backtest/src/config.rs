@@ -1,7 +1,7 @@
 //! [`WalkForwardConfig`]: where the test period starts, how long windows and adaptation
 //! episodes are, costs, and how actions are chosen.
 
-use mrl_env::ActionSpace;
+use mrl_env::{ActionSpace, RewardConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -122,6 +122,10 @@ pub struct WalkForwardConfig {
     /// Factor from net return to the env reward, as in training (the reward is fed back
     /// to the agent; reported returns are never scaled). Default 1.
     pub reward_scale: f64,
+    /// The training reward, as in training: it is fed back to the agent (reported returns
+    /// and metrics never depend on it). Default the net return.
+    #[serde(skip_serializing_if = "RewardConfig::is_net_return")]
+    pub reward: RewardConfig,
     /// Factor on the reward fed back into the policy input, as in training. Default 1.
     pub reward_feedback_scale: f64,
     /// Greedy or sampled actions. Default greedy.
@@ -143,6 +147,7 @@ impl Default for WalkForwardConfig {
             cost_rate: 0.001,
             actions: ActionSpace::Target,
             reward_scale: 1.0,
+            reward: RewardConfig::NetReturn,
             reward_feedback_scale: 1.0,
             mode: ActionMode::Greedy,
             seed: 0,
@@ -196,6 +201,7 @@ impl WalkForwardConfig {
             self.reward_feedback_scale.to_string(),
             "expected a finite value",
         )?;
+        self.reward.validate()?;
         check(
             self.mode.runs() >= 1,
             "mode.seeds",

@@ -105,6 +105,7 @@ fn trading_config(config: &WalkForwardConfig, max_steps: usize) -> TradingConfig
         max_steps,
         cost_rate: config.cost_rate,
         reward_scale: config.reward_scale,
+        reward: config.reward,
         actions: config.actions,
         ..TradingConfig::default()
     }

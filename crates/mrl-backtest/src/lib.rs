@@ -75,9 +75,10 @@ mod windows;
 
 mod metrics;
 pub use metrics::{
-    Metrics, RATIO_EPSILON, bootstrap_sharpe_diff_ci, cagr, calmar, exposure, max_drawdown,
-    max_drawdown_design, profit_factor, sharpe, sharpe_ddof1, sortino, sortino_downside_deviation,
-    total_return, total_turnover, trade_count, turnover, volatility, win_rate,
+    DISPERSION_ABS_FLOOR, DISPERSION_REL_FLOOR, Metrics, SharpeDiffCi, booked_returns,
+    bootstrap_sharpe_diff_ci, cagr, calmar, downside_deviation, exposure, is_negligible,
+    max_drawdown, max_drawdown_design, profit_factor, ruin_step, sharpe, sharpe_ddof1, sortino,
+    sortino_losing_std, total_return, total_turnover, trade_count, turnover, volatility, win_rate,
 };
 
 pub use adaptation::{AdaptationSummary, recovered_share, summarize_adaptation};
@@ -89,10 +90,12 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use files::{equity_csv, write_report};
-pub use markets::{MarketFigures, MarketRow, MarketsSummary, SkippedSeries, evaluate_markets};
+pub use markets::{
+    MarketFigures, MarketMeans, MarketRow, MarketsSummary, SkippedSeries, evaluate_markets,
+    evaluate_named_markets, market_labels,
+};
 pub use report::{
-    BacktestReport, POLICY_ORDER, PolicyReport, SeedSpread, SharpeDiffCi, Span, Spread,
-    mean_metrics,
+    BacktestReport, POLICY_ORDER, PolicyReport, Ruin, SeedSpread, Span, Spread, mean_metrics,
 };
 pub use rules::{DEFAULT_PERIODS_PER_YEAR, TraderRule, position_toward};
 pub use verdict::{AgentVerdict, FIXED_BASELINES, MarketsVerdict, Standing, Verdict};

@@ -3,7 +3,9 @@
 //! - [`Env`] and [`Step`]: the episodic contract (`terminated` and `truncated` kept apart).
 //! - [`MarketData`] and [`TradingEnv`]: a bar series with its features, shared through an
 //!   `Arc`, and the trading MDP on it (target positions or position sizing, [`ActionSpace`];
-//!   the observation layout is [`TradingObs`]).
+//!   the observation layout is [`TradingObs`]); its training reward is the net return or a
+//!   risk-adjusted one ([`RewardConfig`]: differential Sharpe ratio, mean–variance,
+//!   drawdown penalty).
 //! - [`Trial`] and [`InputLayout`]: RL² trials of K episodes on one task, and the policy input
 //!   `[obs, one_hot(a_{t−1}), r_{t−1}, d_{t−1}]`.
 //! - [`TaskDistribution`] and [`VecTrials`]: the MDP distribution of meta-training, and B
@@ -50,6 +52,7 @@ mod env;
 mod error;
 mod market;
 mod oracle;
+mod reward;
 mod sizing;
 mod task;
 mod tasks;
@@ -67,6 +70,11 @@ pub use env::{Env, Step};
 pub use error::{Error, Result};
 pub use market::MarketData;
 pub use oracle::{Ar1Oracle, MarketOracle};
+pub use reward::{
+    DEFAULT_DRAWDOWN_PENALTY, DEFAULT_RISK_AVERSION, DEFAULT_SHARPE_ETA,
+    DEFAULT_SHARPE_INITIAL_STD, DrawdownTracker, RewardConfig, RewardState, SHARPE_STD_FLOOR,
+    SharpeMoments, differential_sharpe, mean_variance_utility,
+};
 pub use sizing::{ActionSpace, SizingAction, TargetAction};
 pub use task::{FixedMarket, Split, TaskDistribution};
 pub use tasks::{

@@ -9,8 +9,14 @@
 //! step_return = q · (p_{t+1} / p_t − 1)
 //! net_return  = step_return − cost
 //! equity     ← equity · (1 + net_return)          (marked to market, compounding, starts at 1)
-//! reward      = reward_scale · net_return
+//! reward      = reward_scale · u(net_return, equity)
 //! ```
+//!
+//! where `u` is the training reward of [`TradingConfig::reward`]: the net return itself by
+//! default, or a risk-adjusted one (differential Sharpe ratio, mean–variance utility,
+//! drawdown penalty; see [`RewardConfig`]) whose state restarts with every episode. The
+//! accounting above never depends on the reward: the same actions book the same returns and
+//! equity whatever `u` is.
 //!
 //! and the env moves to bar `t + 1`. The episode is `terminated` when equity falls to
 //! `stop_equity` or below (bankruptcy at the default 0: the state is terminal, no bootstrap),
@@ -31,7 +37,7 @@ use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::{ActionSpace, Env, Error, MarketData, Result, Step};
+use crate::{ActionSpace, Env, Error, MarketData, Result, RewardConfig, RewardState, Step};
 
 /// Layout of a trading observation (the one place it is defined).
 ///
@@ -72,6 +78,10 @@ pub struct TradingConfig {
     /// Factor from the net return to the reward (equity always uses the unscaled return).
     /// Default 1.
     pub reward_scale: f64,
+    /// The training reward before `reward_scale`. Default [`RewardConfig::NetReturn`] (left
+    /// out when serialised, so configs written before it existed read the same).
+    #[serde(skip_serializing_if = "RewardConfig::is_net_return")]
+    pub reward: RewardConfig,
     /// The episode terminates when equity is at or below this, in `[0, 1)`. Default 0
     /// (bankruptcy).
     pub stop_equity: f64,
@@ -86,6 +96,7 @@ impl Default for TradingConfig {
             cost_rate: 0.001,
             initial_position: 0.0,
             reward_scale: 1.0,
+            reward: RewardConfig::NetReturn,
             stop_equity: 0.0,
             actions: ActionSpace::Target,
         }
@@ -95,17 +106,6 @@ impl Default for TradingConfig {
 impl TradingConfig {
     /// Checks every field's domain.
     pub fn validate(&self) -> Result<()> {
-        let check = |ok: bool, field: &'static str, value: String, reason: &'static str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(Error::InvalidConfig {
-                    field,
-                    value,
-                    reason,
-                })
-            }
-        };
         check(
             self.max_steps >= 1,
             "max_steps",
@@ -136,12 +136,32 @@ impl TradingConfig {
             self.stop_equity.to_string(),
             "expected a value in [0, 1)",
         )?;
+        self.reward.validate()?;
         self.actions.validate()
     }
 
     /// Bars a series needs for one full episode: `WARMUP + max_steps + 1`.
     pub fn min_bars(&self) -> usize {
         WARMUP + self.max_steps + 1
+    }
+}
+
+/// `Ok` when `ok`, else [`Error::InvalidConfig`] naming `field`, its `value` and the
+/// `reason`: the checks of [`TradingConfig`] and [`RewardConfig`].
+pub(crate) fn check(
+    ok: bool,
+    field: &'static str,
+    value: String,
+    reason: &'static str,
+) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig {
+            field,
+            value,
+            reason,
+        })
     }
 }
 
@@ -184,7 +204,8 @@ pub struct TradingState {
     pub step_return: f64,
     /// Cost of the last step.
     pub cost: f64,
-    /// `step_return − cost` of the last step (the unscaled reward).
+    /// `step_return − cost` of the last step (the unscaled reward under
+    /// [`RewardConfig::NetReturn`]).
     pub net_return: f64,
     /// True between a reset and the end of the episode.
     pub running: bool,
@@ -222,6 +243,7 @@ pub struct TradingEnv {
     schedule: Vec<usize>,
     next_scheduled: usize,
     state: TradingState,
+    reward: RewardState,
     obs: [f32; TradingObs::DIM],
 }
 
@@ -240,6 +262,7 @@ impl TradingEnv {
             });
         }
         let random_starts = WARMUP..=market.len() - 1 - config.max_steps;
+        let reward = RewardState::new(config.reward);
         Ok(Self {
             market,
             config,
@@ -247,6 +270,7 @@ impl TradingEnv {
             schedule: Vec::new(),
             next_scheduled: 0,
             state: TradingState::idle(),
+            reward,
             obs: [0.0; TradingObs::DIM],
         })
     }
@@ -298,6 +322,7 @@ impl TradingEnv {
             net_return: 0.0,
             running: true,
         };
+        self.reward.reset();
         self.write_obs();
         Ok(&self.obs)
     }
@@ -428,7 +453,7 @@ impl Env for TradingEnv {
         let terminated = s.equity <= self.config.stop_equity;
         let truncated = !terminated && s.steps >= s.episode_len;
         s.running = !(terminated || truncated);
-        let reward = self.config.reward_scale * s.net_return;
+        let reward = self.config.reward_scale * self.reward.reward(s.net_return, s.equity);
         self.write_obs();
         Ok(Step {
             obs: &self.obs,

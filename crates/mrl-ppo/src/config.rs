@@ -346,8 +346,11 @@ pub struct TaskSection {
     /// Factor on the reward fed back into the policy input (default 1).
     #[serde(default = "default_feedback")]
     pub reward_feedback_scale: f64,
-    /// The trading env (ignored by bandits).
+    /// The trading env (ignored by bandits), including the training reward:
+    /// `[task.trading] reward = { kind = "differential_sharpe", eta = 0.01 }` (see
+    /// [`RewardConfig`](mrl_env::RewardConfig); the net return when omitted).
     #[serde(default)]
+
     pub trading: TradingConfig,
 }
 
@@ -450,10 +453,11 @@ impl TrainConfig {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
-    /// Checks every section.
+    /// Checks every section (the trading env's too, for trading tasks).
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] naming the first bad field.
+    /// [`Error::InvalidConfig`] naming the first bad field; [`Error::Env`] for a bad
+    /// `task.trading` field.
     pub fn validate(&self) -> Result<()> {
         let bad = |field, value: String, reason| {
             Err(Error::InvalidConfig {
@@ -556,6 +560,50 @@ mod tests {
                 field: "task.arms",
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn the_training_reward_is_read_from_the_trading_section() {
+        let text = "[task]\nkind = \"synthetic-ar1\"\nepisodes_per_trial = 3\n\
+                    [task.trading]\nmax_steps = 100\n\
+                    reward = { kind = \"differential_sharpe\", eta = 0.02 }\n";
+        let c = TrainConfig::from_toml_str(text, Path::new("x.toml")).unwrap();
+        assert_eq!(
+            c.task.trading.reward,
+            mrl_env::RewardConfig::DifferentialSharpe {
+                eta: 0.02,
+                initial_std: mrl_env::DEFAULT_SHARPE_INITIAL_STD,
+            }
+        );
+        // Saved with the run and read back the same (what a resume compares).
+        let again = TrainConfig::from_toml_str(&c.to_toml(), Path::new("y.toml")).unwrap();
+        assert_eq!(again, c);
+        // A config without a reward trains on the net return, and saves no reward key.
+        let plain = "[task]\nkind = \"synthetic-ar1\"\n";
+        let c = TrainConfig::from_toml_str(plain, Path::new("x.toml")).unwrap();
+        assert_eq!(c.task.trading.reward, mrl_env::RewardConfig::NetReturn);
+        assert!(!c.to_toml().contains("reward ="), "{}", c.to_toml());
+        assert!(!c.to_toml().contains("[task.trading.reward]"));
+        // Bad parameters are refused at load time, naming the parameter.
+        let bad = "[task]\nkind = \"synthetic-ar1\"\n[task.trading]\n\
+                   reward = { kind = \"drawdown_penalty\", penalty = -1.0 }\n";
+        let err = TrainConfig::from_toml_str(bad, Path::new("x.toml")).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Env(mrl_env::Error::InvalidConfig {
+                    field: "reward.penalty",
+                    ..
+                })
+            ),
+            "{err}"
+        );
+        let unknown = "[task]\nkind = \"synthetic-ar1\"\n[task.trading]\n\
+                       reward = { kind = \"sortino\" }\n";
+        assert!(matches!(
+            TrainConfig::from_toml_str(unknown, Path::new("x.toml")),
+            Err(Error::Toml { .. })
         ));
     }
 }

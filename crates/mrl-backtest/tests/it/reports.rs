@@ -9,7 +9,7 @@ use mrl_backtest::{
 
 use crate::common::{agent, config, daily_weekdays, hourly};
 
-const METRIC_KEYS: [&str; 12] = [
+const METRIC_KEYS: [&str; 13] = [
     "total_return",
     "cagr",
     "volatility",
@@ -22,6 +22,7 @@ const METRIC_KEYS: [&str; 12] = [
     "turnover",
     "exposure",
     "trades",
+    "ruin_step",
 ];
 
 #[test]
@@ -54,16 +55,25 @@ fn json_has_policies_at_the_top_level() {
     assert!(json["span"]["start"].is_i64() && json["span"]["end"].is_i64());
     for policy in ["rl2", "buy_and_hold", "flat", "random"] {
         let entry = json[policy].as_object().unwrap();
-        for key in METRIC_KEYS
-            .iter()
-            .chain(&["adaptation_curve", "sharpe_diff_ci", "seeds"])
-        {
+        for key in METRIC_KEYS.iter().chain(&[
+            "ruined",
+            "ruin",
+            "adaptation_curve",
+            "sharpe_diff_ci",
+            "seeds",
+        ]) {
             assert!(entry.contains_key(*key), "{policy}.{key}");
         }
         assert_eq!(entry["adaptation_curve"].as_array().unwrap().len(), 3);
     }
     assert!(json["rl2"]["sharpe_diff_ci"].is_null());
-    assert!(json["flat"]["sharpe_diff_ci"]["lo"].is_number());
+    // Flat returns never vary: its Sharpe ratio is undefined (null), and so is any
+    // interval against it.
+    assert!(json["flat"]["sharpe"].is_null() && json["flat"]["sortino"].is_null());
+    assert!(json["flat"]["sharpe_diff_ci"].is_null());
+    assert!(json["buy_and_hold"]["sharpe"].is_number());
+    assert_eq!(json["flat"]["ruined"], false);
+    assert!(json["flat"]["ruin"].is_null());
     let back: BacktestReport = serde_json::from_value(json).unwrap();
     assert_eq!(back, bt.report);
 
@@ -76,7 +86,12 @@ fn json_has_policies_at_the_top_level() {
         &config(300),
     )
     .unwrap();
-    assert!(serde_json::to_value(&with_mlp.report).unwrap()["mlp"]["sharpe"].is_number());
+    let mlp_json = &serde_json::to_value(&with_mlp.report).unwrap()["mlp"];
+    assert!(mlp_json.get("sharpe").is_some());
+    assert_eq!(
+        mlp_json["sharpe"].as_f64(),
+        with_mlp.report.policies["mlp"].metrics.sharpe
+    );
     let table = with_mlp.report.to_table();
     let rows: Vec<&str> = table
         .lines()
@@ -178,7 +193,7 @@ fn markets_summary_has_one_row_per_series_and_lists_skipped_ones() {
     assert_eq!(lines.len(), 3);
     assert!(lines[0].starts_with(
         "series,bars,periods_per_year,test_bars,rl2_sharpe,rl2_sortino,rl2_max_drawdown,\
-         rl2_total_return,rl2_dsharpe_lo,rl2_dsharpe_hi,buy_and_hold_sharpe"
+         rl2_total_return,rl2_dsharpe_lo,rl2_dsharpe_hi,rl2_ruined,buy_and_hold_sharpe"
     ));
     assert!(lines[1].starts_with("AAA,450,"));
     // Every row has one cell per header; rl2 has no interval against itself, the others do.
@@ -201,8 +216,13 @@ fn markets_summary_has_one_row_per_series_and_lists_skipped_ones() {
         table.contains("WEEKDAYS") && table.contains("mean") && table.contains("skipped SHORT"),
         "{table}"
     );
-    let flat = summary.mean()["flat"];
-    assert_eq!((flat.sharpe, flat.total_return), (0.0, 0.0));
+    let flat = summary.means["flat"];
+    assert_eq!(
+        (flat.sharpe, flat.sharpe_n, flat.total_return),
+        (None, 0, 0.0)
+    );
+    assert_eq!(flat.series, 2);
+    assert_eq!((cell("flat_sharpe"), cell("flat_ruined")), ("", "false"));
     assert!(matches!(
         evaluate_markets(&Policies::new(&rl2), &series[2..], &cfg),
         Err(Error::NoSeries { skipped: 1 })

@@ -1,6 +1,7 @@
 //! Integration tests of mrl-env.
 
 mod bandit;
+mod reward;
 mod tasks;
 mod trading;
 mod trial;
