@@ -328,7 +328,8 @@ pub struct StepRecord {
 
 /// Books the evaluation windows of `run` as one continuous strategy over the test period:
 /// one [`StepRecord`] per decision bar, the position before the first bar flat, and the
-/// bars after an early termination flat.
+/// bars after an early termination flat. Ruin is absorbing: once the equity is 0 the book
+/// is closed, and every later step is flat with no return and no cost.
 pub fn book_test_period(
     timestamps: &[i64],
     closes: &[f64],
@@ -341,8 +342,13 @@ pub fn book_test_period(
     for (window, episodes) in windows.iter().zip(&run.positions) {
         let eval = episodes.last().map_or(&[][..], Vec::as_slice);
         for (k, t) in window.eval.clone().enumerate() {
-            let position = eval.get(k).copied().unwrap_or(0.0);
-            let (step_return, cost) = step_pnl(prev, position, closes[t], closes[t + 1], cost_rate);
+            let (position, step_return, cost) = if equity <= 0.0 {
+                (0.0, 0.0, 0.0)
+            } else {
+                let q = eval.get(k).copied().unwrap_or(0.0);
+                let (step_return, cost) = step_pnl(prev, q, closes[t], closes[t + 1], cost_rate);
+                (q, step_return, cost)
+            };
             // `+ 0.0` turns the −0.0 of a flat step on a falling bar into 0.0.
             let (step_return, reward) = (step_return + 0.0, step_return - cost + 0.0);
             equity = (equity * (1.0 + reward)).max(0.0);
