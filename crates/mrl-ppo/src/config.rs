@@ -350,7 +350,6 @@ pub struct TaskSection {
     /// `[task.trading] reward = { kind = "differential_sharpe", eta = 0.01 }` (see
     /// [`RewardConfig`](mrl_env::RewardConfig); the net return when omitted).
     #[serde(default)]
-
     pub trading: TradingConfig,
 }
 
