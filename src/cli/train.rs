@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 use mrl::ppo::{IterationStats, TrainConfig};
 
@@ -101,7 +100,14 @@ pub fn train_with_progress(
     };
     let summary = mrl::ppo::train(config, out, resume, progress);
     bar.finish_and_clear();
-    let summary = summary.with_context(|| format!("training into {}", out.display()))?;
+    let summary = summary.map_err(|err| match err {
+        // Said in the CLI's terms: the fix is to leave out the flag.
+        mrl::ppo::Error::NothingToResume { dir, reason } => anyhow::anyhow!(
+            "nothing to resume in {}: {reason}; drop --resume to start a new run there",
+            dir.display()
+        ),
+        err => anyhow::Error::new(err).context(format!("training into {}", out.display())),
+    })?;
     let steps = last_steps.get() - first_steps.get().unwrap_or(0);
     Ok((summary, steps))
 }

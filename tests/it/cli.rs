@@ -947,3 +947,46 @@ fn eval_markets_summarises_every_file_of_a_directory() {
         "{table}"
     );
 }
+
+#[test]
+fn train_resume_without_a_checkpoint_says_there_is_nothing_to_resume() {
+    let dir = TempDir::new().unwrap();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/bandits-k5-n10.toml");
+    let resume = |run_dir: &Path| {
+        mrl_err(&[
+            "train",
+            "--config",
+            utf8(&config),
+            "--out",
+            utf8(run_dir),
+            "--resume",
+            "--iterations",
+            "1",
+        ])
+    };
+    // No run directory: nothing is created.
+    let missing = dir.path().join("never-trained");
+    assert_contains(
+        &resume(&missing),
+        &format!(
+            "error: nothing to resume in {}: the directory does not exist; drop --resume to \
+             start a new run there",
+            missing.display()
+        ),
+    );
+    assert!(!missing.exists());
+    // A run that wrote its config but no checkpoint yet.
+    let started = dir.path().join("started");
+    std::fs::create_dir(&started).unwrap();
+    std::fs::copy(&config, started.join("config.toml")).unwrap();
+    let stderr = resume(&started);
+    assert_contains(
+        &stderr,
+        &format!(
+            "error: nothing to resume in {}: the run has not written a checkpoint yet",
+            started.display()
+        ),
+    );
+    assert_contains(&stderr, "drop --resume to start a new run there");
+    assert!(!stderr.contains("bad checkpoint"), "{stderr}");
+}

@@ -111,6 +111,62 @@ pub fn checkpoint_dir(run_dir: &Path) -> PathBuf {
     }
 }
 
+/// The files of a checkpoint directory, all written by [`save_checkpoint`].
+pub const CHECKPOINT_FILES: [&str; 4] = [
+    "model.safetensors",
+    "agent.json",
+    "optimizer.safetensors",
+    "state.json",
+];
+
+/// The checkpoint directory to resume the run in `run_dir` from ([`checkpoint_dir`]),
+/// after checking that there is one to resume.
+///
+/// # Errors
+/// [`Error::NothingToResume`] when `run_dir` does not exist, is not a directory, holds no
+/// run (no `config.toml`, no checkpoint) or holds a run that has not written its first
+/// checkpoint yet; [`Error::Checkpoint`] naming the missing file of an incomplete checkpoint
+/// (which [`save_checkpoint`] never leaves behind) or a checkpoint without the run's
+/// `config.toml`.
+pub fn resumable_checkpoint(run_dir: &Path) -> Result<PathBuf> {
+    let nothing = |reason| Error::NothingToResume {
+        dir: run_dir.to_path_buf(),
+        reason,
+    };
+    if !run_dir.exists() {
+        return Err(nothing("the directory does not exist"));
+    }
+    if !run_dir.is_dir() {
+        return Err(nothing("it is not a directory"));
+    }
+    let config = run_dir.join(crate::CONFIG_FILE);
+    let dir = checkpoint_dir(run_dir);
+    if !dir.exists() {
+        return Err(nothing(if config.exists() {
+            "the run has not written a checkpoint yet (the first comes after \
+             `checkpoint_every` iterations)"
+        } else {
+            "it holds no training run (no config.toml, no checkpoint)"
+        }));
+    }
+    for file in CHECKPOINT_FILES {
+        let path = dir.join(file);
+        if !path.is_file() {
+            return Err(Error::Checkpoint {
+                path,
+                reason: "missing: the checkpoint is incomplete".into(),
+            });
+        }
+    }
+    if !config.is_file() {
+        return Err(Error::Checkpoint {
+            path: config,
+            reason: "missing: the run's config is needed to resume".into(),
+        });
+    }
+    Ok(dir)
+}
+
 /// Writes a checkpoint into `run_dir/checkpoint` atomically.
 ///
 /// # Errors
@@ -217,4 +273,96 @@ pub fn load_checkpoint(dir: &Path, device: &Device) -> Result<LoadedCheckpoint> 
         optimizer,
         state,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("mrl-ppo-resume-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn reason(err: Error) -> &'static str {
+        match err {
+            Error::NothingToResume { reason, .. } => reason,
+            other => panic!("expected NothingToResume, got {other}"),
+        }
+    }
+
+    #[test]
+    fn resuming_where_there_is_no_checkpoint_says_so() {
+        let run = tempdir("cases");
+        // No directory at all.
+        let err = resumable_checkpoint(&run).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "nothing to resume in {}: the directory does not exist; start a new run there \
+                 instead of resuming",
+                run.display()
+            )
+        );
+        // An empty directory.
+        fs::create_dir_all(&run).unwrap();
+        assert_eq!(
+            reason(resumable_checkpoint(&run).unwrap_err()),
+            "it holds no training run (no config.toml, no checkpoint)"
+        );
+        // A run stopped before its first checkpoint: config.toml but no weights.
+        fs::write(run.join(crate::CONFIG_FILE), "").unwrap();
+        let err = resumable_checkpoint(&run).unwrap_err();
+        assert!(reason(err).starts_with("the run has not written a checkpoint yet"));
+        // A file where the directory should be.
+        let file = run.join(crate::CONFIG_FILE);
+        assert_eq!(
+            reason(resumable_checkpoint(&file).unwrap_err()),
+            "it is not a directory"
+        );
+        // A checkpoint directory without its weights: a bad checkpoint, naming the file.
+        let dir = run.join(CHECKPOINT_DIR);
+        fs::create_dir_all(&dir).unwrap();
+        for file in &CHECKPOINT_FILES[1..] {
+            fs::write(dir.join(file), "").unwrap();
+        }
+        match resumable_checkpoint(&run).unwrap_err() {
+            Error::Checkpoint { path, reason } => {
+                assert_eq!(path, dir.join("model.safetensors"));
+                assert_eq!(reason, "missing: the checkpoint is incomplete");
+            }
+            other => panic!("{other}"),
+        }
+        // Complete: the checkpoint directory; without config.toml it cannot be resumed.
+        fs::write(dir.join("model.safetensors"), "").unwrap();
+        assert_eq!(resumable_checkpoint(&run).unwrap(), dir);
+        fs::remove_file(run.join(crate::CONFIG_FILE)).unwrap();
+        assert!(matches!(
+            resumable_checkpoint(&run),
+            Err(Error::Checkpoint { path, .. }) if path == run.join(crate::CONFIG_FILE)
+        ));
+        // An interrupted swap leaves `.checkpoint.old`: that one is resumed.
+        fs::write(run.join(crate::CONFIG_FILE), "").unwrap();
+        fs::rename(&dir, run.join(OLD_DIR)).unwrap();
+        assert_eq!(resumable_checkpoint(&run).unwrap(), run.join(OLD_DIR));
+        fs::remove_dir_all(&run).unwrap();
+    }
+
+    #[test]
+    fn train_with_resume_and_no_checkpoint_is_nothing_to_resume() {
+        let run = tempdir("train");
+        let config = crate::TrainConfig {
+            iterations: 1,
+            n_envs: 2,
+            ..crate::TrainConfig::default()
+        };
+        let err = crate::train(&config, &run, true, |_| {}).unwrap_err();
+        assert!(
+            matches!(err, Error::NothingToResume { ref dir, .. } if *dir == run),
+            "{err}"
+        );
+        assert!(!run.exists(), "a failed resume creates nothing");
+    }
 }

@@ -61,6 +61,15 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A resume was asked for where there is no checkpoint yet: the run directory is missing,
+    /// holds no run, or the run has not written its first checkpoint.
+    #[error("nothing to resume in {dir}: {reason}; start a new run there instead of resuming")]
+    NothingToResume {
+        /// The run directory.
+        dir: PathBuf,
+        /// Why there is nothing: what the directory lacks.
+        reason: &'static str,
+    },
     /// A file could not be read or written.
     #[error("i/o error on {path}: {source}")]
     Io {

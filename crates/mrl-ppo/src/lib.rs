@@ -73,8 +73,8 @@ mod trainer;
 mod update;
 
 pub use checkpoint::{
-    CHECKPOINT_DIR, LoadedCheckpoint, STATE_FORMAT, TrainState, checkpoint_dir, load_checkpoint,
-    load_policy, save_checkpoint, write_file_atomic,
+    CHECKPOINT_DIR, CHECKPOINT_FILES, LoadedCheckpoint, STATE_FORMAT, TrainState, checkpoint_dir,
+    load_checkpoint, load_policy, resumable_checkpoint, save_checkpoint, write_file_atomic,
 };
 pub use config::{
     AgentSection, DATA_DIR_ENV, MixtureComponent, TaskKind, TaskSection, TrainConfig,

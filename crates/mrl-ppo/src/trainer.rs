@@ -19,8 +19,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{
-    CHECKPOINT_DIR, STATE_FORMAT, TrainState, checkpoint_dir, load_checkpoint, save_checkpoint,
-    write_file_atomic,
+    CHECKPOINT_DIR, STATE_FORMAT, TrainState, load_checkpoint, resumable_checkpoint,
+    save_checkpoint, write_file_atomic,
 };
 use crate::config::{TaskKind, TrainConfig, parse_interval, resolve_data_dir};
 use crate::optim::annealed_lr;
@@ -156,10 +156,12 @@ impl<D: TaskDistribution> Trainer<D> {
     /// except for `iterations`. Log lines written after the checkpoint are dropped.
     ///
     /// # Errors
-    /// [`Error::Checkpoint`] for a missing checkpoint or a different config, I/O, JSON,
-    /// agent and env errors.
+    /// [`Error::NothingToResume`] where no checkpoint was written yet
+    /// ([`resumable_checkpoint`]), [`Error::Checkpoint`] for an incomplete checkpoint or a
+    /// different config, I/O, JSON, agent and env errors.
     pub fn resume(config: TrainConfig, dist: Arc<D>, run_dir: &Path) -> Result<Self> {
         config.validate()?;
+        let dir = resumable_checkpoint(run_dir)?;
         let saved_path = run_dir.join(CONFIG_FILE);
         let saved = TrainConfig::load(&saved_path)?;
         if (TrainConfig {
@@ -170,13 +172,6 @@ impl<D: TaskDistribution> Trainer<D> {
             return Err(Error::Checkpoint {
                 path: saved_path,
                 reason: "the config differs from the run's (only `iterations` may change)".into(),
-            });
-        }
-        let dir = checkpoint_dir(run_dir);
-        if !dir.exists() {
-            return Err(Error::Checkpoint {
-                path: dir,
-                reason: "no checkpoint to resume".into(),
             });
         }
         let loaded = load_checkpoint(&dir, &Device::Cpu)?;
