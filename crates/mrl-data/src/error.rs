@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::time::TimeUnit;
+
 /// Everything that can go wrong when building, reading, writing, generating or fetching bars.
 ///
 /// Row numbers (`row`) are 1-based data rows: the first bar of a series is row 1, which is
@@ -89,13 +91,49 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
-    /// A file's columns are not `timestamp,open,high,low,close,volume`.
+    /// A bar file lacks one of the six columns (matched by name, in any order and case).
     #[error(
-        "columns are {found:?}, expected [\"timestamp\", \"open\", \"high\", \"low\", \"close\", \"volume\"]"
+        "columns are {found:?}, expected [\"timestamp\", \"open\", \"high\", \"low\", \"close\", \"volume\"] in any order: no column {column:?}"
     )]
-    Schema {
-        /// The columns found.
+    MissingColumn {
+        /// The column not found.
+        column: &'static str,
+        /// The columns found (at most 32).
         found: Vec<String>,
+    },
+    /// A bar file names one of the six columns twice.
+    #[error("columns are {found:?}: column {column:?} appears more than once")]
+    DuplicateColumn {
+        /// The repeated column.
+        column: &'static str,
+        /// The columns found (at most 32).
+        found: Vec<String>,
+    },
+    /// An epoch timestamp in no unit that gives a plausible date (see `TimeUnit::detect`).
+    #[error(
+        "row {row}: timestamp {value} fits no unit: as seconds, milliseconds, microseconds or \
+         nanoseconds since the epoch it is no date between 1970-03-26 and 2200-01-01 (or \
+         1740 and 1969-10-08); values this near the epoch are ambiguous"
+    )]
+    ImplausibleTimestamp {
+        /// 1-based data row.
+        row: usize,
+        /// The raw value.
+        value: i64,
+    },
+    /// An epoch timestamp in another unit than the file's first row.
+    #[error(
+        "row {row}: timestamp {value} is in {found}, but row 1 is in {expected}; a file must use one unit"
+    )]
+    TimeUnitMismatch {
+        /// 1-based data row.
+        row: usize,
+        /// The raw value.
+        value: i64,
+        /// The unit this value's magnitude implies.
+        found: TimeUnit,
+        /// The unit of row 1.
+        expected: TimeUnit,
     },
     /// A file holds no bars: it is empty, or has a header and no rows.
     #[error("no bars: {reason}")]

@@ -3,11 +3,15 @@
 //! - [`Bar`] and [`BarSeries`]: bars validated at construction (time strictly increasing,
 //!   prices finite and > 0, `high ≥ max(open, close)`, `low ≤ min(open, close)`, volume ≥ 0);
 //!   gaps are reported by [`BarSeries::gaps`], never filled.
-//! - [`Interval`] detection and [`BarSeries::periods_per_year`], the annualisation factor that
-//!   follows the data's own calendar.
+//! - [`Interval`] detection and the [`Calendar`] of a series ([`BarSeries::calendar`]): bar
+//!   spacing and session pattern (24/7 or weekday sessions), and from them
+//!   [`BarSeries::periods_per_year`], the annualisation factor (8766 for 24/7 hourly bars, 252
+//!   for weekday daily bars), the same for any slice and unmoved by gaps.
 //! - Files: [`read_bars`] / [`write_bars`] (CSV or Parquet by extension, through polars, which
-//!   stays out of the API); errors name the file, row, field and value; writes are atomic and
-//!   floats round-trip exactly.
+//!   stays out of the API); columns matched by name; timestamps in seconds, milliseconds,
+//!   microseconds or nanoseconds (the [`TimeUnit`] detected per file) or ISO 8601 / RFC 3339
+//!   text, all read to milliseconds ([`read_bar_file`] says which form a file used); errors
+//!   name the file, row, field and value; writes are atomic and floats round-trip exactly.
 //! - [`resample`] to a coarser interval (epoch-aligned buckets) and [`SeriesSummary`] (rows,
 //!   span, interval, gaps) for checking data.
 //! - Synthetic markets with known laws ([`SyntheticConfig`] over a [`MarketProcess`]: GBM,
@@ -51,17 +55,23 @@
 
 #[cfg(feature = "bybit")]
 pub mod bybit;
+mod calendar;
 mod error;
 mod io;
 mod resample;
 mod series;
 mod summary;
 mod synthetic;
+mod time;
 
+pub use calendar::{
+    CLOSED_DAY_SHARE, Calendar, DAYS_PER_YEAR, HOLE_DAYS, LARGE_GAP_BARS, LARGE_GAP_DAYS, Sessions,
+    TRADING_DAYS_PER_YEAR,
+};
 pub use error::{Error, Result};
 pub use io::{
-    COLUMNS, read_bars, read_csv, read_parquet, symbol_from_path, write_bars, write_csv,
-    write_file_atomic, write_parquet,
+    BarFile, COLUMNS, read_bar_file, read_bars, read_csv, read_parquet, symbol_from_path,
+    write_bars, write_csv, write_file_atomic, write_parquet,
 };
 pub use resample::{resample, resample_complete};
 pub use series::{Bar, BarSeries, DAY_MS, Gap, HOUR_MS, Interval, YEAR_MS};
@@ -70,3 +80,4 @@ pub use synthetic::{
     Ar1Params, BarStyle, DomainRandomization, GbmParams, JumpParams, MarketProcess, ProcessKind,
     RegimeLabel, RegimeParams, RegimeState, SYNTHETIC_EPOCH_MS, SyntheticConfig, SyntheticSeries,
 };
+pub use time::{LATEST_SECONDS, TEXT_FORMS, TimeUnit, TimestampFormat, parse_text_time};

@@ -5,6 +5,7 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
+use crate::calendar::{Calendar, large_gaps};
 use crate::error::{Error, Result};
 
 /// Milliseconds in one hour.
@@ -137,8 +138,10 @@ pub struct Gap {
     pub from: i64,
     /// Timestamp of the bar after the gap.
     pub to: i64,
-    /// Bars that a gapless series would have between the two (`(to − from) / interval − 1`,
-    /// rounded down).
+    /// Bars that a gapless series would have between the two: `(to − from) / interval − 1`
+    /// with the ratio rounded to the nearest integer (halves up), so a step stretched or
+    /// shortened by a daylight-saving shift still counts whole bars (71 h between daily bars
+    /// stamped at New York midnight across a weekend is 2 missing days, not 1). Always ≥ 1.
     pub missing: i64,
 }
 
@@ -346,7 +349,11 @@ impl BarSeries {
     /// The bar spacing: the most common step between consecutive timestamps (ties go to the
     /// shorter step). `None` for a single bar. Daily equities give one day despite weekends.
     pub fn interval(&self) -> Option<Interval> {
-        let mut steps: Vec<i64> = self.timestamp.windows(2).map(|w| w[1] - w[0]).collect();
+        let mut steps: Vec<i64> = self
+            .timestamp
+            .windows(2)
+            .map(|w| w[1].saturating_sub(w[0]))
+            .collect();
         if steps.is_empty() {
             return None;
         }
@@ -367,7 +374,9 @@ impl BarSeries {
         Some(Interval(best))
     }
 
-    /// Steps longer than [`BarSeries::interval`], in time order.
+    /// Steps that skip at least one bar, in time order: those at least 1.5 intervals long
+    /// ([`BarSeries::interval`]), so that the ratio rounds to ≥ 2 and [`Gap::missing`] is ≥ 1.
+    /// A step an hour off a whole number of days (a daylight-saving shift) is no gap.
     pub fn gaps(&self) -> Vec<Gap> {
         let Some(interval) = self.interval() else {
             return Vec::new();
@@ -376,28 +385,59 @@ impl BarSeries {
         self.timestamp
             .windows(2)
             .enumerate()
-            .filter(|(_, w)| w[1] - w[0] > step)
-            .map(|(i, w)| Gap {
-                index: i + 1,
-                from: w[0],
-                to: w[1],
-                missing: (w[1] - w[0]) / step - 1,
+            .filter_map(|(i, w)| {
+                let missing = missing_bars(w[1].saturating_sub(w[0]), step);
+                (missing > 0).then_some(Gap {
+                    index: i + 1,
+                    from: w[0],
+                    to: w[1],
+                    missing,
+                })
             })
             .collect()
     }
 
-    /// Bars per year as observed in this series: `(len − 1) / span in years`.
+    /// The trading calendar: bar spacing and session pattern (24/7 or weekday sessions), and
+    /// from them the bars in a year. `None` with fewer than 2 bars.
     ///
-    /// This is the annualisation factor for metrics: ≈ 8760 for 24/7 hourly crypto, ≈ 252 for
-    /// daily equities (weekends and holidays are absent), ≈ 260 for daily FX. It follows the
-    /// real calendar of the data instead of assuming one. `None` with fewer than 2 bars.
-    pub fn periods_per_year(&self) -> Option<f64> {
-        if self.len() < 2 {
-            return None;
+    /// The rule (in [`Calendar`]'s module docs) uses the bar spacing and the weekdays the bars
+    /// fall on, never the span, so gaps do not change it and any slice of a series that holds
+    /// two weeks of bars has the calendar of the whole. Large gaps (more than
+    /// [`LARGE_GAP_DAYS`](crate::LARGE_GAP_DAYS) days and
+    /// [`LARGE_GAP_BARS`](crate::LARGE_GAP_BARS) bars) are logged as a `tracing` warning.
+    pub fn calendar(&self) -> Option<Calendar> {
+        let interval = self.interval()?;
+        let gaps = self.gaps();
+        let large = large_gaps(&gaps, interval);
+        if let Some(longest) = large.iter().max_by_key(|g| g.to.saturating_sub(g.from)) {
+            tracing::warn!(
+                symbol = self.symbol().unwrap_or("-"),
+                large_gaps = large.len(),
+                longest_from_ms = longest.from,
+                longest_to_ms = longest.to,
+                longest_missing_bars = longest.missing,
+                "series has large gaps; the calendar ignores them, bar counts do not"
+            );
         }
-        let span = (self.end() - self.start()) as f64;
-        Some((self.len() - 1) as f64 * YEAR_MS / span)
+        Some(Calendar::detect(&self.timestamp, interval))
     }
+
+    /// Bars per year: the annualisation factor of metrics, [`Calendar::periods_per_year`] of
+    /// [`BarSeries::calendar`]. 8766 (365.25 · 24) for 24/7 hourly bars, 252 for weekday daily
+    /// bars, 7 · 252 for hourly bars of a 7-hour weekday session; the same for any slice of
+    /// two weeks or more, whatever gaps the series has. `None` with fewer than 2 bars.
+    pub fn periods_per_year(&self) -> Option<f64> {
+        self.calendar().map(|c| c.periods_per_year())
+    }
+}
+
+/// Bars missing in a step of `length` ms between bars spaced `step` ms apart:
+/// `round(length / step) − 1` (halves up), at least 0.
+fn missing_bars(length: i64, step: i64) -> i64 {
+    // round(a / b) for a, b > 0 as (2a + b) / (2b) in i128: no overflow, no float error.
+    let (length, step) = (i128::from(length), i128::from(step));
+    let steps = (2 * length + step) / (2 * step);
+    (steps - 1).max(0) as i64
 }
 
 #[cfg(test)]
@@ -516,15 +556,51 @@ mod tests {
         let ppy = BarSeries::new(&bars).unwrap().periods_per_year().unwrap();
         assert!((ppy - 8766.0).abs() < 1e-9, "{ppy}");
 
-        // Weekdays only: five bars a week, about 261 a year.
+        // Weekdays only (2024-01-01 is a Monday): 252 sessions a year, not the 261 weekdays
+        // the span holds.
+        let monday = 1_704_067_200_000;
         let bars: Vec<Bar> = (0..52 * 7)
             .filter(|d| d % 7 < 5)
-            .map(|d| bar(d as i64 * DAY_MS, 1.0))
+            .map(|d| bar(monday + d as i64 * DAY_MS, 1.0))
             .collect();
         let s = BarSeries::new(&bars).unwrap();
         assert_eq!(s.interval(), Some(Interval::DAY));
-        let ppy = s.periods_per_year().unwrap();
-        assert!((255.0..265.0).contains(&ppy), "{ppy}");
+        assert_eq!(s.periods_per_year(), Some(252.0));
+    }
+
+    #[test]
+    fn missing_bars_round_to_nearest() {
+        let h = HOUR_MS;
+        // Daily bars at New York midnight across the November DST change: Thu 05:00, Fri
+        // 05:00, Mon 04:00 UTC. 71 h / 24 h rounds to 3 steps: Saturday and Sunday missing.
+        let thu = 1_730_955_600_000; // 2024-11-07 05:00 UTC
+        let ts = [thu, thu + 24 * h, thu + 24 * h + 71 * h];
+        let s = BarSeries::new(&ts.map(|t| bar(t, 1.0))).unwrap();
+        assert_eq!(s.interval(), Some(Interval::DAY));
+        assert_eq!(
+            s.gaps(),
+            vec![Gap {
+                index: 2,
+                from: thu + 24 * h,
+                to: thu + 95 * h,
+                missing: 2
+            }]
+        );
+        // The spring change: 73 h is also 2 missing days; 25 h and 23 h steps are no gap.
+        for (length, missing) in [
+            (73, 2),
+            (25, 0),
+            (23, 0),
+            (47, 1),
+            (49, 1),
+            (36, 1),
+            (35, 0),
+        ] {
+            assert_eq!(missing_bars(length * h, 24 * h), missing, "{length} h");
+        }
+        // Exact multiples are unchanged: a 3-interval step skips 2 bars.
+        assert_eq!(missing_bars(3 * h, h), 2);
+        assert_eq!(missing_bars(i64::MAX, 1), i64::MAX - 1);
     }
 
     #[test]

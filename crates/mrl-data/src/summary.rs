@@ -1,10 +1,14 @@
-//! [`SeriesSummary`]: what `mrl data check FILE` prints (rows, span, interval, gaps).
+//! [`SeriesSummary`]: what `mrl data check FILE` prints (rows, timestamp form, span,
+//! interval, calendar, gaps).
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::calendar::Calendar;
+use crate::io::BarFile;
 use crate::series::{BarSeries, DAY_MS, Gap, Interval};
+use crate::time::TimestampFormat;
 
 /// Facts about a series, for checking data by eye.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -13,25 +17,38 @@ pub struct SeriesSummary {
     pub symbol: Option<String>,
     /// Number of bars.
     pub rows: usize,
+    /// How the file wrote its timestamps; `None` for a series that did not come from a file.
+    pub timestamps: Option<TimestampFormat>,
     /// Open time of the first bar (ms, UTC).
     pub start: i64,
     /// Open time of the last bar (ms, UTC).
     pub end: i64,
     /// The detected bar spacing ([`BarSeries::interval`]); `None` for a single bar.
     pub interval: Option<Interval>,
+    /// The trading calendar ([`BarSeries::calendar`]); `None` for a single bar.
+    pub calendar: Option<Calendar>,
     /// Number of gaps ([`BarSeries::gaps`]).
     pub gaps: usize,
     /// Bars missing over all gaps.
     pub missing_bars: i64,
     /// The gap with the most missing bars (the first such).
     pub largest_gap: Option<Gap>,
-    /// Observed bars per year ([`BarSeries::periods_per_year`]).
+    /// Bars per year of the calendar ([`BarSeries::periods_per_year`]).
     pub periods_per_year: Option<f64>,
 }
 
 impl SeriesSummary {
+    /// Summarises a series read from a file, with the form of its timestamps.
+    pub fn of_file(file: &BarFile) -> Self {
+        SeriesSummary {
+            timestamps: Some(file.timestamp_format),
+            ..SeriesSummary::of(&file.series)
+        }
+    }
+
     /// Summarises `series`.
     pub fn of(series: &BarSeries) -> Self {
+        let calendar = series.calendar();
         let gaps = series.gaps();
         let largest_gap = gaps
             .iter()
@@ -40,13 +57,15 @@ impl SeriesSummary {
         SeriesSummary {
             symbol: series.symbol().map(str::to_string),
             rows: series.len(),
+            timestamps: None,
             start: series.start(),
             end: series.end(),
             interval: series.interval(),
+            calendar,
             gaps: gaps.len(),
             missing_bars: gaps.iter().map(|g| g.missing).sum(),
             largest_gap,
-            periods_per_year: series.periods_per_year(),
+            periods_per_year: calendar.map(|c| c.periods_per_year()),
         }
     }
 }
@@ -57,11 +76,15 @@ impl fmt::Display for SeriesSummary {
     /// ```text
     /// symbol            BTCUSDT
     /// rows              23988
+    /// timestamps        epoch seconds
     /// span              2021-04-04 20:00 .. 2023-12-30 19:00 UTC
     /// interval          1h
+    /// calendar          24/7, 8766.0 bars a year
     /// gaps              5 (12 bars missing; largest 5 bars after 2021-08-13 00:00)
-    /// periods per year  8761.3
+    /// periods per year  8766.0
     /// ```
+    ///
+    /// The `timestamps` line appears only for a series read from a file.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
@@ -69,6 +92,9 @@ impl fmt::Display for SeriesSummary {
             self.symbol.as_deref().unwrap_or("-")
         )?;
         writeln!(f, "rows              {}", self.rows)?;
+        if let Some(format) = self.timestamps {
+            writeln!(f, "timestamps        {format}")?;
+        }
         writeln!(
             f,
             "span              {} .. {} UTC",
@@ -78,6 +104,10 @@ impl fmt::Display for SeriesSummary {
         match self.interval {
             Some(i) => writeln!(f, "interval          {i}")?,
             None => writeln!(f, "interval          -")?,
+        }
+        match self.calendar {
+            Some(c) => writeln!(f, "calendar          {c}")?,
+            None => writeln!(f, "calendar          -")?,
         }
         write!(f, "gaps              {}", self.gaps)?;
         if let Some(g) = self.largest_gap {

@@ -130,6 +130,17 @@ fn decode_row(row: usize, value: &serde_json::Value) -> Result<Bar> {
         })?;
     }
     let [open, high, low, close, volume] = prices;
+    // Bybit documents milliseconds; seconds or microseconds would shift the calendar.
+    match crate::time::TimeUnit::detect(timestamp) {
+        Some(crate::time::TimeUnit::Milliseconds) => {}
+        unit => {
+            let found = unit.map_or("no plausible epoch time".to_string(), |u| format!("in {u}"));
+            return Err(malformed(format!(
+                "result.list[{row}][0] (startTime): {timestamp} is {found}, expected \
+                 milliseconds since the epoch"
+            )));
+        }
+    }
     Ok(Bar {
         timestamp,
         open,
@@ -269,6 +280,25 @@ mod tests {
         let body = page(r#"[["17e11","100","101","99","100","1","1"]]"#);
         let detail = detail(decode_kline_page(body.as_bytes()).unwrap_err());
         assert!(detail.contains("result.list[0][0] (startTime)"), "{detail}");
+    }
+
+    #[test]
+    fn a_start_time_in_another_unit_is_named() {
+        for (time, found) in [
+            ("1700000000", "is in seconds"),
+            ("1700000000000000", "is in microseconds"),
+            ("3600000", "is no plausible epoch time"),
+        ] {
+            let body = page(&format!(r#"[["{time}","100","101","99","100","1","1"]]"#));
+            let detail = detail(decode_kline_page(body.as_bytes()).unwrap_err());
+            assert_eq!(
+                detail,
+                format!(
+                    "result.list[0][0] (startTime): {time} {found}, expected milliseconds since \
+                     the epoch"
+                )
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,8 @@ use mrl_data::{
 use proptest::prelude::*;
 
 const HEADER: &str = "timestamp,open,high,low,close,volume\n";
+/// 2024-01-01 00:00 UTC in milliseconds: the first bar of the hand-written files.
+const T0: i64 = 1_704_067_200_000;
 
 fn sample_series() -> BarSeries {
     SyntheticConfig::new(ProcessKind::Regime.default_process())
@@ -24,10 +26,10 @@ fn write_text(dir: &Path, name: &str, text: &[u8]) -> PathBuf {
     path
 }
 
-/// A valid CSV body of `n` hourly rows.
+/// A valid CSV body of `n` hourly rows from [`T0`].
 fn rows(n: usize) -> String {
     (0..n)
-        .map(|i| format!("{},100,101,99,100.5,3\n", i as i64 * HOUR_MS))
+        .map(|i| format!("{},100,101,99,100.5,3\n", T0 + i as i64 * HOUR_MS))
         .collect()
 }
 
@@ -101,7 +103,7 @@ fn unknown_extension_is_an_error() {
 fn bad_value_names_file_row_field_and_value() {
     let dir = tempfile::tempdir().unwrap();
     let mut text = format!("{HEADER}{}", rows(16));
-    text.push_str(&format!("{},100,101,99,abc,3\n", 16 * HOUR_MS));
+    text.push_str(&format!("{},100,101,99,abc,3\n", T0 + 16 * HOUR_MS));
     let path = write_text(dir.path(), "x.csv", text.as_bytes());
     let err = read_csv(&path).unwrap_err();
     assert_eq!(
@@ -121,12 +123,13 @@ fn bad_value_names_file_row_field_and_value() {
     }
 
     // A fractional timestamp, an empty value, a short row, a long row.
+    let t2 = T0 + 2 * HOUR_MS;
     for (line, row, field) in [
-        ("1.5,100,101,99,100,1", 3, "timestamp"),
-        (",100,101,99,100,1", 3, "timestamp"),
-        ("7200000,100,,99,100,1", 3, "high"),
-        ("7200000,100,101,99,100", 3, "(row)"),
-        ("7200000,100,101,99,100,1,9", 3, "(row)"),
+        ("1.5,100,101,99,100,1".to_string(), 3, "timestamp"),
+        (",100,101,99,100,1".to_string(), 3, "timestamp"),
+        (format!("{t2},100,,99,100,1"), 3, "high"),
+        (format!("{t2},100,101,99,100"), 3, "(row)"),
+        (format!("{t2},100,101,99,100,1,9"), 3, "(row)"),
     ] {
         let text = format!("{HEADER}{}{line}\n", rows(2));
         let path = write_text(dir.path(), "bad.csv", text.as_bytes());
@@ -143,14 +146,15 @@ fn bad_value_names_file_row_field_and_value() {
 fn validation_errors_carry_the_path_and_row() {
     let dir = tempfile::tempdir().unwrap();
     type IsExpected = fn(&Error) -> bool;
-    let cases: [(&str, IsExpected); 4] = [
-        ("7200000,100,99,98,100,1", |e| {
+    let (t1, t2) = (T0 + HOUR_MS, T0 + 2 * HOUR_MS);
+    let cases: [(String, IsExpected); 4] = [
+        (format!("{t2},100,99,98,100,1"), |e| {
             matches!(e, Error::HighBelowBody { row: 3, .. })
         }),
-        ("3600000,100,101,99,100,1", |e| {
+        (format!("{t1},100,101,99,100,1"), |e| {
             matches!(e, Error::NonIncreasingTime { row: 3, .. })
         }),
-        ("7200000,-1,101,-2,100,1", |e| {
+        (format!("{t2},-1,101,-2,100,1"), |e| {
             matches!(
                 e,
                 Error::NonPositivePrice {
@@ -160,7 +164,7 @@ fn validation_errors_carry_the_path_and_row() {
                 }
             )
         }),
-        ("7200000,NaN,101,99,100,1", |e| {
+        (format!("{t2},NaN,101,99,100,1"), |e| {
             matches!(
                 e,
                 Error::NonPositivePrice {
@@ -187,11 +191,10 @@ fn validation_errors_carry_the_path_and_row() {
 #[test]
 fn schema_and_emptiness_errors() {
     let dir = tempfile::tempdir().unwrap();
-    for header in [
-        "timestamp,open,high,low,close\n",
-        "timestamp,open,high,low,close,volume,turnover\n",
-        "time,open,high,low,close,volume\n",
-        "open,timestamp,high,low,close,volume\n",
+    for (header, column) in [
+        ("timestamp,open,high,low,close\n", "volume"),
+        ("time,open,high,low,close,volume\n", "timestamp"),
+        ("timestamp,open,high,low,Close ,volume,close\n", "close"),
     ] {
         let path = write_text(
             dir.path(),
@@ -199,8 +202,34 @@ fn schema_and_emptiness_errors() {
             format!("{header}{}", rows(2)).as_bytes(),
         );
         let inner = in_file(read_csv(&path).unwrap_err(), &path);
-        assert!(matches!(inner, Error::Schema { .. }), "{header}: {inner}");
+        match inner {
+            Error::MissingColumn { column: c, .. } | Error::DuplicateColumn { column: c, .. } => {
+                assert_eq!(c, column, "{header}")
+            }
+            other => panic!("{header}: {other}"),
+        }
     }
+    // Columns in another order or case, and extra columns, are read by name.
+    let shuffled = (0..2)
+        .map(|i| format!("7,{},100.5,99,100,101,x\n", T0 + i * HOUR_MS))
+        .collect::<String>();
+    let path = write_text(
+        dir.path(),
+        "o.csv",
+        format!("Volume,TIMESTAMP,close,low,open,high,turnover\n{shuffled}").as_bytes(),
+    );
+    let s = read_csv(&path).unwrap();
+    assert_eq!(s.timestamps(), &[T0, T0 + HOUR_MS]);
+    assert_eq!(
+        (
+            s.opens()[0],
+            s.highs()[0],
+            s.lows()[0],
+            s.closes()[0],
+            s.volumes()[0]
+        ),
+        (100.0, 101.0, 99.0, 100.5, 7.0)
+    );
     for (text, reason) in [
         ("", "the file is empty"),
         ("\n\n", "the file is empty"),
@@ -266,7 +295,7 @@ fn parquet_errors() {
 }
 
 /// Writes a Parquet file straight through polars (columns as given).
-fn write_raw_parquet(path: &Path, columns: Vec<polars::prelude::Column>) {
+pub(crate) fn write_raw_parquet(path: &Path, columns: Vec<polars::prelude::Column>) {
     use polars::prelude::{DataFrame, ParquetWriter};
     let mut df = DataFrame::new_infer_height(columns).unwrap();
     let file = std::fs::File::create(path).unwrap();
@@ -283,7 +312,8 @@ fn parquet_columns_in_any_order_are_cast_and_nulls_named() {
         &path,
         vec![
             col("close", &[1.5, 2.5]),
-            Column::new("timestamp".into(), &[0i32, 86_400]),
+            // Seconds, as 32-bit integers: read as milliseconds.
+            Column::new("timestamp".into(), &[1_704_067_200i32, 1_704_153_600]),
             col("open", &[1.0, 2.0]),
             col("high", &[2.0, 3.0]),
             Column::new("low".into(), &[1i64, 2]),
@@ -291,13 +321,13 @@ fn parquet_columns_in_any_order_are_cast_and_nulls_named() {
         ],
     );
     let s = read_parquet(&path).unwrap();
-    assert_eq!(s.timestamps(), &[0, 86_400]);
+    assert_eq!(s.timestamps(), &[T0, T0 + 86_400_000]);
     assert_eq!(s.lows(), &[1.0, 2.0]);
     assert_eq!(s.symbol(), Some("AAA"));
 
     let path = dir.path().join("nulls.parquet");
     let with_null = Column::new("close".into(), &[Some(1.5), Some(2.5), None]);
-    let mut columns = vec![Column::new("timestamp".into(), &[0i64, 1, 2])];
+    let mut columns = vec![Column::new("timestamp".into(), &[T0, T0 + 1, T0 + 2])];
     for name in ["open", "high", "low"] {
         columns.push(col(name, &[1.0, 2.0, 3.0]));
     }
@@ -312,7 +342,16 @@ fn parquet_columns_in_any_order_are_cast_and_nulls_named() {
     let path = dir.path().join("extra.parquet");
     write_raw_parquet(&path, vec![col("open", &[1.0]), col("turnover", &[1.0])]);
     let inner = in_file(read_parquet(&path).unwrap_err(), &path);
-    assert!(matches!(inner, Error::Schema { .. }), "{inner}");
+    assert!(
+        matches!(
+            inner,
+            Error::MissingColumn {
+                column: "timestamp",
+                ..
+            }
+        ),
+        "{inner}"
+    );
 }
 
 #[test]
@@ -376,7 +415,8 @@ fn arb_series() -> impl Strategy<Value = BarSeries> {
         0f64..1e12,
     );
     prop::collection::vec(bar, 1..40).prop_map(|raw| {
-        let mut t = -5_000_000i64;
+        // Millisecond times from 1950 on, far enough from 1970 to have one unit.
+        let mut t = -631_152_000_000i64;
         let bars: Vec<Bar> = raw
             .into_iter()
             .map(|(dt, open, close, h, l, volume)| {

@@ -2,7 +2,9 @@
 
 #[cfg(feature = "bybit")]
 mod bybit;
+mod calendar;
 mod fixtures;
 mod io;
 mod resample;
 mod synthetic;
+mod timestamps;

@@ -219,16 +219,18 @@ fn summary_reports_rows_span_interval_and_gaps() {
             missing: 3
         })
     );
-    let ppy = summary.periods_per_year.unwrap();
-    assert!((ppy - 7.0 / 11.0 * 8766.0).abs() < 1e-6);
+    // The calendar of hourly bars, not the share of hours that hold a bar (7/11 · 8766).
+    assert_eq!(summary.periods_per_year, Some(8766.0));
+    assert_eq!(summary.timestamps, None);
     assert_eq!(
         summary.to_string(),
         "symbol            X\n\
          rows              8\n\
          span              1970-01-01 00:00 .. 1970-01-01 11:00 UTC\n\
          interval          1h\n\
+         calendar          24/7, 8766.0 bars a year\n\
          gaps              2 (4 bars missing; largest 3 bars after 1970-01-01 02:00)\n\
-         periods per year  5578.4"
+         periods per year  8766.0"
     );
     let one = SeriesSummary::of(&hourly(&[5]));
     assert_eq!(
