@@ -9,6 +9,7 @@
 //! - [`agent`]: the RL² GRU actor-critic and the MLP baseline on candle.
 //! - [`ppo`]: PPO meta-training with exact resume.
 //! - [`backtest`]: walk-forward backtests, metrics, baselines, reports.
+//! - [`study`]: RL² against the MLP over several seeds, pooled with intervals (`mrl study`).
 
 pub use mrl_agent as agent;
 pub use mrl_backtest as backtest;
@@ -16,6 +17,8 @@ pub use mrl_data as data;
 pub use mrl_env as env;
 pub use mrl_features as features;
 pub use mrl_ppo as ppo;
+
+pub mod study;
 
 /// Walk-forward settings that reproduce the trial a run was trained on: one evaluation
 /// window per episode (`max_steps` bars), the trial's earlier episodes as adaptation

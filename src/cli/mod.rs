@@ -5,6 +5,7 @@ mod data;
 mod eval;
 mod features;
 mod quickstart;
+mod study;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +43,9 @@ enum Command {
     Eval(eval::EvalCommand),
     /// Walk-forward backtest of a trained agent on one series, beside the baselines.
     Backtest(backtest::BacktestArgs),
+    /// Train RL² and the MLP the same way over several seeds and compare them on held-out
+    /// markets: per-seed and pooled tables with intervals, a verdict, charts.
+    Study(study::StudyArgs),
 }
 
 /// Installs the `tracing` subscriber on stderr.
@@ -74,6 +78,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Features(args) => features::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(cmd) => eval::run(cmd),
+        Command::Study(args) => study::run(args),
     }
 }
 

@@ -990,3 +990,96 @@ fn train_resume_without_a_checkpoint_says_there_is_nothing_to_resume() {
     assert_contains(&stderr, "drop --resume to start a new run there");
     assert!(!stderr.contains("bad checkpoint"), "{stderr}");
 }
+
+// ---------------------------------------------------------------------------------------
+// mrl study
+
+#[test]
+fn study_prints_the_pooled_table_and_verdict_and_names_bad_arguments() {
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("tiny.toml");
+    std::fs::write(&config, super::study::TINY).unwrap();
+    let out = dir.path().join("study");
+    let stdout = mrl_ok(&[
+        "study",
+        "--config",
+        utf8(&config),
+        "--seeds",
+        "1,2",
+        "--out",
+        utf8(&out),
+        "--iterations",
+        "1",
+        "--test-markets",
+        "1",
+        "--test-bars",
+        "300",
+        "--sampled-runs",
+        "1",
+    ]);
+    assert_contains(&stdout, "2 seeds × 1 held-out markets");
+    assert_contains(&stdout, "| policy | Sharpe (mean ± std) |");
+    assert_contains(&stdout, "| rl2 (greedy) |");
+    assert_contains(&stdout, "| buy_and_hold |");
+    assert_contains(&stdout, "RL² (greedy) on mean held-out Sharpe");
+    assert_contains(&stdout, "Deploy ");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("study.json")).unwrap()).unwrap();
+    assert_eq!(json["settings"]["iterations"], 1);
+    assert_eq!(json["settings"]["seeds"], serde_json::json!([1, 2]));
+
+    let args = |seeds: &str, config: &Path| {
+        mrl_err(&[
+            "study",
+            "--config",
+            utf8(config),
+            "--seeds",
+            seeds,
+            "--out",
+            utf8(&dir.path().join("bad")),
+        ])
+    };
+    assert_contains(
+        &args("3,4,3", &config),
+        "error: seed 3 is given twice: every seed must be distinct",
+    );
+    let missing = dir.path().join("nope.toml");
+    assert_contains(&args("1", &missing), utf8(&missing));
+    assert!(!dir.path().join("bad").exists());
+}
+
+#[test]
+fn check_states_the_timestamp_unit_and_calendar_it_read() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/timestamps");
+    for (name, form) in [
+        ("hourly_s.csv", "epoch seconds"),
+        ("hourly_ms.csv", "epoch milliseconds"),
+        ("hourly_us.csv", "epoch microseconds"),
+        ("hourly_rfc3339.csv", "ISO 8601 / RFC 3339 text"),
+        ("hourly_shuffled.csv", "epoch milliseconds"),
+    ] {
+        let file = dir.join(name);
+        let stdout = mrl_ok(&["data", "check", utf8(&file)]);
+        for line in [
+            format!("timestamps        {form}"),
+            "span              2021-04-04 20:00 .. 2021-04-04 22:00 UTC".into(),
+            "calendar          24/7, 8766.0 bars a year".into(),
+            "periods per year  8766.0".into(),
+        ] {
+            assert!(
+                stdout.lines().any(|l| l == line),
+                "{name}: no line {line:?} in:\n{stdout}"
+            );
+        }
+    }
+    let file = dir.join("mixed_units.csv");
+    let stderr = mrl_err(&["data", "check", utf8(&file)]);
+    assert_contains(
+        &stderr,
+        &format!(
+            "error: {}: row 2: timestamp 1617570000000 is in milliseconds, but row 1 is in \
+             seconds",
+            file.display()
+        ),
+    );
+}

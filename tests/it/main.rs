@@ -2,4 +2,5 @@
 
 mod cli;
 mod configs;
+mod study;
 mod tidy;

@@ -9,20 +9,14 @@ use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
 use crate::files::write_file_atomic;
-use crate::{BacktestReport, Error, PolicyRecords, Result};
+use crate::study_plot::draw_panel;
+use crate::{BacktestReport, BandLine as Line, Error, Panel, PolicyRecords, Result};
 
 /// Chart size in pixels.
 const SIZE: (u32, u32) = (1000, 560);
 
-/// One line of a chart.
-struct Line {
-    name: String,
-    points: Vec<(f64, f64)>,
-    color: RGBColor,
-}
-
 /// Colour of a policy's line.
-fn color(name: &str) -> RGBColor {
+pub(crate) fn color(name: &str) -> RGBColor {
     match name {
         "rl2" => RGBColor(31, 119, 180),
         "mlp" => RGBColor(255, 127, 14),
@@ -39,7 +33,7 @@ fn color(name: &str) -> RGBColor {
 }
 
 /// Registers DejaVu Sans as plotters' `sans-serif` font (once per process).
-fn register_fonts() {
+pub(crate) fn register_fonts() {
     static FONTS: Once = Once::new();
     FONTS.call_once(|| {
         if register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular()).is_err() {
@@ -48,15 +42,10 @@ fn register_fonts() {
     });
 }
 
-/// One chart: file stem, title, axis labels and lines.
+/// One chart: file stem and its panel.
 struct Chart<'a> {
     stem: &'a str,
-    title: &'a str,
-    x_desc: &'a str,
-    y_desc: &'a str,
-    lines: Vec<Line>,
-    /// Label every integer x (episode indices) instead of 10 decimal ticks.
-    integer_x: bool,
+    panel: Panel,
 }
 
 /// Draws `chart` on any backend.
@@ -64,85 +53,48 @@ fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
     chart: &Chart<'_>,
 ) -> std::result::Result<(), String> {
-    let Chart {
-        title,
-        x_desc,
-        y_desc,
-        integer_x,
-        ..
-    } = *chart;
-    let lines = &chart.lines;
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(err)?;
-    let points = lines.iter().flat_map(|l| l.points.iter());
-    let (mut x0, mut x1, mut y0, mut y1) = (
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-    );
-    for &(x, y) in points {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
-    }
-    if !x0.is_finite() {
-        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-    }
-    let pad = ((y1 - y0) * 0.05).max(1e-6);
-    let (x1, y0, y1) = (if x1 > x0 { x1 } else { x0 + 1.0 }, y0 - pad, y1 + pad);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 24))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(64)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_labels(if integer_x {
-            (x1 - x0) as usize + 1
-        } else {
-            10
-        })
-        .x_label_formatter(&|x| {
-            if integer_x {
-                format!("{x:.0}")
-            } else {
-                format!("{x:.1}")
-            }
-        })
-        .x_desc(x_desc)
-        .y_desc(y_desc)
-        .label_style(("sans-serif", 14))
-        .draw()
-        .map_err(err)?;
-    for line in lines {
-        let style = ShapeStyle::from(&line.color).stroke_width(2);
-        let color = line.color;
-        chart
-            .draw_series(LineSeries::new(line.points.iter().copied(), style))
-            .map_err(err)?
-            .label(line.name.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(err)?;
+    draw_panel(&root, &chart.panel)?;
     root.present().map_err(err)
+}
+
+/// Something drawable on any plotters backend at a fixed pixel size.
+pub(crate) trait Drawing {
+    /// Width and height in pixels.
+    fn size(&self) -> (u32, u32);
+    /// Draws onto `root` (and presents it).
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: DrawingArea<DB, plotters::coord::Shift>,
+    ) -> std::result::Result<(), String>;
+}
+
+impl Drawing for Chart<'_> {
+    fn size(&self) -> (u32, u32) {
+        SIZE
+    }
+
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: DrawingArea<DB, plotters::coord::Shift>,
+    ) -> std::result::Result<(), String> {
+        draw(root, self)
+    }
 }
 
 /// Writes one chart as `<stem>.png` and `<stem>.svg` in `dir`, each atomically.
 fn write_chart(dir: &Path, chart: &Chart<'_>) -> Result<Vec<PathBuf>> {
-    let stem = chart.stem;
+    write_drawing(dir, chart.stem, chart)
+}
+
+/// Writes `drawing` as `<stem>.png` and `<stem>.svg` in `dir`, each atomically.
+pub(crate) fn write_drawing(
+    dir: &Path,
+    stem: &str,
+    drawing: &impl Drawing,
+) -> Result<Vec<PathBuf>> {
+    let size = drawing.size();
     let png = dir.join(format!("{stem}.png"));
     let svg = dir.join(format!("{stem}.svg"));
     let plot_err = |path: &Path| {
@@ -150,15 +102,14 @@ fn write_chart(dir: &Path, chart: &Chart<'_>) -> Result<Vec<PathBuf>> {
         move |reason| Error::Plot { path, reason }
     };
     let mut text = String::new();
-    draw(
-        SVGBackend::with_string(&mut text, SIZE).into_drawing_area(),
-        chart,
-    )
-    .map_err(plot_err(&svg))?;
+    drawing
+        .draw(SVGBackend::with_string(&mut text, size).into_drawing_area())
+        .map_err(plot_err(&svg))?;
     write_file_atomic(&svg, text.as_bytes())?;
     // The bitmap backend encodes by file extension: draw to a hidden `.png` and rename.
     let tmp = dir.join(format!(".tmp-{stem}-{}.png", std::process::id()));
-    let drawn = draw(BitMapBackend::new(&tmp, SIZE).into_drawing_area(), chart)
+    let drawn = drawing
+        .draw(BitMapBackend::new(&tmp, size).into_drawing_area())
         .map_err(plot_err(&png))
         .and_then(|()| {
             std::fs::rename(&tmp, &png).map_err(|source| Error::Io {
@@ -199,7 +150,7 @@ pub(crate) fn write_charts(
                 .iter()
                 .map(|r| (days(r.timestamp), r.equity))
                 .collect(),
-            color: color(name),
+            band: Vec::new(),
         })
         .collect();
     let drawdown: Vec<Line> = shown
@@ -216,7 +167,7 @@ pub(crate) fn write_charts(
             Line {
                 name: name.into(),
                 points,
-                color: color(name),
+                band: Vec::new(),
             }
         })
         .collect();
@@ -232,7 +183,7 @@ pub(crate) fn write_charts(
                 .enumerate()
                 .map(|(e, &r)| (e as f64 + 1.0, 100.0 * r))
                 .collect(),
-            color: color(name),
+            band: Vec::new(),
         })
         .collect();
     let start = mrl_data::format_timestamp(report.span.start);
@@ -240,27 +191,33 @@ pub(crate) fn write_charts(
     let charts = [
         Chart {
             stem: "equity",
-            title: "Equity over the test period",
-            x_desc: &x_days,
-            y_desc: "equity",
-            lines: equity,
-            integer_x: false,
+            panel: Panel {
+                title: "Equity over the test period".into(),
+                x_desc: x_days.to_string(),
+                y_desc: "equity".into(),
+                lines: equity,
+                integer_x: false,
+            },
         },
         Chart {
             stem: "drawdown",
-            title: "Drawdown",
-            x_desc: &x_days,
-            y_desc: "drawdown (%)",
-            lines: drawdown,
-            integer_x: false,
+            panel: Panel {
+                title: "Drawdown".into(),
+                x_desc: x_days.to_string(),
+                y_desc: "drawdown (%)".into(),
+                lines: drawdown,
+                integer_x: false,
+            },
         },
         Chart {
             stem: "adaptation",
-            title: "Adaptation curve (mean episode return)",
-            x_desc: "episode of the trial (last = evaluation)",
-            y_desc: "return (%)",
-            lines: adaptation,
-            integer_x: true,
+            panel: Panel {
+                title: "Adaptation curve (mean episode return)".into(),
+                x_desc: "episode of the trial (last = evaluation)".to_string(),
+                y_desc: "return (%)".into(),
+                lines: adaptation,
+                integer_x: true,
+            },
         },
     ];
     let mut written = Vec::new();
