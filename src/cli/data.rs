@@ -13,7 +13,8 @@ use super::print;
 pub enum DataCommand {
     /// Generate a synthetic market from a seeded process and write it (CSV or Parquet).
     Synth(SynthArgs),
-    /// Validate a bar file and print a summary (rows, span, interval, gaps).
+    /// Validate a bar file and print a summary (rows, timestamp unit, span, interval,
+    /// calendar, gaps, periods per year).
     Check(CheckArgs),
     /// Fetch klines from Bybit's v5 API and write them, with a progress bar.
     Fetch(FetchArgs),
@@ -96,8 +97,8 @@ fn synth(args: SynthArgs) -> anyhow::Result<()> {
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<()> {
-    let series = mrl::data::read_bars(&args.file)?;
-    let summary = mrl::data::SeriesSummary::of(&series);
+    let file = mrl::data::read_bar_file(&args.file)?;
+    let summary = mrl::data::SeriesSummary::of_file(&file);
     print(format!("{}: ok", args.file.display()));
     print(summary);
     Ok(())
@@ -114,15 +115,27 @@ fn check_bar_file_name(path: &std::path::Path) -> anyhow::Result<()> {
     }
 }
 
-/// Parses RFC 3339 or integer milliseconds since the epoch.
+/// Parses an ISO 8601 / RFC 3339 time or an integer since the epoch, in milliseconds; the
+/// integer's unit (seconds, milliseconds, microseconds, nanoseconds) is detected from its
+/// magnitude as in bar files ([`mrl::data::TimeUnit::detect`]).
 pub fn parse_time_ms(text: &str) -> anyhow::Result<i64> {
-    if let Ok(ms) = text.trim().parse::<i64>() {
-        return Ok(ms);
+    let text = text.trim();
+    if let Ok(value) = text.parse::<i64>() {
+        let unit = mrl::data::TimeUnit::detect(value).with_context(|| {
+            format!(
+                "time {value} fits no unit: as seconds, milliseconds, microseconds or \
+                 nanoseconds since the epoch it is no date between 1970-03-26 and 2200"
+            )
+        })?;
+        return Ok(unit.to_millis(value));
     }
-    let time = chrono::DateTime::parse_from_rfc3339(text.trim()).with_context(|| {
-        format!("time {text:?} is neither RFC 3339 (2024-01-01T00:00:00Z) nor milliseconds")
-    })?;
-    Ok(time.timestamp_millis())
+    mrl::data::parse_text_time(text).with_context(|| {
+        format!(
+            "time {text:?} is neither RFC 3339 (2024-01-01T00:00:00Z) nor an integer since the \
+             epoch; accepted: {}",
+            mrl::data::TEXT_FORMS
+        )
+    })
 }
 
 #[cfg(feature = "bybit")]
@@ -194,5 +207,14 @@ mod tests {
             1_704_067_200_000
         );
         assert!(parse_time_ms("yesterday").is_err());
+        // Seconds and microseconds are not read as milliseconds.
+        assert_eq!(parse_time_ms("1700000000").unwrap(), 1_700_000_000_000);
+        assert_eq!(
+            parse_time_ms("1700000000000000").unwrap(),
+            1_700_000_000_000
+        );
+        assert_eq!(parse_time_ms("2024-01-01").unwrap(), 1_704_067_200_000);
+        let err = parse_time_ms("3600000").unwrap_err().to_string();
+        assert!(err.contains("fits no unit"), "{err}");
     }
 }
