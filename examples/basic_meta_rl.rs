@@ -43,6 +43,9 @@ struct Args {
     /// Reuse the checkpoints already in --out instead of training again.
     #[arg(long)]
     reuse: bool,
+    /// Train with this AR(1) config instead of the built-in configs/synthetic-ar1.toml.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Output directory.
     #[arg(long, default_value = "runs/example-basic-meta-rl")]
     out: PathBuf,
@@ -51,9 +54,12 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("warn").init();
     let args = Args::parse();
-    let base = TrainConfig::from_toml_str(CONFIG, "configs/synthetic-ar1.toml".as_ref())?;
+    let base = match &args.config {
+        Some(path) => TrainConfig::load(path)?,
+        None => TrainConfig::from_toml_str(CONFIG, "configs/synthetic-ar1.toml".as_ref())?,
+    };
     let TaskKind::SyntheticAr1 { bars, family } = base.task.kind.clone() else {
-        anyhow::bail!("configs/synthetic-ar1.toml must hold an AR(1) task");
+        anyhow::bail!("the config must hold an AR(1) task (kind = \"synthetic-ar1\")");
     };
     let tasks = SyntheticTasks::new(ProcessSource::Ar1(family), bars, base.task.trading.clone())?;
 

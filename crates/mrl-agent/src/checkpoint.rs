@@ -18,7 +18,7 @@ use crate::policy::Policy;
 pub const CHECKPOINT_FORMAT: &str = "mrl-agent-checkpoint";
 
 /// The JSON sidecar of a checkpoint.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
     /// Always [`CHECKPOINT_FORMAT`].
     pub format: String,

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::norm::InputNorm;
 
 /// Which network a [`Policy`](crate::Policy) is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -37,7 +38,7 @@ impl PolicyKind {
 /// let config = AgentConfig { hidden: 64, kind: PolicyKind::Mlp, ..Default::default() };
 /// assert_eq!(config.input_dim(), 14 + 3 + 2);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
     /// Network kind. Default [`PolicyKind::Rl2`].
@@ -50,6 +51,11 @@ pub struct AgentConfig {
     /// Hidden width of the encoder, the GRU and (for the MLP) both hidden layers.
     /// Default 128, as in the design document and the PyTorch reference.
     pub hidden: usize,
+    /// Input statistics fitted on training data ([`InputNorm`]), applied to every input row
+    /// the policy reads. `None` (the default, and what a checkpoint written without them
+    /// reads as) is the explicit identity: rows enter the network as the env wrote them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_norm: Option<InputNorm>,
 }
 
 impl Default for AgentConfig {
@@ -59,6 +65,7 @@ impl Default for AgentConfig {
             obs_dim: 14,
             n_actions: 3,
             hidden: 128,
+            input_norm: None,
         }
     }
 }
@@ -89,6 +96,9 @@ impl AgentConfig {
         }
         if self.hidden == 0 {
             return bad("hidden", self.hidden, "must be at least 1");
+        }
+        if let Some(norm) = &self.input_norm {
+            norm.validate(self.obs_dim)?;
         }
         Ok(())
     }

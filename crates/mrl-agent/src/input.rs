@@ -1,10 +1,13 @@
 //! The policy's input row `[obs, one_hot(prev_action), prev_reward, prev_done]`, built in one
 //! place so that the environment side, rollouts and PPO agree on it.
 
+use std::sync::Arc;
+
 use candle_core::{Device, Tensor};
 
 use crate::config::AgentConfig;
 use crate::error::{Error, Result, check_len};
+use crate::norm::InputNorm;
 
 /// Layout of one input row (RL², Duan et al. 2016):
 ///
@@ -17,10 +20,17 @@ use crate::error::{Error, Result, check_len};
 ///
 /// With the defaults (14 observations, 3 actions) a row is 19 wide, as in the PyTorch
 /// reference `MetaRLAgent.build_input`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// When the policy carries input statistics ([`AgentConfig::input_norm`]) the observation
+/// block and the previous reward are normalised as the row is written ([`InputNorm`]); the
+/// one-hot block and the done flag are written as they are. Every path that feeds the
+/// network (rollouts, the PPO update, backtests, evaluation) builds its rows here, so the
+/// same statistics apply everywhere.
+#[derive(Clone, Debug, PartialEq)]
 pub struct InputLayout {
     obs_dim: usize,
     n_actions: usize,
+    norm: Option<Arc<InputNorm>>,
 }
 
 /// Column-wise inputs for `n` rows (one step of `n` trials, or `B·T` steps of a sequence
@@ -55,7 +65,18 @@ impl InputLayout {
         Self {
             obs_dim: config.obs_dim,
             n_actions: config.n_actions,
+            norm: config.input_norm.clone().map(Arc::new),
         }
+    }
+
+    /// Whether `other` has the same widths (statistics aside).
+    pub fn same_widths(&self, other: &Self) -> bool {
+        (self.obs_dim, self.n_actions) == (other.obs_dim, other.n_actions)
+    }
+
+    /// The statistics applied to each row, if any.
+    pub fn input_norm(&self) -> Option<&InputNorm> {
+        self.norm.as_deref()
     }
 
     /// Row width: `obs_dim + n_actions + 2`.
@@ -159,6 +180,9 @@ impl InputLayout {
     ) -> Result<()> {
         let (obs_part, rest) = row.split_at_mut(self.obs_dim);
         obs_part.copy_from_slice(obs);
+        if let Some(norm) = &self.norm {
+            norm.apply_obs(obs_part);
+        }
         let (one_hot, tail) = rest.split_at_mut(self.n_actions);
         one_hot.fill(0.0);
         if let Some(action) = prev_action {
@@ -169,7 +193,10 @@ impl InputLayout {
             })?;
             *slot = 1.0;
         }
-        tail[0] = prev_reward;
+        tail[0] = match &self.norm {
+            Some(norm) => norm.apply_reward(prev_reward),
+            None => prev_reward,
+        };
         tail[1] = if prev_done { 1.0 } else { 0.0 };
         Ok(())
     }
@@ -242,6 +269,30 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn rows_apply_the_policy_statistics() {
+        let norm = InputNorm {
+            obs_mean: vec![1.0, -1.0],
+            obs_std: vec![2.0, 0.5],
+            reward_std: 4.0,
+            clip: 5.0,
+            count: 10.0,
+        };
+        let l = InputLayout::new(&AgentConfig {
+            obs_dim: 2,
+            n_actions: 3,
+            input_norm: Some(norm),
+            ..Default::default()
+        });
+        let mut row = [9.0f32; 7];
+        l.write_row(&mut row, &[3.0, 100.0], Some(2), 2.0, true)
+            .unwrap();
+        // (3 − 1) / 2 = 1; (100 + 1) / 0.5 clipped to 5; reward 2 / 4; one-hot and done as is.
+        assert_eq!(row, [1.0, 5.0, 0.0, 0.0, 1.0, 0.5, 1.0]);
+        assert!(l.same_widths(&layout()));
+        assert_ne!(l, layout());
     }
 
     #[test]

@@ -32,7 +32,9 @@
 //! - [`RolloutWorkspace`]: the batched rollout step for `B` trials (no autograd, no
 //!   per-step allocation of large buffers): input rows, network, softmax and sampling, on
 //!   the fused CPU path or on candle tensors (CUDA).
-//! - [`InputLayout`] / [`PolicyInputs`]: the one place that builds input rows.
+//! - [`InputLayout`] / [`PolicyInputs`]: the one place that builds input rows, applying the
+//!   policy's [`InputNorm`] (observation z-scores and the previous reward's scale, fitted on
+//!   training data and stored in the checkpoint).
 //! - [`DeviceChoice`] / [`select_device`]: CPU, CUDA, or a logged fallback.
 //!
 //! ## Example
@@ -115,6 +117,7 @@ mod init;
 mod input;
 mod layers;
 mod net_seq;
+mod norm;
 mod policy;
 mod rollout;
 mod sampling;
@@ -128,6 +131,7 @@ pub use device::{DeviceChoice, cuda_compiled, select_device};
 pub use error::{Error, Result};
 pub use input::{InputLayout, PolicyInputs};
 pub use layers::{Gru, Linear};
+pub use norm::{DEFAULT_NORM_CLIP, InputNorm, NORM_EPSILON, RunningMeanStd};
 pub use policy::{MLP_PARAM_NAMES, Policy, RL2_PARAM_NAMES, SeqOutput, StepOutput};
 pub use rollout::{RolloutOptions, RolloutWorkspace, StepView};
 pub use sampling::{greedy_action, sample_action};

@@ -155,6 +155,20 @@ impl Policy {
         &self.config
     }
 
+    /// Replaces the input statistics (`None`: identity). The weights are unchanged; clones
+    /// made before keep their statistics.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when the statistics do not fit the observation width or hold
+    /// a non-finite or non-positive scale.
+    pub fn set_input_norm(&mut self, norm: Option<crate::InputNorm>) -> Result<()> {
+        if let Some(n) = &norm {
+            n.validate(self.config.obs_dim)?;
+        }
+        self.config.input_norm = norm;
+        Ok(())
+    }
+
     /// The network kind.
     pub fn kind(&self) -> PolicyKind {
         self.config.kind

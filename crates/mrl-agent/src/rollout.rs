@@ -162,6 +162,7 @@ impl RolloutWorkspace {
         let c = policy.config();
         let layout = InputLayout::new(c);
         let (b, a, s) = (batch_size, c.n_actions, policy.state_size());
+        let width = layout.width();
         tracing::debug!(
             batch_size,
             fused = matches!(backend, Backend::Fused { .. }),
@@ -172,7 +173,7 @@ impl RolloutWorkspace {
             batch_size,
             state_size: s,
             backend,
-            x: vec![0.0; b * layout.width()],
+            x: vec![0.0; b * width],
             h: vec![0.0; b * s],
             logits: vec![0.0; b * a],
             values: vec![0.0; b],
@@ -201,8 +202,9 @@ impl RolloutWorkspace {
         }
     }
 
-    /// Re-reads the weights from `policy` (after an optimiser step): the fused path copies a
-    /// fresh snapshot (about 0.4 MB at H = 128); the candle path shares `policy`'s `Var`s.
+    /// Re-reads the weights and the input statistics from `policy` (after an optimiser step):
+    /// the fused path copies a fresh snapshot (about 0.4 MB at H = 128); the candle path
+    /// shares `policy`'s `Var`s.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] when `policy` has other sizes or kind than the workspace;
@@ -213,11 +215,13 @@ impl RolloutWorkspace {
             value: format!("{:?}", policy.config()),
             reason: "differs from the policy the workspace was built for",
         };
-        let same_shape = InputLayout::new(policy.config()) == self.layout
-            && policy.state_size() == self.state_size;
+        let layout = InputLayout::new(policy.config());
+        let same_shape = layout.same_widths(&self.layout) && policy.state_size() == self.state_size;
         if !same_shape {
             return Err(mismatch());
         }
+        // The statistics may have changed (running normalisation during training).
+        self.layout = layout;
         match &mut self.backend {
             Backend::Fused { net, .. } => {
                 let fresh = FusedNet::from_policy(policy)?;

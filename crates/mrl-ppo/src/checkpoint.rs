@@ -53,6 +53,9 @@ pub struct TrainState {
     pub shuffle_rng: ChaCha8Rng,
     /// The trials' seed and round.
     pub trials: VecTrialsState,
+    /// Normalisation accumulators (absent when the run normalises nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norm: Option<crate::normalize::NormState>,
 }
 
 /// Everything a checkpoint holds, loaded.

@@ -29,6 +29,7 @@ use mrl_env::{Ar1Family, AssetSplit, RegimeConfig, TradingConfig, TrialConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::gae::GaeConfig;
+use crate::normalize::NormalizeConfig;
 use crate::optim::AdamConfig;
 use crate::update::PpoConfig;
 use crate::{Error, Result};
@@ -405,6 +406,9 @@ pub struct TrainConfig {
     pub optim: AdamConfig,
     /// The task distribution.
     pub task: TaskSection,
+    /// Input and return normalisation (default off; left out of saved configs when off).
+    #[serde(skip_serializing_if = "NormalizeConfig::is_off")]
+    pub normalize: NormalizeConfig,
 }
 
 impl Default for TrainConfig {
@@ -419,6 +423,7 @@ impl Default for TrainConfig {
             gae: GaeConfig::default(),
             optim: AdamConfig::default(),
             task: TaskSection::default(),
+            normalize: NormalizeConfig::default(),
         }
     }
 }
@@ -478,6 +483,7 @@ impl TrainConfig {
             return bad("agent.hidden", "0".into(), "must be at least 1");
         }
         self.ppo.validate()?;
+        self.normalize.validate()?;
         self.gae.validate()?;
         self.optim.validate()?;
         self.task.trial().validate()?;

@@ -67,6 +67,7 @@ mod error;
 mod eval;
 mod gae;
 mod loss;
+mod normalize;
 mod optim;
 mod rollout;
 mod trainer;
@@ -87,6 +88,7 @@ pub use gae::{
     normalize_advantages,
 };
 pub use loss::{PpoLoss, PpoLossConfig, PpoLossStats, PpoTargets, log_softmax, ppo_loss};
+pub use normalize::{NormMode, NormState, NormalizeConfig};
 pub use optim::{Adam, AdamConfig, annealed_lr, clip_grad_norm, collect_grads, global_norm};
 pub use rollout::{RolloutBuffer, RolloutStats, TrialColumns, collect_rollout, policy_obs_dim};
 pub use trainer::{

@@ -23,8 +23,9 @@ use crate::checkpoint::{
     save_checkpoint, write_file_atomic,
 };
 use crate::config::{TaskKind, TrainConfig, parse_interval, resolve_data_dir};
+use crate::normalize::{NormMode, NormState};
 use crate::optim::annealed_lr;
-use crate::rollout::{RolloutBuffer, collect_rollout, policy_obs_dim};
+use crate::rollout::{RolloutBuffer, RolloutStats, collect_rollout, policy_obs_dim};
 use crate::update::Learner;
 use crate::{Error, Result};
 
@@ -104,6 +105,8 @@ pub struct Trainer<D: TaskDistribution> {
     shuffle_rng: ChaCha8Rng,
     iteration: u64,
     env_steps: u64,
+    /// Normalisation accumulators, when the run normalises inputs or returns.
+    norm: Option<NormState>,
 }
 
 /// Seeds derived from the master seed, in a fixed order.
@@ -148,7 +151,59 @@ impl<D: TaskDistribution> Trainer<D> {
         let seeds = Seeds::new(config.seed);
         let agent = agent_config(&config, dist.as_ref());
         let policy = Policy::new(&agent, &Device::Cpu, seeds.weights)?;
-        Self::assemble(config, dist, run_dir, policy, &seeds)
+        let mut trainer = Self::assemble(config, dist, run_dir, policy, &seeds)?;
+        trainer.warm_up_normalization()?;
+        Ok(trainer)
+    }
+
+    /// Fits the first normalisation statistics on `warmup_rounds` rollouts of the training
+    /// split with the initial policy (see [`NormalizeConfig`](crate::NormalizeConfig)).
+    fn warm_up_normalization(&mut self) -> Result<()> {
+        let Some(mut norm) = self.norm.take() else {
+            return Ok(());
+        };
+        let rounds = self.config.normalize.warmup_rounds.max(1);
+        for _ in 0..rounds {
+            self.collect()?;
+            norm.observe_inputs(&self.buffer)?;
+            norm.observe_returns(&self.buffer, self.config.gae.gamma)?;
+        }
+        self.norm = Some(norm);
+        self.apply_normalization()?;
+        tracing::info!(
+            rounds,
+            "normalisation statistics fitted on the training split"
+        );
+        Ok(())
+    }
+
+    /// One rollout round of the trials with the current policy into the buffer.
+    fn collect(&mut self) -> Result<RolloutStats> {
+        collect_rollout(
+            &mut self.trials,
+            &mut self.workspace,
+            self.learner.policy(),
+            &mut self.buffer,
+            &mut self.sample_rng,
+            self.config.ppo.gae_scope,
+        )
+    }
+
+    /// Hands the current statistics to the policy, the rollout workspace and the learner.
+    fn apply_normalization(&mut self) -> Result<()> {
+        let Some(norm) = &self.norm else {
+            return Ok(());
+        };
+        let n = &self.config.normalize;
+        if n.inputs != NormMode::None {
+            let stats = norm.input_norm(n.clip);
+            self.learner.policy_mut().set_input_norm(Some(stats))?;
+            self.workspace.refresh(self.learner.policy())?;
+        }
+        if n.returns {
+            self.learner.set_return_scale(norm.return_scale())?;
+        }
+        Ok(())
     }
 
     /// Resumes the run in `run_dir` from its last checkpoint: weights, Adam moments and step,
@@ -186,6 +241,13 @@ impl<D: TaskDistribution> Trainer<D> {
         trainer.shuffle_rng = loaded.state.shuffle_rng;
         trainer.iteration = loaded.state.iteration;
         trainer.env_steps = loaded.state.env_steps;
+        if trainer.norm.is_some() {
+            trainer.norm = Some(loaded.state.norm.ok_or_else(|| Error::Checkpoint {
+                path: dir.join("state.json"),
+                reason: "the run normalises but the checkpoint holds no normalisation state".into(),
+            })?);
+            trainer.apply_normalization()?;
+        }
         trainer.truncate_log()?;
         tracing::info!(iteration = trainer.iteration, dir = %dir.display(), "resumed");
         Ok(trainer)
@@ -209,7 +271,9 @@ impl<D: TaskDistribution> Trainer<D> {
         let obs_dim = policy.config().obs_dim;
         let buffer = RolloutBuffer::new(config.n_envs, trials.max_trial_len(), obs_dim);
         let learner = Learner::new(policy, config.ppo.clone(), config.optim)?;
+        let norm = (!config.normalize.is_off()).then(|| NormState::new(obs_dim));
         Ok(Self {
+            norm,
             run_dir: run_dir.to_path_buf(),
             learner,
             trials,
@@ -246,15 +310,14 @@ impl<D: TaskDistribution> Trainer<D> {
     /// written, the last checkpoint stays as it was), env, agent and I/O errors.
     pub fn step(&mut self) -> Result<IterationStats> {
         let start = Instant::now();
-        let rollout = collect_rollout(
-            &mut self.trials,
-            &mut self.workspace,
-            self.learner.policy(),
-            &mut self.buffer,
-            &mut self.sample_rng,
-            self.config.ppo.gae_scope,
-        )?;
+        let rollout = self.collect()?;
         let rollout_secs = start.elapsed().as_secs_f64();
+        if self.config.normalize.returns
+            && let Some(norm) = &mut self.norm
+        {
+            norm.observe_returns(&self.buffer, self.config.gae.gamma)?;
+            self.learner.set_return_scale(norm.return_scale())?;
+        }
         let lr = annealed_lr(
             self.config.optim.lr,
             self.iteration,
@@ -268,6 +331,15 @@ impl<D: TaskDistribution> Trainer<D> {
             &mut self.shuffle_rng,
             self.iteration,
         )?;
+        if self.config.normalize.inputs == NormMode::Running
+            && let Some(norm) = &mut self.norm
+        {
+            // After the update: this rollout and the update that learnt from it saw the
+            // same statistics; the next rollout sees the refreshed ones.
+            norm.observe_inputs(&self.buffer)?;
+            let stats = norm.input_norm(self.config.normalize.clip);
+            self.learner.policy_mut().set_input_norm(Some(stats))?;
+        }
         self.workspace.refresh(self.learner.policy())?;
         let seconds = start.elapsed().as_secs_f64();
         self.env_steps += rollout.env_steps as u64;
@@ -357,6 +429,7 @@ impl<D: TaskDistribution> Trainer<D> {
             sample_rng: self.sample_rng.clone(),
             shuffle_rng: self.shuffle_rng.clone(),
             trials: self.trials.state(),
+            norm: self.norm.clone(),
         };
         save_checkpoint(
             &self.run_dir,
@@ -406,6 +479,7 @@ pub fn agent_config<D: TaskDistribution>(config: &TrainConfig, dist: &D) -> Agen
         obs_dim: policy_obs_dim(dist.obs_dim()),
         n_actions: dist.n_actions(),
         hidden: config.agent.hidden,
+        input_norm: None,
     }
 }
 

@@ -150,6 +150,9 @@ pub struct Learner {
     params: Vec<Var>,
     adam: Adam,
     config: PpoConfig,
+    /// Factor on the rewards before GAE on top of `config.reward_scale` (return
+    /// normalisation; 1 otherwise).
+    return_scale: f64,
 }
 
 /// A minibatch's tensors.
@@ -177,12 +180,36 @@ impl Learner {
             params,
             adam,
             config,
+            return_scale: 1.0,
         })
     }
 
     /// The policy being trained.
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// The policy, mutably (to set its input statistics; the parameters are shared with the
+    /// optimiser, so replacing weights through it is not supported).
+    pub fn policy_mut(&mut self) -> &mut Policy {
+        &mut self.policy
+    }
+
+    /// Sets the factor on the rewards before GAE on top of the configured `reward_scale`
+    /// (return normalisation, see [`NormalizeConfig`](crate::NormalizeConfig)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a factor that is not finite and > 0.
+    pub fn set_return_scale(&mut self, scale: f64) -> Result<()> {
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(Error::InvalidConfig {
+                field: "return_scale",
+                value: scale.to_string(),
+                reason: "must be finite and > 0",
+            });
+        }
+        self.return_scale = scale;
+        Ok(())
     }
 
     /// The optimiser (its moments and step count).
@@ -264,7 +291,7 @@ impl Learner {
             buffer,
             gae_config,
             self.config.gae_scope,
-            self.config.reward_scale,
+            self.config.reward_scale * self.return_scale,
         )?;
         if self.config.normalize_advantages {
             normalize_advantages(&mut adv, Some(&buffer.valid_trial_major()));

@@ -6,4 +6,5 @@ mod checkpoint;
 mod golden;
 mod gru_golden;
 mod gru_seq;
+mod norm;
 mod rollout;

@@ -3,5 +3,6 @@
 mod gae_golden;
 mod json;
 mod loss_golden;
+mod normalize;
 mod train;
 mod update_golden;
