@@ -283,6 +283,24 @@ fn means_of(rows: &[MarketRow]) -> BTreeMap<String, MarketMeans> {
 /// Width of one policy's block in the table.
 const BLOCK: usize = 33;
 
+/// One policy's block of a table row: Sharpe and Sortino (`-` where undefined), max
+/// drawdown and return in percent, `!` after the return of a ruined book.
+fn cells(
+    (sharpe, sortino): (Option<f64>, Option<f64>),
+    max_drawdown: f64,
+    total_return: f64,
+    ruined: bool,
+) -> String {
+    format!(
+        " | {:>7} {:>7} {:>7.2}% {:>7.2}%{}",
+        opt(sharpe),
+        opt(sortino),
+        100.0 * max_drawdown,
+        100.0 * total_return,
+        if ruined { "!" } else { "" }
+    )
+}
+
 impl MarketsSummary {
     /// A table: one row per series and a `mean` row, and for each policy its Sharpe,
     /// Sortino, max drawdown and return (`-` where undefined, `!` after the return of a
@@ -311,39 +329,26 @@ impl MarketsSummary {
             );
         }
         out.push('\n');
-        let cells = |f: Option<(Option<f64>, Option<f64>, f64, f64, bool)>| match f {
-            Some((sharpe, sortino, mdd, ret, ruined)) => format!(
-                " | {:>7} {:>7} {:>7.2}% {:>7.2}%{}",
-                opt(sharpe),
-                opt(sortino),
-                100.0 * mdd,
-                100.0 * ret,
-                if ruined { "!" } else { "" }
-            ),
-            None => format!(" | {:>BLOCK$}", "-"),
-        };
+        let missing = format!(" | {:>BLOCK$}", "-");
         for row in &self.rows {
             let _ = write!(out, "{:<width$} {:>7}", row.name, row.bars);
             for name in &names {
-                let f = row.policies.get(name);
-                out.push_str(&cells(f.map(|f| {
-                    (
-                        f.sharpe,
-                        f.sortino,
-                        f.max_drawdown,
-                        f.total_return,
-                        f.ruined,
-                    )
-                })));
+                out.push_str(&row.policies.get(name).map_or_else(
+                    || missing.clone(),
+                    |f| {
+                        let ratios = (f.sharpe, f.sortino);
+                        cells(ratios, f.max_drawdown, f.total_return, f.ruined)
+                    },
+                ));
             }
             out.push('\n');
         }
         let _ = write!(out, "{:<width$} {:>7}", "mean", "");
         for name in &names {
-            let m = self.means.get(name);
-            out.push_str(&cells(m.map(|m| {
-                (m.sharpe, m.sortino, m.max_drawdown, m.total_return, false)
-            })));
+            out.push_str(&self.means.get(name).map_or_else(
+                || missing.clone(),
+                |m| cells((m.sharpe, m.sortino), m.max_drawdown, m.total_return, false),
+            ));
         }
         out.push('\n');
         for name in &names {

@@ -156,7 +156,7 @@ fn periods(periods_per_year: f64) -> f64 {
 /// number. A ratio over a negligible denominator is undefined.
 pub fn is_negligible(dispersion: f64, level: f64) -> bool {
     let floor = DISPERSION_ABS_FLOOR.max(DISPERSION_REL_FLOOR * level.abs());
-    !(dispersion.abs() > floor)
+    dispersion.is_nan() || dispersion.abs() <= floor
 }
 
 /// `√p · numerator / denominator`, `None` when the denominator is negligible
