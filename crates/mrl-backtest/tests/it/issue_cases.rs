@@ -1,13 +1,14 @@
 //! End to end through `backtest` and `evaluate_markets`: undefined ratios stay undefined
 //! (JSON `null`, `-` in tables, out of means and intervals), the standard Sortino ratio,
-//! ruin, and distinct labels for one symbol at two intervals.
+//! ruin, distinct labels for one symbol at two intervals, and annualisation by the
+//! calendar of the bars rather than of the whole file.
 
 use mrl_agent::PolicyKind;
 use mrl_backtest::{
     BacktestReport, Policies, TestStart, WalkForwardConfig, backtest, evaluate_markets,
-    evaluate_named_markets,
+    evaluate_named_markets, sharpe,
 };
-use mrl_data::{Bar, BarSeries, HOUR_MS};
+use mrl_data::{Bar, BarSeries, HOUR_MS, YEAR_MS};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -296,4 +297,47 @@ fn market_means_skip_undefined_ratios_and_count_what_they_cover() {
     assert!(json["means"]["flat"]["sharpe"].is_null());
     assert_eq!(json["means"]["flat"]["sharpe_n"], 0);
     assert!(json["rows"][0]["policies"]["flat"]["sharpe"].is_null());
+}
+
+/// Issue case (calendar): 1200 hourly bars with a one-year hole before bar 600. The test
+/// period (the last 30 %, after the hole, as are its adaptation episodes) is untouched by
+/// the hole, so its metrics equal those of the same bars without it, annualised by the
+/// hourly 24/7 calendar (≈ 8766 bars a year), not by the file's average bar rate (≈ 1055).
+#[test]
+fn a_gap_before_the_test_period_does_not_rescale_its_metrics() {
+    let closes = random_walk(1200, 21);
+    let plain = BarSeries::new(&hourly_bars(&closes)).unwrap();
+    let year = YEAR_MS as i64;
+    let holed_bars: Vec<Bar> = plain
+        .iter()
+        .enumerate()
+        .map(|(i, b)| Bar {
+            timestamp: b.timestamp + if i >= 600 { year } else { 0 },
+            ..b
+        })
+        .collect();
+    let holed = BarSeries::new(&holed_bars).unwrap();
+    let rl2 = decisive_agent(5);
+    let cfg = WalkForwardConfig {
+        test_start: TestStart::HeldOutFraction(0.3),
+        ..config(0)
+    };
+    let a = backtest(&plain, &Policies::new(&rl2), &cfg).unwrap();
+    let b = backtest(&holed, &Policies::new(&rl2), &cfg).unwrap();
+    assert!(a.windows[0].adaptation[0].start >= 600);
+    // The file's average bar rate, which used to annualise: ≈ 1055 bars a year.
+    let average = 1199.0 * YEAR_MS / (holed.end() - holed.start()) as f64;
+    assert!((1000.0..1100.0).contains(&average), "{average}");
+    for bt in [&a, &b] {
+        assert_eq!(bt.report.periods_per_year, 8766.0); // 365.25 · 24
+    }
+    for (name, p) in &a.report.policies {
+        let q = &b.report.policies[name];
+        assert_eq!(p.metrics, q.metrics, "{name}");
+        assert_eq!(p.sharpe_diff_ci, q.sharpe_diff_ci, "{name}");
+    }
+    let returns: Vec<f64> = b.records["buy_and_hold"].iter().map(|r| r.reward).collect();
+    let got = b.report.policies["buy_and_hold"].metrics.sharpe;
+    assert_eq!(got, sharpe(&returns, 8766.0));
+    assert!(got.is_some());
 }
