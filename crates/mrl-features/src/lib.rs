@@ -24,6 +24,7 @@
 //!   and no loss ([`RSI_ONLY_GAINS`]), 0.5 with no change at all ([`RSI_NO_CHANGE`]: no
 //!   information, the midpoint). Losses and no gain give 0 in both. Every other window is
 //!   the reference's arithmetic, bit for bit.
+//!
 //! The first [`WARMUP`] = 26 bars use partial windows and unseeded EMAs: [`FeatureMatrix`]
 //! keeps them so that row `t` is bar `t`, and [`FeatureMatrix::kept`] drops them.
 //!
