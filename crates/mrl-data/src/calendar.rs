@@ -1,43 +1,11 @@
 //! [`Calendar`]: how many bars a year a market has, from its bar spacing and session pattern.
-//!
-//! The annualisation factor of every metric (Sharpe, volatility, CAGR) is the number of bars
-//! a year of this market holds. It is a property of the market, not of one file: it must not
-//! change when a gap (an outage, a missing month, a year-long hole) falls inside the data, and
-//! a slice of a series must have the same calendar as the whole. So it is *not* `(len − 1) /
-//! span`; it is derived from two things that a gap does not move:
-//!
-//! 1. **The bar spacing**: [`BarSeries::interval`], the most common step.
-//! 2. **The session pattern**, read from the UTC weekdays the bars fall on:
-//!    - *24/7* ([`Sessions::Continuous`]) unless the market closes for a weekend: then a year
-//!      holds `365.25 · 86 400 000 / interval_ms` bars ([`YEAR_MS`] / interval): 8766 hourly,
-//!      2191.5 four-hourly, 365.25 daily bars.
-//!    - *Weekday sessions* ([`Sessions::Weekdays`]) when two consecutive weekdays (Saturday and
-//!      Sunday, or Friday and Saturday for markets whose days start before midnight UTC) are
-//!      closed: a year holds [`TRADING_DAYS_PER_YEAR`] (252, the equity convention: 261
-//!      weekdays less about 9 holidays) sessions of `bars_per_day` bars each: 252 daily bars,
-//!      1764 hourly bars of a 7-hour session.
-//!
-//! A weekday counts as *closed* when, over the whole UTC days inside the series' span (the
-//! first and last day may be partial and are left out, and so are days inside a hole of more
-//! than [`HOLE_DAYS`] days, which say nothing about the week), it holds fewer than a quarter
-//! ([`CLOSED_DAY_SHARE`]) of the bars per day of the busiest weekday. A holiday closes one
-//! weekday once, which is not a weekend. `bars_per_day` of a session market is the median number of
-//! bars on the whole UTC days that hold any, capped at `86 400 000 / interval_ms` (a full
-//! day). Bars longer than a day (weekly bars) are counted on the continuous calendar: a week
-//! is a week on any market.
-//!
-//! Limits: a series whose span holds no whole weekend cannot show a weekend closure and is
-//! taken as 24/7; a 24/7 series with an outage over a whole weekend and little else is taken
-//! as a weekday market. Give the calendar at least two weeks of bars.
-//!
-//! [`BarSeries::calendar`] logs a `tracing` warning when the series has large gaps (a step of
-//! more than [`LARGE_GAP_DAYS`] days and more than [`LARGE_GAP_BARS`] intervals): the calendar
-//! ignores them, but everything that counts bars (episodes, warm-up windows) does not.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(doc)]
+use crate::series::BarSeries;
 use crate::series::{DAY_MS, Gap, Interval, YEAR_MS};
 
 /// Days in a mean Julian year: the calendar of 24/7 markets.
@@ -73,7 +41,41 @@ impl fmt::Display for Sessions {
 }
 
 /// The trading calendar of a series: bar spacing and session pattern, and from them the
-/// number of bars in a year (see the [module docs](self) for the rule).
+/// number of bars in a year (the rule below).
+///
+/// The annualisation factor of every metric (Sharpe, volatility, CAGR) is the number of bars
+/// a year of this market holds. It is a property of the market, not of one file: it must not
+/// change when a gap (an outage, a missing month, a year-long hole) falls inside the data, and
+/// a slice of a series must have the same calendar as the whole. So it is *not* `(len − 1) /
+/// span`; it is derived from two things that a gap does not move:
+///
+/// 1. **The bar spacing**: [`BarSeries::interval`], the most common step.
+/// 2. **The session pattern**, read from the UTC weekdays the bars fall on:
+///    - *24/7* ([`Sessions::Continuous`]) unless the market closes for a weekend: then a year
+///      holds `365.25 · 86 400 000 / interval_ms` bars ([`YEAR_MS`] / interval): 8766 hourly,
+///      2191.5 four-hourly, 365.25 daily bars.
+///    - *Weekday sessions* ([`Sessions::Weekdays`]) when two consecutive weekdays (Saturday and
+///      Sunday, or Friday and Saturday for markets whose days start before midnight UTC) are
+///      closed: a year holds [`TRADING_DAYS_PER_YEAR`] (252, the equity convention: 261
+///      weekdays less about 9 holidays) sessions of `bars_per_day` bars each: 252 daily bars,
+///      1764 hourly bars of a 7-hour session.
+///
+/// A weekday counts as *closed* when, over the whole UTC days inside the series' span (the
+/// first and last day may be partial and are left out, and so are days inside a hole of more
+/// than [`HOLE_DAYS`] days, which say nothing about the week), it holds fewer than a quarter
+/// ([`CLOSED_DAY_SHARE`]) of the bars per day of the busiest weekday. A holiday closes one
+/// weekday once, which is not a weekend. `bars_per_day` of a session market is the median
+/// number of bars on the whole UTC days that hold any, capped at `86 400 000 / interval_ms`
+/// (a full day). Bars longer than a day (weekly bars) are counted on the continuous calendar: a
+/// week is a week on any market.
+///
+/// Limits: a series whose span holds no whole weekend cannot show a weekend closure and is
+/// taken as 24/7; a 24/7 series with an outage over a whole weekend and little else is taken
+/// as a weekday market. Give the calendar at least two weeks of bars.
+///
+/// [`BarSeries::calendar`] logs a `tracing` warning when the series has large gaps (a step of
+/// more than [`LARGE_GAP_DAYS`] days and more than [`LARGE_GAP_BARS`] intervals): the calendar
+/// ignores them, but everything that counts bars (episodes, warm-up windows) does not.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Calendar {
     /// The bar spacing ([`BarSeries::interval`](crate::BarSeries::interval)).

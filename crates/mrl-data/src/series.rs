@@ -400,7 +400,7 @@ impl BarSeries {
     /// The trading calendar: bar spacing and session pattern (24/7 or weekday sessions), and
     /// from them the bars in a year. `None` with fewer than 2 bars.
     ///
-    /// The rule (in [`Calendar`]'s module docs) uses the bar spacing and the weekdays the bars
+    /// The rule (in [`Calendar`]'s docs) uses the bar spacing and the weekdays the bars
     /// fall on, never the span, so gaps do not change it and any slice of a series that holds
     /// two weeks of bars has the calendar of the whole. Large gaps (more than
     /// [`LARGE_GAP_DAYS`](crate::LARGE_GAP_DAYS) days and
@@ -601,6 +601,21 @@ mod tests {
         // Exact multiples are unchanged: a 3-interval step skips 2 bars.
         assert_eq!(missing_bars(3 * h, h), 2);
         assert_eq!(missing_bars(i64::MAX, 1), i64::MAX - 1);
+    }
+
+    #[test]
+    fn extreme_timestamps_neither_overflow_nor_allocate_the_span() {
+        let (lo, hi) = (i64::MIN / 2, i64::MAX / 2);
+        let ts = [lo, lo + HOUR_MS, hi, hi + HOUR_MS, hi + 2 * HOUR_MS];
+        let s = BarSeries::new(&ts.map(|t| bar(t, 1.0))).unwrap();
+        assert_eq!(s.interval(), Some(Interval::HOUR));
+        assert_eq!(s.periods_per_year(), Some(8766.0));
+        let gaps = s.gaps();
+        assert_eq!((gaps.len(), gaps[0].index), (1, 2));
+        assert_eq!(gaps[0].missing, (hi - lo - HOUR_MS) / HOUR_MS - 1);
+        let wide = BarSeries::new(&[bar(i64::MIN, 1.0), bar(i64::MAX, 1.0)]).unwrap();
+        assert_eq!(wide.interval(), Some(Interval(i64::MAX)));
+        assert!(wide.gaps().is_empty());
     }
 
     #[test]

@@ -1,35 +1,5 @@
 //! Timestamps in files: epoch numbers in any of four units, or ISO 8601 / RFC 3339 text,
-//! all brought to the milliseconds a [`BarSeries`](crate::BarSeries) holds.
-//!
-//! Exchange exports write bar times as seconds, milliseconds or (some public archives)
-//! microseconds since the Unix epoch; Parquet writers also use nanoseconds. Read as
-//! milliseconds, seconds land in January 1970 and microseconds in the year 56 971, and every
-//! calendar built on them is wrong. So the unit is *detected*, from magnitudes:
-//!
-//! | unit | `|value|` in | dates |
-//! |------|--------------|-------|
-//! | seconds | [7.26e6, 7.26e9) | 1970-03-26 .. 2200-01-01 |
-//! | milliseconds | [7.26e9, 7.26e12) | the same |
-//! | microseconds | [7.26e12, 7.26e15) | the same |
-//! | nanoseconds | [7.26e15, 7.26e18) | the same |
-//!
-//! The bounds are 2200-01-01 ([`LATEST_SECONDS`] = 7 258 118 400 s) and a thousandth of it,
-//! so the four bands tile the numbers without overlap: each value has at most one unit that
-//! puts it between late March 1970 and 2200 (or, negative, between early October 1969 and
-//! 1740). Values nearer the epoch than 84 days in seconds (0, 3 600 000, …) fit no unit: in
-//! seconds they are 1970, in milliseconds they are January 1970, and no market data is that
-//! old, so they are refused rather than guessed.
-//!
-//! A file's unit is that of its first row; a later row in another unit is an error naming
-//! the row, the value and both units ([`Error::TimeUnitMismatch`]). Converting to
-//! milliseconds multiplies seconds by 1000 and floors microseconds and nanoseconds to the
-//! millisecond.
-//!
-//! Text timestamps are read with `chrono` in these forms ([`TEXT_FORMS`]):
-//! RFC 3339 with an offset or `Z` (`2024-01-01T00:00:00Z`, `2024-01-01T01:00:00+01:00`,
-//! `2024-01-01T00:00:00.250Z`, `2024-01-01 00:00:00+00:00`), ISO 8601 without an offset
-//! (`2024-01-01T00:00:00`, `2024-01-01 00:00:00`, `2024-01-01T00:00`, read as UTC) and a
-//! bare date (`2024-01-01`, midnight UTC). A column mixes no forms: all numbers or all text.
+//! all brought to the milliseconds a [`BarSeries`](crate::BarSeries) holds; see [`TimeUnit`].
 
 use std::fmt;
 
@@ -55,7 +25,37 @@ const NAIVE_LAYOUTS: [&str; 4] = [
     "%Y-%m-%d %H:%M",
 ];
 
-/// The unit of an epoch number.
+/// The unit of an epoch number, and how files' timestamps are read.
+///
+/// Exchange exports write bar times as seconds, milliseconds or (some public archives)
+/// microseconds since the Unix epoch; Parquet writers also use nanoseconds. Read as
+/// milliseconds, seconds land in January 1970 and microseconds in the year 56 971, and every
+/// calendar built on them is wrong. So the unit is *detected*, from magnitudes:
+///
+/// | unit | `|value|` in | dates |
+/// |------|--------------|-------|
+/// | seconds | [7.26e6, 7.26e9) | 1970-03-26 .. 2200-01-01 |
+/// | milliseconds | [7.26e9, 7.26e12) | the same |
+/// | microseconds | [7.26e12, 7.26e15) | the same |
+/// | nanoseconds | [7.26e15, 7.26e18) | the same |
+///
+/// The bounds are 2200-01-01 ([`LATEST_SECONDS`] = 7 258 118 400 s) and a thousandth of it,
+/// so the four bands tile the numbers without overlap: each value has at most one unit that
+/// puts it between late March 1970 and 2200 (or, negative, between early October 1969 and
+/// 1740). Values nearer the epoch than 84 days in seconds (0, 3 600 000, …) fit no unit: in
+/// seconds they are 1970, in milliseconds they are January 1970, and no market data is that
+/// old, so they are refused rather than guessed.
+///
+/// A file's unit is that of its first row; a later row in another unit is an error naming
+/// the row, the value and both units ([`Error::TimeUnitMismatch`]). Converting to
+/// milliseconds multiplies seconds by 1000 and floors microseconds and nanoseconds to the
+/// millisecond.
+///
+/// Text timestamps are read with `chrono` in these forms ([`TEXT_FORMS`]):
+/// RFC 3339 with an offset or `Z` (`2024-01-01T00:00:00Z`, `2024-01-01T01:00:00+01:00`,
+/// `2024-01-01T00:00:00.250Z`, `2024-01-01 00:00:00+00:00`), ISO 8601 without an offset
+/// (`2024-01-01T00:00:00`, `2024-01-01 00:00:00`, `2024-01-01T00:00`, read as UTC) and a
+/// bare date (`2024-01-01`, midnight UTC). A column mixes no forms: all numbers or all text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TimeUnit {
     /// Seconds since the epoch (Unix time).
@@ -87,8 +87,8 @@ impl TimeUnit {
         }
     }
 
-    /// The one unit that puts `value` between 84 days and 230 years from the epoch (see the
-    /// [module docs](self)); `None` when no unit does.
+    /// The one unit that puts `value` between 84 days and 230 years from the epoch (the
+    /// bands above); `None` when no unit does.
     pub fn detect(value: i64) -> Option<TimeUnit> {
         let magnitude = i128::from(value).abs();
         TimeUnit::ALL.into_iter().find(|unit| {

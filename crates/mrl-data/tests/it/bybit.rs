@@ -921,7 +921,10 @@ proptest! {
     #[test]
     fn decoder_reads_back_what_it_is_given(
         // Millisecond times (1970-03-26 .. 2200): Bybit's unit, checked by the decoder.
-        rows in prop::collection::vec((7_258_118_400i64..7_258_118_400_000, 1e-8f64..1e9, 0f64..1e12), 0..40),
+        rows in prop::collection::vec(
+            (7_258_118_400i64..7_258_118_400_000, 1e-8f64..1e9, 0f64..1e12),
+            0..40,
+        ),
     ) {
         let list: Vec<serde_json::Value> = rows
             .iter()

@@ -142,7 +142,10 @@ fn values_in_no_unit_and_unreadable_text_are_refused_with_the_accepted_forms() {
     let path = csv_with_stamps(dir.path(), &["1617566400", "2021-04-04T21:00:00Z"]);
     let message = read_csv(&path).unwrap_err().to_string();
     assert!(
-        message.contains("row 2: field timestamp: cannot parse \"2021-04-04T21:00:00Z\": a text time in a column of epoch integers"),
+        message.contains(
+            "row 2: field timestamp: cannot parse \"2021-04-04T21:00:00Z\": a text time in a \
+             column of epoch integers"
+        ),
         "{message}"
     );
 }
