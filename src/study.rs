@@ -81,7 +81,7 @@ pub enum Error {
         /// `rl2` or `mlp`.
         agent: &'static str,
         /// The trainer's error.
-        source: mrl_ppo::Error,
+        source: Box<mrl_ppo::Error>,
     },
     /// A line of a run's `train_log.jsonl` could not be read.
     TrainLog {
@@ -106,7 +106,7 @@ pub enum Error {
         /// The held-out market.
         market: String,
         /// The backtester's error.
-        source: mrl_backtest::Error,
+        source: Box<mrl_backtest::Error>,
     },
     /// Writing an output file failed.
     Write {
@@ -163,8 +163,8 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Train { source, .. } => Some(source),
-            Self::Backtest { source, .. } => Some(source),
+            Self::Train { source, .. } => Some(source.as_ref()),
+            Self::Backtest { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }
@@ -310,7 +310,7 @@ impl StudyConfig {
                 .map_err(|source| Error::Train {
                     seed: first,
                     agent: kind.as_str(),
-                    source,
+                    source: Box::new(source),
                 })?;
         }
         match &self.train.task.kind {
@@ -1167,7 +1167,7 @@ pub fn verdict(comparisons: &[&Comparison]) -> String {
         let head = match sign_of(c) {
             Some(true) => format!("beats {name}"),
             Some(false) => format!("is beaten by {name}"),
-            None if c.interval.is_some() => format!("does not beat {name} beyond doubt"),
+            None if c.interval.is_some() => format!("is not distinguishable from {name}"),
             None => format!("cannot be compared with {name}"),
         };
         clauses.push(format!("{head}: Δ Sharpe {}", describe_diff(c)));
@@ -1202,8 +1202,8 @@ pub fn deployment(pooled: &BTreeMap<String, PooledPolicy>, diff: &Comparison) ->
     };
     let fmt_opt = |x: Option<f64>| x.map_or_else(|| "undefined".into(), |v| format!("{v:.2}"));
     let line = format!(
-        "Deploy {mode} actions: pooled held-out Sharpe of RL² {} greedy vs {} sampled \
-         (greedy − sampled {}).",
+        "Deploy {mode} actions: pooled held-out Sharpe of RL² {} greedy vs {} sampled; \
+         greedy − sampled Δ Sharpe {}.",
         fmt_opt(greedy),
         fmt_opt(sampled),
         describe_diff(diff)
@@ -1320,10 +1320,10 @@ fn train_agent(
     let rel = format!("seed-{seed}/{}", kind.as_str());
     let run_dir = out_dir.join(&rel);
     let agent = kind.as_str();
-    let err = |source| Error::Train {
+    let err = |source: mrl_ppo::Error| Error::Train {
         seed,
         agent,
-        source,
+        source: Box::new(source),
     };
     let resume = config.resume && mrl_ppo::checkpoint_dir(&run_dir).exists();
     progress(Progress::TrainStart {
@@ -1400,7 +1400,7 @@ pub fn run_study(
                     Error::Backtest {
                         seed,
                         market: m.name.clone(),
-                        source,
+                        source: Box::new(source),
                     }
                 })
             };
@@ -2156,7 +2156,7 @@ mod tests {
         assert_eq!(
             line,
             "RL² (greedy) on mean held-out Sharpe beats the MLP: Δ Sharpe +0.30 (95% CI +0.10 to \
-             +0.50, 6 of 8 seed×market pairs); does not beat buy-and-hold beyond doubt: Δ Sharpe \
+             +0.50, 6 of 8 seed×market pairs); is not distinguishable from buy-and-hold: Δ Sharpe \
              -0.10 (95% CI -0.40 to +0.20, 6 of 8 seed×market pairs); weaker than buy-and-hold \
              on seeds 2, 3."
         );

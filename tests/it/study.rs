@@ -81,7 +81,10 @@ fn a_two_seed_study_writes_pooled_reproducible_results() {
     for stem in ["adaptation", "training", "equity-seed-3", "equity-seed-5"] {
         for ext in ["png", "svg"] {
             let path = dir.path().join(format!("{stem}.{ext}"));
-            assert!(std::fs::metadata(&path).unwrap().len() > 1000, "{stem}.{ext}");
+            assert!(
+                std::fs::metadata(&path).unwrap().len() > 1000,
+                "{stem}.{ext}"
+            );
         }
     }
 
@@ -134,7 +137,10 @@ fn a_two_seed_study_writes_pooled_reproducible_results() {
     for (key, pooled) in &report.pooled {
         let seeds: Vec<_> = report.per_seed.iter().map(|s| s.policies[key]).collect();
         let mean_return = seeds.iter().map(|f| f.total_return).sum::<f64>() / 2.0;
-        assert!((pooled.total_return.mean - mean_return).abs() < 1e-12, "{key}");
+        assert!(
+            (pooled.total_return.mean - mean_return).abs() < 1e-12,
+            "{key}"
+        );
         let sharpes: Vec<f64> = seeds.iter().filter_map(|f| f.sharpe).collect();
         match pooled.sharpe {
             Some(s) => {
@@ -146,8 +152,12 @@ fn a_two_seed_study_writes_pooled_reproducible_results() {
         }
     }
     let seed = &report.per_seed[0];
-    let market_mean =
-        seed.markets.iter().map(|m| m.policies["rl2"].total_return).sum::<f64>() / 2.0;
+    let market_mean = seed
+        .markets
+        .iter()
+        .map(|m| m.policies["rl2"].total_return)
+        .sum::<f64>()
+        / 2.0;
     assert!((seed.policies["rl2"].total_return - market_mean).abs() < 1e-12);
     // Flat never trades: every return 0 and its Sharpe undefined everywhere.
     assert_eq!(report.pooled["flat"].total_return.mean, 0.0);
@@ -162,9 +172,17 @@ fn a_two_seed_study_writes_pooled_reproducible_results() {
         assert!(i.lo <= i.mean && i.mean <= i.hi, "{i:?}");
         assert_eq!(i.confidence, 0.95);
     }
-    assert!(report.verdict.starts_with("RL² (greedy) on mean held-out Sharpe"));
+    assert!(
+        report
+            .verdict
+            .starts_with("RL² (greedy) on mean held-out Sharpe")
+    );
     assert!(report.verdict.contains("the MLP"), "{}", report.verdict);
-    assert!(report.verdict.contains("buy-and-hold"), "{}", report.verdict);
+    assert!(
+        report.verdict.contains("buy-and-hold"),
+        "{}",
+        report.verdict
+    );
     assert!(["greedy", "sampled"].contains(&report.deployment.mode.as_str()));
 
     // CSV shapes: one per-seed row per seed and policy, one pooled row per policy.
@@ -216,7 +234,17 @@ fn a_two_seed_study_writes_pooled_reproducible_results() {
 
     // An existing run is an error without resume, and reused as it is with it.
     let err = run_study(&config, dir.path(), |_| {}).unwrap_err();
-    assert!(matches!(err, Error::Train { seed: 3, agent: "rl2", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Train {
+                seed: 3,
+                agent: "rl2",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("checkpoint exists"), "{err}");
     let mut resumed = config.clone();
     resumed.resume = true;

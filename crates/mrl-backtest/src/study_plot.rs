@@ -74,6 +74,21 @@ fn bounds(panel: &Panel) -> (f64, f64, f64, f64) {
     (x0, x1, y0 - pad, y1 + pad)
 }
 
+/// A y tick label with enough decimals to tell ticks apart on an axis spanning `span`:
+/// ticks about `span / 10` apart need `1 − ⌊log10 span⌋` decimals (0 to 6), and scientific
+/// notation below a span of 1e-4.
+fn tick_label(y: f64, span: f64) -> String {
+    if span > 0.0 && span < 1e-4 {
+        return format!("{y:.1e}");
+    }
+    let decimals = if span > 0.0 {
+        (1.0 - span.log10().floor()).clamp(0.0, 6.0) as usize
+    } else {
+        2
+    };
+    format!("{y:.decimals$}")
+}
+
 /// Draws `panel` into `area` (the backtest charts of [`crate::write_report`] too).
 pub(crate) fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
@@ -103,6 +118,7 @@ pub(crate) fn draw_panel<DB: DrawingBackend>(
                 format!("{x:.1}")
             }
         })
+        .y_label_formatter(&|y| tick_label(*y, y1 - y0))
         .x_desc(panel.x_desc.as_str())
         .y_desc(panel.y_desc.as_str())
         .label_style(("sans-serif", 14))
@@ -238,6 +254,16 @@ mod tests {
         assert_eq!((x0, x1), (1.0, 3.0));
         assert!((y0 - (0.0 - 0.1)).abs() < 1e-12 && (y1 - 2.1).abs() < 1e-12);
         assert_eq!(bounds(&panel(Vec::new())), (0.0, 1.0, 0.0, 1.0));
+    }
+
+    #[test]
+    fn tick_labels_resolve_the_axis_span() {
+        assert_eq!(tick_label(15.0, 20.0), "15");
+        assert_eq!(tick_label(1.25, 0.5), "1.25");
+        assert_eq!(tick_label(1.0965, 0.004), "1.0965");
+        assert_eq!(tick_label(0.000012, 0.00002), "1.2e-5");
+        assert_eq!(tick_label(250.0, 1000.0), "250");
+        assert_eq!(tick_label(0.5, 0.0), "0.50");
     }
 
     #[test]
