@@ -19,7 +19,7 @@ use anyhow::Context;
 use clap::Parser;
 use mrl::agent::PolicyKind;
 use mrl::backtest::{ActionMode, Policies, TestStart, WalkForwardConfig};
-use mrl::env::{Ar1Oracle, ProcessSource, Split, SyntheticTasks};
+use mrl::env::{MarketOracle, ProcessSource, Split, SyntheticTasks};
 use mrl::ppo::{TaskKind, TrainConfig};
 use rand::SeedableRng;
 
@@ -113,7 +113,7 @@ fn main() -> anyhow::Result<()> {
             let policies = Policies {
                 rl2: &rl2,
                 mlp: Some(&mlp),
-                oracle: Ar1Oracle::for_task(&task),
+                oracle: MarketOracle::for_task(&task),
             };
             backtests.push(mrl::backtest::backtest_market(
                 task.trading().market(),

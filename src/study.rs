@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use mrl_agent::{Policy, PolicyKind};
 use mrl_backtest::{ActionMode, Policies, Spread, TestStart, WalkForwardConfig};
-use mrl_env::{Ar1Oracle, MarketData, ProcessSource, Split, SyntheticTasks};
+use mrl_env::{MarketData, MarketOracle, ProcessSource, Split, SyntheticTasks};
 use mrl_ppo::{IterationStats, TaskKind, TrainConfig};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -391,7 +391,7 @@ pub struct HeldOutMarket {
     /// Bars and raw features.
     pub market: Arc<MarketData>,
     /// The AR(1) oracle of a hidden-coefficient AR(1) market.
-    pub oracle: Option<Ar1Oracle>,
+    pub oracle: Option<MarketOracle>,
 }
 
 /// The held-out markets of a study and where their test period starts.
@@ -441,7 +441,7 @@ pub fn held_out_markets(config: &StudyConfig) -> Result<HeldOutSet> {
                 let name = format!("{family}-{i}");
                 let task = tasks.task(seed).map_err(|e| market_err(name.clone())(&e))?;
                 Ok(HeldOutMarket {
-                    oracle: Ar1Oracle::for_task(&task),
+                    oracle: MarketOracle::for_task(&task),
                     market: Arc::clone(task.trading().market()),
                     name,
                 })
@@ -1388,7 +1388,7 @@ pub fn run_study(
             let policies = Policies {
                 rl2: &rl2,
                 mlp: Some(&mlp),
-                oracle: m.oracle,
+                oracle: m.oracle.clone(),
             };
             let run = |mode| {
                 let wf = WalkForwardConfig {

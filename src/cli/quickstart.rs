@@ -1,121 +1,108 @@
 //! `mrl run`: the whole story on the built-in default. Meta-train the RL² agent and the MLP
-//! baseline on synthetic regime markets, then backtest both walk-forward on held-out
-//! markets with buy-and-hold, flat and random baselines, and write a report with charts.
+//! baseline the same way on synthetic markets with a hidden regime (momentum or mean
+//! reversion, `configs/quickstart.toml`), then backtest both walk-forward on 16 held-out
+//! markets beside the oracle, buy-and-hold, flat, random and the trader rules, and print
+//! the adaptation curve and a verdict with its interval. It is `mrl study` with one seed.
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
-use mrl::agent::PolicyKind;
-use mrl::backtest::{TestStart, WalkForwardConfig};
-use mrl::data::BarSeries;
-use mrl::env::{Split, SyntheticTasks};
-use mrl::ppo::{TaskKind, TrainConfig};
-use rand::SeedableRng;
+use mrl::ppo::TrainConfig;
+use mrl::study::{StudyConfig, StudyReport};
 
-use super::backtest::load_policy;
 use super::print;
-use super::train::train_with_progress;
+use super::study::{print_report, run_with_progress};
 
-/// The quick-start training config, shipped as `configs/synthetic-regimes.toml`.
-const CONFIG: &str = include_str!("../../configs/synthetic-regimes.toml");
+/// The built-in main-job config, shipped as `configs/quickstart.toml`.
+const CONFIG: &str = include_str!("../../configs/quickstart.toml");
 
 /// Arguments of `mrl run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Output directory: rl2/ and mlp/ runs, and report/.
+    /// Output directory: the seed's rl2/ and mlp/ runs, study.json, tables and charts.
     #[arg(long, default_value = "runs/quickstart")]
     out: PathBuf,
-    /// Seed of training and of the held-out markets.
+    /// Training seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// PPO iterations for each agent (default: the config's).
     #[arg(long)]
     iterations: Option<u64>,
+    /// Parallel trials per rollout (default: the config's).
+    #[arg(long)]
+    n_envs: Option<usize>,
     /// Held-out markets to backtest on.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 16)]
     test_markets: usize,
     /// Bars per held-out market (hourly).
     #[arg(long, default_value_t = 4000)]
     test_bars: usize,
+    /// Train with this config instead of the built-in `configs/quickstart.toml` (any
+    /// synthetic or real-market task kind `mrl study` takes).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 /// Runs the quick start.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mut config = TrainConfig::from_toml_str(CONFIG, "configs/synthetic-regimes.toml".as_ref())?;
-    config.seed = args.seed;
-    if let Some(iterations) = args.iterations {
-        config.iterations = iterations;
-    }
-    config.validate()?;
-    let TaskKind::Synthetic { randomization, .. } = &config.task.kind else {
-        anyhow::bail!("the quick-start config must use synthetic tasks");
+    let train = match &args.config {
+        Some(path) => TrainConfig::load(path)?,
+        None => TrainConfig::from_toml_str(CONFIG, "configs/quickstart.toml".as_ref())?,
     };
-    let randomization = randomization.clone();
-
+    let mut config = StudyConfig::new(train, vec![args.seed]);
+    config.iterations = args.iterations;
+    config.n_envs = args.n_envs;
+    config.held_out.markets = args.test_markets;
+    config.held_out.bars = args.test_bars;
+    config.validate()?;
+    let train = config.train_config(args.seed, mrl::agent::PolicyKind::Rl2);
     print(format!(
-        "1/3  meta-training RL² (GRU {}) on synthetic regime markets: {} iterations x {} trials x {} episodes",
-        config.agent.hidden, config.iterations, config.n_envs, config.task.episodes_per_trial
-    ));
-    let rl2_dir = args.out.join("rl2");
-    let (rl2, _) = train_with_progress(&config, &rl2_dir, false)?;
-    print(format!(
-        "     done in {:.0} s, mean trial return {:.3}",
-        rl2.seconds, rl2.tail_mean_trial_return
-    ));
-
-    print("2/3  training the MLP baseline (no memory) the same way");
-    let mut mlp_config = config.clone();
-    mlp_config.agent.kind = PolicyKind::Mlp;
-    let mlp_dir = args.out.join("mlp");
-    let (mlp, _) = train_with_progress(&mlp_config, &mlp_dir, false)?;
-    print(format!(
-        "     done in {:.0} s, mean trial return {:.3}",
-        mlp.seconds, mlp.tail_mean_trial_return
-    ));
-
-    print(format!(
-        "3/3  walk-forward backtest on {} held-out markets (seeds from the test split, never trained on)",
+        "mrl run: RL² (GRU {}) and the MLP, each {} PPO iterations x {} trials x {} episodes on {}, \
+         then walk-forward on {} held-out markets (10 bps costs)",
+        train.agent.hidden,
+        train.iterations,
+        train.n_envs,
+        train.task.episodes_per_trial,
+        train.task.kind.name(),
         args.test_markets
     ));
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
-    let markets: Vec<BarSeries> = (0..args.test_markets)
-        .map(|i| {
-            let seed = SyntheticTasks::split_seed(Split::Test, &mut rng);
-            let generated = randomization.generate(args.test_bars, seed)?;
-            Ok(generated.series.with_symbol(format!("regime-{i}")))
-        })
-        .collect::<anyhow::Result<_>>()?;
-
-    let rl2_policy = load_policy(&rl2_dir)?;
-    let mlp_policy = load_policy(&mlp_dir)?;
-    let mut wf: WalkForwardConfig = mrl::walk_forward_config(&config);
-    // A held-out market is new as a whole: test every bar after the first adaptation.
-    wf.test_start =
-        TestStart::Index(mrl::features::WARMUP + wf.adaptation_episodes * wf.adaptation_len);
-    wf.seed = args.seed;
-    let mut policies = mrl::backtest::Policies::new(&rl2_policy);
-    policies.mlp = Some(&mlp_policy);
-
-    let report_dir = args.out.join("report");
-    let first = mrl::backtest::backtest(&markets[0], &policies, &wf)
-        .context("backtesting the first held-out market")?;
-    mrl::backtest::write_report(&first.report, &first.records, &report_dir)?;
-    let summary = mrl::backtest::evaluate_markets(&policies, &markets, &wf)?;
-    let table = summary.to_table();
-    mrl::data::write_file_atomic(&report_dir.join("summary.csv"), summary.to_csv().as_bytes())?;
-    mrl::data::write_file_atomic(&report_dir.join("summary.txt"), table.as_bytes())?;
-
-    print(format!(
-        "\nheld-out market regime-0 ({} bars, 10 bps costs):",
-        args.test_bars
-    ));
-    print(&first.report);
-    print(format!("\nall {} held-out markets:", args.test_markets));
-    print(&table);
-    print(format!(
-        "\nreport: {} (report.json, equity.csv, charts, summary.csv)",
-        report_dir.display()
-    ));
+    let report = run_with_progress(&config, &args.out)?;
+    print_adaptation(&report);
+    print_report(&report, &args.out);
     Ok(())
+}
+
+/// The mean held-out return by episode of the trial (greedy), and the share of the oracle's
+/// edge over the MLP that RL² recovers in each episode.
+fn print_adaptation(report: &StudyReport) {
+    let curve = |name: &str| report.adaptation.get(name).map(|band| band.mean.clone());
+    print(
+        "\nmean return by episode of the trial on the held-out markets (greedy, last = evaluation window):",
+    );
+    for name in ["oracle", "rl2", "mlp", "buy_and_hold"] {
+        if let Some(c) = curve(name) {
+            let cells: Vec<String> = c.iter().map(|r| format!("{:+7.2}%", 100.0 * r)).collect();
+            print(format!("  {name:<13} {}", cells.join("  ")));
+        }
+    }
+    if let (Some(rl2), Some(mlp), Some(oracle)) = (curve("rl2"), curve("mlp"), curve("oracle")) {
+        let shares: Vec<String> = rl2
+            .iter()
+            .zip(&mlp)
+            .zip(&oracle)
+            .map(|((r, m), o)| {
+                if (o - m).abs() > 1e-12 {
+                    format!("{:+7.2} ", (r - m) / (o - m))
+                } else {
+                    "      - ".to_string()
+                }
+            })
+            .collect();
+        print(format!(
+            "  {:<13} {}  (share of the oracle's edge over the MLP that RL² recovers)",
+            "recovered",
+            shares.join("  ")
+        ));
+    }
+    print("");
 }

@@ -1,12 +1,12 @@
 //! `mrl study --config FILE --seeds 1,2,3 --out DIR`: RL² and the MLP trained the same way
 //! over several seeds, compared on held-out markets ([`mrl::study`]), with progress bars.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use mrl::ppo::TrainConfig;
-use mrl::study::{Progress, StudyConfig};
+use mrl::study::{Progress, StudyConfig, StudyReport};
 
 use super::print;
 
@@ -71,6 +71,17 @@ pub fn run(args: StudyArgs) -> anyhow::Result<()> {
     config.resume = args.resume;
     config.validate()?;
 
+    let report = run_with_progress(&config, &args.out)?;
+    print_report(&report, &args.out);
+    Ok(())
+}
+
+/// Runs a validated study with two progress bars (the whole study, and the current training
+/// or evaluation); the bars are cleared when it ends.
+///
+/// # Errors
+/// As [`mrl::study::run_study`].
+pub fn run_with_progress(config: &StudyConfig, out: &Path) -> anyhow::Result<StudyReport> {
     let iterations = config
         .train_config(config.seeds[0], mrl::agent::PolicyKind::Rl2)
         .iterations;
@@ -123,11 +134,14 @@ pub fn run(args: StudyArgs) -> anyhow::Result<()> {
         }
         _ => {}
     };
-    let report = mrl::study::run_study(&config, &args.out, progress);
+    let report = mrl::study::run_study(config, out, progress);
     current.finish_and_clear();
     overall.finish_and_clear();
-    let report = report?;
+    Ok(report?)
+}
 
+/// Prints the pooled table, the verdict, the deployment line and where the files are.
+pub fn print_report(report: &StudyReport, out: &Path) {
     print(format!(
         "{} seeds × {} held-out markets ({})\n",
         report.per_seed.len(),
@@ -139,7 +153,6 @@ pub fn run(args: StudyArgs) -> anyhow::Result<()> {
     print(&report.deployment.line);
     print(format!(
         "\nstudy: {} (study.json, per_seed.csv, pooled.csv, comparisons.csv, study.md, charts)",
-        args.out.display()
+        out.display()
     ));
-    Ok(())
 }

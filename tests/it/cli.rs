@@ -1083,3 +1083,49 @@ fn check_states_the_timestamp_unit_and_calendar_it_read() {
         ),
     );
 }
+
+#[test]
+fn mrl_run_prints_the_adaptation_curve_the_verdict_and_writes_the_study() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("quickstart");
+    let text = mrl_ok(&[
+        "run",
+        "--iterations",
+        "1",
+        "--n-envs",
+        "4",
+        "--test-markets",
+        "2",
+        "--test-bars",
+        "1200",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(text.contains("synthetic-ar1"), "{text}");
+    assert!(
+        text.contains("mean return by episode of the trial"),
+        "{text}"
+    );
+    for name in ["oracle", "rl2", "mlp", "buy_and_hold", "recovered"] {
+        assert!(text.contains(&format!("  {name}")), "{name}: {text}");
+    }
+    assert!(text.contains("RL² (greedy)"), "{text}");
+    assert!(text.contains("Deploy "), "{text}");
+    let study: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("study.json")).unwrap()).unwrap();
+    assert_eq!(study["settings"]["seeds"], serde_json::json!([1]));
+    assert_eq!(study["settings"]["markets"].as_array().unwrap().len(), 2);
+    assert!(study["adaptation"]["oracle"]["mean"].is_array());
+    // The run's checkpoints carry the input statistics the quick-start config asks for.
+    let agent: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("seed-1/rl2/checkpoint/agent.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        agent["config"]["input_norm"]["obs_mean"]
+            .as_array()
+            .unwrap()
+            .len(),
+        14
+    );
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use mrl_agent::Policy;
 use mrl_data::BarSeries;
-use mrl_env::{Ar1Oracle, MarketData};
+use mrl_env::{MarketData, MarketOracle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -19,15 +19,15 @@ use crate::{
 };
 
 /// The policies to compare.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Policies<'a> {
     /// The agent under test (reported as `rl2`; any [`Policy`] works, an MLP included).
     pub rl2: &'a Policy,
     /// A memory-less baseline network (reported as `mlp`).
     pub mlp: Option<&'a Policy>,
-    /// The AR(1) oracle of a synthetic market with known parameters (reported as
-    /// `oracle`).
-    pub oracle: Option<Ar1Oracle>,
+    /// The oracle of a synthetic market whose true law is known ([`MarketOracle`],
+    /// reported as `oracle`); built for this market's series.
+    pub oracle: Option<MarketOracle>,
 }
 
 impl<'a> Policies<'a> {
@@ -137,7 +137,7 @@ pub fn backtest_market(
     }
     let mut baselines = vec![Baseline::BuyAndHold, Baseline::Flat, Baseline::Random];
     baselines.extend(TraderRule::standard(market.periods_per_year()).map(Baseline::Rule));
-    baselines.extend(policies.oracle.map(Baseline::Oracle));
+    baselines.extend(policies.oracle.clone().map(Baseline::Oracle));
     for baseline in &baselines {
         let n = if *baseline == Baseline::Random {
             runs_per_policy

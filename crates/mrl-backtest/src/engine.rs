@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use mrl_agent::{Policy, PolicyInputs, RolloutWorkspace};
 use mrl_env::{
-    ActionSpace, Ar1Oracle, Env, MarketData, TradingConfig, TradingEnv, TradingObs, step_pnl,
+    ActionSpace, Env, MarketData, MarketOracle, TradingConfig, TradingEnv, TradingObs, step_pnl,
 };
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result, TraderRule, WalkForwardConfig, Window, position_toward};
 
 /// A fixed rule that chooses positions without learning.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Baseline {
     /// Long one unit throughout.
     BuyAndHold,
@@ -41,9 +41,10 @@ pub enum Baseline {
     Flat,
     /// A uniform random action at every step (seeded).
     Random,
-    /// The myopic Bayes-optimal action of an AR(1) market with known parameters
-    /// ([`Ar1Oracle`]); Buy / Sell / Hold actions only.
-    Oracle(Ar1Oracle),
+    /// The myopic best action of a synthetic market whose true law is known
+    /// ([`MarketOracle`]: AR(1) coefficients, the current regime state, a constant drift), in
+    /// either action space. Reads the bars of the series it was built for.
+    Oracle(MarketOracle),
     /// A trader rule's target position ([`TraderRule::targets`], from the closes up to the
     /// decision bar), reached with the env's actions ([`position_toward`]).
     Rule(TraderRule),
@@ -82,8 +83,8 @@ impl Baseline {
                 actions.next_position(action, prev)?
             }
             Self::Oracle(oracle) => {
-                let last_log_return = (closes[t] / closes[t - 1]).ln();
-                actions.next_position(oracle.action(last_log_return).index(), prev)?
+                let action = oracle.action_index(t, closes, prev, actions)?;
+                actions.next_position(action, prev)?
             }
             Self::Rule(_) => position_toward(actions, prev, targets[t])?,
         })
@@ -254,8 +255,8 @@ pub fn run_policy(
 /// baseline, window after window.
 ///
 /// # Errors
-/// [`Error::InvalidConfig`] for the oracle with an action space other than Buy / Sell /
-/// Hold and for a rule with invalid parameters; env errors for an invalid action.
+/// [`Error::InvalidConfig`] for a rule with invalid parameters; env errors for an invalid
+/// action or an oracle given another series than its own.
 pub fn run_baseline(
     closes: &[f64],
     windows: &[Window],
@@ -263,13 +264,6 @@ pub fn run_baseline(
     config: &WalkForwardConfig,
     rng: &mut ChaCha8Rng,
 ) -> Result<PolicyRun> {
-    if matches!(baseline, Baseline::Oracle(_)) && config.actions != ActionSpace::Target {
-        return Err(Error::InvalidConfig {
-            field: "actions",
-            value: format!("{:?}", config.actions),
-            reason: "the oracle trades with buy / sell / hold actions",
-        });
-    }
     // Computed once over the whole series: a window's warm-up uses the bars before it.
     let targets = match baseline {
         Baseline::Rule(rule) => rule.targets(closes)?,

@@ -68,10 +68,10 @@ mod files;
 mod markets;
 #[cfg(feature = "plot")]
 mod plot;
-#[cfg(feature = "plot")]
-mod study_plot;
 mod report;
 mod rules;
+#[cfg(feature = "plot")]
+mod study_plot;
 mod verdict;
 mod windows;
 
@@ -99,8 +99,8 @@ pub use markets::{
 pub use report::{
     BacktestReport, POLICY_ORDER, PolicyReport, Ruin, SeedSpread, Span, Spread, mean_metrics,
 };
+pub use rules::{DEFAULT_PERIODS_PER_YEAR, TraderRule, position_toward};
 #[cfg(feature = "plot")]
 pub use study_plot::{BandLine, Panel, write_band_figure};
-pub use rules::{DEFAULT_PERIODS_PER_YEAR, TraderRule, position_toward};
 pub use verdict::{AgentVerdict, FIXED_BASELINES, MarketsVerdict, Standing, Verdict};
 pub use windows::{Window, plan_windows};

@@ -92,7 +92,7 @@ pub use normalize::{NormMode, NormState, NormalizeConfig};
 pub use optim::{Adam, AdamConfig, annealed_lr, clip_grad_norm, collect_grads, global_norm};
 pub use rollout::{RolloutBuffer, RolloutStats, TrialColumns, collect_rollout, policy_obs_dim};
 pub use trainer::{
-    CONFIG_FILE, IterationStats, LOG_FILE, TrainSummary, Trainer, agent_config, train, train_on,
-    trading_tasks,
+    CONFIG_FILE, IterationStats, LOG_FILE, TrainSummary, Trainer, agent_config, trading_tasks,
+    train, train_on,
 };
 pub use update::{Learner, PpoConfig, StepReport, UpdateStats, trial_advantages, unroll};

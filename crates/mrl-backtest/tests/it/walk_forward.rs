@@ -4,7 +4,8 @@ use mrl_agent::PolicyKind;
 use mrl_backtest::{
     ActionMode, Error, Policies, WalkForwardConfig, backtest, plan_windows, run_policy,
 };
-use mrl_env::{Ar1Oracle, MarketData};
+use mrl_data::MarketProcess;
+use mrl_env::{MarketData, MarketOracle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -236,7 +237,7 @@ fn oracle_and_mlp_join_the_report_and_the_oracle_profits_from_momentum() {
     // holds one action throughout; flat, its Sharpe ratio would be undefined).
     let rl2 = decisive_agent(6);
     let mlp = agent(PolicyKind::Mlp, 7);
-    let oracle = Ar1Oracle::new(ar1_params(), 0.001).unwrap();
+    let oracle = MarketOracle::new(&MarketProcess::Ar1(ar1_params()), None, 0.001).unwrap();
     let policies = Policies {
         rl2: &rl2,
         mlp: Some(&mlp),
@@ -326,7 +327,7 @@ fn errors_name_lengths_and_sizes() {
         actions: mrl_env::ActionSpace::SIZING,
         ..config(300)
     };
-    let oracle = Ar1Oracle::new(ar1_params(), 0.001).unwrap();
+    let oracle = MarketOracle::new(&MarketProcess::Ar1(ar1_params()), None, 0.001).unwrap();
     let policies = Policies {
         oracle: Some(oracle),
         ..Policies::new(&policy)
