@@ -549,10 +549,9 @@ fn real_markets(
     period: Period,
     which: &str,
 ) -> Result<HeldOutSet> {
-    let dir = mrl_ppo::resolve_data_dir(data_dir);
     let mut markets = Vec::new();
     for asset in assets {
-        let path = dir.join(format!("{asset}_{interval}.csv"));
+        let path = mrl_ppo::asset_path(data_dir, interval, asset);
         let err = |e: &dyn fmt::Display| Error::Market {
             name: path.display().to_string(),
             reason: e.to_string(),

@@ -86,15 +86,13 @@ fn print_adaptation(report: &StudyReport) {
         }
     }
     if let (Some(rl2), Some(mlp), Some(oracle)) = (curve("rl2"), curve("mlp"), curve("oracle")) {
-        let shares: Vec<String> = rl2
+        let shares: Vec<String> = mrl::backtest::recovered_share(&rl2, &mlp, &oracle)
             .iter()
-            .zip(&mlp)
-            .zip(&oracle)
-            .map(|((r, m), o)| {
-                if (o - m).abs() > 1e-12 {
-                    format!("{:+7.2} ", (r - m) / (o - m))
-                } else {
+            .map(|s| {
+                if s.is_nan() {
                     "      - ".to_string()
+                } else {
+                    format!("{s:+7.2} ")
                 }
             })
             .collect();

@@ -189,6 +189,13 @@ pub fn resolve_data_dir(configured: &Path) -> PathBuf {
     std::env::var_os(DATA_DIR_ENV).map_or_else(|| configured.to_path_buf(), PathBuf::from)
 }
 
+/// The bar file of `asset` at `interval` in a configured data directory:
+/// `<resolve_data_dir(data_dir)>/<ASSET>_<interval>.csv`, the naming every real-data task
+/// kind reads.
+pub fn asset_path(data_dir: &Path, interval: &str, asset: &str) -> PathBuf {
+    resolve_data_dir(data_dir).join(format!("{asset}_{interval}.csv"))
+}
+
 /// Parses an interval written as a count and a unit: `15m`, `1h`, `4h`, `1d`, `1w`.
 ///
 /// # Errors

@@ -78,7 +78,7 @@ pub use checkpoint::{
     load_checkpoint, load_policy, resumable_checkpoint, save_checkpoint, write_file_atomic,
 };
 pub use config::{
-    AgentSection, DATA_DIR_ENV, MixtureComponent, TaskKind, TaskSection, TrainConfig,
+    AgentSection, DATA_DIR_ENV, MixtureComponent, TaskKind, TaskSection, TrainConfig, asset_path,
     parse_interval, resolve_data_dir,
 };
 pub use error::{Error, Result};

@@ -22,7 +22,7 @@ use crate::checkpoint::{
     CHECKPOINT_DIR, STATE_FORMAT, TrainState, load_checkpoint, resumable_checkpoint,
     save_checkpoint, write_file_atomic,
 };
-use crate::config::{TaskKind, TrainConfig, parse_interval, resolve_data_dir};
+use crate::config::{TaskKind, TrainConfig, asset_path, parse_interval};
 use crate::normalize::{NormMode, NormState};
 use crate::optim::annealed_lr;
 use crate::rollout::{RolloutBuffer, RolloutStats, collect_rollout, policy_obs_dim};
@@ -517,7 +517,7 @@ pub fn train(
 /// evaluation samples held-out tasks from (`sample(Split::Test, …)`).
 ///
 /// Real-data kinds read `<data_dir>/<ASSET>_<interval>.csv`, with `MRL_DATA_DIR` overriding
-/// `data_dir` ([`resolve_data_dir`]).
+/// `data_dir` ([`resolve_data_dir`](crate::resolve_data_dir)).
 ///
 /// # Errors
 /// [`Error::InvalidConfig`] for bandits (not a trading distribution) or a bad interval;
@@ -605,13 +605,12 @@ pub fn trading_tasks(kind: &TaskKind, trading: &TradingConfig) -> Result<DynTask
 }
 
 /// Reads `<dir>/<ASSET>_<interval>.csv` for every asset, `dir` resolved by
-/// [`resolve_data_dir`]; each series is named by its asset.
+/// [`resolve_data_dir`](crate::resolve_data_dir); each series is named by its asset.
 fn read_assets(data_dir: &Path, interval: &str, assets: &[String]) -> Result<Vec<BarSeries>> {
-    let dir = resolve_data_dir(data_dir);
     assets
         .iter()
         .map(|asset| {
-            let path = dir.join(format!("{asset}_{interval}.csv"));
+            let path = asset_path(data_dir, interval, asset);
             Ok(mrl_data::read_bars(&path)?.with_symbol(asset.clone()))
         })
         .collect()
