@@ -1586,9 +1586,11 @@ fn write_seed_equity(
                 let records = bt.records.get(name)?;
                 Some(mrl_backtest::BandLine {
                     name: name.into(),
+                    // Compounded equity spans orders of magnitude (the oracle's dwarfs the
+                    // agents' on a linear axis): plot log10, floored for a ruined book.
                     points: records
                         .iter()
-                        .map(|r| (days(r.timestamp), r.equity))
+                        .map(|r| (days(r.timestamp), r.equity.max(1e-6).log10()))
                         .collect(),
                     band: Vec::new(),
                 })
@@ -1597,7 +1599,7 @@ fn write_seed_equity(
         let panel = mrl_backtest::Panel {
             title: format!("{market}, greedy actions"),
             x_desc: format!("days since {}", mrl_data::format_timestamp(start)),
-            y_desc: "equity".into(),
+            y_desc: "log10 equity (0 = start, 1 = ×10)".into(),
             lines,
             integer_x: false,
         };
