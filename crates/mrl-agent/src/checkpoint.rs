@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{AgentConfig, PolicyKind};
 use crate::error::{Error, Result};
-use crate::policy::Policy;
+use crate::nets::Policy;
 
 /// Format tag written into every sidecar.
 pub const CHECKPOINT_FORMAT: &str = "mrl-agent-checkpoint";

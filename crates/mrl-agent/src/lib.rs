@@ -111,17 +111,13 @@ mod checkpoint;
 mod config;
 mod device;
 mod error;
-mod fused;
-mod gru_seq;
 mod init;
 mod input;
-mod layers;
-mod net_seq;
+mod kernels;
+mod nets;
 mod norm;
-mod policy;
 mod rollout;
 mod sampling;
-mod scratch;
 
 pub use checkpoint::{
     CHECKPOINT_FORMAT, CheckpointDims, CheckpointMeta, sidecar_path, write_atomic,
@@ -130,8 +126,8 @@ pub use config::{AgentConfig, PolicyKind};
 pub use device::{DeviceChoice, cuda_compiled, select_device};
 pub use error::{Error, Result};
 pub use input::{InputLayout, PolicyInputs};
-pub use layers::{Gru, Linear};
+pub use nets::{Gru, Linear};
+pub use nets::{MLP_PARAM_NAMES, Policy, RL2_PARAM_NAMES, SeqOutput, StepOutput};
 pub use norm::{DEFAULT_NORM_CLIP, InputNorm, NORM_EPSILON, RunningMeanStd};
-pub use policy::{MLP_PARAM_NAMES, Policy, RL2_PARAM_NAMES, SeqOutput, StepOutput};
 pub use rollout::{RolloutOptions, RolloutWorkspace, StepView};
 pub use sampling::{greedy_action, sample_action};

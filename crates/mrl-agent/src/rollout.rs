@@ -6,10 +6,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, check_len};
-use crate::fused::{FusedNet, Rows, Scratch, Simd, forward_parallel};
 use crate::input::{InputLayout, PolicyInputs};
-use crate::policy::Policy;
-use crate::sampling::{argmax, draw, softmax_row};
+use crate::kernels::fused::{FusedNet, Rows, Scratch, Simd, forward_parallel};
+use crate::kernels::math::softmax_row;
+use crate::nets::Policy;
+use crate::sampling::{argmax, draw};
 
 /// Tuning knobs of the fused CPU step. Defaults suit H = 128 on a few cores.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,7 +113,7 @@ impl RolloutWorkspace {
         if !policy.device().is_cpu() {
             return Self::new_candle(policy, batch_size);
         }
-        let net = FusedNet::from_policy(policy)?;
+        let net = policy.fused_snapshot()?;
         let threads = if options.threads == 0 {
             rayon::current_num_threads()
         } else {
@@ -224,8 +225,8 @@ impl RolloutWorkspace {
         self.layout = layout;
         match &mut self.backend {
             Backend::Fused { net, .. } => {
-                let fresh = FusedNet::from_policy(policy)?;
-                if fresh.kind() != net.kind() || fresh.hidden != net.hidden {
+                let fresh = policy.fused_snapshot()?;
+                if fresh.is_recurrent() != net.is_recurrent() || fresh.hidden != net.hidden {
                     return Err(mismatch());
                 }
                 *net = fresh;

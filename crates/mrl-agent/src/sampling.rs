@@ -4,32 +4,8 @@
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
-use crate::fused::exp_f32;
 use crate::init::unit_f32;
-
-/// Log-sum-exp of a row, `m + ln Σ exp(lᵢ − m)` with `m = max lᵢ`; writes the softmax
-/// probabilities `pᵢ = exp(lᵢ − lse)` into `probs`.
-///
-/// Returns a non-finite value when the logits are not all finite.
-#[inline(always)]
-pub(crate) fn softmax_row(logits: &[f32], probs: &mut [f32]) -> f32 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f32;
-    for (p, &l) in probs.iter_mut().zip(logits) {
-        *p = exp_f32(l - max);
-        sum += *p;
-    }
-    let inv = 1.0 / sum;
-    for p in probs.iter_mut() {
-        *p *= inv;
-    }
-    let lse = max + sum.ln();
-    if logits.iter().all(|l| l.is_finite()) {
-        lse
-    } else {
-        f32::NAN
-    }
-}
+use crate::kernels::math::softmax_row;
 
 /// Inverse-CDF draw from normalised probabilities: the first `a` with `u < Σ_{i≤a} pᵢ`,
 /// `u ~ U[0, 1)` from one `u32` of `rng` (the last action when rounding leaves `u` above

@@ -6,5 +6,6 @@ mod checkpoint;
 mod golden;
 mod gru_golden;
 mod gru_seq;
+mod layering;
 mod norm;
 mod rollout;

@@ -1,7 +1,7 @@
 //! The whole RL² network over a sequence batch as one candle custom op (CPU, f32): encoder,
 //! GRU recurrence and both heads, with a hand-written backward.
 //!
-//! [`crate::gru_seq`] already runs the recurrence in one kernel, but around it candle still
+//! [`super::gru_seq`] already runs the recurrence in one kernel, but around it candle still
 //! records the encoder's product, bias and ReLU, the heads' products and biases, and in the
 //! backward their gradients and the sums of the GRU output's two gradient contributions:
 //! a dozen `(B·T, H)` tensors per gradient step, each a fresh allocation the kernel must
@@ -30,11 +30,11 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-use crate::gru_seq::{self, Dims, block_trials, column_sums, f32_slice, matmul, with_cpu_f32};
-use crate::scratch::{give, take};
+use super::gru_seq::{self, Dims, block_trials, column_sums, f32_slice, matmul, with_cpu_f32};
+use super::scratch::{give, take};
 
 /// Sizes of the network and where each parameter sits in the flat parameter vector:
-/// `[W_e | b_e | W_ih ‖ b_ih ‖ W_hh ‖ b_hh (row-packed, as crate::gru_seq) | W_π | w_v | b_π | b_v]`.
+/// `[W_e | b_e | W_ih ‖ b_ih ‖ W_hh ‖ b_hh (row-packed, as super::gru_seq) | W_π | w_v | b_π | b_v]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct NetLayout {
     /// Input width `I`.

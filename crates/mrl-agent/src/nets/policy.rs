@@ -6,10 +6,12 @@ use candle_core::{D, DType, Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::layers::{Gru, Linear, check_shape};
 use crate::config::{AgentConfig, PolicyKind};
 use crate::error::{Error, Result};
-use crate::layers::{Gru, Linear, check_shape};
-use crate::net_seq::{NetLayout, rl2_network_sequence};
+use crate::kernels::fused::{Core, FusedNet};
+use crate::kernels::gemm::transpose;
+use crate::kernels::net_seq::{NetLayout, rl2_network_sequence};
 
 /// Output of [`Policy::forward_seq`].
 #[derive(Clone, Debug)]
@@ -477,6 +479,60 @@ impl Policy {
             (dims[0], dims[1], dims[2])
         } else {
             (dims[0], 1, dims[1])
+        })
+    }
+}
+
+/// Host copy of a `Var` as f32, row-major.
+fn host_vec(var: &Var) -> Result<Vec<f32>> {
+    let t = var
+        .as_tensor()
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?;
+    Ok(t.flatten_all()?.to_vec1::<f32>()?)
+}
+
+impl Policy {
+    /// Snapshots `policy`'s current weights (copied to the host when on a GPU).
+    pub(crate) fn fused_snapshot(&self) -> Result<FusedNet> {
+        let policy = self;
+        let c = policy.config();
+        let (input, hidden, n_actions) = (c.input_dim(), c.hidden, c.n_actions);
+        let (first, policy_head, value_head, core) = match &policy.net {
+            Net::Rl2(n) => {
+                let [w_ih, w_hh, b_ih, b_hh] = n.gru.vars();
+                let (b_ih, b_hh) = (host_vec(b_ih)?, host_vec(b_hh)?);
+                let b_rz = (0..2 * hidden).map(|j| b_ih[j] + b_hh[j]).collect();
+                let core = Core::Gru {
+                    w_ih_t: transpose(&host_vec(w_ih)?, 3 * hidden, hidden),
+                    w_hh_t: transpose(&host_vec(w_hh)?, 3 * hidden, hidden),
+                    b_rz,
+                    b_in: b_ih[2 * hidden..].to_vec(),
+                    b_hn: b_hh[2 * hidden..].to_vec(),
+                };
+                (&n.encoder, &n.policy_head, &n.value_head, core)
+            }
+            Net::Mlp(n) => {
+                let core = Core::Mlp {
+                    w2_t: transpose(&host_vec(n.layer2.weight())?, hidden, hidden),
+                    b2: host_vec(n.layer2.bias())?,
+                };
+                (&n.layer0, &n.policy_head, &n.value_head, core)
+            }
+        };
+        let mut w_heads = host_vec(policy_head.weight())?;
+        w_heads.extend(host_vec(value_head.weight())?);
+        let mut b_heads = host_vec(policy_head.bias())?;
+        b_heads.extend(host_vec(value_head.bias())?);
+        Ok(FusedNet {
+            input,
+            hidden,
+            n_actions,
+            w1_t: transpose(&host_vec(first.weight())?, hidden, input),
+            b1: host_vec(first.bias())?,
+            core,
+            w_heads,
+            b_heads,
         })
     }
 }

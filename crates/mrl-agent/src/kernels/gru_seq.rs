@@ -33,61 +33,9 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::fused::{sigmoid, tanh};
-use crate::scratch::{give, take};
-
-/// `dst (m, n) = a (m, k) · b (k, n)`, plus `dst` when `accumulate`. `a_t` / `b_t` mean the
-/// operand is stored transposed (`a` as `(k, m)`, `b` as `(n, k)`), all row-major.
-pub(crate) fn matmul(
-    dst: &mut [f32],
-    (a, a_t): (&[f32], bool),
-    (b, b_t): (&[f32], bool),
-    (m, k, n): (usize, usize, usize),
-    accumulate: bool,
-    parallel: bool,
-) {
-    // Internal invariant: the callers size the buffers; checked because gemm reads and
-    // writes through raw pointers.
-    assert!(
-        dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n,
-        "gru_seq matmul sizes"
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    let (a_cs, a_rs) = if a_t { (m, 1) } else { (1, k) };
-    let (b_cs, b_rs) = if b_t { (k, 1) } else { (1, n) };
-    let par = if parallel {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the assert above guarantees that every element addressed by these strides
-    // lies inside the slices; `dst` is a distinct mutable borrow, so it aliases neither.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
-}
+pub(crate) use super::gemm::matmul;
+use super::math::{sigmoid, tanh};
+use super::scratch::{give, take};
 
 /// Sizes of one sequence batch.
 #[derive(Clone, Copy, Debug)]

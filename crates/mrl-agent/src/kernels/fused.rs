@@ -9,32 +9,8 @@
 //! count. The element-wise passes are compiled for AVX-512 and AVX2 as well as the baseline
 //! and chosen at run time (no `target-cpu=native`).
 
-use candle_core::{DType, Device, Var};
-
-use crate::config::PolicyKind;
-use crate::error::Result;
-use crate::policy::{Net, Policy};
-use crate::sampling::softmax_row;
-
-/// Host copy of a `Var` as f32, row-major.
-fn host_vec(var: &Var) -> Result<Vec<f32>> {
-    let t = var
-        .as_tensor()
-        .to_device(&Device::Cpu)?
-        .to_dtype(DType::F32)?;
-    Ok(t.flatten_all()?.to_vec1::<f32>()?)
-}
-
-/// Transpose of a row-major `(rows, cols)` matrix: `(cols, rows)`.
-fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0.0; m.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = m[r * cols + c];
-        }
-    }
-    t
-}
+use super::gemm::matmul_nn as matmul;
+use super::math::{dot, sigmoid, softmax_row, tanh};
 
 /// Layers between the first hidden layer and the heads.
 #[derive(Clone, Debug)]
@@ -59,63 +35,18 @@ pub(crate) struct FusedNet {
     pub(crate) hidden: usize,
     pub(crate) n_actions: usize,
     /// First layer `W₁ᵀ` `(in, H)` and `b₁` (encoder or MLP layer 0).
-    w1_t: Vec<f32>,
-    b1: Vec<f32>,
-    core: Core,
+    pub(crate) w1_t: Vec<f32>,
+    pub(crate) b1: Vec<f32>,
+    pub(crate) core: Core,
     /// Heads stacked row-wise: rows `0..A` the policy head, row `A` the value head; `(A+1, H)`.
-    w_heads: Vec<f32>,
-    b_heads: Vec<f32>,
+    pub(crate) w_heads: Vec<f32>,
+    pub(crate) b_heads: Vec<f32>,
 }
 
 impl FusedNet {
-    /// Snapshots `policy`'s current weights (copied to the host when on a GPU).
-    pub(crate) fn from_policy(policy: &Policy) -> Result<Self> {
-        let c = policy.config();
-        let (input, hidden, n_actions) = (c.input_dim(), c.hidden, c.n_actions);
-        let (first, policy_head, value_head, core) = match &policy.net {
-            Net::Rl2(n) => {
-                let [w_ih, w_hh, b_ih, b_hh] = n.gru.vars();
-                let (b_ih, b_hh) = (host_vec(b_ih)?, host_vec(b_hh)?);
-                let b_rz = (0..2 * hidden).map(|j| b_ih[j] + b_hh[j]).collect();
-                let core = Core::Gru {
-                    w_ih_t: transpose(&host_vec(w_ih)?, 3 * hidden, hidden),
-                    w_hh_t: transpose(&host_vec(w_hh)?, 3 * hidden, hidden),
-                    b_rz,
-                    b_in: b_ih[2 * hidden..].to_vec(),
-                    b_hn: b_hh[2 * hidden..].to_vec(),
-                };
-                (&n.encoder, &n.policy_head, &n.value_head, core)
-            }
-            Net::Mlp(n) => {
-                let core = Core::Mlp {
-                    w2_t: transpose(&host_vec(n.layer2.weight())?, hidden, hidden),
-                    b2: host_vec(n.layer2.bias())?,
-                };
-                (&n.layer0, &n.policy_head, &n.value_head, core)
-            }
-        };
-        let mut w_heads = host_vec(policy_head.weight())?;
-        w_heads.extend(host_vec(value_head.weight())?);
-        let mut b_heads = host_vec(policy_head.bias())?;
-        b_heads.extend(host_vec(value_head.bias())?);
-        Ok(Self {
-            input,
-            hidden,
-            n_actions,
-            w1_t: transpose(&host_vec(first.weight())?, hidden, input),
-            b1: host_vec(first.bias())?,
-            core,
-            w_heads,
-            b_heads,
-        })
-    }
-
-    /// The kind of network this snapshot runs.
-    pub(crate) fn kind(&self) -> PolicyKind {
-        match self.core {
-            Core::Gru { .. } => PolicyKind::Rl2,
-            Core::Mlp { .. } => PolicyKind::Mlp,
-        }
+    /// Whether the snapshot is the GRU network (else the MLP).
+    pub(crate) fn is_recurrent(&self) -> bool {
+        matches!(self.core, Core::Gru { .. })
     }
 
     /// Width of the carried state (`H` for the GRU, 0 for the MLP).
@@ -230,45 +161,6 @@ pub(crate) fn forward_parallel(
         || forward_parallel(net, left, ls, simd),
         || forward_parallel(net, right, rs, simd),
     );
-}
-
-/// `dst (m, n) = a (m, k) · b (k, n)`, all row-major and contiguous, single-threaded.
-fn matmul(dst: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
-    // Lengths are internal invariants of the workspace; checked here because the call
-    // below reads and writes through raw pointers.
-    assert!(
-        dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n,
-        "matmul sizes"
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: the assert above guarantees that every element addressed by the strides
-    // (row stride k / n, column stride 1) lies inside the slices; dst does not alias a or b
-    // (distinct borrows).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
 }
 
 /// Which instruction set the element-wise passes were compiled for.
@@ -504,139 +396,46 @@ fn row_heads(
     lse[i] = softmax_row(row_logits, &mut probs[i * a..(i + 1) * a]);
 }
 
-/// Dot product with 16 independent partial sums (vectorisable without re-association
-/// by the compiler).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const L: usize = 16;
-    let mut acc = [0.0f32; L];
-    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..L {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut s = 0.0;
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
-    }
-    // pairwise reduction of the partial sums
-    let mut w = L;
-    while w > 1 {
-        w /= 2;
-        for l in 0..w {
-            acc[l] += acc[l + w];
-        }
-    }
-    acc[0] + s
-}
-
-/// `exp(x)` in f32, branch-free so that it vectorises (Cephes `expf`: `x = k·ln2 + r`,
-/// `|r| ≤ ln2/2`, degree-6 polynomial for `eʳ`, `2ᵏ` built in the exponent bits).
-/// Relative error ≈ 2e-7 on `[-87, 88]`; the input is clamped to that range.
-#[inline(always)]
-pub(crate) fn exp_f32(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // 1.5 · 2²³: adding it rounds to the nearest integer, held in the low mantissa bits.
-    const SHIFTER: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let t = x * LOG2E + SHIFTER;
-    let k = t - SHIFTER;
-    let r = x - k * LN2_HI - k * LN2_LO;
-    let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let er = p * r * r + r + 1.0;
-    // k as an integer: the low bits of t's representation minus those of SHIFTER.
-    let ki = t.to_bits().wrapping_sub(SHIFTER.to_bits());
-    let scale = f32::from_bits(ki.wrapping_add(127) << 23);
-    er * scale
-}
-
-/// `σ(x) = 1 / (1 + e⁻ˣ)`.
-#[inline(always)]
-pub(crate) fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + exp_f32(-x))
-}
-
-/// `tanh(x) = 1 − 2 / (e²ˣ + 1)` (absolute error ≈ 1e-7 near 0).
-#[inline(always)]
-pub(crate) fn tanh(x: f32) -> f32 {
-    1.0 - 2.0 / (exp_f32(2.0 * x) + 1.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn exp_matches_std_to_a_few_ulp() {
-        let mut worst = 0.0f32;
-        let mut x = -87.0f32;
-        while x < 88.0 {
-            let rel = ((exp_f32(x) - x.exp()) / x.exp()).abs();
-            worst = worst.max(rel);
-            x += 0.0137;
-        }
-        assert!(worst < 5e-7, "worst relative error {worst}");
-        assert_eq!(exp_f32(0.0), 1.0);
-        assert!(exp_f32(-1000.0) < 1e-37 && exp_f32(1000.0) > 1e38);
-    }
-
-    #[test]
-    fn sigmoid_and_tanh_absolute_error() {
-        let mut x = -30.0f32;
-        while x < 30.0 {
-            let s = 1.0 / (1.0 + (-x as f64).exp());
-            assert!((sigmoid(x) as f64 - s).abs() < 2e-7, "sigmoid({x})");
-            assert!(
-                (tanh(x) as f64 - (x as f64).tanh()).abs() < 3e-7,
-                "tanh({x})"
-            );
-            x += 0.01;
-        }
-    }
-
-    #[test]
-    fn dot_matches_naive() {
-        let a: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
-        let b: Vec<f32> = (0..37).map(|i| (i as f32 * 0.11).cos()).collect();
-        let naive: f64 = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (*x as f64) * (*y as f64))
-            .sum();
-        assert!((dot(&a, &b) as f64 - naive).abs() < 1e-5);
-    }
-
-    #[test]
-    fn matmul_matches_naive() {
-        let (m, k, n) = (5, 7, 3);
-        let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.1).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| 1.0 - i as f32 * 0.05).collect();
-        let mut d = vec![0.0; m * n];
-        matmul(&mut d, &a, &b, m, k, n);
-        for i in 0..m {
-            for j in 0..n {
-                let want: f32 = (0..k).map(|l| a[i * k + l] * b[l * n + j]).sum();
-                assert!((d[i * n + j] - want).abs() < 1e-4);
+    /// Deterministic weights in `[-0.25, 0.25]` for a GRU or MLP snapshot.
+    fn test_net(recurrent: bool, input: usize, hidden: usize, n_actions: usize) -> FusedNet {
+        let vals = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * 7 + seed * 13) as f32 * 0.37).sin() * 0.25)
+                .collect()
+        };
+        let core = if recurrent {
+            Core::Gru {
+                w_ih_t: vals(hidden * 3 * hidden, 1),
+                w_hh_t: vals(hidden * 3 * hidden, 2),
+                b_rz: vals(2 * hidden, 3),
+                b_in: vals(hidden, 4),
+                b_hn: vals(hidden, 5),
             }
+        } else {
+            Core::Mlp {
+                w2_t: vals(hidden * hidden, 6),
+                b2: vals(hidden, 7),
+            }
+        };
+        FusedNet {
+            input,
+            hidden,
+            n_actions,
+            w1_t: vals(input * hidden, 8),
+            b1: vals(hidden, 9),
+            core,
+            w_heads: vals((n_actions + 1) * hidden, 10),
+            b_heads: vals(n_actions + 1, 11),
         }
     }
 
     /// Every instruction-set build of the element-wise passes gives the same numbers.
     #[test]
     fn simd_levels_agree() {
-        use candle_core::Device;
-
-        use crate::config::{AgentConfig, PolicyKind};
-
         let mut levels = vec![Simd::Baseline];
         #[cfg(target_arch = "x86_64")]
         {
@@ -649,15 +448,9 @@ mod tests {
                 levels.push(Simd::Avx512);
             }
         }
-        for kind in [PolicyKind::Rl2, PolicyKind::Mlp] {
-            let config = AgentConfig {
-                hidden: 40,
-                kind,
-                ..Default::default()
-            };
-            let policy = Policy::new(&config, &Device::Cpu, 1).unwrap();
-            let net = FusedNet::from_policy(&policy).unwrap();
-            let (n, a, s) = (9, config.n_actions, net.state_size());
+        for recurrent in [true, false] {
+            let net = test_net(recurrent, 19, 40, 3);
+            let (n, a, s) = (9, net.n_actions, net.state_size());
             let x: Vec<f32> = (0..n * net.input)
                 .map(|i| (i as f32 * 0.37).sin())
                 .collect();
@@ -694,13 +487,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn transpose_round_trips() {
-        let m: Vec<f32> = (0..6).map(|v| v as f32).collect();
-        let t = transpose(&m, 2, 3);
-        assert_eq!(t, vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
-        assert_eq!(transpose(&t, 3, 2), m);
     }
 }

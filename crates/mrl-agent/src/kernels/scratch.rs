@@ -1,6 +1,6 @@
 //! A small pool of large `f32` buffers reused across the fused sequence ops' calls.
 //!
-//! The training ops ([`crate::gru_seq`], [`crate::net_seq`]) work in buffers of tens of MB
+//! The training ops ([`super::gru_seq`], [`super::net_seq`]) work in buffers of tens of MB
 //! at `B·T = 19 200` rows. Allocations that large come straight from the OS (glibc and
 //! mimalloc alike), so each call paid a page fault and a page clear per 4 KiB on first
 //! touch: ≈20 % of a PPO gradient step under `perf`. Buffers come back here when an op's

@@ -6,8 +6,8 @@ use candle_core::{D, DType, Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
-use crate::gru_seq::gru_sequence;
 use crate::init::{torch_bound, uniform};
+use crate::kernels::gru_seq::gru_sequence;
 
 /// Checks a tensor's shape; the error names the tensor.
 pub(crate) fn check_shape(name: &str, t: &Tensor, expected: &[usize]) -> Result<()> {

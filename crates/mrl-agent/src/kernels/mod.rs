@@ -1,0 +1,20 @@
+//! Numeric kernels: plain f32 CPU code and candle custom ops that know shapes and
+//! formulas, not networks.
+//!
+//! - [`math`]: vectorisable `exp`, `σ`, `tanh`, dot products, the softmax of one row.
+//! - [`gemm`]: row-major matrix products through the `gemm` crate, transposes.
+//! - [`fused`]: the batched GRU / MLP rollout step on a pre-transposed weight snapshot.
+//! - [`gru_seq`], [`net_seq`]: the GRU recurrence and the whole RL² network over a
+//!   sequence as candle custom ops with hand-written backward passes.
+//! - [`scratch`]: the buffer pool of the sequence ops.
+//!
+//! **Layering invariant:** nothing here imports the networks ([`crate::nets`]), the
+//! rollout workspace or checkpoints; the networks build the kernels' weight snapshots and
+//! call them (a one-way edge, checked by the crate's tidy test).
+
+pub(crate) mod fused;
+pub(crate) mod gemm;
+pub(crate) mod gru_seq;
+pub(crate) mod math;
+pub(crate) mod net_seq;
+pub(crate) mod scratch;

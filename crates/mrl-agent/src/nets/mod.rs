@@ -1,0 +1,9 @@
+//! Networks: layers with PyTorch's parameter names and the policies built from them,
+//! each network kind in one place. They call the numeric kernels ([`crate::kernels`]),
+//! never the other way round.
+
+mod layers;
+mod policy;
+
+pub use layers::{Gru, Linear};
+pub use policy::{MLP_PARAM_NAMES, Policy, RL2_PARAM_NAMES, SeqOutput, StepOutput};
