@@ -28,8 +28,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// The quick start: meta-train on synthetic regimes, then a walk-forward backtest with
-    /// baselines and charts on held-out markets.
+    /// The main job: meta-train RL² and the MLP on hidden-φ AR(1) markets (or `--config`),
+    /// then a walk-forward backtest with baselines, the oracle and charts on held-out markets.
     Run(quickstart::RunArgs),
     /// Market data: generate, check, fetch.
     #[command(subcommand)]
