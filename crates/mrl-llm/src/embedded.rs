@@ -1,0 +1,345 @@
+//! The embedded backend: a Llama-architecture GGUF model (SmolLM2-135M-Instruct by default)
+//! run by candle's quantized Llama on the CPU.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+use candle_core::{Device, Tensor};
+use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, Completion, FinishReason, GenerateConfig, Message};
+use crate::chat::{END_OF_TEXT, IM_END, IM_START, SMOLLM2_DEFAULT_SYSTEM, render_chatml};
+use crate::error::{Error, Result};
+use crate::sampling::sample;
+use crate::tokenizer::{GgufTokenizer, metadata};
+
+/// File name of the default model, SmolLM2-135M-Instruct quantised to Q4_1.
+pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+/// Environment variable naming the model file (overrides the cache directory).
+pub const MODEL_ENV: &str = "MRL_LLM_MODEL";
+/// Environment variable naming the cache directory of `scripts/fetch-smollm2`.
+pub const CACHE_ENV: &str = "MRL_LLM_CACHE";
+
+/// Where the default model file is: `$MRL_LLM_MODEL`, else `SMOLLM2_FILE` in
+/// `$MRL_LLM_CACHE`, `$XDG_CACHE_HOME/mrl` or `$HOME/.cache/mrl` (the directories
+/// `scripts/fetch-smollm2` writes to, in the same order). `None` without any of these
+/// variables.
+pub fn default_model_path() -> Option<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(path) = var(MODEL_ENV) {
+        return Some(PathBuf::from(path));
+    }
+    let dir = var(CACHE_ENV)
+        .map(PathBuf::from)
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("mrl")))
+        .or_else(|| var("HOME").map(|d| PathBuf::from(d).join(".cache").join("mrl")))?;
+    Some(dir.join(SMOLLM2_FILE))
+}
+
+/// How the model's weights are held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Weights {
+    /// As stored (Q4_1 / Q8_0 blocks), multiplied by candle's quantised kernels, which
+    /// quantise the activations to 8 bits per block as llama.cpp does. Fast, small.
+    #[default]
+    Quantized,
+    /// Dequantised to f32 at load and multiplied in f32: the numbers of a PyTorch
+    /// implementation of the same file (about 4× the memory, slower).
+    DequantizedF32,
+}
+
+/// Wall-clock timing of the last generation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Seconds to process the prompt (one forward pass over all its tokens).
+    pub prompt_secs: f64,
+    /// Tokens generated.
+    pub generated_tokens: usize,
+    /// Seconds spent generating them (one forward pass per token after the first).
+    pub generate_secs: f64,
+}
+
+impl Timing {
+    /// Prompt tokens per second.
+    pub fn prompt_tokens_per_sec(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prompt_secs.max(f64::MIN_POSITIVE)
+    }
+
+    /// Generated tokens per second (the first token comes from the prompt pass and is not
+    /// counted in either rate's denominator twice: it is charged to the prompt).
+    pub fn generate_tokens_per_sec(&self) -> f64 {
+        self.generated_tokens.saturating_sub(1) as f64 / self.generate_secs.max(f64::MIN_POSITIVE)
+    }
+}
+
+/// Token ids a generation produced and why it stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    /// New token ids, without the stop token.
+    pub ids: Vec<u32>,
+    /// Why it stopped.
+    pub finish: FinishReason,
+}
+
+/// A GGUF Llama model with its tokenizer, on the CPU.
+pub struct EmbeddedBackend {
+    model: ModelWeights,
+    tokenizer: GgufTokenizer,
+    stop_ids: Vec<u32>,
+    context_len: usize,
+    name: String,
+    default_system: Option<String>,
+    last_timing: Option<Timing>,
+}
+
+impl std::fmt::Debug for EmbeddedBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedBackend")
+            .field("name", &self.name)
+            .field("context_len", &self.context_len)
+            .field("stop_ids", &self.stop_ids)
+            .finish_non_exhaustive()
+    }
+}
+
+fn bad_model(path: &Path, reason: impl ToString) -> Error {
+    Error::BadModel {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+impl EmbeddedBackend {
+    /// Loads a Llama-architecture GGUF file (weights, tokenizer, chat convention).
+    ///
+    /// The chat template must be ChatML (`<|im_start|>` / `<|im_end|>` tokens in the
+    /// vocabulary); SmolLM2's default system message is used when the file's template names
+    /// it.
+    ///
+    /// # Errors
+    /// [`Error::ModelNotFound`], [`Error::Io`], [`Error::BadModel`] (not GGUF, not Llama,
+    /// missing tensors or tokens), [`Error::Metadata`], [`Error::Tokenizer`].
+    pub fn load(path: &Path, weights: Weights) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::ModelNotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let content = gguf_file::Content::read(&mut file).map_err(|e| bad_model(path, e))?;
+        let arch = metadata(&content, "general.architecture").and_then(|v| v.to_string().ok());
+        if arch.map(String::as_str) != Some("llama") {
+            return Err(bad_model(
+                path,
+                format!("architecture {arch:?}, expected \"llama\""),
+            ));
+        }
+        let tokenizer = GgufTokenizer::from_gguf(&content)?;
+        let template = metadata(&content, "tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default();
+        if !template.contains(IM_START) {
+            return Err(bad_model(
+                path,
+                "tokenizer.chat_template is not ChatML (no <|im_start|>)",
+            ));
+        }
+        let default_system = template
+            .contains(SMOLLM2_DEFAULT_SYSTEM)
+            .then(|| SMOLLM2_DEFAULT_SYSTEM.to_string());
+        let im_end = tokenizer
+            .token_id(IM_END)
+            .ok_or_else(|| bad_model(path, "no <|im_end|> token in the vocabulary"))?;
+        let mut stop_ids = vec![im_end];
+        stop_ids.extend(tokenizer.token_id(END_OF_TEXT));
+        if let Some(eos) =
+            metadata(&content, "tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok())
+        {
+            stop_ids.push(eos);
+        }
+        stop_ids.sort_unstable();
+        stop_ids.dedup();
+        let context_len = metadata(&content, "llama.context_length")
+            .and_then(|v| v.to_u32().ok())
+            .map_or(MAX_SEQ_LEN, |n| (n as usize).min(MAX_SEQ_LEN));
+        let name = metadata(&content, "general.name")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_else(|| path.display().to_string());
+        let device = Device::Cpu;
+        let model = match weights {
+            Weights::Quantized => ModelWeights::from_gguf(content, &mut file, &device),
+            Weights::DequantizedF32 => {
+                let f32_file = dequantized_copy(&content, &mut file)?;
+                let mut reader = Cursor::new(f32_file);
+                let f32_content = gguf_file::Content::read(&mut reader)?;
+                ModelWeights::from_gguf(f32_content, &mut reader, &device)
+            }
+        }
+        .map_err(|e| bad_model(path, e))?;
+        tracing::info!(model = %name, ?weights, context_len, "loaded GGUF model");
+        Ok(Self {
+            model,
+            tokenizer,
+            stop_ids,
+            context_len,
+            name,
+            default_system,
+            last_timing: None,
+        })
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &GgufTokenizer {
+        &self.tokenizer
+    }
+
+    /// Prompt plus new tokens the model accepts: the file's `llama.context_length`, capped
+    /// at candle's rotary table of 4096 positions.
+    pub fn context_len(&self) -> usize {
+        self.context_len
+    }
+
+    /// The ChatML prompt for `messages` (with the model's default system message).
+    pub fn prompt(&self, messages: &[Message]) -> String {
+        render_chatml(messages, self.default_system.as_deref())
+    }
+
+    /// Timing of the last [`generate`](Self::generate) or [`Backend::chat`] call.
+    pub fn last_timing(&self) -> Option<Timing> {
+        self.last_timing
+    }
+
+    /// Next-token logits after `ids` (a fresh sequence: the cache is cleared first).
+    ///
+    /// # Shapes
+    /// `ids`: `[seq_len]` → `[vocab]`.
+    ///
+    /// # Errors
+    /// [`Error::ContextOverflow`] for an empty or too long sequence; candle errors.
+    pub fn next_token_logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.check_fits(ids.len(), 0)?;
+        self.model.clear_kv_cache();
+        let logits = self.forward(ids, 0)?;
+        Ok(logits)
+    }
+
+    fn check_fits(&self, prompt_tokens: usize, max_new_tokens: usize) -> Result<()> {
+        if prompt_tokens == 0 || prompt_tokens + max_new_tokens > self.context_len {
+            return Err(Error::ContextOverflow {
+                prompt_tokens,
+                max_new_tokens,
+                context: self.context_len,
+            });
+        }
+        Ok(())
+    }
+
+    /// One forward pass of `ids` at positions `index_pos..`; the logits of the last one.
+    fn forward(&mut self, ids: &[u32], index_pos: usize) -> Result<Vec<f32>> {
+        // [1, seq_len] -> [1, vocab]
+        let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
+        let logits = self.model.forward(&input, index_pos)?;
+        Ok(logits.squeeze(0)?.to_vec1::<f32>()?)
+    }
+
+    /// Generates up to `config.max_new_tokens` tokens after `prompt_ids`, stopping at an
+    /// end-of-turn token (not included). Greedy decoding is exact; sampling draws from a
+    /// `ChaCha8Rng` seeded with `config.seed`.
+    ///
+    /// # Errors
+    /// Invalid settings, [`Error::ContextOverflow`], candle errors.
+    pub fn generate(&mut self, prompt_ids: &[u32], config: &GenerateConfig) -> Result<Generated> {
+        config.validate()?;
+        self.check_fits(prompt_ids.len(), config.max_new_tokens)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        self.model.clear_kv_cache();
+        let start = Instant::now();
+        let mut logits = self.forward(prompt_ids, 0)?;
+        let prompt_secs = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let mut ids = Vec::new();
+        let mut finish = FinishReason::Length;
+        let mut produced = 0;
+        while produced < config.max_new_tokens {
+            let next = sample(&logits, &config.sampling, &mut rng);
+            produced += 1;
+            if self.stop_ids.contains(&next) {
+                finish = FinishReason::Stop;
+                break;
+            }
+            ids.push(next);
+            if produced == config.max_new_tokens {
+                break;
+            }
+            logits = self.forward(&[next], prompt_ids.len() + ids.len() - 1)?;
+        }
+        let timing = Timing {
+            prompt_tokens: prompt_ids.len(),
+            prompt_secs,
+            generated_tokens: produced,
+            generate_secs: start.elapsed().as_secs_f64(),
+        };
+        tracing::debug!(
+            prompt_tokens = timing.prompt_tokens,
+            prompt_tok_per_s = timing.prompt_tokens_per_sec(),
+            generated = timing.generated_tokens,
+            gen_tok_per_s = timing.generate_tokens_per_sec(),
+            ?finish,
+            "generated"
+        );
+        self.last_timing = Some(timing);
+        Ok(Generated { ids, finish })
+    }
+}
+
+impl Backend for EmbeddedBackend {
+    fn model_name(&self) -> &str {
+        &self.name
+    }
+
+    fn chat(&mut self, messages: &[Message], config: &GenerateConfig) -> Result<Completion> {
+        let prompt = self.prompt(messages);
+        let prompt_ids = self.tokenizer.encode(&prompt)?;
+        let generated = self.generate(&prompt_ids, config)?;
+        Ok(Completion {
+            text: self.tokenizer.decode(&generated.ids)?,
+            prompt_tokens: prompt_ids.len(),
+            completion_tokens: generated.ids.len(),
+            finish: generated.finish,
+        })
+    }
+}
+
+/// The GGUF file of `content` with every tensor dequantised to f32, in memory.
+fn dequantized_copy(content: &gguf_file::Content, file: &mut std::fs::File) -> Result<Vec<u8>> {
+    let device = Device::Cpu;
+    let mut tensors = Vec::with_capacity(content.tensor_infos.len());
+    for name in content.tensor_infos.keys() {
+        let q = content.tensor(file, name, &device)?;
+        let f = QTensor::quantize(&q.dequantize(&device)?, GgmlDType::F32)?;
+        tensors.push((name.clone(), f));
+    }
+    let metadata: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut out = Cursor::new(Vec::new());
+    gguf_file::write(&mut out, &metadata, &tensor_refs)?;
+    Ok(out.into_inner())
+}

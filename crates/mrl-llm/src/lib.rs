@@ -1,0 +1,48 @@
+//! Language-model traders for mrl.
+//!
+//! One instruction-tuned model behind the [`Backend`] trait:
+//!
+//! - [`EmbeddedBackend`], the default: SmolLM2-135M-Instruct (GGUF, Q4_1) run by candle's
+//!   quantised Llama on the CPU, with its tokenizer built from the GGUF metadata
+//!   ([`GgufTokenizer`]) and its ChatML convention ([`render_chatml`]). Fetch the weights
+//!   once with `scripts/fetch-smollm2`; [`default_model_path`] finds them.
+//!
+//! Decoding is greedy (exact) or seeded nucleus sampling ([`Sampling`]) within a token
+//! budget ([`GenerateConfig`]).
+//!
+//! ```
+//! use mrl_llm::{Backend, EmbeddedBackend, GenerateConfig, Message, Weights, write_tiny_model};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("tiny.gguf");
+//! write_tiny_model(&path, 0)?; // a random 2-layer model; use default_model_path() for SmolLM2
+//! let mut model = EmbeddedBackend::load(&path, Weights::Quantized)?;
+//! let reply = model.chat(&[Message::user("hi")], &GenerateConfig::greedy(8))?;
+//! assert!(reply.completion_tokens <= 8);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Features
+//! - `real-model`: the parity tests against the real SmolLM2 file (run
+//!   `scripts/fetch-smollm2` first; they fail, never skip, without it).
+
+mod backend;
+mod chat;
+mod embedded;
+mod error;
+mod sampling;
+mod tiny;
+mod tokenizer;
+
+pub use backend::{Backend, Completion, FinishReason, GenerateConfig, Message, Sampling, Speaker};
+pub use chat::{
+    END_OF_TEXT, IM_END, IM_START, SMOLLM2_DEFAULT_SYSTEM, escape_specials, render_chatml,
+};
+pub use embedded::{
+    CACHE_ENV, EmbeddedBackend, Generated, MODEL_ENV, SMOLLM2_FILE, Timing, Weights,
+    default_model_path,
+};
+pub use error::{Error, Result};
+pub use sampling::{argmax, nucleus, sample};
+pub use tiny::{TINY_HIDDEN, TINY_LAYERS, tiny_vocabulary, write_tiny_model};
+pub use tokenizer::GgufTokenizer;

@@ -1,0 +1,192 @@
+//! The embedded backend on the tiny random model the tests write for themselves.
+
+use std::path::PathBuf;
+
+use mrl_llm::{
+    Backend, EmbeddedBackend, Error, FinishReason, GenerateConfig, Message, Sampling, Weights,
+    argmax, tiny_vocabulary, write_tiny_model,
+};
+use proptest::prelude::*;
+
+/// Writes the tiny model once per test into a fresh directory.
+fn tiny(seed: u64) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tiny.gguf");
+    write_tiny_model(&path, seed).expect("tiny model");
+    (dir, path)
+}
+
+fn load(seed: u64, weights: Weights) -> (tempfile::TempDir, EmbeddedBackend) {
+    let (dir, path) = tiny(seed);
+    let model = EmbeddedBackend::load(&path, weights).expect("loads");
+    (dir, model)
+}
+
+#[test]
+fn the_tiny_model_is_reproducible_from_its_seed() {
+    let (_a, pa) = tiny(3);
+    let (_b, pb) = tiny(3);
+    let (_c, pc) = tiny(4);
+    let read = |p: &PathBuf| std::fs::read(p).unwrap();
+    assert_eq!(read(&pa), read(&pb));
+    assert_ne!(read(&pa), read(&pc));
+}
+
+#[test]
+fn tokenizer_reads_the_vocabulary_merges_and_control_tokens() {
+    let (_dir, model) = load(0, Weights::Quantized);
+    let tok = model.tokenizer();
+    assert_eq!(tok.vocab_size(), tiny_vocabulary().len());
+    assert_eq!(tok.vocab_size(), 3 + 256 + 8);
+    let id = |t: &str| tok.token_id(t).unwrap();
+    // "Ġthe" is the merge of "Ġt" and "he"; digits split one by one (the smollm rule); the
+    // control tokens are matched whole.
+    let ids = tok.encode("<|im_start|>the the 42").unwrap();
+    assert_eq!(
+        ids,
+        vec![1, id("t"), id("he"), id("Ġthe"), id("Ġ"), id("4"), id("2")]
+    );
+    assert_eq!(tok.decode(&ids).unwrap(), "the the 42");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn tokenizer_round_trips_any_text(text in "\\PC{0,40}") {
+        let (_dir, model) = load(0, Weights::Quantized);
+        let tok = model.tokenizer();
+        // Text without the control markers decodes back to itself, byte for byte.
+        prop_assume!(!text.contains("<|"));
+        let ids = tok.encode(&text).unwrap();
+        prop_assert_eq!(tok.decode(&ids).unwrap(), text);
+    }
+}
+
+#[test]
+fn greedy_generation_is_exact_and_respects_the_budget() {
+    let (_dir, mut model) = load(1, Weights::Quantized);
+    let prompt = model.tokenizer().encode("the price rose").unwrap();
+    let config = GenerateConfig::greedy(12);
+    let first = model.generate(&prompt, &config).unwrap();
+    let second = model.generate(&prompt, &config).unwrap();
+    assert_eq!(first, second);
+    assert!(first.ids.len() <= 12);
+    if first.finish == FinishReason::Length {
+        assert_eq!(first.ids.len(), 12);
+    }
+    // Each greedy token is the argmax of a fresh full forward pass over the sequence so
+    // far: the KV-cached incremental decoding equals recomputation from scratch.
+    let mut seq = prompt.clone();
+    for &token in &first.ids {
+        let logits = model.next_token_logits(&seq).unwrap();
+        assert_eq!(argmax(&logits), token, "after {} tokens", seq.len());
+        seq.push(token);
+    }
+    let timing = model.last_timing().expect("timing recorded");
+    assert_eq!(timing.prompt_tokens, prompt.len());
+}
+
+#[test]
+fn cached_logits_equal_recomputed_logits() {
+    let (_dir, mut model) = load(2, Weights::DequantizedF32);
+    let prompt = model.tokenizer().encode("in the").unwrap();
+    let config = GenerateConfig::greedy(4);
+    let generated = model.generate(&prompt, &config).unwrap();
+    assert_eq!(
+        generated.ids.len(),
+        4,
+        "the tiny model rarely stops this early"
+    );
+    let mut seq = prompt.clone();
+    seq.extend(&generated.ids[..3]);
+    let full = model.next_token_logits(&seq).unwrap();
+    assert_eq!(argmax(&full), generated.ids[3]);
+}
+
+#[test]
+fn seeded_sampling_is_reproducible_and_seed_dependent() {
+    let (_dir, mut model) = load(0, Weights::Quantized);
+    let messages = [Message::user("what next?")];
+    let config = |seed| GenerateConfig {
+        max_new_tokens: 24,
+        sampling: Sampling::TopP {
+            temperature: 1.5,
+            top_p: 0.95,
+        },
+        seed,
+    };
+    let a = model.chat(&messages, &config(11)).unwrap();
+    let b = model.chat(&messages, &config(11)).unwrap();
+    assert_eq!(a, b);
+    let others: Vec<String> = (12..16)
+        .map(|s| model.chat(&messages, &config(s)).unwrap().text)
+        .collect();
+    assert!(others.iter().any(|t| *t != a.text), "{a:?} {others:?}");
+    assert!(a.completion_tokens <= 24);
+    assert!(a.prompt_tokens > 20, "the system turn is in the prompt");
+}
+
+#[test]
+fn quantized_and_f32_weights_agree_on_the_tiny_model() {
+    let (_a, mut q) = load(5, Weights::Quantized);
+    let (_b, mut f) = load(5, Weights::DequantizedF32);
+    let ids = q.tokenizer().encode("the answer is").unwrap();
+    let lq = q.next_token_logits(&ids).unwrap();
+    let lf = f.next_token_logits(&ids).unwrap();
+    assert_eq!(lq.len(), 267);
+    let max_diff = lq
+        .iter()
+        .zip(&lf)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    let spread =
+        lf.iter().copied().fold(f32::MIN, f32::max) - lf.iter().copied().fold(f32::MAX, f32::min);
+    // Only the 8-bit activation blocks of the quantised kernels differ.
+    assert!(max_diff < 0.05 * spread, "{max_diff} vs spread {spread}");
+    assert!(max_diff > 0.0, "the two paths are distinct");
+}
+
+#[test]
+fn prompts_that_do_not_fit_are_an_error() {
+    let (_dir, mut model) = load(0, Weights::Quantized);
+    assert_eq!(model.context_len(), 512);
+    let prompt = vec![5u32; 500];
+    match model.generate(&prompt, &GenerateConfig::greedy(20)) {
+        Err(Error::ContextOverflow {
+            prompt_tokens: 500,
+            max_new_tokens: 20,
+            context: 512,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        model.next_token_logits(&[]),
+        Err(Error::ContextOverflow { .. })
+    ));
+    assert!(matches!(
+        model.generate(&[5], &GenerateConfig::greedy(0)),
+        Err(Error::InvalidSetting { .. })
+    ));
+}
+
+#[test]
+fn missing_and_malformed_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none.gguf");
+    match EmbeddedBackend::load(&missing, Weights::Quantized) {
+        Err(err @ Error::ModelNotFound { .. }) => {
+            let text = err.to_string();
+            assert!(
+                text.contains("none.gguf") && text.contains("fetch-smollm2"),
+                "{text}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let junk = dir.path().join("junk.gguf");
+    std::fs::write(&junk, b"not a gguf file at all").unwrap();
+    match EmbeddedBackend::load(&junk, Weights::Quantized) {
+        Err(Error::BadModel { path, .. }) => assert_eq!(path, junk),
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests of mrl-llm (one binary).
+
+mod embedded;
+#[cfg(feature = "real-model")]
+mod parity;
