@@ -181,6 +181,26 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// As [`Policy::load`], for a caller that needs one kind of network: the sidecar's kind
+    /// is checked before any weight is read.
+    ///
+    /// # Errors
+    /// [`Error::WrongKind`] naming the checkpoint, the kind asked for and the kind found;
+    /// otherwise as [`Policy::load`].
+    pub fn load_kind(path: &Path, kind: PolicyKind, device: &Device) -> Result<Self> {
+        let meta = read_meta(&sidecar_path(path))?;
+        if meta.kind != kind {
+            return Err(Error::WrongKind {
+                path: path.to_path_buf(),
+                expected: kind.as_str(),
+                found: meta.kind.as_str(),
+            });
+        }
+        Self::load(path, device)
+    }
+}
+
 /// Reads and checks a sidecar.
 fn read_meta(side: &Path) -> Result<CheckpointMeta> {
     let bad = |reason: String| Error::BadSidecar {

@@ -16,6 +16,10 @@ pub enum PolicyKind {
     /// Memory-less baseline: Linear + ReLU → Linear + ReLU → policy and value heads, on the
     /// same input row (so it still sees the previous action, reward and done flag).
     Mlp,
+    /// Causal Transformer over the trial's input rows (pre-norm blocks, rotary positions,
+    /// a sliding causal window of [`TransformerConfig::context`] steps): its memory is the
+    /// keys and values of the last `context` steps of the trial.
+    Transformer,
 }
 
 impl PolicyKind {
@@ -24,7 +28,52 @@ impl PolicyKind {
         match self {
             Self::Rl2 => "rl2",
             Self::Mlp => "mlp",
+            Self::Transformer => "transformer",
         }
+    }
+}
+
+/// Sizes of the causal Transformer ([`PolicyKind::Transformer`]); its model width is
+/// [`AgentConfig::hidden`].
+///
+/// Defaults follow the small decision-transformer style policies of the meta-RL literature
+/// (TrMRL, Melo 2022: a few layers and heads over the recent history): 2 layers, 4 heads,
+/// a feed-forward width of 4 × the model width (Vaswani et al. 2017), a 256-step context.
+///
+/// **Trials longer than the context** use a sliding causal window: step `t` attends to
+/// steps `t − context + 1 ..= t` of its trial. Positions are rotary (Su et al. 2021,
+/// "RoFormer"), which encode only the distance between two steps, so the same weights
+/// apply at every offset of the window and the rollout's ring-buffer KV cache computes
+/// exactly what the full-sequence forward does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransformerConfig {
+    /// Number of pre-norm blocks. Default 2.
+    pub layers: usize,
+    /// Attention heads; must divide the model width, and the head width must be even
+    /// (rotary positions rotate pairs). Default 4.
+    pub heads: usize,
+    /// Feed-forward width as a multiple of the model width. Default 4.
+    pub ff_mult: usize,
+    /// Steps of the trial one step attends to (itself included). Default 256.
+    pub context: usize,
+}
+
+impl Default for TransformerConfig {
+    fn default() -> Self {
+        Self {
+            layers: 2,
+            heads: 4,
+            ff_mult: 4,
+            context: 256,
+        }
+    }
+}
+
+impl TransformerConfig {
+    /// Whether every field has its default value (such a section is not written out).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
     }
 }
 
@@ -56,6 +105,9 @@ pub struct AgentConfig {
     /// reads as) is the explicit identity: rows enter the network as the env wrote them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input_norm: Option<InputNorm>,
+    /// Sizes of the Transformer (read only when `kind` is [`PolicyKind::Transformer`]).
+    #[serde(skip_serializing_if = "TransformerConfig::is_default")]
+    pub transformer: TransformerConfig,
 }
 
 impl Default for AgentConfig {
@@ -66,6 +118,7 @@ impl Default for AgentConfig {
             n_actions: 3,
             hidden: 128,
             input_norm: None,
+            transformer: TransformerConfig::default(),
         }
     }
 }
@@ -99,6 +152,28 @@ impl AgentConfig {
         }
         if let Some(norm) = &self.input_norm {
             norm.validate(self.obs_dim)?;
+        }
+        if self.kind == PolicyKind::Transformer {
+            let t = &self.transformer;
+            if t.layers == 0 {
+                return bad("transformer.layers", t.layers, "must be at least 1");
+            }
+            if t.heads == 0 || !self.hidden.is_multiple_of(t.heads) {
+                return bad("transformer.heads", t.heads, "must divide hidden");
+            }
+            if !(self.hidden / t.heads).is_multiple_of(2) {
+                return bad(
+                    "transformer.heads",
+                    t.heads,
+                    "hidden / heads must be even (rotary positions rotate pairs)",
+                );
+            }
+            if t.ff_mult == 0 {
+                return bad("transformer.ff_mult", t.ff_mult, "must be at least 1");
+            }
+            if t.context == 0 {
+                return bad("transformer.context", t.context, "must be at least 1");
+            }
         }
         Ok(())
     }
@@ -156,6 +231,41 @@ mod tests {
                     ..Default::default()
                 },
                 "hidden",
+            ),
+            (
+                AgentConfig {
+                    kind: PolicyKind::Transformer,
+                    hidden: 12,
+                    transformer: TransformerConfig {
+                        heads: 5,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                "transformer.heads",
+            ),
+            (
+                AgentConfig {
+                    kind: PolicyKind::Transformer,
+                    hidden: 12,
+                    transformer: TransformerConfig {
+                        heads: 4, // head width 3 is odd
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                "transformer.heads",
+            ),
+            (
+                AgentConfig {
+                    kind: PolicyKind::Transformer,
+                    transformer: TransformerConfig {
+                        context: 0,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                "transformer.context",
             ),
         ] {
             match c.validate() {

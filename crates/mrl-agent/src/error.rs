@@ -86,6 +86,26 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A checkpoint holds another kind of network than the caller asked for.
+    #[error("checkpoint {path}: holds a {found} policy, expected {expected}")]
+    WrongKind {
+        /// Checkpoint (weights) path.
+        path: PathBuf,
+        /// The kind the caller asked for (`"rl2"`, `"mlp"`, `"transformer"`).
+        expected: &'static str,
+        /// The kind the sidecar names.
+        found: &'static str,
+    },
+    /// An operation this kind of network does not have.
+    #[error("{kind} policy: {operation} is not available ({reason})")]
+    Unsupported {
+        /// The network kind.
+        kind: &'static str,
+        /// What was asked for.
+        operation: &'static str,
+        /// Why, and what to use instead.
+        reason: &'static str,
+    },
     /// A file system operation failed.
     #[error("{op} {path}: {source}")]
     Io {

@@ -122,7 +122,7 @@ mod sampling;
 pub use checkpoint::{
     CHECKPOINT_FORMAT, CheckpointDims, CheckpointMeta, sidecar_path, write_atomic,
 };
-pub use config::{AgentConfig, PolicyKind};
+pub use config::{AgentConfig, PolicyKind, TransformerConfig};
 pub use device::{DeviceChoice, cuda_compiled, select_device};
 pub use error::{Error, Result};
 pub use input::{InputLayout, PolicyInputs};

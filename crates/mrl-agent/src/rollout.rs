@@ -9,6 +9,7 @@ use crate::error::{Error, Result, check_len};
 use crate::input::{InputLayout, PolicyInputs};
 use crate::kernels::fused::{FusedNet, Rows, Scratch, Simd, forward_parallel};
 use crate::kernels::math::softmax_row;
+use crate::kernels::transformer_step::{CachedStep, StepRows};
 use crate::nets::Policy;
 use crate::sampling::{argmax, draw};
 
@@ -61,6 +62,8 @@ enum Backend {
     },
     /// Plain candle tensors on the policy's device (shares the policy's `Var`s).
     Candle { policy: Policy, h: Option<Tensor> },
+    /// The Transformer's cached f32 host step on a weight snapshot.
+    Transformer(Box<CachedStep>),
 }
 
 /// Rollout state and buffers for `B` parallel trials: the hidden states, the input rows and
@@ -73,8 +76,14 @@ enum Backend {
 /// devices (CUDA), or with [`new_candle`](Self::new_candle), it runs [`Policy::step`] on
 /// candle tensors and copies only logits and values back.
 ///
-/// Hidden states start at zero; reset a trial with [`reset`](Self::reset) when a new trial
-/// starts in that slot (never at episode ends inside a trial).
+/// A Transformer policy always steps on the host with a key/value cache of the last
+/// `context` steps of every trial (weights snapshotted to the host, as for the fused path;
+/// call [`refresh`](Self::refresh) likewise): one step costs the row's matrix products plus
+/// attention over at most `context` cached steps, and nothing of the past is recomputed.
+///
+/// Hidden states (and the Transformer's cache) start empty; reset a trial with
+/// [`reset`](Self::reset) when a new trial starts in that slot (never at episode ends
+/// inside a trial).
 #[derive(Debug)]
 pub struct RolloutWorkspace {
     layout: InputLayout,
@@ -89,6 +98,9 @@ pub struct RolloutWorkspace {
     lse: Vec<f32>,
     actions: Vec<usize>,
     log_probs: Vec<f32>,
+    /// Outputs of [`peek_values`](Self::peek_values): logits and probabilities `(B, A)`,
+    /// values and log-sum-exps `(B)`, back to back.
+    peek: Vec<f32>,
 }
 
 impl RolloutWorkspace {
@@ -110,6 +122,10 @@ impl RolloutWorkspace {
         batch_size: usize,
         options: &RolloutOptions,
     ) -> Result<Self> {
+        if let Some(net) = policy.transformer_snapshot()? {
+            let backend = Backend::Transformer(Box::new(CachedStep::new(net, batch_size)));
+            return Self::build(policy, batch_size, backend);
+        }
         if !policy.device().is_cpu() {
             return Self::new_candle(policy, batch_size);
         }
@@ -140,8 +156,16 @@ impl RolloutWorkspace {
     /// CUDA path; on the CPU, the reference the fused path is checked against).
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for `batch_size` 0.
+    /// [`Error::InvalidConfig`] for `batch_size` 0; [`Error::Unsupported`] for a Transformer
+    /// (its step needs the cache: use [`new`](Self::new)).
     pub fn new_candle(policy: &Policy, batch_size: usize) -> Result<Self> {
+        if policy.kind() == crate::PolicyKind::Transformer {
+            return Err(Error::Unsupported {
+                kind: policy.kind().as_str(),
+                operation: "a candle rollout step",
+                reason: "the Transformer steps with its KV cache; use RolloutWorkspace::new",
+            });
+        }
         Self::build(
             policy,
             batch_size,
@@ -182,6 +206,7 @@ impl RolloutWorkspace {
             lse: vec![0.0; b],
             actions: vec![0; b],
             log_probs: vec![0.0; b],
+            peek: vec![0.0; b * (2 * a + 2)],
         })
     }
 
@@ -199,7 +224,7 @@ impl RolloutWorkspace {
     pub fn threads(&self) -> usize {
         match self.backend {
             Backend::Fused { threads, .. } => threads,
-            Backend::Candle { .. } => 1,
+            Backend::Candle { .. } | Backend::Transformer(_) => 1,
         }
     }
 
@@ -232,6 +257,10 @@ impl RolloutWorkspace {
                 *net = fresh;
             }
             Backend::Candle { policy: own, .. } => *own = policy.clone(),
+            Backend::Transformer(cached) => match policy.transformer_snapshot()? {
+                Some(fresh) if fresh.same_sizes(&cached.net) => cached.net = fresh,
+                _ => return Err(mismatch()),
+            },
         }
         Ok(())
     }
@@ -242,8 +271,10 @@ impl RolloutWorkspace {
     /// Candle errors (candle path).
     pub fn reset_all(&mut self) -> Result<()> {
         self.h.fill(0.0);
-        if let Backend::Candle { h, .. } = &mut self.backend {
-            *h = None;
+        match &mut self.backend {
+            Backend::Candle { h, .. } => *h = None,
+            Backend::Transformer(cached) => cached.cache.reset_all(),
+            Backend::Fused { .. } => {}
         }
         Ok(())
     }
@@ -260,6 +291,9 @@ impl RolloutWorkspace {
             });
         }
         let s = self.state_size;
+        if let Backend::Transformer(cached) = &mut self.backend {
+            cached.cache.reset(trial);
+        }
         if let Backend::Candle { h: Some(h), .. } = &mut self.backend {
             let (device, dims) = (h.device().clone(), h.dims().to_vec());
             let mut host = h.flatten_all()?.to_vec1::<f32>()?;
@@ -270,8 +304,8 @@ impl RolloutWorkspace {
         Ok(())
     }
 
-    /// The hidden states `(B, H)` row-major (empty for a memory-less policy). On the candle
-    /// path this copies them from the device.
+    /// The hidden states `(B, H)` row-major (empty for the MLP and the Transformer, whose
+    /// memory is its cache). On the candle path this copies them from the device.
     ///
     /// # Errors
     /// Candle errors (candle path).
@@ -340,6 +374,65 @@ impl RolloutWorkspace {
         Ok(self.view())
     }
 
+    /// Steps each trial has taken since its start, `(B)`, for a Transformer workspace
+    /// (the position of its next step); `None` for the other kinds.
+    pub fn positions(&self) -> Option<&[usize]> {
+        match &self.backend {
+            Backend::Transformer(cached) => Some(cached.cache.positions()),
+            _ => None,
+        }
+    }
+
+    /// State values `V` `(B)` of `inputs` as the next step of every trial, **without**
+    /// advancing anything: hidden states, the Transformer's cache and positions, and the
+    /// outputs of the last [`step`](Self::step) stay as they were. This is the value of a
+    /// bootstrap row (a truncated episode's final observation, or the row after a rollout
+    /// cut), computed with the trial's memory.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] or [`Error::ActionOutOfRange`] for bad inputs; candle
+    /// errors (candle path).
+    pub fn peek_values(&mut self, inputs: &PolicyInputs<'_>) -> Result<&[f32]> {
+        check_len("prev_rewards", inputs.len(), self.batch_size)?;
+        self.layout.write_rows(inputs, &mut self.x)?;
+        let (b, a) = (self.batch_size, self.layout.n_actions());
+        let (logits, rest) = self.peek.split_at_mut(b * a);
+        let (probs, rest) = rest.split_at_mut(b * a);
+        let (values, lse) = rest.split_at_mut(b);
+        match &mut self.backend {
+            Backend::Transformer(cached) => {
+                let rows = StepRows {
+                    logits,
+                    values,
+                    probs,
+                    lse,
+                };
+                cached.run(&self.x, rows, false);
+            }
+            Backend::Fused {
+                net, scratch, simd, ..
+            } => {
+                let mut h = self.h.clone();
+                let rows = Rows {
+                    x: &self.x,
+                    h: &mut h,
+                    logits,
+                    values,
+                    probs,
+                    lse,
+                };
+                forward_parallel(net, rows, scratch, *simd);
+            }
+            Backend::Candle { policy, h } => {
+                let x = Tensor::from_slice(&self.x, (b, self.layout.width()), policy.device())?;
+                let out = policy.step(&x, h.as_ref())?;
+                let host = out.values.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+                values.copy_from_slice(&host);
+            }
+        }
+        Ok(&self.peek[2 * b * a..2 * b * a + b])
+    }
+
     fn check_finite(&self, i: usize) -> Result<()> {
         if self.lse[i].is_finite() {
             return Ok(());
@@ -378,6 +471,15 @@ impl RolloutWorkspace {
                     lse: &mut self.lse,
                 };
                 forward_parallel(net, rows, scratch, *simd);
+            }
+            Backend::Transformer(cached) => {
+                let rows = StepRows {
+                    logits: &mut self.logits,
+                    values: &mut self.values,
+                    probs: &mut self.probs,
+                    lse: &mut self.lse,
+                };
+                cached.run(&self.x, rows, true);
             }
             Backend::Candle { policy, h } => {
                 let x = Tensor::from_slice(

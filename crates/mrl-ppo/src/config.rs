@@ -23,7 +23,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mrl_agent::PolicyKind;
+use mrl_agent::{PolicyKind, TransformerConfig};
 use mrl_data::{DAY_MS, DomainRandomization, HOUR_MS, Interval};
 use mrl_env::{Ar1Family, AssetSplit, RegimeConfig, TradingConfig, TrialConfig};
 use serde::{Deserialize, Serialize};
@@ -38,10 +38,14 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentSection {
-    /// RL² GRU (default) or the memory-less MLP baseline.
+    /// RL² GRU (default), the memory-less MLP baseline, or the causal Transformer.
     pub kind: PolicyKind,
-    /// Hidden width (default 128).
+    /// Hidden width (default 128); the model width of the Transformer.
     pub hidden: usize,
+    /// Transformer sizes (`[agent.transformer]`: layers, heads, ff_mult, context), read
+    /// when `kind = "transformer"`.
+    #[serde(skip_serializing_if = "TransformerConfig::is_default")]
+    pub transformer: TransformerConfig,
 }
 
 impl Default for AgentSection {
@@ -49,6 +53,7 @@ impl Default for AgentSection {
         Self {
             kind: PolicyKind::Rl2,
             hidden: 128,
+            transformer: TransformerConfig::default(),
         }
     }
 }

@@ -6,7 +6,7 @@
 //! padding (`valid = false`) until every trial is over.
 
 use candle_core::Tensor;
-use mrl_agent::{InputLayout as AgentLayout, Policy, PolicyInputs, RolloutWorkspace};
+use mrl_agent::{InputLayout as AgentLayout, Policy, PolicyInputs, PolicyKind, RolloutWorkspace};
 use mrl_env::{TaskDistribution, VecTrials};
 use rand_chacha::ChaCha8Rng;
 
@@ -279,6 +279,7 @@ pub fn collect_rollout<D: TaskDistribution>(
             let hidden = workspace.hidden()?.to_vec();
             let values = bootstrap_values(
                 policy,
+                workspace,
                 &need_bootstrap,
                 &hidden,
                 |b| {
@@ -316,21 +317,20 @@ pub fn collect_rollout<D: TaskDistribution>(
     })
 }
 
-/// `V` of the given env input rows, from the hidden states after the current step.
-fn bootstrap_values<'a>(
-    policy: &Policy,
+/// Policy input columns (observation, previous action, reward, done) of the env input rows
+/// of `slots`; observations are zero-padded to the policy's `obs_dim`.
+type Columns = (Vec<f32>, Vec<Option<usize>>, Vec<f32>, Vec<bool>);
+
+fn input_columns<'a>(
     slots: &[usize],
-    hidden: &[f32],
-    row_of: impl Fn(usize) -> &'a [f32],
+    row_of: &impl Fn(usize) -> &'a [f32],
     (env_obs, obs_dim, n_actions): (usize, usize, usize),
-) -> Result<Vec<f32>> {
+) -> Columns {
     let m = slots.len();
     let mut obs = vec![0.0f32; m * obs_dim];
     let mut prev_actions = Vec::with_capacity(m);
     let mut prev_rewards = Vec::with_capacity(m);
     let mut prev_dones = Vec::with_capacity(m);
-    let state = policy.state_size();
-    let mut h = Vec::with_capacity(m * state);
     for (j, &b) in slots.iter().enumerate() {
         let row = row_of(b);
         obs[j * obs_dim..j * obs_dim + env_obs].copy_from_slice(&row[..env_obs]);
@@ -341,6 +341,37 @@ fn bootstrap_values<'a>(
         );
         prev_rewards.push(row[env_obs + n_actions]);
         prev_dones.push(row[env_obs + n_actions + 1] != 0.0);
+    }
+    (obs, prev_actions, prev_rewards, prev_dones)
+}
+
+/// `V` of the given env input rows, from the hidden states after the current step (the
+/// Transformer: from its cache, through [`RolloutWorkspace::peek_values`], which advances
+/// nothing).
+fn bootstrap_values<'a>(
+    policy: &Policy,
+    workspace: &mut RolloutWorkspace,
+    slots: &[usize],
+    hidden: &[f32],
+    row_of: impl Fn(usize) -> &'a [f32],
+    dims: (usize, usize, usize),
+) -> Result<Vec<f32>> {
+    if policy.kind() == PolicyKind::Transformer {
+        let all: Vec<usize> = (0..workspace.batch_size()).collect();
+        let (obs, prev_actions, prev_rewards, prev_dones) = input_columns(&all, &row_of, dims);
+        let values = workspace.peek_values(&PolicyInputs {
+            obs: &obs,
+            prev_actions: &prev_actions,
+            prev_rewards: &prev_rewards,
+            prev_dones: &prev_dones,
+        })?;
+        return Ok(slots.iter().map(|&b| values[b]).collect());
+    }
+    let m = slots.len();
+    let (obs, prev_actions, prev_rewards, prev_dones) = input_columns(slots, &row_of, dims);
+    let state = policy.state_size();
+    let mut h = Vec::with_capacity(m * state);
+    for &b in slots {
         h.extend_from_slice(&hidden[b * state..(b + 1) * state]);
     }
     let layout = AgentLayout::new(policy.config());

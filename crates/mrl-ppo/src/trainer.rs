@@ -230,6 +230,14 @@ impl<D: TaskDistribution> Trainer<D> {
             });
         }
         let loaded = load_checkpoint(&dir, &Device::Cpu)?;
+        if loaded.policy.kind() != config.agent.kind {
+            return Err(mrl_agent::Error::WrongKind {
+                path: dir.join("model.safetensors"),
+                expected: config.agent.kind.as_str(),
+                found: loaded.policy.kind().as_str(),
+            }
+            .into());
+        }
         let seeds = Seeds::new(config.seed);
         let mut trainer = Self::assemble(config, dist, run_dir, loaded.policy, &seeds)?;
         trainer
@@ -480,6 +488,7 @@ pub fn agent_config<D: TaskDistribution>(config: &TrainConfig, dist: &D) -> Agen
         n_actions: dist.n_actions(),
         hidden: config.agent.hidden,
         input_norm: None,
+        transformer: config.agent.transformer.clone(),
     }
 }
 

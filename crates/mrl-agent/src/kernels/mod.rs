@@ -7,6 +7,7 @@
 //! - [`gru_seq`], [`net_seq`]: the GRU recurrence and the whole RL² network over a
 //!   sequence as candle custom ops with hand-written backward passes.
 //! - [`scratch`]: the buffer pool of the sequence ops.
+//! - [`transformer_step`]: the causal Transformer's rollout step with a KV cache.
 //!
 //! **Layering invariant:** nothing here imports the networks ([`crate::nets`]), the
 //! rollout workspace or checkpoints; the networks build the kernels' weight snapshots and
@@ -18,3 +19,4 @@ pub(crate) mod gru_seq;
 pub(crate) mod math;
 pub(crate) mod net_seq;
 pub(crate) mod scratch;
+pub(crate) mod transformer_step;

@@ -4,6 +4,7 @@
 
 mod layers;
 mod policy;
+mod transformer;
 
 pub use layers::{Gru, Linear};
 pub use policy::{MLP_PARAM_NAMES, Policy, RL2_PARAM_NAMES, SeqOutput, StepOutput};

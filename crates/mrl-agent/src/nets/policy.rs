@@ -1,4 +1,12 @@
-//! [`Policy`]: the RL² GRU actor-critic or the MLP baseline, behind one interface.
+//! [`Policy`]: the RL² GRU actor-critic, the MLP baseline or the causal Transformer,
+//! behind one interface.
+//!
+//! The interface is an enum over network kinds inside one struct, not a trait: the set of
+//! kinds is closed and known to checkpoints (the sidecar names it and loading builds it),
+//! every caller (rollouts, the PPO update, the backtester, evaluation) holds one concrete
+//! `Policy` without generics or boxing, and each kind keeps its own fast paths (the fused
+//! GRU kernels, the Transformer's KV cache) behind a `match` instead of behind the lowest
+//! common denominator of a trait.
 
 use std::collections::HashMap;
 
@@ -7,11 +15,13 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::layers::{Gru, Linear, check_shape};
+use super::transformer::TransformerNet;
 use crate::config::{AgentConfig, PolicyKind};
 use crate::error::{Error, Result};
 use crate::kernels::fused::{Core, FusedNet};
 use crate::kernels::gemm::transpose;
 use crate::kernels::net_seq::{NetLayout, rl2_network_sequence};
+use crate::kernels::transformer_step::TransformerWeights;
 
 /// Output of [`Policy::forward_seq`].
 #[derive(Clone, Debug)]
@@ -57,6 +67,7 @@ pub(crate) struct MlpNet {
 pub(crate) enum Net {
     Rl2(Rl2Net),
     Mlp(MlpNet),
+    Transformer(TransformerNet),
 }
 
 /// Parameter names of the RL² network, in PyTorch `state_dict` order.
@@ -86,11 +97,13 @@ pub const MLP_PARAM_NAMES: [&str; 8] = [
     "value_head.bias",
 ];
 
-/// An actor-critic policy on a candle [`Device`]: the RL² GRU network or the MLP
-/// baseline, chosen by [`AgentConfig::kind`].
+/// An actor-critic policy on a candle [`Device`]: the RL² GRU network, the MLP baseline or
+/// the causal Transformer, chosen by [`AgentConfig::kind`].
 ///
-/// Both kinds take the same input rows ([`InputLayout`](crate::InputLayout)) and return
-/// logits and values; only the RL² network carries a hidden state. Parameters are
+/// Every kind takes the same input rows ([`InputLayout`](crate::InputLayout)) and returns
+/// logits and values; the RL² network carries a hidden state, the Transformer attends to
+/// the trial's past rows (its rollout memory is the KV cache of
+/// [`RolloutWorkspace`](crate::RolloutWorkspace)). Parameters are
 /// [`Var`]s named as in PyTorch ([`Policy::parameters`]), in a fixed order for optimisers.
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -130,6 +143,7 @@ impl Policy {
                 policy_head: Linear::init(hidden, actions, rng, device)?,
                 value_head: Linear::init(hidden, 1, rng, device)?,
             }),
+            PolicyKind::Transformer => Net::Transformer(TransformerNet::init(config, rng, device)?),
         };
         Ok(Self {
             config: config.clone(),
@@ -186,7 +200,14 @@ impl Policy {
         &self.device
     }
 
-    /// Width of the hidden state carried between steps: `H` for RL², 0 for the MLP.
+    /// Whether the output at a step depends on earlier steps of the trial (RL² and the
+    /// Transformer) or only on the current input row (MLP).
+    pub fn has_memory(&self) -> bool {
+        !matches!(self.net, Net::Mlp(_))
+    }
+
+    /// Width of the hidden state carried between steps: `H` for RL², 0 for the MLP and the
+    /// Transformer (whose memory is the rollout's KV cache, not a fixed-size vector).
     pub fn state_size(&self) -> usize {
         if self.is_recurrent() {
             self.config.hidden
@@ -196,10 +217,18 @@ impl Policy {
     }
 
     /// `(name, Var)` for every parameter, PyTorch names in `state_dict` order
-    /// ([`RL2_PARAM_NAMES`] or [`MLP_PARAM_NAMES`]). Cloning a `Var` shares its storage:
-    /// updating the returned `Var`s updates the policy.
+    /// ([`RL2_PARAM_NAMES`], [`MLP_PARAM_NAMES`], or for the Transformer `embed.*`,
+    /// `blocks.{l}.{ln1, attn.qkv, attn.out, ln2, ff.0, ff.2}.*`, `ln_f.*` and the heads).
+    /// Cloning a `Var` shares its storage: updating the returned `Var`s updates the policy.
     pub fn parameters(&self) -> Vec<(&'static str, Var)> {
         let vars: Vec<&Var> = match &self.net {
+            Net::Transformer(n) => {
+                return n
+                    .named_vars()
+                    .into_iter()
+                    .map(|(name, v)| (name, v.clone()))
+                    .collect();
+            }
             Net::Rl2(n) => {
                 let [w_ih, w_hh, b_ih, b_hh] = n.gru.vars();
                 vec![
@@ -228,7 +257,7 @@ impl Policy {
         };
         let names: &[&'static str] = match self.net {
             Net::Rl2(_) => &RL2_PARAM_NAMES,
-            Net::Mlp(_) => &MLP_PARAM_NAMES,
+            _ => &MLP_PARAM_NAMES,
         };
         names
             .iter()
@@ -315,7 +344,9 @@ impl Policy {
 
     /// Unrolls a batch of trials with autograd (for PPO). The hidden state starts at `h0`
     /// (zeros when `None`: a trial start) and is **not** reset at done flags inside the
-    /// sequence. The MLP ignores `h0` and returns `h_n = None`.
+    /// sequence. The MLP and the Transformer ignore `h0` (the Transformer's sequence starts
+    /// a trial: step `t` attends to steps `t − context + 1 ..= t` of its row, positions
+    /// counted from the row's start) and return `h_n = None`.
     ///
     /// # Shapes
     /// `x` `(B, T, in)` (see [`InputLayout::sequence_tensor`](crate::InputLayout::sequence_tensor)),
@@ -406,6 +437,7 @@ impl Policy {
                 (out, Some(h_n))
             }
             Net::Mlp(n) => (n.body(x)?, None),
+            Net::Transformer(n) => (n.features(x)?, None),
         };
         let (logits, values) = self.heads(&features)?;
         Ok(SeqOutput {
@@ -425,9 +457,19 @@ impl Policy {
     /// `x` `(B, in)`, `h` `(B, H)` → logits `(B, A)`, values `(B)`, `h` `(B, H)`.
     ///
     /// # Errors
-    /// [`Error::ShapeMismatch`] for a wrong `x` or `h`.
+    /// [`Error::ShapeMismatch`] for a wrong `x` or `h`; [`Error::Unsupported`] for the
+    /// Transformer, whose step needs the trial's past keys and values (use
+    /// [`RolloutWorkspace`](crate::RolloutWorkspace), or [`Policy::forward_seq`] on the
+    /// whole trial).
     pub fn step(&self, x: &Tensor, h: Option<&Tensor>) -> Result<StepOutput> {
         let (batch, _, _) = self.check_input(x, 2)?;
+        if let Net::Transformer(_) = self.net {
+            return Err(Error::Unsupported {
+                kind: self.kind().as_str(),
+                operation: "a step on tensors",
+                reason: "its state is the KV cache of RolloutWorkspace",
+            });
+        }
         let (features, h) = match &self.net {
             Net::Rl2(n) => {
                 let encoded = n.encoder.forward(x)?.relu()?; // (B, H)
@@ -442,6 +484,7 @@ impl Policy {
                 (h_next.clone(), Some(h_next))
             }
             Net::Mlp(n) => (n.body(x)?, None),
+            Net::Transformer(_) => unreachable!("returned above"),
         };
         let (logits, values) = self.heads(&features)?;
         Ok(StepOutput { logits, values, h })
@@ -452,6 +495,7 @@ impl Policy {
         let (policy_head, value_head) = match &self.net {
             Net::Rl2(n) => (&n.policy_head, &n.value_head),
             Net::Mlp(n) => (&n.policy_head, &n.value_head),
+            Net::Transformer(n) => (&n.policy_head, &n.value_head),
         };
         let logits = policy_head.forward(features)?;
         let values = value_head.forward(features)?.squeeze(D::Minus1)?;
@@ -484,7 +528,7 @@ impl Policy {
 }
 
 /// Host copy of a `Var` as f32, row-major.
-fn host_vec(var: &Var) -> Result<Vec<f32>> {
+pub(crate) fn host_vec(var: &Var) -> Result<Vec<f32>> {
     let t = var
         .as_tensor()
         .to_device(&Device::Cpu)?
@@ -519,6 +563,7 @@ impl Policy {
                 };
                 (&n.layer0, &n.policy_head, &n.value_head, core)
             }
+            Net::Transformer(_) => return Err(self.not_fusable()),
         };
         let mut w_heads = host_vec(policy_head.weight())?;
         w_heads.extend(host_vec(value_head.weight())?);
@@ -534,6 +579,26 @@ impl Policy {
             w_heads,
             b_heads,
         })
+    }
+}
+
+impl Policy {
+    /// The error for asking a Transformer for the GRU / MLP rollout snapshot.
+    fn not_fusable(&self) -> Error {
+        Error::Unsupported {
+            kind: self.kind().as_str(),
+            operation: "the fused GRU / MLP rollout step",
+            reason: "the Transformer steps with its own KV-cache kernel",
+        }
+    }
+
+    /// Host snapshot of the Transformer's weights for the cached rollout step; `None` for
+    /// the other kinds.
+    pub(crate) fn transformer_snapshot(&self) -> Result<Option<TransformerWeights>> {
+        match &self.net {
+            Net::Transformer(n) => Ok(Some(n.snapshot(self.config.n_actions)?)),
+            _ => Ok(None),
+        }
     }
 }
 

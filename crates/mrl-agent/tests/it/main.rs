@@ -9,3 +9,4 @@ mod gru_seq;
 mod layering;
 mod norm;
 mod rollout;
+mod transformer;

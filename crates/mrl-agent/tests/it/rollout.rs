@@ -353,7 +353,7 @@ proptest! {
     #[test]
     fn fused_matches_candle_for_any_size(hidden in 1usize..40, batch in 1usize..20, seed in 0u64..1000, mlp: bool) {
         let kind = if mlp { PolicyKind::Mlp } else { PolicyKind::Rl2 };
-        let config = AgentConfig { hidden, kind, obs_dim: 5, n_actions: 4, input_norm: None };
+        let config = AgentConfig { hidden, kind, obs_dim: 5, n_actions: 4, ..Default::default() };
         let policy = Policy::new(&config, &Device::Cpu, seed).unwrap();
         let mut fused = RolloutWorkspace::new(&policy, batch).unwrap();
         let mut candle = RolloutWorkspace::new_candle(&policy, batch).unwrap();

@@ -1,0 +1,411 @@
+//! The causal Transformer's rollout step with a key/value cache, in f32 on the host.
+//!
+//! One call advances `B` trials by one step each. Per step and trial the work is the
+//! matrix products of one row (done for all `B` rows at once through `gemm`) plus
+//! attention over at most `context` cached keys and values per layer and head: linear in
+//! the context, with nothing of the past recomputed. The cache is a ring of `context` slots
+//! per trial and layer; the step at position `t` writes slot `t mod context`, which holds
+//! position `t − context`, the one step that just left the window.
+//!
+//! ```text
+//! e = x W_inᵀ + b_in                                               (B, D)
+//! per block: a = LN₁(e); [q k v] = a W_qkvᵀ + b_qkv                 (B, 3D)
+//!            q, k ← rotary(q, k, t)  per head                       (Su et al. 2021)
+//!            cache[t mod C] ← (k, v)
+//!            o_h = Σ_j softmax_j(q_h·k_{h,j} / √d) v_{h,j}           j over the window
+//!            e ← e + o W_oᵀ + b_o;  e ← e + W₂ relu(W₁ LN₂(e) + b₁) + b₂
+//! f = LN_f(e); logits = f W_πᵀ + b_π; V = f w_Vᵀ + b_V
+//! ```
+//!
+//! LayerNorm is PyTorch's (biased variance, ε = 1e-5).
+
+use super::gemm::matmul_nn;
+use super::math::{dot, softmax_row};
+
+/// LayerNorm ε, as `torch.nn.LayerNorm`.
+pub(crate) const LN_EPS: f32 = 1e-5;
+
+/// Base of the rotary frequencies, `θ_i = base^(−2i/d)` (RoFormer's 10 000).
+pub(crate) const ROPE_BASE: f64 = 10_000.0;
+
+/// `cos` and `sin` of the rotary angles `t · θ_i`, `i < d/2`, computed in f64 and rounded
+/// to f32 (the full-sequence forward builds its tables the same way).
+pub(crate) fn rotary_angles(position: usize, head_dim: usize, cos: &mut [f32], sin: &mut [f32]) {
+    let half = head_dim / 2;
+    for i in 0..half {
+        let theta = ROPE_BASE.powf(-2.0 * i as f64 / head_dim as f64);
+        let angle = position as f64 * theta;
+        cos[i] = angle.cos() as f32;
+        sin[i] = angle.sin() as f32;
+    }
+}
+
+/// Rotate-half rotary embedding of one head vector in place:
+/// `x ← x ⊙ [cos, cos] + [−x₂, x₁] ⊙ [sin, sin]`, `x = [x₁, x₂]`.
+#[inline]
+fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = x.len() / 2;
+    for i in 0..half {
+        let (a, b) = (x[i], x[i + half]);
+        x[i] = a * cos[i] - b * sin[i];
+        x[i + half] = b * cos[i] + a * sin[i];
+    }
+}
+
+/// Row-wise LayerNorm `y = (x − μ) / √(σ² + ε) ⊙ w + b` of `x` `(m, D)` into `y`.
+fn layer_norm(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
+    let width = w.len();
+    for (xr, yr) in x.chunks_exact(width).zip(y.chunks_exact_mut(width)) {
+        let mean = xr.iter().sum::<f32>() / width as f32;
+        let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / width as f32;
+        let inv = 1.0 / (var + LN_EPS).sqrt();
+        for j in 0..width {
+            yr[j] = (xr[j] - mean) * inv * w[j] + b[j];
+        }
+    }
+}
+
+/// `v ← v + b` row by row.
+fn add_bias(v: &mut [f32], b: &[f32]) {
+    for row in v.chunks_exact_mut(b.len()) {
+        for (x, &bj) in row.iter_mut().zip(b) {
+            *x += bj;
+        }
+    }
+}
+
+/// One block's weights, matrices pre-transposed to `(in, out)`.
+#[derive(Clone, Debug)]
+pub(crate) struct BlockWeights {
+    pub(crate) ln1_w: Vec<f32>,
+    pub(crate) ln1_b: Vec<f32>,
+    /// `W_qkvᵀ` `(D, 3D)`, columns `[q | k | v]`.
+    pub(crate) w_qkv_t: Vec<f32>,
+    pub(crate) b_qkv: Vec<f32>,
+    /// `W_oᵀ` `(D, D)`.
+    pub(crate) w_o_t: Vec<f32>,
+    pub(crate) b_o: Vec<f32>,
+    pub(crate) ln2_w: Vec<f32>,
+    pub(crate) ln2_b: Vec<f32>,
+    /// `W₁ᵀ` `(D, F)`.
+    pub(crate) w1_t: Vec<f32>,
+    pub(crate) b1: Vec<f32>,
+    /// `W₂ᵀ` `(F, D)`.
+    pub(crate) w2_t: Vec<f32>,
+    pub(crate) b2: Vec<f32>,
+}
+
+/// Host f32 snapshot of a Transformer policy's weights.
+#[derive(Clone, Debug)]
+pub(crate) struct TransformerWeights {
+    pub(crate) input: usize,
+    pub(crate) width: usize,
+    pub(crate) heads: usize,
+    pub(crate) ff: usize,
+    pub(crate) context: usize,
+    pub(crate) n_actions: usize,
+    /// `W_inᵀ` `(in, D)`.
+    pub(crate) w_in_t: Vec<f32>,
+    pub(crate) b_in: Vec<f32>,
+    pub(crate) blocks: Vec<BlockWeights>,
+    pub(crate) lnf_w: Vec<f32>,
+    pub(crate) lnf_b: Vec<f32>,
+    /// Heads stacked row-wise: rows `0..A` the policy head, row `A` the value head; `(A+1, D)`.
+    pub(crate) w_heads: Vec<f32>,
+    pub(crate) b_heads: Vec<f32>,
+}
+
+impl TransformerWeights {
+    fn head_dim(&self) -> usize {
+        self.width / self.heads
+    }
+
+    /// Whether `other` has the same sizes (a cache sized for one fits the other).
+    pub(crate) fn same_sizes(&self, other: &Self) -> bool {
+        (
+            self.input,
+            self.width,
+            self.heads,
+            self.ff,
+            self.context,
+            self.n_actions,
+            self.blocks.len(),
+        ) == (
+            other.input,
+            other.width,
+            other.heads,
+            other.ff,
+            other.context,
+            other.n_actions,
+            other.blocks.len(),
+        )
+    }
+}
+
+/// Keys and values of the last `context` steps of `B` trials, per layer, and each trial's
+/// position in its trial.
+#[derive(Clone, Debug)]
+pub(crate) struct KvCache {
+    batch_size: usize,
+    context: usize,
+    width: usize,
+    /// `(layers, B, C, D)`.
+    keys: Vec<f32>,
+    /// `(layers, B, C, D)`.
+    values: Vec<f32>,
+    /// Steps taken by each trial since its start, `(B)`.
+    positions: Vec<usize>,
+}
+
+impl KvCache {
+    /// An empty cache (every trial at its start).
+    pub(crate) fn new(net: &TransformerWeights, batch_size: usize) -> Self {
+        let n = net.blocks.len() * batch_size * net.context * net.width;
+        Self {
+            batch_size,
+            context: net.context,
+            width: net.width,
+            keys: vec![0.0; n],
+            values: vec![0.0; n],
+            positions: vec![0; batch_size],
+        }
+    }
+
+    /// Starts trial `b` afresh: its next step is position 0 and sees nothing before it.
+    pub(crate) fn reset(&mut self, b: usize) {
+        self.positions[b] = 0;
+    }
+
+    /// Starts every trial afresh.
+    pub(crate) fn reset_all(&mut self) {
+        self.positions.fill(0);
+    }
+
+    /// Steps taken by each trial since its start.
+    pub(crate) fn positions(&self) -> &[usize] {
+        &self.positions
+    }
+
+    /// Offset of slot `slot` of trial `b` in layer `layer`.
+    fn offset(&self, layer: usize, b: usize, slot: usize) -> usize {
+        ((layer * self.batch_size + b) * self.context + slot) * self.width
+    }
+}
+
+/// Working buffers of one step, sized once for `B` rows.
+#[derive(Clone, Debug)]
+pub(crate) struct StepScratch {
+    e: Vec<f32>,
+    a: Vec<f32>,
+    qkv: Vec<f32>,
+    att: Vec<f32>,
+    proj: Vec<f32>,
+    ff: Vec<f32>,
+    scores: Vec<f32>,
+    probs: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl StepScratch {
+    /// Buffers for `batch_size` rows of `net`.
+    pub(crate) fn new(net: &TransformerWeights, batch_size: usize) -> Self {
+        let (b, d) = (batch_size, net.width);
+        let half = net.head_dim() / 2;
+        Self {
+            e: vec![0.0; b * d],
+            a: vec![0.0; b * d],
+            qkv: vec![0.0; b * 3 * d],
+            att: vec![0.0; b * d],
+            proj: vec![0.0; b * d],
+            ff: vec![0.0; b * net.ff],
+            scores: vec![0.0; net.context],
+            probs: vec![0.0; net.context],
+            cos: vec![0.0; b * half],
+            sin: vec![0.0; b * half],
+        }
+    }
+}
+
+/// A weight snapshot with the cache and buffers sized for it: everything one
+/// [`CachedStep::run`] needs.
+#[derive(Clone, Debug)]
+pub(crate) struct CachedStep {
+    pub(crate) net: TransformerWeights,
+    pub(crate) cache: KvCache,
+    scratch: StepScratch,
+}
+
+impl CachedStep {
+    /// An empty cache and buffers for `batch_size` trials of `net`.
+    pub(crate) fn new(net: TransformerWeights, batch_size: usize) -> Self {
+        Self {
+            cache: KvCache::new(&net, batch_size),
+            scratch: StepScratch::new(&net, batch_size),
+            net,
+        }
+    }
+
+    /// [`step`] on this snapshot, cache and buffers.
+    pub(crate) fn run(&mut self, x: &[f32], out: StepRows<'_>, advance: bool) {
+        step(
+            &self.net,
+            &mut self.cache,
+            &mut self.scratch,
+            x,
+            out,
+            advance,
+        );
+    }
+}
+
+/// Outputs of a step, `(B, A)` logits and probabilities, `(B)` values and log-sum-exps.
+pub(crate) struct StepRows<'a> {
+    pub(crate) logits: &'a mut [f32],
+    pub(crate) values: &'a mut [f32],
+    pub(crate) probs: &'a mut [f32],
+    pub(crate) lse: &'a mut [f32],
+}
+
+/// One step for every trial: input rows `x` `(B, in)` at each trial's current position.
+/// With `advance` the keys and values of the step join the cache and the positions move
+/// on; without, the step is a look-ahead (e.g. the value of a bootstrap row) and the
+/// cache reads as before (the slot written is the one leaving the window, or beyond the
+/// trial's end).
+///
+/// Sizes are invariants of the workspace that built `cache` and `scratch` for `net`.
+pub(crate) fn step(
+    net: &TransformerWeights,
+    cache: &mut KvCache,
+    scratch: &mut StepScratch,
+    x: &[f32],
+    out: StepRows<'_>,
+    advance: bool,
+) {
+    let (batch, d, ctx) = (cache.batch_size, net.width, net.context);
+    let (n_heads, hd) = (net.heads, net.head_dim());
+    let half = hd / 2;
+    let s = scratch;
+    // Embedding (B, in) · (in, D).
+    matmul_nn(&mut s.e, x, &net.w_in_t, batch, net.input, d);
+    add_bias(&mut s.e, &net.b_in);
+    for b in 0..batch {
+        let (cos, sin) = (
+            &mut s.cos[b * half..(b + 1) * half],
+            &mut s.sin[b * half..(b + 1) * half],
+        );
+        rotary_angles(cache.positions[b], hd, cos, sin);
+    }
+    let scale = 1.0 / (hd as f32).sqrt();
+    for (layer, blk) in net.blocks.iter().enumerate() {
+        layer_norm(&s.e, &blk.ln1_w, &blk.ln1_b, &mut s.a);
+        matmul_nn(&mut s.qkv, &s.a, &blk.w_qkv_t, batch, d, 3 * d); // (B, 3D)
+        add_bias(&mut s.qkv, &blk.b_qkv);
+        for b in 0..batch {
+            let pos = cache.positions[b];
+            let (cos, sin) = (
+                &s.cos[b * half..(b + 1) * half],
+                &s.sin[b * half..(b + 1) * half],
+            );
+            let row = &mut s.qkv[b * 3 * d..(b + 1) * 3 * d];
+            for h in 0..n_heads {
+                rotate(&mut row[h * hd..(h + 1) * hd], cos, sin); // q
+                rotate(&mut row[d + h * hd..d + (h + 1) * hd], cos, sin); // k
+            }
+            let slot = pos % ctx;
+            let at = cache.offset(layer, b, slot);
+            cache.keys[at..at + d].copy_from_slice(&row[d..2 * d]);
+            cache.values[at..at + d].copy_from_slice(&row[2 * d..3 * d]);
+            // Slots in the window: 0..=pos before the ring fills, all of them after.
+            let n_slots = (pos + 1).min(ctx);
+            let base = cache.offset(layer, b, 0);
+            for h in 0..n_heads {
+                let q = &row[h * hd..(h + 1) * hd];
+                for j in 0..n_slots {
+                    let k = &cache.keys[base + j * d + h * hd..base + j * d + (h + 1) * hd];
+                    s.scores[j] = dot(q, k) * scale;
+                }
+                softmax_row(&s.scores[..n_slots], &mut s.probs[..n_slots]);
+                let o = &mut s.att[b * d + h * hd..b * d + (h + 1) * hd];
+                o.fill(0.0);
+                for j in 0..n_slots {
+                    let p = s.probs[j];
+                    let v = &cache.values[base + j * d + h * hd..base + j * d + (h + 1) * hd];
+                    for (oi, &vi) in o.iter_mut().zip(v) {
+                        *oi += p * vi;
+                    }
+                }
+            }
+        }
+        matmul_nn(&mut s.proj, &s.att, &blk.w_o_t, batch, d, d);
+        add_bias(&mut s.proj, &blk.b_o);
+        for (e, p) in s.e.iter_mut().zip(&s.proj) {
+            *e += p;
+        }
+        layer_norm(&s.e, &blk.ln2_w, &blk.ln2_b, &mut s.a);
+        matmul_nn(&mut s.ff, &s.a, &blk.w1_t, batch, d, net.ff);
+        add_bias(&mut s.ff, &blk.b1);
+        for v in &mut s.ff {
+            // max(v, 0) with NaN kept, so that non-finite inputs surface as non-finite logits
+            if *v < 0.0 {
+                *v = 0.0;
+            }
+        }
+        matmul_nn(&mut s.proj, &s.ff, &blk.w2_t, batch, net.ff, d);
+        add_bias(&mut s.proj, &blk.b2);
+        for (e, p) in s.e.iter_mut().zip(&s.proj) {
+            *e += p;
+        }
+    }
+    layer_norm(&s.e, &net.lnf_w, &net.lnf_b, &mut s.a);
+    let a = net.n_actions;
+    for b in 0..batch {
+        let f = &s.a[b * d..(b + 1) * d];
+        let logits = &mut out.logits[b * a..(b + 1) * a];
+        for (k, l) in logits.iter_mut().enumerate() {
+            *l = dot(f, &net.w_heads[k * d..(k + 1) * d]) + net.b_heads[k];
+        }
+        out.values[b] = dot(f, &net.w_heads[a * d..(a + 1) * d]) + net.b_heads[a];
+        out.lse[b] = softmax_row(logits, &mut out.probs[b * a..(b + 1) * a]);
+    }
+    if advance {
+        for p in &mut cache.positions {
+            *p += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_keeps_the_norm_and_is_identity_at_position_zero() {
+        let mut x = vec![0.3f32, -1.2, 0.7, 2.0];
+        let (mut cos, mut sin) = (vec![0.0; 2], vec![0.0; 2]);
+        rotary_angles(0, 4, &mut cos, &mut sin);
+        let before = x.clone();
+        rotate(&mut x, &cos, &sin);
+        assert_eq!(x, before);
+        rotary_angles(7, 4, &mut cos, &mut sin);
+        rotate(&mut x, &cos, &sin);
+        let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>();
+        assert!((norm(&x) - norm(&before)).abs() < 1e-5);
+        // The first pair rotates by 7 rad (θ₀ = 1): (0.3, 0.7) → (0.3 cos 7 − 0.7 sin 7, …).
+        let want = 0.3 * 7f32.cos() - 0.7 * 7f32.sin();
+        assert!((x[0] - want).abs() < 1e-6, "{} vs {want}", x[0]);
+    }
+
+    #[test]
+    fn layer_norm_matches_the_formula() {
+        let x = [1.0f32, 2.0, 3.0, 6.0];
+        let mut y = [0.0f32; 4];
+        layer_norm(&x, &[1.0, 2.0, 1.0, 1.0], &[0.0, 0.0, 0.5, 0.0], &mut y);
+        // mean 3, variance (4 + 1 + 0 + 9) / 4 = 3.5
+        let inv = 1.0 / (3.5f32 + LN_EPS).sqrt();
+        let want = [-2.0 * inv, -2.0 * inv, 0.5, 3.0 * inv];
+        for (a, b) in y.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{y:?}");
+        }
+    }
+}
