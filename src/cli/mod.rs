@@ -1,5 +1,6 @@
 //! Command-line definitions and dispatch. Each subcommand lives in its own module.
 
+mod adapt;
 mod backtest;
 mod data;
 mod eval;
@@ -46,6 +47,12 @@ enum Command {
     /// Train RL² and the MLP the same way over several seeds and compare them on held-out
     /// markets: per-seed and pooled tables with intervals, a verdict, charts.
     Study(study::StudyArgs),
+    /// Meta-learn an initialisation for few-shot adaptation (Reptile or first-order MAML; an
+    /// `mrl train` config with a `[meta]` table).
+    MetaTrain(adapt::MetaTrainArgs),
+    /// Adapt a trained agent to a new asset with K gradient steps on its first bars; writes
+    /// a run directory `mrl backtest` loads.
+    Adapt(adapt::AdaptArgs),
 }
 
 /// Installs the `tracing` subscriber on stderr.
@@ -79,6 +86,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Eval(cmd) => eval::run(cmd),
         Command::Study(args) => study::run(args),
+        Command::MetaTrain(args) => adapt::run_meta_train(args),
+        Command::Adapt(args) => adapt::run_adapt(args),
     }
 }
 

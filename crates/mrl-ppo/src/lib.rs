@@ -66,6 +66,7 @@ mod config;
 mod error;
 mod eval;
 mod gae;
+mod grad;
 mod loss;
 mod normalize;
 mod optim;
@@ -87,6 +88,7 @@ pub use gae::{
     Gae, GaeConfig, GaeScope, StepEnd, TrialSteps, gae, gae_with_dones, masked_mean_std,
     normalize_advantages,
 };
+pub use grad::{PpoBatch, PpoGradients, ppo_batch, ppo_gradients};
 pub use loss::{PpoLoss, PpoLossConfig, PpoLossStats, PpoTargets, log_softmax, ppo_loss};
 pub use normalize::{NormMode, NormState, NormalizeConfig};
 pub use optim::{Adam, AdamConfig, annealed_lr, clip_grad_norm, collect_grads, global_norm};

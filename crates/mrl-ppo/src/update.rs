@@ -2,7 +2,7 @@
 //! trial start, clipped loss, global-norm clipping, Adam, and the target-KL stop.
 
 use candle_core::{Tensor, Var};
-use mrl_agent::{InputLayout, Policy, PolicyInputs};
+use mrl_agent::Policy;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -376,50 +376,8 @@ impl Learner {
         advantages: &[f64],
         returns: &[f64],
     ) -> Result<Minibatch> {
-        let device = self.policy.device();
-        let seq_len = buffer.len();
-        let n = trials.len() * seq_len;
-        let obs_dim = buffer.obs_dim();
-        let mut obs = Vec::with_capacity(n * obs_dim);
-        let mut prev_actions = Vec::with_capacity(n);
-        let mut prev_rewards = Vec::with_capacity(n);
-        let mut prev_dones = Vec::with_capacity(n);
-        let mut actions = Vec::with_capacity(n);
-        let mut old_log_probs = Vec::with_capacity(n);
-        let mut adv = Vec::with_capacity(n);
-        let mut ret = Vec::with_capacity(n);
-        let mut mask = Vec::with_capacity(n);
-        for &b in trials {
-            for t in 0..seq_len {
-                let i = buffer.index(b, t);
-                obs.extend_from_slice(buffer.obs_row(i));
-                prev_actions.push(buffer.prev_actions[i]);
-                prev_rewards.push(buffer.prev_rewards[i]);
-                prev_dones.push(buffer.prev_dones[i]);
-                actions.push(buffer.actions[i]);
-                old_log_probs.push(buffer.log_probs[i]);
-                adv.push(advantages[b * seq_len + t] as f32);
-                ret.push(returns[b * seq_len + t] as f32);
-                mask.push(if buffer.valid[i] { 1.0f32 } else { 0.0 });
-            }
-        }
-        let layout = InputLayout::new(self.policy.config());
-        let inputs = PolicyInputs {
-            obs: &obs,
-            prev_actions: &prev_actions,
-            prev_rewards: &prev_rewards,
-            prev_dones: &prev_dones,
-        };
-        let x = layout.sequence_tensor(&inputs, trials.len(), seq_len, device)?;
-        let all_valid = mask.iter().all(|&m| m == 1.0);
-        let vec = |v: Vec<f32>| -> Result<Tensor> { Ok(Tensor::from_vec(v, n, device)?) };
-        let targets = PpoTargets {
-            actions: Tensor::from_vec(actions, n, device)?,
-            old_log_probs: vec(old_log_probs)?,
-            advantages: vec(adv)?,
-            returns: vec(ret)?,
-            mask: if all_valid { None } else { Some(vec(mask)?) },
-        };
+        let crate::grad::PpoBatch { x, targets } =
+            crate::grad::ppo_batch(&self.policy, buffer, trials, advantages, returns)?;
         Ok(Minibatch { x, targets })
     }
 }

@@ -1,0 +1,70 @@
+//! # mrl-fewshot
+//!
+//! Few-shot adaptation of the agents of [`mrl_agent`] by gradient steps, beside RL²'s
+//! adaptation by forward passes: a new asset is mastered from a few weeks of its own bars
+//! with K gradient steps from a meta-learned initialisation.
+//!
+//! ```text
+//! inner loop   K PPO gradient steps on one task's own rollouts          adapt
+//!                (all parameters, or low-rank adapters on a frozen base)
+//! Reptile      θ ← θ + ε · mean_i (θ'_i − θ)                            reptile_step
+//! FOMAML       θ ← Adam(θ, mean_i ∇θ' L(θ'_i) on a fresh query rollout) fomaml_gradient
+//! adapters     W = W_base + (α/r)·B·A on encoder, GRU and heads         LowRankAdapter
+//! ```
+//!
+//! Full MAML would differentiate through the inner steps; candle's backward pass records
+//! no graph of its own, so second-order terms are out of reach and only the first-order
+//! learners exist here.
+//!
+//! ## Central types
+//!
+//! - [`adapt`] / [`InnerConfig`] / [`AdaptSetup`]: the inner loop on any
+//!   [`TaskDistribution`](mrl_env::TaskDistribution), usually a [`FixedTask`] (one
+//!   synthetic market, or the first N bars of a real asset: [`FixedTask::first_bars`]).
+//! - [`LowRankAdapter`] / [`LoraConfig`]: adapters, their merge and gradient pull-back,
+//!   and their files (safetensors + JSON sidecar).
+//! - [`reptile_step`], [`fomaml_gradient`], [`MetaLearner`], [`meta_train`]: the
+//!   meta-learners and the training loop ([`MetaTrainConfig`]: an `mrl train` config plus
+//!   a `[meta]` table).
+//!
+//! ## Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use mrl_agent::{AgentConfig, Policy};
+//! use mrl_env::{BanditDistribution, Split};
+//! use mrl_fewshot::{AdaptSetup, FixedTask, InnerConfig, adapt};
+//! use mrl_ppo::TrainConfig;
+//!
+//! # fn main() -> mrl_fewshot::Result<()> {
+//! let dist = BanditDistribution::new(3, 10)?;
+//! let task = Arc::new(FixedTask::sample(&dist, Split::Test, 7)?); // one new task
+//! let agent = AgentConfig { obs_dim: 1, hidden: 8, ..Default::default() };
+//! let base = Policy::new(&agent, &candle_core::Device::Cpu, 0)?;
+//! let inner = InnerConfig { steps: 3, n_envs: 4, ..Default::default() };
+//! let setup = AdaptSetup::from_train(&TrainConfig::default(), 1.0);
+//! let adapted = adapt(&base, task, &inner, &setup, 42)?;
+//! assert_eq!(adapted.steps.len(), 3);
+//! # Ok(())
+//! # }
+//! ```
+
+mod adapter;
+mod error;
+mod inner;
+mod meta;
+mod task;
+
+pub use adapter::{ADAPTER_FORMAT, AdapterMeta, LoraConfig, LowRankAdapter};
+pub use error::{Error, Result};
+pub use inner::{
+    AdaptSetup, Adapted, InnerConfig, InnerOptimizer, InnerStep, TaskRollouts, TaskSeeds, adapt,
+    detached_copy, sgd_step,
+};
+pub use meta::{
+    FEWSHOT_STATE_FILE, FEWSHOT_STATE_FORMAT, FewshotState, META_FILE, META_LOG_FILE,
+    MetaAlgorithm, MetaConfig, MetaIterationStats, MetaLearner, MetaSummary, MetaTrainConfig,
+    TaskGradient, fomaml_gradient, fomaml_task_gradient, meta_train, meta_train_on, reptile_step,
+    return_scale_of,
+};
+pub use task::{DEFAULT_ADAPTATION_BARS, FixedTask};

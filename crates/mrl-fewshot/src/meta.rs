@@ -1,0 +1,742 @@
+//! Meta-learners over a task distribution: Reptile (Nichol, Achiam & Schulman 2018, "On
+//! First-Order Meta-Learning Algorithms") and first-order MAML (Finn, Abbeel & Levine 2017,
+//! "Model-Agnostic Meta-Learning", §5.2's first-order approximation).
+//!
+//! ```text
+//! every iteration: draw M tasks from the training split; for each task i
+//!   θ'_i = adapt(θ, task_i, K inner steps)                       (crate::adapt)
+//! Reptile:  θ ← θ + ε · mean_i (θ'_i − θ)
+//! FOMAML:   g = mean_i ∇θ' L_PPO(θ'_i; a fresh query rollout of θ'_i on task_i)
+//!           θ ← Adam(θ, clip(g))
+//! ```
+//!
+//! Full MAML differentiates through the inner steps (`∇θ L(θ − α∇L(θ))` needs
+//! Hessian-vector products); candle's backward pass records no graph of its own, so no
+//! second-order term is available and only the first-order learners are offered.
+//!
+//! With low-rank adapters in the inner loop ([`InnerConfig::adapter`]) the base stays frozen
+//! while adapting, and both learners act on the effective weights: Reptile moves the base
+//! towards `W + s·B'A'` (the adapted effective weights), FOMAML uses `∂L/∂W_eff`, which is
+//! `∂L/∂W_base` since `W_eff = W_base + s·B·A`.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+use mrl_agent::{Policy, RolloutWorkspace, write_atomic};
+use mrl_env::{BanditDistribution, Env, Split, TaskDistribution, VecTrials};
+use mrl_ppo::{
+    Adam, AdamConfig, CHECKPOINT_DIR, CONFIG_FILE, NormMode, NormState, PpoGradients,
+    RolloutBuffer, TaskKind, TrainConfig, TrainState, agent_config, clip_grad_norm,
+    collect_rollout, ppo_gradients, trading_tasks,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::inner::{AdaptSetup, Adapted, InnerConfig, TaskRollouts, TaskSeeds, adapt};
+use crate::task::FixedTask;
+use crate::{Error, Result};
+
+/// File name of the meta-learner's settings inside a run directory.
+pub const META_FILE: &str = "meta.toml";
+/// File name of the per-iteration log inside a run directory.
+pub const META_LOG_FILE: &str = "meta_log.jsonl";
+/// File name of the meta-learner's state inside the checkpoint directory.
+pub const FEWSHOT_STATE_FILE: &str = "fewshot.json";
+/// Format tag of [`FEWSHOT_STATE_FILE`].
+pub const FEWSHOT_STATE_FORMAT: &str = "mrl-fewshot-state";
+
+/// The meta-learner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MetaAlgorithm {
+    /// Reptile: move the initialisation towards the adapted weights.
+    #[default]
+    Reptile,
+    /// First-order MAML: the post-adaptation query gradient, applied with Adam.
+    Fomaml,
+}
+
+impl MetaAlgorithm {
+    /// `reptile` or `fomaml`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Reptile => "reptile",
+            Self::Fomaml => "fomaml",
+        }
+    }
+}
+
+/// Settings of meta-training (the `[meta]` table of a config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetaConfig {
+    /// The learner (default Reptile).
+    pub algorithm: MetaAlgorithm,
+    /// Meta-iterations (default 100).
+    pub iterations: u64,
+    /// Tasks per meta-iteration M (default 4).
+    pub meta_batch: usize,
+    /// Outer step size: Reptile's ε (default 0.5) or FOMAML's Adam learning rate (default:
+    /// the run's `optim.lr`).
+    pub outer_lr: Option<f64>,
+    /// Write the checkpoint every this many iterations, and at the end (default 25).
+    pub checkpoint_every: u64,
+    /// The inner loop.
+    pub inner: InnerConfig,
+}
+
+impl Default for MetaConfig {
+    fn default() -> Self {
+        Self {
+            algorithm: MetaAlgorithm::Reptile,
+            iterations: 100,
+            meta_batch: 4,
+            outer_lr: None,
+            checkpoint_every: 25,
+            inner: InnerConfig::default(),
+        }
+    }
+}
+
+impl MetaConfig {
+    /// The outer step size, with the algorithm's default when unset.
+    pub fn outer_lr(&self, train: &TrainConfig) -> f64 {
+        self.outer_lr.unwrap_or(match self.algorithm {
+            MetaAlgorithm::Reptile => 0.5,
+            MetaAlgorithm::Fomaml => train.optim.lr,
+        })
+    }
+
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        if self.iterations == 0 {
+            return Err(Error::invalid(
+                "meta.iterations",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if self.meta_batch == 0 {
+            return Err(Error::invalid(
+                "meta.meta_batch",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if self.checkpoint_every == 0 {
+            return Err(Error::invalid(
+                "meta.checkpoint_every",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if let Some(lr) = self.outer_lr
+            && !(lr.is_finite() && lr > 0.0)
+        {
+            return Err(Error::invalid(
+                "meta.outer_lr",
+                lr.to_string(),
+                "must be finite and > 0",
+            ));
+        }
+        if self.algorithm == MetaAlgorithm::Reptile && self.inner.steps == 0 {
+            return Err(Error::invalid(
+                "meta.inner.steps",
+                "0".into(),
+                "Reptile needs at least one inner step",
+            ));
+        }
+        self.inner.validate()
+    }
+}
+
+/// A meta-training config file: an `mrl train` config (network, PPO loss, GAE, task
+/// distribution, normalisation, seed) plus a `[meta]` table ([`MetaConfig`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetaTrainConfig {
+    /// Everything but `[meta]`.
+    pub train: TrainConfig,
+    /// The `[meta]` table.
+    pub meta: MetaConfig,
+}
+
+impl MetaTrainConfig {
+    /// Parses and validates a config (`path` names it in errors).
+    ///
+    /// # Errors
+    /// [`Error::Toml`] for a syntax error, a missing `[meta]` table or an unknown field;
+    /// the train part's errors; [`Error::InvalidConfig`].
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Self> {
+        let toml_error = |source| Error::Toml {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(toml_error)?;
+        let Some(meta) = table.remove("meta") else {
+            return Err(toml_error(serde::de::Error::custom(
+                "no [meta] table: this is a plain `mrl train` config",
+            )));
+        };
+        let meta: MetaConfig = meta.try_into().map_err(toml_error)?;
+        let rest = toml::to_string(&table).unwrap_or_default();
+        let train = TrainConfig::from_toml_str(&rest, path)?;
+        meta.validate()?;
+        Ok(Self { train, meta })
+    }
+
+    /// Reads and validates a config file.
+    ///
+    /// # Errors
+    /// [`Error::Io`], then as [`MetaTrainConfig::from_toml_str`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = fs::read_to_string(path).map_err(Error::io(path))?;
+        Self::from_toml_str(&text, path)
+    }
+}
+
+/// The state written beside a meta-trained checkpoint ([`FEWSHOT_STATE_FILE`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FewshotState {
+    /// Always [`FEWSHOT_STATE_FORMAT`].
+    pub format: String,
+    /// The learner.
+    pub algorithm: MetaAlgorithm,
+    /// Meta-iterations completed.
+    pub iteration: u64,
+    /// The return scale fitted at warm-up (1 without return normalisation).
+    pub return_scale: f64,
+}
+
+/// The factor on rewards before GAE that the base of `run_dir` was trained with: from a
+/// meta-trained checkpoint's [`FEWSHOT_STATE_FILE`], from an `mrl train` run's `state.json`
+/// when it normalised returns, 1 otherwise.
+///
+/// # Errors
+/// [`Error::Io`] or [`Error::Json`] for a state file that exists but cannot be read.
+pub fn return_scale_of(checkpoint_dir: &Path, train: &TrainConfig) -> Result<f64> {
+    let fewshot = checkpoint_dir.join(FEWSHOT_STATE_FILE);
+    if fewshot.exists() {
+        let state: FewshotState = read_json(&fewshot)?;
+        return Ok(state.return_scale);
+    }
+    let state = checkpoint_dir.join("state.json");
+    if train.normalize.returns && state.exists() {
+        let state: TrainState = read_json(&state)?;
+        if let Some(norm) = state.norm {
+            return Ok(norm.return_scale());
+        }
+    }
+    Ok(1.0)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = fs::read(path).map_err(Error::io(path))?;
+    serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// What one meta-iteration did (one line of [`META_LOG_FILE`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetaIterationStats {
+    /// Iteration (0-based).
+    pub iteration: u64,
+    /// Mean over tasks of the first inner rollout's mean trial return (before adapting).
+    pub pre_return: f64,
+    /// Mean over tasks of the return after adapting: the query rollout's (FOMAML) or the
+    /// last inner rollout's (Reptile).
+    pub post_return: f64,
+    /// L2 norm of the change of the base's parameters.
+    pub update_norm: f64,
+    /// Seconds of the iteration.
+    pub seconds: f64,
+}
+
+/// The first-order MAML gradient of one task.
+#[derive(Debug)]
+pub struct TaskGradient {
+    /// The policy adapted to the task.
+    pub adapted: Adapted,
+    /// Mean trial return of the query rollout.
+    pub query_return: f64,
+    /// `∇θ' L_PPO(θ')` on the query rollout, by parameter name of the base; not clipped.
+    pub gradients: PpoGradients,
+}
+
+/// Adapts `base` to `task` (seed `seed`), collects a fresh query rollout with the adapted
+/// policy (the query seeds of [`TaskSeeds`]) and returns the PPO gradient there: the
+/// first-order MAML meta-gradient of the task.
+///
+/// # Errors
+/// As [`adapt`].
+pub fn fomaml_task_gradient<D: TaskDistribution>(
+    base: &Policy,
+    task: Arc<D>,
+    inner: &InnerConfig,
+    setup: &AdaptSetup,
+    seed: u64,
+) -> Result<TaskGradient> {
+    let adapted = adapt(base, task.clone(), inner, setup, seed)?;
+    let seeds = TaskSeeds::new(seed);
+    let mut query = TaskRollouts::new(
+        task,
+        &adapted.policy,
+        inner.n_envs,
+        setup.trial.clone(),
+        seeds.query_trials,
+        seeds.query_sampling,
+    )?;
+    let (stats, batch) = query.collect(&adapted.policy, setup)?;
+    let gradients = ppo_gradients(&adapted.policy, &batch, &setup.ppo.loss())?;
+    Ok(TaskGradient {
+        adapted,
+        query_return: stats.mean_trial_return,
+        gradients,
+    })
+}
+
+/// One Reptile step on `base` in place: `θ ← θ + ε · mean_i (θ'_i − θ)` over the tasks,
+/// task `i` adapted with seed `seeds[i]`. Returns `(pre, post, ‖Δθ‖)`: the mean first and
+/// last inner-rollout returns and the norm of the change.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] when `tasks` and `seeds` differ in length or are empty; as
+/// [`adapt`].
+pub fn reptile_step<D: TaskDistribution>(
+    base: &Policy,
+    tasks: &[Arc<D>],
+    seeds: &[u64],
+    inner: &InnerConfig,
+    setup: &AdaptSetup,
+    outer_lr: f64,
+) -> Result<(f64, f64, f64)> {
+    check_batch(tasks.len(), seeds.len())?;
+    let params = base.parameters();
+    let mut sums: Vec<Tensor> = params
+        .iter()
+        .map(|(_, v)| v.as_tensor().zeros_like())
+        .collect::<candle_core::Result<_>>()?;
+    let (mut pre, mut post) = (0.0, 0.0);
+    for (task, &seed) in tasks.iter().zip(seeds) {
+        let adapted = adapt(base, task.clone(), inner, setup, seed)?;
+        pre += adapted.first_return();
+        post += adapted.last_return();
+        let mut adapted_tensors = adapted.policy.tensors();
+        for ((name, var), sum) in params.iter().zip(sums.iter_mut()) {
+            let key: &str = name;
+            let theta_prime = adapted_tensors.remove(key).ok_or_else(|| {
+                Error::invalid(
+                    "policy",
+                    key.to_owned(),
+                    "adapted policy lacks a parameter of the base",
+                )
+            })?;
+            *sum = (&*sum + (theta_prime - var.as_tensor())?)?;
+        }
+    }
+    let m = tasks.len() as f64;
+    let steps: Vec<Tensor> = sums
+        .iter()
+        .map(|s| s * (outer_lr / m))
+        .collect::<candle_core::Result<_>>()?;
+    let norm = mrl_ppo::global_norm(&steps)?;
+    for ((_, var), step) in params.iter().zip(&steps) {
+        var.set(&(var.as_tensor() + step)?)?;
+    }
+    Ok((pre / m, post / m, norm))
+}
+
+/// The first-order MAML meta-gradient over the tasks: the mean of
+/// [`fomaml_task_gradient`] over tasks (task `i` with seed `seeds[i]`), in
+/// [`Policy::parameters`] order, not clipped. Also returns the mean first inner-rollout
+/// return and the mean query return.
+///
+/// # Errors
+/// As [`reptile_step`].
+pub fn fomaml_gradient<D: TaskDistribution>(
+    base: &Policy,
+    tasks: &[Arc<D>],
+    seeds: &[u64],
+    inner: &InnerConfig,
+    setup: &AdaptSetup,
+) -> Result<(Vec<Tensor>, f64, f64)> {
+    check_batch(tasks.len(), seeds.len())?;
+    let m = tasks.len() as f64;
+    let mut sums: Option<Vec<Tensor>> = None;
+    let (mut pre, mut post) = (0.0, 0.0);
+    for (task, &seed) in tasks.iter().zip(seeds) {
+        let g = fomaml_task_gradient(base, task.clone(), inner, setup, seed)?;
+        pre += g.adapted.first_return();
+        post += g.query_return;
+        let grads: Vec<Tensor> = g.gradients.grads.into_iter().map(|(_, t)| t).collect();
+        sums = Some(match sums {
+            None => grads,
+            Some(s) => s
+                .iter()
+                .zip(&grads)
+                .map(|(a, b)| a + b)
+                .collect::<candle_core::Result<_>>()?,
+        });
+    }
+    let mean = sums
+        .unwrap_or_default()
+        .iter()
+        .map(|s| s / m)
+        .collect::<candle_core::Result<_>>()?;
+    // With K = 0 there is no inner rollout: the query return is the base's.
+    let pre = if inner.steps == 0 { post } else { pre };
+    Ok((mean, pre / m, post / m))
+}
+
+fn check_batch(tasks: usize, seeds: usize) -> Result<()> {
+    if tasks == 0 || tasks != seeds {
+        return Err(Error::invalid(
+            "tasks",
+            format!("{tasks} tasks, {seeds} seeds"),
+            "expected at least one task and one seed per task",
+        ));
+    }
+    Ok(())
+}
+
+/// The outcome of [`meta_train`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetaSummary {
+    /// Meta-iterations run.
+    pub iterations: u64,
+    /// Mean post-adaptation return of the last 10 % of the iterations.
+    pub tail_post_return: f64,
+    /// Mean pre-adaptation return of the last 10 % of the iterations.
+    pub tail_pre_return: f64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// The checkpoint directory.
+    pub checkpoint: PathBuf,
+}
+
+/// A running meta-training job over a task distribution `D` whose envs can be cloned.
+pub struct MetaLearner<D: TaskDistribution> {
+    config: MetaTrainConfig,
+    dist: Arc<D>,
+    base: Policy,
+    params: Vec<Var>,
+    adam: Option<Adam>,
+    setup: AdaptSetup,
+    task_rng: ChaCha8Rng,
+    iteration: u64,
+}
+
+impl<D> MetaLearner<D>
+where
+    D: TaskDistribution,
+    D::Env: Clone + Sync,
+{
+    /// A fresh learner: the base initialised from the run's seed, normalisation statistics
+    /// fitted on `normalize.warmup_rounds` rollouts of the training split when the run
+    /// normalises (then kept fixed: a `running` mode is treated as `fixed`).
+    ///
+    /// # Errors
+    /// Config, env, agent and PPO errors.
+    pub fn new(config: MetaTrainConfig, dist: Arc<D>) -> Result<Self> {
+        config.meta.validate()?;
+        config.train.validate()?;
+        let mut master = ChaCha8Rng::seed_from_u64(config.train.seed);
+        let (weights_seed, warmup_seed, task_seed) =
+            (master.next_u64(), master.next_u64(), master.next_u64());
+        let agent = agent_config(&config.train, dist.as_ref());
+        let mut base = Policy::new(&agent, &Device::Cpu, weights_seed)?;
+        let return_scale = warm_up(&config.train, &dist, &mut base, warmup_seed)?;
+        let params: Vec<Var> = base.parameters().into_iter().map(|(_, v)| v).collect();
+        let adam = match config.meta.algorithm {
+            MetaAlgorithm::Fomaml => {
+                let names = base
+                    .parameters()
+                    .into_iter()
+                    .map(|(n, _)| n.to_string())
+                    .collect();
+                Some(Adam::new(
+                    names,
+                    &params,
+                    AdamConfig {
+                        lr: config.meta.outer_lr(&config.train),
+                        ..config.train.optim
+                    },
+                )?)
+            }
+            MetaAlgorithm::Reptile => None,
+        };
+        let setup = AdaptSetup::from_train(&config.train, return_scale);
+        Ok(Self {
+            config,
+            dist,
+            base,
+            params,
+            adam,
+            setup,
+            task_rng: ChaCha8Rng::seed_from_u64(task_seed),
+            iteration: 0,
+        })
+    }
+
+    /// The base being meta-learned.
+    pub fn policy(&self) -> &Policy {
+        &self.base
+    }
+
+    /// The inner-loop setup (with the fitted return scale).
+    pub fn setup(&self) -> &AdaptSetup {
+        &self.setup
+    }
+
+    /// One meta-iteration: draw `meta_batch` tasks of the training split, adapt, update the
+    /// base.
+    ///
+    /// # Errors
+    /// As [`reptile_step`] and [`fomaml_gradient`].
+    pub fn step(&mut self) -> Result<MetaIterationStats> {
+        let start = Instant::now();
+        let meta = &self.config.meta;
+        let mut tasks = Vec::with_capacity(meta.meta_batch);
+        let mut seeds = Vec::with_capacity(meta.meta_batch);
+        for _ in 0..meta.meta_batch {
+            let task_seed = self.task_rng.next_u64();
+            tasks.push(Arc::new(FixedTask::sample(
+                self.dist.as_ref(),
+                Split::Train,
+                task_seed,
+            )?));
+            seeds.push(self.task_rng.next_u64());
+        }
+        let outer_lr = meta.outer_lr(&self.config.train);
+        let (pre, post, update_norm) = match meta.algorithm {
+            MetaAlgorithm::Reptile => reptile_step(
+                &self.base,
+                &tasks,
+                &seeds,
+                &meta.inner,
+                &self.setup,
+                outer_lr,
+            )?,
+            MetaAlgorithm::Fomaml => {
+                let (mut grads, pre, post) =
+                    fomaml_gradient(&self.base, &tasks, &seeds, &meta.inner, &self.setup)?;
+                let norm = clip_grad_norm(&mut grads, self.setup.ppo.max_grad_norm)?;
+                if !norm.is_finite() {
+                    return Err(Error::NonFinite {
+                        what: "gradient norm",
+                        step: 0,
+                    });
+                }
+                let before: Vec<Tensor> = self
+                    .params
+                    .iter()
+                    .map(|v| v.as_tensor().copy())
+                    .collect::<candle_core::Result<_>>()?;
+                if let Some(adam) = &mut self.adam {
+                    adam.step(&self.params, &grads, outer_lr)?;
+                }
+                let change: Vec<Tensor> = self
+                    .params
+                    .iter()
+                    .zip(&before)
+                    .map(|(v, b)| v.as_tensor() - b)
+                    .collect::<candle_core::Result<_>>()?;
+                (pre, post, mrl_ppo::global_norm(&change)?)
+            }
+        };
+        let stats = MetaIterationStats {
+            iteration: self.iteration,
+            pre_return: pre,
+            post_return: post,
+            update_norm,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        self.iteration += 1;
+        tracing::info!(
+            iteration = stats.iteration,
+            pre_return = stats.pre_return,
+            post_return = stats.post_return,
+            update_norm = stats.update_norm,
+            "meta-iteration"
+        );
+        Ok(stats)
+    }
+
+    /// Writes the base as a checkpoint `mrl backtest` and `mrl adapt` read:
+    /// `run_dir/checkpoint/{model.safetensors, agent.json, fewshot.json}`, each file
+    /// atomically.
+    ///
+    /// # Errors
+    /// I/O, JSON and agent errors.
+    pub fn save_checkpoint(&self, run_dir: &Path) -> Result<PathBuf> {
+        let dir = run_dir.join(CHECKPOINT_DIR);
+        fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        write_atomic(&dir.join("model.safetensors"), &self.base.to_safetensors()?)?;
+        write_json(&dir.join("agent.json"), &self.base.checkpoint_meta())?;
+        let state = FewshotState {
+            format: FEWSHOT_STATE_FORMAT.to_owned(),
+            algorithm: self.config.meta.algorithm,
+            iteration: self.iteration,
+            return_scale: self.setup.return_scale,
+        };
+        write_json(&dir.join(FEWSHOT_STATE_FILE), &state)?;
+        Ok(dir)
+    }
+}
+
+/// Fits the normalisation statistics on rollouts of the training split with the initial
+/// policy (as `mrl train` does before its first iteration) and hands the input statistics
+/// to `policy`; returns the return scale (1 without return normalisation).
+fn warm_up<D: TaskDistribution>(
+    train: &TrainConfig,
+    dist: &Arc<D>,
+    policy: &mut Policy,
+    seed: u64,
+) -> Result<f64> {
+    let normalize = &train.normalize;
+    if normalize.is_off() {
+        return Ok(1.0);
+    }
+    let mut seeds = ChaCha8Rng::seed_from_u64(seed);
+    let mut trials = VecTrials::new(
+        dist.clone(),
+        train.n_envs,
+        train.task.trial(),
+        Split::Train,
+        seeds.next_u64(),
+    )?;
+    let mut workspace = RolloutWorkspace::new(policy, train.n_envs)?;
+    let obs_dim = policy.config().obs_dim;
+    let mut buffer = RolloutBuffer::new(train.n_envs, trials.max_trial_len(), obs_dim);
+    let mut rng = ChaCha8Rng::seed_from_u64(seeds.next_u64());
+    let mut norm = NormState::new(obs_dim);
+    for _ in 0..normalize.warmup_rounds.max(1) {
+        collect_rollout(
+            &mut trials,
+            &mut workspace,
+            policy,
+            &mut buffer,
+            &mut rng,
+            train.ppo.gae_scope,
+        )?;
+        norm.observe_inputs(&buffer)?;
+        norm.observe_returns(&buffer, train.gae.gamma)?;
+    }
+    if normalize.inputs != NormMode::None {
+        policy.set_input_norm(Some(norm.input_norm(normalize.clip)))?;
+    }
+    Ok(if normalize.returns {
+        norm.return_scale()
+    } else {
+        1.0
+    })
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(write_atomic(path, &bytes)?)
+}
+
+/// Runs meta-training as `config` says into `out_dir` (`config.toml` with the train part,
+/// `meta.toml`, `meta_log.jsonl`, `checkpoint/`); `progress` sees every iteration. Resuming
+/// is not supported: an existing checkpoint in `out_dir` is an error.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] when `out_dir` holds a checkpoint; as [`MetaLearner::new`] and
+/// [`MetaLearner::step`].
+pub fn meta_train(
+    config: &MetaTrainConfig,
+    out_dir: &Path,
+    progress: impl FnMut(&MetaIterationStats),
+) -> Result<MetaSummary> {
+    match &config.train.task.kind {
+        TaskKind::Bandits {
+            arms,
+            pulls,
+            observe_time,
+        } => {
+            let dist = BanditDistribution::new(*arms, *pulls)?.with_time_observation(*observe_time);
+            meta_train_on(config, Arc::new(dist), out_dir, progress)
+        }
+        kind => {
+            let dist = trading_tasks(kind, &config.train.task.trading)?;
+            meta_train_on(config, Arc::new(dist), out_dir, progress)
+        }
+    }
+}
+
+/// [`meta_train`] on an explicit task distribution.
+///
+/// # Errors
+/// As [`meta_train`].
+pub fn meta_train_on<D>(
+    config: &MetaTrainConfig,
+    dist: Arc<D>,
+    out_dir: &Path,
+    mut progress: impl FnMut(&MetaIterationStats),
+) -> Result<MetaSummary>
+where
+    D: TaskDistribution,
+    D::Env: Clone + Sync + Env,
+{
+    if out_dir.join(CHECKPOINT_DIR).exists() {
+        return Err(Error::invalid(
+            "out",
+            out_dir.display().to_string(),
+            "holds a checkpoint already; choose another directory",
+        ));
+    }
+    let start = Instant::now();
+    fs::create_dir_all(out_dir).map_err(Error::io(out_dir))?;
+    write_atomic(
+        &out_dir.join(CONFIG_FILE),
+        config.train.to_toml().as_bytes(),
+    )?;
+    let meta_toml = toml::to_string_pretty(&config.meta).unwrap_or_default();
+    write_atomic(&out_dir.join(META_FILE), meta_toml.as_bytes())?;
+    let log_path = out_dir.join(META_LOG_FILE);
+    write_atomic(&log_path, b"")?;
+    let mut learner = MetaLearner::new(config.clone(), dist)?;
+    let mut log = fs::OpenOptions::new()
+        .append(true)
+        .open(&log_path)
+        .map_err(Error::io(&log_path))?;
+    let mut history = Vec::new();
+    let iterations = config.meta.iterations;
+    let mut checkpoint = out_dir.join(CHECKPOINT_DIR);
+    for it in 0..iterations {
+        let stats = learner.step()?;
+        let line = serde_json::to_string(&stats).map_err(|source| Error::Json {
+            path: log_path.clone(),
+            source,
+        })?;
+        writeln!(log, "{line}").map_err(Error::io(&log_path))?;
+        progress(&stats);
+        history.push((stats.pre_return, stats.post_return));
+        if (it + 1).is_multiple_of(config.meta.checkpoint_every) || it + 1 == iterations {
+            checkpoint = learner.save_checkpoint(out_dir)?;
+        }
+    }
+    let tail = history.len().div_ceil(10).max(1).min(history.len());
+    let last = &history[history.len() - tail..];
+    let mean = |f: fn(&(f64, f64)) -> f64| last.iter().map(f).sum::<f64>() / last.len() as f64;
+    Ok(MetaSummary {
+        iterations,
+        tail_post_return: mean(|p| p.1),
+        tail_pre_return: mean(|p| p.0),
+        seconds: start.elapsed().as_secs_f64(),
+        checkpoint,
+    })
+}
