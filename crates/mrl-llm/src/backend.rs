@@ -170,7 +170,7 @@ pub struct Completion {
 }
 
 /// A chat model: the embedded SmolLM2 ([`EmbeddedBackend`](crate::EmbeddedBackend)) or an
-/// OpenAI-compatible server. The roles and the
+/// OpenAI-compatible server ([`ServerBackend`](crate::ServerBackend)). The roles and the
 /// trading loop see only this trait, so a larger model runs through the same code.
 pub trait Backend {
     /// The model's name, for logs and reports.

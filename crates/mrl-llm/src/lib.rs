@@ -6,6 +6,9 @@
 //!   quantised Llama on the CPU, with its tokenizer built from the GGUF metadata
 //!   ([`GgufTokenizer`]) and its ChatML convention ([`render_chatml`]). Fetch the weights
 //!   once with `scripts/fetch-smollm2`; [`default_model_path`] finds them.
+//! - [`ServerBackend`]: any OpenAI-compatible chat server (llama.cpp, Ollama, vLLM) by base
+//!   URL and model name ([`ServerConfig`]), with timeouts, retries, a response-size cap and
+//!   the API key taken only from the environment ([`ApiKey`], never logged).
 //!
 //! Decoding is greedy (exact) or seeded nucleus sampling ([`Sampling`]) within a token
 //! budget ([`GenerateConfig`]).
@@ -31,6 +34,7 @@ mod chat;
 mod embedded;
 mod error;
 mod sampling;
+mod server;
 mod tiny;
 mod tokenizer;
 
@@ -44,5 +48,6 @@ pub use embedded::{
 };
 pub use error::{Error, Result};
 pub use sampling::{argmax, nucleus, sample};
+pub use server::{ApiKey, ServerBackend, ServerConfig};
 pub use tiny::{TINY_HIDDEN, TINY_LAYERS, tiny_vocabulary, write_tiny_model};
 pub use tokenizer::GgufTokenizer;

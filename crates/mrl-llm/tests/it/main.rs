@@ -3,3 +3,4 @@
 mod embedded;
 #[cfg(feature = "real-model")]
 mod parity;
+mod server;
