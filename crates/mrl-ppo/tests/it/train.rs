@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use mrl_agent::PolicyKind;
+use mrl_agent::{PolicyKind, TransformerConfig};
 use mrl_env::{BanditDistribution, BanditEnv, Env, Split, Step, TaskDistribution};
 use mrl_ppo::{
     AgentSection, CHECKPOINT_DIR, Error, IterationStats, LOG_FILE, PpoConfig, TaskKind,
@@ -136,13 +136,89 @@ fn mlp_baseline_trains_with_the_same_loop() {
     assert_eq!(summary.iterations, 2);
 }
 
+/// A small Transformer section: width 8, one block of 2 heads, a context shorter than the
+/// 10-step trials of [`small_config`] (so the sliding window is exercised).
+fn small_transformer(config: &mut TrainConfig) {
+    config.agent.kind = PolicyKind::Transformer;
+    config.agent.transformer = TransformerConfig {
+        layers: 1,
+        heads: 2,
+        ff_mult: 2,
+        context: 6,
+    };
+}
+
 #[test]
-fn episode_scope_bootstraps_truncated_episodes_for_both_kinds() {
+fn transformer_trains_and_its_checkpoint_reloads_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_config(3, 2);
+    small_transformer(&mut config);
+    let text = config.to_toml();
+    assert!(
+        text.contains("kind = \"transformer\"") && text.contains("context = 6"),
+        "{text}"
+    );
+    let mut stats = Vec::new();
+    let summary = train(&config, dir.path(), false, |s: &IterationStats| {
+        stats.push(s.clone())
+    })
+    .unwrap();
+    assert_eq!(summary.iterations, 3);
+    for s in &stats {
+        let losses = [s.policy_loss, s.value_loss, s.entropy, s.grad_norm];
+        assert!(losses.iter().all(|v| v.is_finite()), "{s:?}");
+        assert!(s.grad_norm > 0.0 && s.entropy > 0.0, "{s:?}");
+    }
+    let ckpt = dir.path().join(CHECKPOINT_DIR);
+    let policy = mrl_ppo::load_policy(&ckpt, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(policy.kind(), PolicyKind::Transformer);
+    assert_eq!(policy.config().transformer.context, 6);
+    let eval = mrl_ppo::evaluate_bandits(dir.path(), 3, 5, 20, 9).unwrap();
+    assert!(eval.agent_greedy.mean >= 0.0 && eval.agent_greedy.mean <= 5.0);
+
+    // Interrupted after 2 iterations (checkpoint at 2) and resumed: the same bytes.
+    let broken = tempfile::tempdir().unwrap();
+    {
+        let dist = Arc::new(BanditDistribution::new(3, 5).unwrap());
+        let mut trainer = Trainer::new(config.clone(), dist, broken.path()).unwrap();
+        for _ in 0..2 {
+            trainer.step().unwrap();
+        }
+    }
+    train(&config, broken.path(), true, |_| {}).unwrap();
+    assert!(final_files(broken.path()) == final_files(dir.path()));
+
+    // A run whose config names another kind refuses this checkpoint, naming both kinds.
+    let config_path = dir.path().join("config.toml");
+    let saved = TrainConfig::load(&config_path).unwrap();
+    assert_eq!(saved.agent.kind, PolicyKind::Transformer);
+    let mut as_rl2 = config.clone();
+    as_rl2.agent.kind = PolicyKind::Rl2;
+    as_rl2.iterations = 5;
+    std::fs::write(&config_path, as_rl2.to_toml()).unwrap();
+    match train(&as_rl2, dir.path(), true, |_| {}).err() {
+        Some(Error::Agent(e @ mrl_agent::Error::WrongKind { .. })) => {
+            assert!(
+                e.to_string()
+                    .contains("holds a transformer policy, expected rl2"),
+                "{e}"
+            );
+        }
+        other => panic!("expected WrongKind, got {other:?}"),
+    }
+}
+
+#[test]
+fn episode_scope_bootstraps_truncated_episodes_for_every_kind() {
     // Bandit episodes end truncated; under the episode scope each episode end inside the
-    // trial is a cut bootstrapped from V of the final input with the trial's hidden state.
-    for kind in [PolicyKind::Rl2, PolicyKind::Mlp] {
+    // trial is a cut bootstrapped from V of the final input with the trial's memory (the
+    // GRU's hidden state, the Transformer's cache).
+    for kind in [PolicyKind::Rl2, PolicyKind::Mlp, PolicyKind::Transformer] {
         let dir = tempfile::tempdir().unwrap();
         let mut config = small_config(2, 5);
+        if kind == PolicyKind::Transformer {
+            small_transformer(&mut config);
+        }
         config.agent.kind = kind;
         config.ppo.gae_scope = mrl_ppo::GaeScope::Episode;
         let mut stats = Vec::new();
