@@ -2,5 +2,6 @@
 
 mod cli;
 mod configs;
+mod fewshot;
 mod study;
 mod tidy;

@@ -33,6 +33,16 @@ pub enum Error {
         /// Steps of one episode (`task.trading.max_steps`).
         max_steps: usize,
     },
+    /// An adaptation window longer than the series it should come from.
+    #[error("adaptation window of {bars} bars is longer than {what} ({available} bars)")]
+    WindowBeyondSeries {
+        /// The series.
+        what: String,
+        /// Bars asked for.
+        bars: usize,
+        /// Bars in the series.
+        available: usize,
+    },
     /// An adapter that does not fit the policy, or a target that cannot carry one.
     #[error("adapter does not fit the policy ({source_name}): {}", problems.join("; "))]
     AdapterMismatch {

@@ -58,8 +58,9 @@ impl FixedTask<TradingEnv> {
     /// after the window.
     ///
     /// # Errors
-    /// [`Error::TooFewBars`] when the series or the window holds fewer than
-    /// `WARMUP + max_steps + 1` bars, env and data errors.
+    /// [`Error::WindowBeyondSeries`] when the series is shorter than `n_bars`,
+    /// [`Error::TooFewBars`] when the window holds fewer than `WARMUP + max_steps + 1` bars,
+    /// env and data errors.
     pub fn first_bars(series: &BarSeries, n_bars: usize, trading: TradingConfig) -> Result<Self> {
         let needed = trading.min_bars();
         let what = series.symbol().unwrap_or("series").to_owned();
@@ -71,7 +72,11 @@ impl FixedTask<TradingEnv> {
             max_steps: trading.max_steps,
         };
         if series.len() < n_bars {
-            return Err(too_few(series.len()));
+            return Err(Error::WindowBeyondSeries {
+                what,
+                bars: n_bars,
+                available: series.len(),
+            });
         }
         if n_bars < needed {
             return Err(too_few(n_bars));
@@ -167,9 +172,18 @@ mod tests {
             }) => {}
             other => panic!("expected TooFewBars, got {other:?}"),
         }
+        let err = FixedTask::first_bars(&series(100), 336, trading).unwrap_err();
         assert!(matches!(
-            FixedTask::first_bars(&series(100), 336, trading),
-            Err(Error::TooFewBars { available: 100, .. })
+            err,
+            Error::WindowBeyondSeries {
+                bars: 336,
+                available: 100,
+                ..
+            }
         ));
+        assert_eq!(
+            err.to_string(),
+            "adaptation window of 336 bars is longer than series (100 bars)"
+        );
     }
 }

@@ -1,0 +1,138 @@
+//! `mrl meta-train` → `mrl adapt` → `mrl backtest` end to end on a tiny network and a short
+//! synthetic market (seconds in the debug profile).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn mrl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mrl"))
+        .arg("-q")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the mrl binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = mrl(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "mrl {args:?} failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+const CONFIG: &str = r#"
+seed = 3
+n_envs = 4
+[agent]
+kind = "rl2"
+hidden = 8
+[task]
+kind = "synthetic-ar1"
+bars = 200
+episodes_per_trial = 1
+trading = { max_steps = 50, cost_rate = 0.001, reward_scale = 100.0 }
+[normalize]
+inputs = "fixed"
+returns = true
+[meta]
+algorithm = "reptile"
+iterations = 2
+meta_batch = 2
+[meta.inner]
+steps = 2
+n_envs = 2
+[meta.inner.adapter]
+rank = 2
+"#;
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+#[test]
+fn meta_train_then_adapt_then_backtest() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("meta.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let run = dir.path().join("run");
+    let out = ok(&["meta-train", "--config", s(&config), "--out", s(&run)]);
+    assert!(
+        out.starts_with("reptile meta-trained 2 iterations"),
+        "{out}"
+    );
+    let data = dir.path().join("new.csv");
+    ok(&[
+        "data",
+        "synth",
+        "--kind",
+        "ar1",
+        "--bars",
+        "600",
+        "--seed",
+        "4",
+        "--out",
+        s(&data),
+    ]);
+    let adapted = |name: &str, seed: &str| {
+        let out_dir = dir.path().join(name);
+        let args = [
+            "adapt",
+            "--checkpoint",
+            s(&run),
+            "--data",
+            s(&data),
+            "--steps",
+            "3",
+            "--bars",
+            "120",
+            "--seed",
+            seed,
+            "--out",
+            s(&out_dir),
+        ];
+        let printed = ok(&args);
+        assert!(printed.contains("first 120 of 600 bars"), "{printed}");
+        out_dir
+    };
+    let (a, b, c) = (adapted("a", "1"), adapted("b", "1"), adapted("c", "2"));
+    let weights = |d: &Path| std::fs::read(d.join("checkpoint/model.safetensors")).unwrap();
+    assert_eq!(weights(&a), weights(&b), "same seed, same adapted weights");
+    assert_ne!(weights(&a), weights(&c));
+    // The run's [meta.inner.adapter] made it an adapter run: the file sits beside the policy.
+    assert!(a.join("adapter.safetensors").is_file() && a.join("adapter.json").is_file());
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("adapt.json")).unwrap()).unwrap();
+    assert_eq!(report["bars"], 120);
+    assert_eq!(report["trace"].as_array().unwrap().len(), 3);
+    // The adapted run directory is what mrl backtest reads, on the bars after the window.
+    let json = ok(&[
+        "backtest",
+        "--checkpoint",
+        s(&a),
+        "--data",
+        s(&data),
+        "--test-fraction",
+        "0.75",
+        "--json",
+    ]);
+    let backtest: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(backtest.is_object());
+    // A window longer than the file is refused with the numbers.
+    let too_long = mrl(&[
+        "adapt",
+        "--checkpoint",
+        s(&run),
+        "--data",
+        s(&data),
+        "--bars",
+        "700",
+        "--out",
+        s(&dir.path().join("d")),
+    ]);
+    let stderr = String::from_utf8_lossy(&too_long.stderr);
+    assert!(!too_long.status.success());
+    assert!(
+        stderr.contains("window of 700 bars is longer than") && stderr.contains("(600 bars)"),
+        "{stderr}"
+    );
+}
