@@ -10,6 +10,13 @@
 //!   URL and model name ([`ServerConfig`]), with timeouts, retries, a response-size cap and
 //!   the API key taken only from the environment ([`ApiKey`], never logged).
 //!
+//! The roles ([`roles`]: actor, judge, meta-judge) share prompt templates kept in one
+//! module and answer in small JSON objects parsed strictly with repair of near-misses
+//! ([`parse_prediction`], [`parse_judgment`], [`parse_meta_judgment`]); a reply that fails
+//! is a counted [`ParseFailure`], never a crash, and never a position outside [−1, 1].
+//! [`ContextBuilder`] turns mrl's bars and features into a [`MarketContext`] using only
+//! bars at or before the decision time, with optional timestamped headlines ([`read_news`]).
+//!
 //! Decoding is greedy (exact) or seeded nucleus sampling ([`Sampling`]) within a token
 //! budget ([`GenerateConfig`]).
 //!
@@ -31,8 +38,11 @@
 
 mod backend;
 mod chat;
+mod context;
 mod embedded;
 mod error;
+mod reply;
+pub mod roles;
 mod sampling;
 mod server;
 mod tiny;
@@ -42,11 +52,21 @@ pub use backend::{Backend, Completion, FinishReason, GenerateConfig, Message, Sa
 pub use chat::{
     END_OF_TEXT, IM_END, IM_START, SMOLLM2_DEFAULT_SYSTEM, escape_specials, render_chatml,
 };
+pub use context::{
+    ContextBuilder, ContextConfig, MAX_HEADLINE_CHARS, MarketContext, NewsItem, RegimeStats,
+    read_news,
+};
 pub use embedded::{
     CACHE_ENV, EmbeddedBackend, Generated, MODEL_ENV, SMOLLM2_FILE, Timing, Weights,
     default_model_path,
 };
 pub use error::{Error, Result};
+pub use reply::{
+    Direction, Judgment, MAX_RATIONALE_CHARS, MAX_REPLY_BYTES, MAX_RETURN_PCT, MetaJudgment,
+    ParseFailure, ParseStats, Parsed, Prediction, Preference, Repair, extract_object,
+    parse_judgment, parse_meta_judgment, parse_prediction,
+};
+pub use roles::Role;
 pub use sampling::{argmax, nucleus, sample};
 pub use server::{ApiKey, ServerBackend, ServerConfig};
 pub use tiny::{TINY_HIDDEN, TINY_LAYERS, tiny_vocabulary, write_tiny_model};

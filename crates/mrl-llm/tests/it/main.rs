@@ -1,6 +1,8 @@
 //! Integration tests of mrl-llm (one binary).
 
+mod context;
 mod embedded;
 #[cfg(feature = "real-model")]
 mod parity;
+mod reply;
 mod server;
