@@ -11,7 +11,7 @@ fn workspace_root() -> PathBuf {
 }
 
 /// The layers, bottom first. A crate may depend only on crates of a lower rank.
-const LAYERS: [(&str, u32); 7] = [
+const LAYERS: [(&str, u32); 8] = [
     ("mrl-data", 1),
     ("mrl-features", 2),
     ("mrl-env", 3),
@@ -19,21 +19,34 @@ const LAYERS: [(&str, u32); 7] = [
     ("mrl-ppo", 5),
     ("mrl-backtest", 5),
     ("mrl-fewshot", 6),
+    ("mrl-llm", 6),
 ];
 
 /// External crates allowed only in some of our crates.
-const RESTRICTED: [(&str, &[&str]); 5] = [
+const RESTRICTED: [(&str, &[&str]); 8] = [
     (
         "candle-core",
-        &["mrl-agent", "mrl-ppo", "mrl-backtest", "mrl-fewshot", "mrl"],
+        &[
+            "mrl-agent",
+            "mrl-ppo",
+            "mrl-backtest",
+            "mrl-fewshot",
+            "mrl-llm",
+            "mrl",
+        ],
     ),
     (
         "candle-nn",
         &["mrl-agent", "mrl-ppo", "mrl-backtest", "mrl"],
     ),
     ("polars", &["mrl-data"]),
-    ("reqwest", &["mrl-data"]),
-    ("tokio", &["mrl-data"]),
+    ("reqwest", &["mrl-data", "mrl-llm"]),
+    ("tokio", &["mrl-data", "mrl-llm"]),
+    ("candle-transformers", &["mrl-llm"]),
+    ("tokenizers", &["mrl-llm"]),
+    // The language-model trader sits on data, features and the backtester; only the CLI
+    // uses it.
+    ("mrl-llm", &["mrl"]),
 ];
 
 fn metadata() -> serde_json::Value {

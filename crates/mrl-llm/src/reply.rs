@@ -216,24 +216,44 @@ pub fn extract_object(reply: &str) -> Result<(Map<String, Value>, Vec<Repair>), 
         })
 }
 
+/// Where a left-to-right scan of JSON text is: inside a string or not.
+#[derive(Debug, Default)]
+struct Scan {
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Scan {
+    /// Feeds the next character; true when it is structural (outside every string and not
+    /// a quote), so braces, brackets and commas count.
+    fn structural(&mut self, c: char) -> bool {
+        if self.in_string {
+            match c {
+                _ if self.escaped => self.escaped = false,
+                '\\' => self.escaped = true,
+                '"' => self.in_string = false,
+                _ => {}
+            }
+            false
+        } else if c == '"' {
+            self.in_string = true;
+            false
+        } else {
+            true
+        }
+    }
+}
+
 /// The prefix of `text` (which starts with `{`) up to its matching `}`, and whether the
 /// match was found. Braces inside strings do not count.
 fn balanced_object(text: &str) -> (String, bool) {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut scan = Scan::default();
     for (i, c) in text.char_indices() {
-        if in_string {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => in_string = false,
-                _ => {}
-            }
+        if !scan.structural(c) {
             continue;
         }
         match c {
-            '"' => in_string = true,
             '{' => depth += 1,
             '}' => {
                 depth -= 1;
@@ -251,20 +271,12 @@ fn balanced_object(text: &str) -> (String, bool) {
 /// closes every open brace or bracket.
 fn close_truncated(text: &str) -> String {
     let mut stack = Vec::new();
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut scan = Scan::default();
     for c in text.chars() {
-        if in_string {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => in_string = false,
-                _ => {}
-            }
+        if !scan.structural(c) {
             continue;
         }
         match c {
-            '"' => in_string = true,
             '{' => stack.push('}'),
             '[' => stack.push(']'),
             '}' | ']' => {
@@ -274,10 +286,10 @@ fn close_truncated(text: &str) -> String {
         }
     }
     let mut out = text.to_string();
-    if escaped {
+    if scan.escaped {
         out.pop();
     }
-    if in_string {
+    if scan.in_string {
         out.push('"');
     }
     // A key without a value (`, "conf"` or `"conf":`) or a dangling separator is dropped.
@@ -315,23 +327,9 @@ fn close_truncated(text: &str) -> String {
 fn drop_trailing_commas(text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut scan = Scan::default();
     for (i, &c) in chars.iter().enumerate() {
-        if in_string {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => in_string = false,
-                _ => {}
-            }
-            out.push(c);
-            continue;
-        }
-        if c == '"' {
-            in_string = true;
-        }
-        if c == ',' {
+        if scan.structural(c) && c == ',' {
             let next = chars[i + 1..].iter().find(|c| !c.is_whitespace());
             if matches!(next, Some('}') | Some(']')) {
                 continue;
