@@ -5,6 +5,7 @@ mod backtest;
 mod data;
 mod eval;
 mod features;
+mod llm;
 mod quickstart;
 mod study;
 mod train;
@@ -53,6 +54,9 @@ enum Command {
     /// Adapt a trained agent to a new asset with K gradient steps on its first bars; writes
     /// a run directory `mrl backtest` loads.
     Adapt(adapt::AdaptArgs),
+    /// The language-model trader (SmolLM2 embedded, or an OpenAI-compatible server).
+    #[command(subcommand)]
+    Llm(llm::LlmCommand),
 }
 
 /// Installs the `tracing` subscriber on stderr.
@@ -88,6 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Study(args) => study::run(args),
         Command::MetaTrain(args) => adapt::run_meta_train(args),
         Command::Adapt(args) => adapt::run_adapt(args),
+        Command::Llm(cmd) => llm::run(cmd),
     }
 }
 

@@ -3,5 +3,6 @@
 mod cli;
 mod configs;
 mod fewshot;
+mod llm;
 mod study;
 mod tidy;

@@ -179,8 +179,9 @@ impl<'a> ContextBuilder<'a> {
             return Err(Error::BadDecisionBar {
                 index: t,
                 reason: format!(
-                    "contexts exist for bars {}..{} of this series",
+                    "contexts exist for bars {} to {} of this series of {} bars",
                     self.first_bar(),
+                    self.series.len().saturating_sub(1),
                     self.series.len()
                 ),
             });

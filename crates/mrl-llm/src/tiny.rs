@@ -24,7 +24,7 @@ pub const TINY_LAYERS: usize = 2;
 const HEADS: usize = 4;
 const KV_HEADS: usize = 2;
 const FFN: usize = 128;
-const CONTEXT: u32 = 512;
+const CONTEXT: u32 = 2048;
 /// Merges of the tiny vocabulary (each adds the token `a + b`).
 const MERGES: [(&str, &str); 8] = [
     ("Ġ", "t"),

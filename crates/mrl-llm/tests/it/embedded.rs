@@ -149,13 +149,13 @@ fn quantized_and_f32_weights_agree_on_the_tiny_model() {
 #[test]
 fn prompts_that_do_not_fit_are_an_error() {
     let (_dir, mut model) = load(0, Weights::Quantized);
-    assert_eq!(model.context_len(), 512);
-    let prompt = vec![5u32; 500];
+    assert_eq!(model.context_len(), 2048);
+    let prompt = vec![5u32; 2040];
     match model.generate(&prompt, &GenerateConfig::greedy(20)) {
         Err(Error::ContextOverflow {
-            prompt_tokens: 500,
+            prompt_tokens: 2040,
             max_new_tokens: 20,
-            context: 512,
+            context: 2048,
         }) => {}
         other => panic!("{other:?}"),
     }
