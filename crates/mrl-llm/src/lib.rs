@@ -17,6 +17,11 @@
 //! [`ContextBuilder`] turns mrl's bars and features into a [`MarketContext`] using only
 //! bars at or before the decision time, with optional timestamped headlines ([`read_news`]).
 //!
+//! For preference training, [`LoraLlama`] is the same model in differentiable f32/f64 ops
+//! with LoRA adapters on the query and value projections (base weights frozen), and
+//! [`dpo_loss`] is the DPO objective over summed response log-probabilities
+//! ([`response_logprob`]). The training loop and its evaluation are not built yet.
+//!
 //! Decoding is greedy (exact) or seeded nucleus sampling ([`Sampling`]) within a token
 //! budget ([`GenerateConfig`]).
 //!
@@ -39,8 +44,10 @@
 mod backend;
 mod chat;
 mod context;
+mod dpo;
 mod embedded;
 mod error;
+mod lora;
 mod reply;
 pub mod roles;
 mod sampling;
@@ -56,11 +63,13 @@ pub use context::{
     ContextBuilder, ContextConfig, MAX_HEADLINE_CHARS, MarketContext, NewsItem, RegimeStats,
     read_news,
 };
+pub use dpo::{DpoLoss, dpo_loss, response_logprob};
 pub use embedded::{
     CACHE_ENV, EmbeddedBackend, Generated, MODEL_ENV, SMOLLM2_FILE, Timing, Weights,
     default_model_path,
 };
 pub use error::{Error, Result};
+pub use lora::{Lora, LoraConfig, LoraLlama};
 pub use reply::{
     Direction, Judgment, MAX_RATIONALE_CHARS, MAX_REPLY_BYTES, MAX_RETURN_PCT, MetaJudgment,
     ParseFailure, ParseStats, Parsed, Prediction, Preference, Repair, extract_object,

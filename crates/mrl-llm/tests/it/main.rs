@@ -2,6 +2,7 @@
 
 mod context;
 mod embedded;
+mod lora;
 #[cfg(feature = "real-model")]
 mod parity;
 mod reply;

@@ -10,10 +10,14 @@
 //! The quantised kernels ([`Weights::Quantized`], the default) also round every activation
 //! block to 8 bits before multiplying (llama.cpp's Q8_1 scheme); the tolerance for that path
 //! is set from the measured effect, stated at the assertion.
+//! The differentiable [`LoraLlama`] (untrained adapters, f32) is held to the f32 tolerance.
 
 use std::path::PathBuf;
 
-use mrl_llm::{EmbeddedBackend, Message, Speaker, Weights, default_model_path, render_chatml};
+use mrl_llm::{
+    EmbeddedBackend, LoraConfig, LoraLlama, Message, Speaker, Weights, default_model_path,
+    render_chatml,
+};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -158,3 +162,21 @@ fn quantized_logits_match_transformers_within_activation_rounding() {
 /// choice while still failing on a real defect (a wrong RoPE layout, norm or tokenizer
 /// moves logits by far more).
 const QUANTIZED_TOLERANCE: f64 = 1.0;
+
+#[test]
+fn the_differentiable_lora_model_matches_transformers() {
+    let golden = golden();
+    let path = default_model_path().expect("a model path");
+    let model = LoraLlama::load(&path, &LoraConfig::default(), candle_core::DType::F32)
+        .expect("run scripts/fetch-smollm2 first");
+    for case in &golden.cases {
+        let all = model.forward(&case.ids).unwrap();
+        let last = all
+            .get(case.ids.len() - 1)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let err = max_logit_error(case, &last, golden.stride);
+        assert!(err < 2e-4, "{}: max logit error {err}", case.name);
+    }
+}

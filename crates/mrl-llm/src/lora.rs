@@ -1,0 +1,349 @@
+//! A differentiable Llama with LoRA adapters, for preference training of the roles.
+//!
+//! The base weights come from the same GGUF file as the embedded backend, dequantised to
+//! f32 or f64 and frozen (plain tensors, never `Var`s). Low-rank adapters (Hu et al. 2021,
+//! "LoRA: Low-Rank Adaptation of Large Language Models", arXiv:2106.09685) sit on the query
+//! and value projections of every layer: `W x + (α / r) · B A x`, with `A` (`r × in`) drawn
+//! uniformly in ±1/√in from a seeded `ChaCha8Rng` and `B` (`out × r`) zero, so an untrained
+//! adapter leaves the model unchanged. Only `A` and `B` receive gradients.
+//!
+//! The forward pass is candle's quantised Llama written out in differentiable tensor ops:
+//! RMSNorm, interleaved ("normal", llama.cpp) rotary embeddings, grouped-query causal
+//! attention, SwiGLU feed-forward, tied or separate output matrix. It processes one whole
+//! sequence (no cache) and returns the logits of every position.
+
+use std::path::Path;
+
+use candle_core::quantized::gguf_file;
+use candle_core::{D, DType, Device, Tensor, Var};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::tokenizer::metadata;
+
+/// Adapter settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoraConfig {
+    /// Rank `r` of each adapter.
+    pub rank: usize,
+    /// Scale numerator `α` (the update is multiplied by `α / r`).
+    pub alpha: f64,
+    /// Seed of the `A` matrices.
+    pub seed: u64,
+}
+
+impl Default for LoraConfig {
+    /// Rank 8, α = 16: the LoRA paper's common setting for attention projections.
+    fn default() -> Self {
+        Self {
+            rank: 8,
+            alpha: 16.0,
+            seed: 0,
+        }
+    }
+}
+
+/// One low-rank adapter: `(α / r) · B A`.
+#[derive(Debug, Clone)]
+pub struct Lora {
+    /// `A`, shape `[r, in]`.
+    pub a: Var,
+    /// `B`, shape `[out, r]`.
+    pub b: Var,
+    scale: f64,
+}
+
+impl Lora {
+    fn new(
+        rank: usize,
+        d_in: usize,
+        d_out: usize,
+        scale: f64,
+        dtype: DType,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Self> {
+        let bound = 1.0 / (d_in as f64).sqrt();
+        let a: Vec<f64> = (0..rank * d_in)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
+        let a = Tensor::from_vec(a, (rank, d_in), &Device::Cpu)?.to_dtype(dtype)?;
+        Ok(Self {
+            a: Var::from_tensor(&a)?,
+            b: Var::zeros((d_out, rank), dtype, &Device::Cpu)?,
+            scale,
+        })
+    }
+
+    /// The adapter's contribution for rows `x` (`[T, in]` → `[T, out]`).
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok((x
+            .matmul(&self.a.as_tensor().t()?)?
+            .matmul(&self.b.as_tensor().t()?)?
+            * self.scale)?)
+    }
+}
+
+#[derive(Debug)]
+struct Layer {
+    attn_norm: Tensor,
+    wq: Tensor,
+    wk: Tensor,
+    wv: Tensor,
+    wo: Tensor,
+    ffn_norm: Tensor,
+    w_gate: Tensor,
+    w_up: Tensor,
+    w_down: Tensor,
+    lora_q: Lora,
+    lora_v: Lora,
+}
+
+/// A Llama model with frozen base weights and trainable LoRA adapters.
+#[derive(Debug)]
+pub struct LoraLlama {
+    embed: Tensor,
+    norm: Tensor,
+    output: Tensor,
+    layers: Vec<Layer>,
+    n_head: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+    eps: f64,
+    cos: Tensor,
+    sin: Tensor,
+    dtype: DType,
+}
+
+fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    // [T, in] x [out, in]^T -> [T, out]
+    Ok(x.matmul(&w.t()?)?)
+}
+
+/// `x / sqrt(mean(x²) + eps) · w` over the last dimension.
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    Ok(x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)?)
+}
+
+/// Softmax over the last dimension, with the maximum subtracted (treated as a constant).
+fn softmax(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+}
+
+/// Interleaved rotary embedding: pairs `(2i, 2i+1)` rotated by `pos · θ_i`.
+///
+/// # Shapes
+/// `x`: `[heads, T, d]`; `cos`, `sin`: `[T, d/2]`.
+fn rope_interleaved(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let (h, t, d) = x.dims3()?;
+    let pairs = x.reshape((h, t, d / 2, 2))?;
+    let x0 = pairs.narrow(3, 0, 1)?.squeeze(3)?;
+    let x1 = pairs.narrow(3, 1, 1)?.squeeze(3)?;
+    let r0 = (x0.broadcast_mul(cos)? - x1.broadcast_mul(sin)?)?;
+    let r1 = (x0.broadcast_mul(sin)? + x1.broadcast_mul(cos)?)?;
+    Ok(Tensor::stack(&[r0, r1], 3)?.reshape((h, t, d))?)
+}
+
+impl LoraLlama {
+    /// Loads the base weights of a Llama GGUF file in `dtype` (F32 or F64) and adds fresh
+    /// adapters.
+    ///
+    /// # Errors
+    /// [`Error::ModelNotFound`], [`Error::BadModel`], [`Error::Metadata`],
+    /// [`Error::InvalidSetting`] for a zero rank.
+    pub fn load(path: &Path, config: &LoraConfig, dtype: DType) -> Result<Self> {
+        if config.rank == 0 {
+            return Err(Error::setting("rank", 0, "at least 1"));
+        }
+        if !path.is_file() {
+            return Err(Error::ModelNotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        let bad = |reason: String| Error::BadModel {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut file = std::fs::File::open(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let content = gguf_file::Content::read(&mut file).map_err(|e| bad(e.to_string()))?;
+        let u32_key = |key: &'static str| -> Result<usize> {
+            metadata(&content, key)
+                .and_then(|v| v.to_u32().ok())
+                .map(|v| v as usize)
+                .ok_or(Error::Metadata {
+                    key,
+                    expected: "an unsigned integer",
+                })
+        };
+        let n_head = u32_key("llama.attention.head_count")?;
+        let n_kv_head = u32_key("llama.attention.head_count_kv")?;
+        let n_layer = u32_key("llama.block_count")?;
+        let hidden = u32_key("llama.embedding_length")?;
+        let eps = metadata(&content, "llama.attention.layer_norm_rms_epsilon")
+            .and_then(|v| v.to_f32().ok())
+            .ok_or(Error::Metadata {
+                key: "llama.attention.layer_norm_rms_epsilon",
+                expected: "a float",
+            })? as f64;
+        let base = metadata(&content, "llama.rope.freq_base")
+            .and_then(|v| v.to_f32().ok())
+            .unwrap_or(10_000.0);
+        let head_dim = hidden / n_head;
+        let device = Device::Cpu;
+        let mut tensor = |name: &str| -> Result<Tensor> {
+            let q = content
+                .tensor(&mut file, name, &device)
+                .map_err(|e| bad(format!("tensor {name}: {e}")))?;
+            Ok(q.dequantize(&device)?.to_dtype(dtype)?)
+        };
+        let embed = tensor("token_embd.weight")?;
+        let norm = tensor("output_norm.weight")?;
+        let output = match content.tensor_infos.contains_key("output.weight") {
+            true => tensor("output.weight")?,
+            false => embed.clone(),
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let scale = config.alpha / config.rank as f64;
+        let mut layers = Vec::with_capacity(n_layer);
+        for i in 0..n_layer {
+            let p = format!("blk.{i}");
+            let wq = tensor(&format!("{p}.attn_q.weight"))?;
+            let wv = tensor(&format!("{p}.attn_v.weight"))?;
+            let lora_q = Lora::new(config.rank, hidden, wq.dim(0)?, scale, dtype, &mut rng)?;
+            let lora_v = Lora::new(config.rank, hidden, wv.dim(0)?, scale, dtype, &mut rng)?;
+            layers.push(Layer {
+                attn_norm: tensor(&format!("{p}.attn_norm.weight"))?,
+                wq,
+                wk: tensor(&format!("{p}.attn_k.weight"))?,
+                wv,
+                wo: tensor(&format!("{p}.attn_output.weight"))?,
+                ffn_norm: tensor(&format!("{p}.ffn_norm.weight"))?,
+                w_gate: tensor(&format!("{p}.ffn_gate.weight"))?,
+                w_up: tensor(&format!("{p}.ffn_up.weight"))?,
+                w_down: tensor(&format!("{p}.ffn_down.weight"))?,
+                lora_q,
+                lora_v,
+            });
+        }
+        // θ_i = base^(−2i/d), as candle's quantised Llama (computed in f32 there too).
+        let theta: Vec<f32> = (0..head_dim)
+            .step_by(2)
+            .map(|i| 1.0 / base.powf(i as f32 / head_dim as f32))
+            .collect();
+        let max_pos = 4096;
+        let mut cos = Vec::with_capacity(max_pos * theta.len());
+        let mut sin = Vec::with_capacity(max_pos * theta.len());
+        for pos in 0..max_pos {
+            for &t in &theta {
+                let angle = pos as f32 * t;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        let shape = (max_pos, theta.len());
+        Ok(Self {
+            embed,
+            norm,
+            output,
+            layers,
+            n_head,
+            n_kv_head,
+            head_dim,
+            eps,
+            cos: Tensor::from_vec(cos, shape, &device)?.to_dtype(dtype)?,
+            sin: Tensor::from_vec(sin, shape, &device)?.to_dtype(dtype)?,
+            dtype,
+        })
+    }
+
+    /// The trainable tensors, in a fixed order: for each layer, `A` and `B` of the query
+    /// adapter, then of the value adapter.
+    pub fn adapters(&self) -> Vec<&Var> {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.lora_q.a, &l.lora_q.b, &l.lora_v.a, &l.lora_v.b])
+            .collect()
+    }
+
+    /// The element type of the weights.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Logits of every position of `ids`.
+    ///
+    /// # Shapes
+    /// `ids`: `[T]` → `[T, vocab]`.
+    ///
+    /// # Errors
+    /// [`Error::ContextOverflow`] for an empty or too long sequence; candle errors.
+    pub fn forward(&self, ids: &[u32]) -> Result<Tensor> {
+        let t = ids.len();
+        if t == 0 || t > self.cos.dim(0)? {
+            return Err(Error::ContextOverflow {
+                prompt_tokens: t,
+                max_new_tokens: 0,
+                context: self.cos.dim(0)?,
+            });
+        }
+        let device = Device::Cpu;
+        let index = Tensor::new(ids, &device)?;
+        let mut x = self.embed.index_select(&index, 0)?; // [T, D]
+        let cos = self.cos.narrow(0, 0, t)?;
+        let sin = self.sin.narrow(0, 0, t)?;
+        let mask: Vec<f64> = (0..t * t)
+            .map(|k| {
+                if k % t > k / t {
+                    f64::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (t, t), &device)?.to_dtype(self.dtype)?;
+        let n_rep = self.n_head / self.n_kv_head;
+        let hd = self.head_dim;
+        for layer in &self.layers {
+            let h = rms_norm(&x, &layer.attn_norm, self.eps)?;
+            let q = (linear(&h, &layer.wq)? + layer.lora_q.forward(&h)?)?;
+            let k = linear(&h, &layer.wk)?;
+            let v = (linear(&h, &layer.wv)? + layer.lora_v.forward(&h)?)?;
+            // [T, heads·d] -> [heads, T, d]
+            let q = q
+                .reshape((t, self.n_head, hd))?
+                .transpose(0, 1)?
+                .contiguous()?;
+            let k = k
+                .reshape((t, self.n_kv_head, hd))?
+                .transpose(0, 1)?
+                .contiguous()?;
+            let v = v
+                .reshape((t, self.n_kv_head, hd))?
+                .transpose(0, 1)?
+                .contiguous()?;
+            let q = rope_interleaved(&q, &cos, &sin)?;
+            let k = rope_interleaved(&k, &cos, &sin)?;
+            // Query head j reads key/value head j / n_rep.
+            let k = Tensor::cat(&vec![&k; n_rep], 1)?.reshape((self.n_head, t, hd))?;
+            let v = Tensor::cat(&vec![&v; n_rep], 1)?.reshape((self.n_head, t, hd))?;
+            let att = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(&mask)?;
+            let y = softmax(&att)?.matmul(&v)?; // [heads, T, d]
+            let y = y.transpose(0, 1)?.reshape((t, self.n_head * hd))?;
+            x = (x + linear(&y, &layer.wo)?)?;
+            let h = rms_norm(&x, &layer.ffn_norm, self.eps)?;
+            let gate = linear(&h, &layer.w_gate)?.silu()?;
+            let up = linear(&h, &layer.w_up)?;
+            x = (x + linear(&(gate * up)?, &layer.w_down)?)?;
+        }
+        let x = rms_norm(&x, &self.norm, self.eps)?;
+        linear(&x, &self.output)
+    }
+}
