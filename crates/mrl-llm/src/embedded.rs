@@ -128,6 +128,15 @@ impl EmbeddedBackend {
     /// [`Error::ModelNotFound`], [`Error::Io`], [`Error::BadModel`] (not GGUF, not Llama,
     /// missing tensors or tokens), [`Error::Metadata`], [`Error::Tokenizer`].
     pub fn load(path: &Path, weights: Weights) -> Result<Self> {
+        Self::load_rewritten(path, weights, None)
+    }
+
+    /// [`load`](Self::load) with each tensor passed through `rewrite` (by name) first.
+    pub(crate) fn load_rewritten(
+        path: &Path,
+        weights: Weights,
+        rewrite: Option<&mut Rewrite<'_>>,
+    ) -> Result<Self> {
         if !path.is_file() {
             return Err(Error::ModelNotFound {
                 path: path.to_path_buf(),
@@ -180,13 +189,26 @@ impl EmbeddedBackend {
             .cloned()
             .unwrap_or_else(|| path.display().to_string());
         let device = Device::Cpu;
-        let model = match weights {
-            Weights::Quantized => ModelWeights::from_gguf(content, &mut file, &device),
-            Weights::DequantizedF32 => {
-                let f32_file = dequantized_copy(&content, &mut file)?;
-                let mut reader = Cursor::new(f32_file);
-                let f32_content = gguf_file::Content::read(&mut reader)?;
-                ModelWeights::from_gguf(f32_content, &mut reader, &device)
+        let model = match (weights, rewrite) {
+            (Weights::Quantized, None) => ModelWeights::from_gguf(content, &mut file, &device),
+            (weights, mut rewrite) => {
+                let bytes = rewrite_gguf(&content, &mut file, &mut |name, tensor| {
+                    let tensor = match rewrite.as_mut() {
+                        Some(f) => f(name, tensor)?,
+                        None => tensor,
+                    };
+                    if weights == Weights::DequantizedF32 && tensor.dtype() != GgmlDType::F32 {
+                        Ok(QTensor::quantize(
+                            &tensor.dequantize(&device)?,
+                            GgmlDType::F32,
+                        )?)
+                    } else {
+                        Ok(tensor)
+                    }
+                })?;
+                let mut reader = Cursor::new(bytes);
+                let rewritten = gguf_file::Content::read(&mut reader)?;
+                ModelWeights::from_gguf(rewritten, &mut reader, &device)
             }
         }
         .map_err(|e| bad_model(path, e))?;
@@ -324,14 +346,21 @@ impl Backend for EmbeddedBackend {
     }
 }
 
-/// The GGUF file of `content` with every tensor dequantised to f32, in memory.
-fn dequantized_copy(content: &gguf_file::Content, file: &mut std::fs::File) -> Result<Vec<u8>> {
+/// A change to one named tensor of a GGUF file.
+pub(crate) type Rewrite<'a> = dyn FnMut(&str, QTensor) -> Result<QTensor> + 'a;
+
+/// The GGUF file of `content` (metadata unchanged) with every tensor passed through
+/// `rewrite`, in memory.
+fn rewrite_gguf(
+    content: &gguf_file::Content,
+    file: &mut std::fs::File,
+    rewrite: &mut Rewrite<'_>,
+) -> Result<Vec<u8>> {
     let device = Device::Cpu;
     let mut tensors = Vec::with_capacity(content.tensor_infos.len());
     for name in content.tensor_infos.keys() {
-        let q = content.tensor(file, name, &device)?;
-        let f = QTensor::quantize(&q.dequantize(&device)?, GgmlDType::F32)?;
-        tensors.push((name.clone(), f));
+        let tensor = rewrite(name, content.tensor(file, name, &device)?)?;
+        tensors.push((name.clone(), tensor));
     }
     let metadata: Vec<(&str, &gguf_file::Value)> = content
         .metadata

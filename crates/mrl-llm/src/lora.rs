@@ -14,12 +14,13 @@
 
 use std::path::Path;
 
-use candle_core::quantized::gguf_file;
+use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 use candle_core::{D, DType, Device, Tensor, Var};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::embedded::{EmbeddedBackend, Weights};
 use crate::error::{Error, Result};
 use crate::tokenizer::metadata;
 
@@ -271,6 +272,48 @@ impl LoraLlama {
             .iter()
             .flat_map(|l| [&l.lora_q.a, &l.lora_q.b, &l.lora_v.a, &l.lora_v.b])
             .collect()
+    }
+
+    /// The embedded backend of the adapted model: the GGUF file at `path` (the one this
+    /// model was loaded from) with the adapters merged into the query and value matrices,
+    /// `W + (α / r) B A` in f32, so that generation (with its KV cache) samples from the
+    /// current policy. With [`Weights::Quantized`] the other matrices stay quantised.
+    ///
+    /// # Errors
+    /// As [`EmbeddedBackend::load`]; [`Error::BadModel`] if `path` has other layers.
+    pub fn merged_backend(&self, path: &Path, weights: Weights) -> Result<EmbeddedBackend> {
+        let mut merge = |name: &str, tensor: QTensor| -> Result<QTensor> {
+            let Some((layer, which)) = name
+                .strip_prefix("blk.")
+                .and_then(|rest| rest.split_once('.'))
+            else {
+                return Ok(tensor);
+            };
+            let is_query = match which {
+                "attn_q.weight" => true,
+                "attn_v.weight" => false,
+                _ => return Ok(tensor),
+            };
+            let layer = layer
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| self.layers.get(i))
+                .ok_or_else(|| Error::BadModel {
+                    path: path.to_path_buf(),
+                    reason: format!("{name} has no adapter in this model"),
+                })?;
+            let lora = if is_query {
+                &layer.lora_q
+            } else {
+                &layer.lora_v
+            };
+            let device = Device::Cpu;
+            let delta = (lora.b.as_tensor().matmul(lora.a.as_tensor())? * lora.scale)?
+                .to_dtype(DType::F32)?;
+            let merged = (tensor.dequantize(&device)? + delta)?;
+            Ok(QTensor::quantize(&merged, GgmlDType::F32)?)
+        };
+        EmbeddedBackend::load_rewritten(path, weights, Some(&mut merge))
     }
 
     /// The element type of the weights.

@@ -139,3 +139,40 @@ fn dpo_gradients_through_the_adapters_match_finite_differences() {
         .sum();
     assert!(norm > 1e-8, "{norm}");
 }
+
+#[test]
+fn merged_adapters_generate_from_the_adapted_model() {
+    let (_dir, path) = tiny();
+    let model = LoraLlama::load(&path, &LoraConfig::default(), DType::F32).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    for var in model.adapters() {
+        let shape = var.shape().clone();
+        let values: Vec<f32> = (0..shape.elem_count())
+            .map(|_| rng.random_range(-0.2f32..0.2))
+            .collect();
+        var.set(&Tensor::from_vec(values, shape, &Device::Cpu).unwrap())
+            .unwrap();
+    }
+    let mut merged = model
+        .merged_backend(&path, Weights::DequantizedF32)
+        .unwrap();
+    let mut base = EmbeddedBackend::load(&path, Weights::DequantizedF32).unwrap();
+    let ids = base.tokenizer().encode("buy the dip").unwrap();
+    let want = model.forward(&ids).unwrap();
+    let want = want.get(ids.len() - 1).unwrap().to_vec1::<f32>().unwrap();
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
+    let got = merged.next_token_logits(&ids).unwrap();
+    assert!(max_diff(&want, &got) < 1e-4, "{}", max_diff(&want, &got));
+    // The adapters matter: the base model's logits are elsewhere.
+    let plain = base.next_token_logits(&ids).unwrap();
+    assert!(
+        max_diff(&want, &plain) > 1e-2,
+        "{}",
+        max_diff(&want, &plain)
+    );
+}
