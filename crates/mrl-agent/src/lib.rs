@@ -1,8 +1,9 @@
 //! # mrl-agent
 //!
-//! The RL² actor-critic of mrl and its memory-less baseline, on [candle](candle_core)
-//! (CPU by default, CUDA behind the `cuda` feature), with a fused f32 CPU rollout step and
-//! safetensors checkpoints.
+//! The meta-RL policies of mrl behind one interface, [`Policy`]: the RL² GRU actor-critic,
+//! its memory-less MLP baseline and a causal Transformer, on [candle](candle_core) (CPU by
+//! default, CUDA behind the `cuda` feature), with fast f32 CPU rollout steps and
+//! safetensors checkpoints that name their kind.
 //!
 //! ```text
 //! x_t = [o_t, one_hot(a_{t-1}), r_{t-1}, d_{t-1}]          (InputLayout, 19 wide by default)
@@ -10,6 +11,13 @@
 //! h_t = GRU(e_t, h_{t-1})   gates r, z, n as in PyTorch     gru.{weight,bias}_{ih,hh}_l0
 //! logits_t = h_t W_πᵀ + b_π,   V_t = h_t w_Vᵀ + b_V         policy_head.*, value_head.*
 //! ```
+//!
+//! The causal Transformer ([`PolicyKind::Transformer`], sizes in [`TransformerConfig`])
+//! reads the same rows: an embedding, pre-norm blocks of rotary multi-head self-attention
+//! over a sliding causal window of the trial (`context` steps) and a ReLU feed-forward,
+//! a final LayerNorm and the same two heads. Rollouts step it with a key/value cache (one
+//! step per call, linear in the context, nothing recomputed); PPO trains it on whole
+//! trials through candle autograd.
 //!
 //! The hidden state is reset only at the start of a trial (K episodes on one task), so the
 //! agent can adapt to a new market by forward passes alone (Duan et al. 2016, "RL²";
@@ -19,8 +27,11 @@
 //!
 //! ## Central types
 //!
-//! - [`AgentConfig`] / [`PolicyKind`]: sizes and network kind (RL² or MLP), serde.
-//! - [`Policy`]: the network on a candle [`Device`](candle_core::Device). Entry points:
+//! - [`AgentConfig`] / [`PolicyKind`] / [`TransformerConfig`]: sizes and network kind
+//!   (RL², MLP or Transformer), serde.
+//! - [`Policy`]: the network on a candle [`Device`](candle_core::Device); one struct over
+//!   an enum of kinds, so that every caller holds the same concrete type and each kind
+//!   keeps its own fast paths. Entry points:
 //!   [`Policy::forward_seq`] unrolls `(B, T)` sequences with autograd,
 //!   [`Policy::forward_seq_fused`] does the same with the whole GRU recurrence as one
 //!   autograd node with a hand-written backward (CPU, f32),
@@ -28,10 +39,12 @@
 //!   (encoder, GRU, heads) as one such node (PPO's training path), and
 //!   [`Policy::step`] runs one step on tensors. Parameters are named `Var`s in a fixed
 //!   order ([`Policy::parameters`]); [`Policy::save`] / [`Policy::load`] write and check
-//!   checkpoints.
+//!   checkpoints, [`Policy::load_kind`] refuses a checkpoint of another kind.
 //! - [`RolloutWorkspace`]: the batched rollout step for `B` trials (no autograd, no
 //!   per-step allocation of large buffers): input rows, network, softmax and sampling, on
-//!   the fused CPU path or on candle tensors (CUDA).
+//!   the fused CPU path, on candle tensors (CUDA), or for the Transformer on its cached
+//!   host step; [`RolloutWorkspace::peek_values`] values a bootstrap row without
+//!   advancing anything.
 //! - [`InputLayout`] / [`PolicyInputs`]: the one place that builds input rows, applying the
 //!   policy's [`InputNorm`] (observation z-scores and the previous reward's scale, fitted on
 //!   training data and stored in the checkpoint).
@@ -101,6 +114,13 @@
 //! instead of being fresh allocations that the kernel zeroes page by page. In one
 //! alternating run on a quiet 2-core machine that took the B = 32 step from ≈150 ms
 //! (GRU-only op) to ≈90–100 ms; the README has the criterion figures.
+//!
+//! ## Layout
+//!
+//! Numeric kernels (`kernels/`: vectorised math, GEMM, the fused GRU / MLP step, the GRU
+//! and RL² sequence ops, the Transformer's cached step) know shapes and formulas, never
+//! networks; the networks (`nets/`: layers, the policy and its kinds) build the kernels'
+//! weight snapshots and call them. The edge is one-way and a test checks it.
 //!
 //! ## Feature flags
 //!

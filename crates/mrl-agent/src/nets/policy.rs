@@ -375,8 +375,9 @@ impl Policy {
     /// Logits `(B, T, A)` and values `(B, T)` of a sequence batch with autograd: what the
     /// PPO update needs, without `h_n`. On the CPU in f32 the whole RL² network (encoder,
     /// GRU recurrence, heads) is one autograd node with a hand-written backward, so candle
-    /// only sees the `(B, T, A + 1)` output; elsewhere, and for the MLP, this is
-    /// [`Policy::forward_seq_fused`]. Equal to [`Policy::forward_seq`] up to f32 rounding.
+    /// only sees the `(B, T, A + 1)` output; elsewhere, and for the MLP and the Transformer
+    /// (plain candle autograd in this version), this is [`Policy::forward_seq_fused`].
+    /// Equal to [`Policy::forward_seq`] up to f32 rounding.
     /// No gradient flows back to `x` on the fused path (the inputs are data).
     ///
     /// # Shapes
