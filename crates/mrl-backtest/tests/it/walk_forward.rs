@@ -1,6 +1,7 @@
 //! The engine: no look-ahead, window stepping, baselines' accounting, determinism.
 
-use mrl_agent::PolicyKind;
+use candle_core::Device;
+use mrl_agent::{AgentConfig, Policy, PolicyKind, TransformerConfig};
 use mrl_backtest::{
     ActionMode, Error, Policies, WalkForwardConfig, backtest, plan_windows, run_policy,
 };
@@ -381,4 +382,52 @@ fn booking_matches_the_env_accounting_episode_by_episode() {
             );
         }
     }
+}
+
+/// A Transformer agent (context 32, shorter than a 40-bar window) whose greedy actions
+/// react to its inputs: seeded weights with the policy head scaled by 30.
+fn decisive_transformer(seed: u64) -> Policy {
+    let config = AgentConfig {
+        kind: PolicyKind::Transformer,
+        hidden: 16,
+        transformer: TransformerConfig {
+            layers: 1,
+            heads: 2,
+            ff_mult: 2,
+            context: 32,
+        },
+        ..Default::default()
+    };
+    let policy = Policy::new(&config, &Device::Cpu, seed).unwrap();
+    let mut tensors = policy.tensors();
+    let head = (&tensors["policy_head.weight"] * 30.0).unwrap();
+    tensors.insert("policy_head.weight".into(), head);
+    Policy::from_tensors(&config, &tensors, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn the_transformer_trades_through_the_same_engine_without_look_ahead() {
+    let series = hourly(600, 13);
+    let cfg = config(300);
+    let windows = plan_windows(series.timestamps(), &cfg).unwrap();
+    let policy = decisive_transformer(4);
+    let run = |s: &mrl_data::BarSeries| {
+        let market = MarketData::new(s.clone()).unwrap().shared();
+        run_policy(&market, &windows, &policy, &cfg, None)
+            .unwrap()
+            .positions
+    };
+    let base = run(&series);
+    assert_eq!(base.len(), windows.len());
+    let distinct: std::collections::BTreeSet<i64> = base
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|q| (*q * 4.0) as i64)
+        .collect();
+    assert!(distinct.len() >= 2, "constant agent: {distinct:?}");
+    assert_eq!(base, run(&series), "deterministic");
+    let perturbed = run(&perturb_from(&series, windows[1].eval.end));
+    assert_eq!(base[..=1], perturbed[..=1]);
+    assert_ne!(base[2..], perturbed[2..]);
 }
