@@ -12,8 +12,9 @@
 //!   trials over it in lockstep with flat, allocation-free buffers; [`FixedMarket`] is the
 //!   simplest distribution (one market split in time, random windows); [`MarketTasks`],
 //!   [`SyntheticTasks`] and their weighted [`MixtureTasks`] are the market distributions.
-//! - [`MarketOracle`]: the myopic oracle of every synthetic market family (the regime oracle
-//!   knows the current state), the ceiling that results are read against.
+//! - [`MarketOracle`]: the oracle of every synthetic market family (myopic on AR(1), planning
+//!   over state and position on GBM, jumps and regimes, whose regime oracle knows the current
+//!   state), the ceiling that results are read against.
 //!
 //! Reproducibility: every random draw comes from a `ChaCha8Rng` handed in ([`Env::reset`]),
 //! owned by a [`Trial`], or derived by [`trial_rng`] from `(seed, slot, round)`.

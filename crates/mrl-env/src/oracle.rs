@@ -23,9 +23,30 @@
 //! highest `q·g_t − c·|q − q_prev|` (a concave function of `q`, so it moves toward `+1` when
 //! `g_t > c`, toward `−1` when `g_t < −c`, and otherwise stays, as above).
 //!
-//! The rule is myopic (it maximises the next reward, not the episode's return): with
-//! persistent signals a planner could hold through small opposite signals to save costs, so
-//! an oracle is an upper reference, not the exact episode optimum.
+//! This rule is myopic: it maximises the next reward, not the episode's return. That is the
+//! rule of [`Ar1Oracle`] and of [`MarketOracle`] on AR(1) markets, whose signal lasts one bar.
+//! It is wrong for persistent signals: a GBM drift or a regime's drift of 5·10⁻⁴ per bar is
+//! below a 10 bps cost, so the myopic rule never enters, while holding for 200 bars earns 10 %.
+//!
+//! # Planning on Markov-state families
+//!
+//! For the families whose next-bar law depends only on a finite state (GBM and jumps: one
+//! state; Markov regimes: the current regime), [`MarketOracle::action_index`] plans instead.
+//! The oracle's state is `(s, q)`, the regime and the position held; taking action `a` moves
+//! the position to `q' = next(q, a)`, earns `q'·g(s) − c·|q' − q|` in expectation and moves the
+//! regime to `j` with probability `P(s → j)`. Value iteration (Bellman 1957; Puterman 1994,
+//! §6.3) solves
+//!
+//! ```text
+//! V(s, q) = max_a [ q'·g(s) − c·|q' − q| + γ Σ_j P(s → j)·V(j, q') ]
+//! ```
+//!
+//! over the positions reachable from flat in the action space, with the discount
+//! [`PLANNING_DISCOUNT`] (an effective horizon of 200 bars, the episode length of the shipped
+//! configs), and the oracle takes the maximising action (the smallest trade among equals). Its
+//! expected discounted return is at least the myopic rule's from every state, so it is an upper
+//! reference for an agent that must infer the state; it is not the exact optimum of a finite
+//! episode (which would depend on the bars left).
 //!
 //! # The expected return of each family
 //!
@@ -46,10 +67,13 @@
 //!   g_t = E[r_{t+1} | s_t] = Σ_j P(s_t → j)·(e^{μ_j} − 1) = Σ_j P(s_t → j)·e^{μ_j} − 1.
 //!   ```
 //!
-//!   This is the oracle that knows the regime, an upper bound for an agent that must infer it.
+//!   This is the law of the oracle that knows the regime (the plan above acts on it).
 //!
 //! These are the formulas of `mrl_data::SyntheticSeries::expected_return`, computed here from
 //! what a backtest holds (the closes and the task's per-bar states).
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use mrl_data::{Ar1Params, MarketProcess};
 
@@ -139,6 +163,148 @@ impl Ar1Oracle {
     }
 }
 
+/// The discount `γ` of the planning oracle: an effective horizon `1/(1 − γ)` of 200 bars, the
+/// episode length of the shipped configs (see the module docs).
+pub const PLANNING_DISCOUNT: f64 = 0.995;
+
+/// Value iteration stops when no value moves by more than this (in units of return).
+const PLAN_TOLERANCE: f64 = 1e-12;
+
+/// At most this many value-iteration sweeps (`γ^50 000` is far below any tolerance).
+const PLAN_MAX_SWEEPS: usize = 50_000;
+
+/// At most this many distinct positions in a plan (an action space reaching more is refused).
+const PLAN_MAX_POSITIONS: usize = 4096;
+
+/// A solved plan of a Markov-state law in one action space: the positions reachable from
+/// flat, and the best action by state and position (see the module docs).
+#[derive(Debug, Clone, PartialEq)]
+struct Plan {
+    space: ActionSpace,
+    /// Reachable positions, sorted ascending.
+    positions: Vec<f64>,
+    /// `action[s][p]`: the action index of state `s` at position `positions[p]`.
+    action: Vec<Vec<usize>>,
+}
+
+/// Index of `q` in the sorted `positions` (the nearest one: positions come from the same
+/// arithmetic, so a held position matches to rounding).
+fn nearest_position(positions: &[f64], q: f64) -> usize {
+    let mut best = 0;
+    for (i, p) in positions.iter().enumerate() {
+        if (p - q).abs() < (positions[best] - q).abs() {
+            best = i;
+        }
+    }
+    best
+}
+
+/// The positions reachable from flat in `space` (sorted) and the transition table
+/// `next[p][a]`, by breadth-first search over [`ActionSpace::next_position`].
+fn reachable_positions(space: &ActionSpace) -> Result<(Vec<f64>, Vec<Vec<usize>>)> {
+    let same = |a: f64, b: f64| (a - b).abs() <= 1e-9;
+    let mut positions = vec![0.0];
+    let mut frontier = 0;
+    while frontier < positions.len() {
+        let q = positions[frontier];
+        for action in 0..space.n_actions() {
+            let next = space.next_position(action, q)?;
+            if !positions.iter().any(|&p| same(p, next)) {
+                if positions.len() == PLAN_MAX_POSITIONS {
+                    return Err(Error::InvalidConfig {
+                        field: "actions",
+                        value: format!("{space:?}"),
+                        reason: "the action space reaches too many positions to plan over",
+                    });
+                }
+                positions.push(next);
+            }
+        }
+        frontier += 1;
+    }
+    positions.sort_by(f64::total_cmp);
+    let mut next = Vec::with_capacity(positions.len());
+    for &q in &positions {
+        let row = (0..space.n_actions())
+            .map(|action| {
+                let to = space.next_position(action, q)?;
+                Ok(nearest_position(&positions, to))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        next.push(row);
+    }
+    Ok((positions, next))
+}
+
+/// Solves the planning oracle's Bellman equation by value iteration (see the module docs):
+/// `g[s]` the expected next-bar simple return in state `s`, `transition[s][j] = P(s → j)`.
+fn solve_plan(
+    g: &[f64],
+    transition: &[Vec<f64>],
+    space: &ActionSpace,
+    cost_rate: f64,
+) -> Result<Plan> {
+    let (positions, next) = reachable_positions(space)?;
+    let (n_states, n_positions) = (g.len(), positions.len());
+    let q_value = |values: &[Vec<f64>], s: usize, p: usize, to: usize| {
+        let continuation: f64 = transition[s]
+            .iter()
+            .zip(values)
+            .map(|(prob, row)| prob * row[to])
+            .sum();
+        positions[to] * g[s] - cost_rate * (positions[to] - positions[p]).abs()
+            + PLANNING_DISCOUNT * continuation
+    };
+    let mut values = vec![vec![0.0; n_positions]; n_states];
+    for _ in 0..PLAN_MAX_SWEEPS {
+        let mut change: f64 = 0.0;
+        let mut updated = values.clone();
+        for (s, row) in updated.iter_mut().enumerate() {
+            for (p, value) in row.iter_mut().enumerate() {
+                let best = next[p]
+                    .iter()
+                    .map(|&to| q_value(&values, s, p, to))
+                    .fold(f64::NEG_INFINITY, f64::max);
+                change = change.max((best - values[s][p]).abs());
+                *value = best;
+            }
+        }
+        values = updated;
+        if change < PLAN_TOLERANCE {
+            break;
+        }
+    }
+    let action = (0..n_states)
+        .map(|s| {
+            (0..n_positions)
+                .map(|p| {
+                    let mut best: Option<(usize, f64, f64)> = None;
+                    for (a, &to) in next[p].iter().enumerate() {
+                        let value = q_value(&values, s, p, to);
+                        let trade = (positions[to] - positions[p]).abs();
+                        let better = match best {
+                            None => true,
+                            Some((_, v, t)) => {
+                                value > v + 1e-12 || (value >= v - 1e-12 && trade < t)
+                            }
+                        };
+                        if better {
+                            best = Some((a, value, trade));
+                        }
+                    }
+                    // Every action space has at least one action.
+                    best.map_or(0, |(a, _, _)| a)
+                })
+                .collect()
+        })
+        .collect();
+    Ok(Plan {
+        space: *space,
+        positions,
+        action,
+    })
+}
+
 /// What the oracle knows about the next bar, by family (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
 enum Law {
@@ -149,14 +315,17 @@ enum Law {
     /// Markov regimes: `g` of each current state, and the state of every bar of the series.
     Regime {
         by_state: Vec<f64>,
+        transition: Vec<Vec<f64>>,
         states: Vec<usize>,
     },
 }
 
-/// The myopic oracle of any synthetic market whose true law is known: the action of highest
-/// expected next reward, from the true conditional expected return `g_t` of the next bar
-/// (GBM and jumps: constant; AR(1): from the last return; Markov regimes: from the current
-/// state of every bar). See the module docs for the derivation of `g_t` and of the rule.
+/// The oracle of any synthetic market whose true law is known, from the true conditional
+/// expected return `g_t` of the next bar (GBM and jumps: constant; AR(1): from the last
+/// return; Markov regimes: from the current state of every bar). On AR(1) it takes the
+/// myopic action of highest expected next reward; on the Markov-state families (GBM, jumps,
+/// regimes) it plans over the state and the position held, so that a persistent drift below
+/// the cost rate is still worth holding. See the module docs for `g_t` and both rules.
 ///
 /// Bars are indices into the series the task generated (its [`TradingEnv`] market): a
 /// regime oracle holds the state of each of them and refuses closes of another length.
@@ -168,6 +337,8 @@ enum Law {
 pub struct MarketOracle {
     law: Law,
     cost_rate: f64,
+    /// The plan of the first action space asked for (Markov-state laws only).
+    plan: OnceLock<Plan>,
 }
 
 impl MarketOracle {
@@ -212,11 +383,16 @@ impl MarketOracle {
                     .collect();
                 Law::Regime {
                     by_state,
+                    transition: p.transition.clone(),
                     states: states.to_vec(),
                 }
             }
         };
-        Ok(Self { law, cost_rate })
+        Ok(Self {
+            law,
+            cost_rate,
+            plan: OnceLock::new(),
+        })
     }
 
     /// The oracle of a sampled task: `Some` for a synthetic task (any family, either action
@@ -253,6 +429,7 @@ impl MarketOracle {
                 len: closes.len(),
             });
         }
+        self.check_series(closes)?;
         Ok(match &self.law {
             Law::Constant(g) => *g,
             Law::Ar1(p) => match t.checked_sub(1) {
@@ -266,20 +443,51 @@ impl MarketOracle {
                     (p.drift + 0.5 * variance).exp_m1()
                 }
             },
-            Law::Regime { by_state, states } => {
-                if states.len() != closes.len() {
-                    return Err(Error::OracleSeriesMismatch {
-                        states: states.len(),
-                        closes: closes.len(),
-                    });
-                }
-                by_state[states[t]]
-            }
+            Law::Regime {
+                by_state, states, ..
+            } => by_state[states[t]],
         })
     }
 
-    /// The Buy / Sell / Hold action at bar `t`: Buy if `g_t > c`, Sell if `g_t < −c`, else
-    /// Hold. Errors as [`MarketOracle::expected_return`].
+    /// An error unless a regime oracle's states describe a series of `closes.len()` bars.
+    fn check_series(&self, closes: &[f64]) -> Result<()> {
+        match &self.law {
+            Law::Regime { states, .. } if states.len() != closes.len() => {
+                Err(Error::OracleSeriesMismatch {
+                    states: states.len(),
+                    closes: closes.len(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The plan of a Markov-state law in `actions` (cached for the first space asked for);
+    /// `None` for AR(1), which acts myopically.
+    fn plan(&self, actions: &ActionSpace) -> Result<Option<Cow<'_, Plan>>> {
+        let (g, transition) = match &self.law {
+            Law::Ar1(_) => return Ok(None),
+            Law::Constant(g) => (vec![*g], vec![vec![1.0]]),
+            Law::Regime {
+                by_state,
+                transition,
+                ..
+            } => (by_state.clone(), transition.clone()),
+        };
+        if let Some(plan) = self.plan.get() {
+            if plan.space == *actions {
+                return Ok(Some(Cow::Borrowed(plan)));
+            }
+            return solve_plan(&g, &transition, actions, self.cost_rate)
+                .map(|plan| Some(Cow::Owned(plan)));
+        }
+        let plan = solve_plan(&g, &transition, actions, self.cost_rate)?;
+        Ok(Some(Cow::Borrowed(self.plan.get_or_init(|| plan))))
+    }
+
+    /// The myopic Buy / Sell / Hold action at bar `t`: Buy if `g_t > c`, Sell if `g_t < −c`,
+    /// else Hold (the rule [`MarketOracle::action_index`] uses on AR(1) markets; on the
+    /// Markov-state families it plans instead). Errors as [`MarketOracle::expected_return`].
     pub fn action(&self, t: usize, closes: &[f64]) -> Result<TargetAction> {
         Ok(threshold_action(
             self.expected_return(t, closes)?,
@@ -287,12 +495,17 @@ impl MarketOracle {
         ))
     }
 
-    /// The action index in `actions` at bar `t` from position `prev_position`: the
-    /// reachable position `q` of highest `q·g_t − c·|q − q_prev|`, the smallest trade among
-    /// equals. For [`ActionSpace::Target`] it is [`MarketOracle::action`]'s index.
+    /// The action index in `actions` at bar `t` from position `prev_position`.
+    ///
+    /// - AR(1): the myopic rule, the reachable position `q` of highest
+    ///   `q·g_t − c·|q − q_prev|`, the smallest trade among equals (for
+    ///   [`ActionSpace::Target`], [`MarketOracle::action`]'s index).
+    /// - GBM, jumps and regimes: the planned action of the current state at the reachable
+    ///   position nearest `prev_position` (see the module docs).
     ///
     /// # Errors
-    /// As [`MarketOracle::expected_return`].
+    /// As [`MarketOracle::expected_return`]; [`Error::InvalidConfig`] for an action space that
+    /// reaches more than 4096 positions.
     pub fn action_index(
         &self,
         t: usize,
@@ -301,6 +514,14 @@ impl MarketOracle {
         actions: &ActionSpace,
     ) -> Result<usize> {
         let g = self.expected_return(t, closes)?;
+        if let Some(plan) = self.plan(actions)? {
+            let state = match &self.law {
+                Law::Regime { states, .. } => states[t],
+                _ => 0,
+            };
+            let position = nearest_position(&plan.positions, prev_position);
+            return Ok(plan.action[state][position]);
+        }
         if *actions == ActionSpace::Target {
             return Ok(threshold_action(g, self.cost_rate).index());
         }
@@ -370,6 +591,169 @@ mod tests {
         assert_eq!(oracle(-0.4, 0.001).action(-0.01), TargetAction::Buy);
         // |g| ≈ 0.4·0.002 = 0.0008 < c: not worth the cost.
         assert_eq!(oracle(0.4, 0.001).action(0.002), TargetAction::Hold);
+    }
+
+    fn gbm(drift: f64) -> MarketOracle {
+        let process = MarketProcess::Gbm(mrl_data::GbmParams {
+            drift,
+            volatility: 0.01,
+        });
+        MarketOracle::new(&process, None, 0.001).unwrap()
+    }
+
+    /// A two-state regime market: bull `+d`, bear `−d`, each staying with probability `stay`.
+    fn two_regimes(d: f64, stay: f64) -> MarketOracle {
+        let state = |label, drift| mrl_data::RegimeState {
+            label,
+            drift,
+            volatility: 0.01,
+        };
+        let process = MarketProcess::Regime(mrl_data::RegimeParams {
+            states: vec![
+                state(mrl_data::RegimeLabel::Bull, d),
+                state(mrl_data::RegimeLabel::Bear, -d),
+            ],
+            transition: vec![vec![stay, 1.0 - stay], vec![1.0 - stay, stay]],
+        });
+        MarketOracle::new(&process, Some(&[0, 1]), 0.001).unwrap()
+    }
+
+    #[test]
+    fn a_persistent_drift_below_the_cost_is_worth_holding() {
+        let closes = [100.0, 100.0];
+        let buy = TargetAction::Buy.index();
+        let sell = TargetAction::Sell.index();
+        let hold = TargetAction::Hold.index();
+        // g = e^{5e-4} − 1 < c = 1e-3: the myopic rule holds, but long forever earns
+        // g/(1 − γ) ≈ 0.1 for one cost of 1e-3, so the plan buys from flat or short.
+        let up = gbm(5e-4);
+        assert_eq!(up.action(0, &closes).unwrap(), TargetAction::Hold);
+        for prev in [-1.0, 0.0] {
+            let a = up.action_index(0, &closes, prev, &ActionSpace::Target);
+            assert_eq!(a.unwrap(), buy);
+        }
+        // Already long: stay long (Buy and Hold both keep +1).
+        let at_long = up
+            .action_index(0, &closes, 1.0, &ActionSpace::Target)
+            .unwrap();
+        assert_eq!(
+            ActionSpace::Target.next_position(at_long, 1.0).unwrap(),
+            1.0
+        );
+        let down = gbm(-5e-4);
+        assert_eq!(
+            down.action_index(0, &closes, 0.0, &ActionSpace::Target)
+                .unwrap(),
+            sell
+        );
+        // No drift at all (g = 0): nothing is worth a trade.
+        assert_eq!(
+            gbm(0.0)
+                .action_index(0, &closes, 0.0, &ActionSpace::Target)
+                .unwrap(),
+            hold
+        );
+    }
+
+    #[test]
+    fn the_regime_plan_follows_a_sticky_state_and_ignores_a_fleeting_one() {
+        let closes = [100.0, 100.0];
+        let space = ActionSpace::Target;
+        let position = |oracle: &MarketOracle, t: usize, prev: f64| {
+            let a = oracle.action_index(t, &closes, prev, &space).unwrap();
+            space.next_position(a, prev).unwrap()
+        };
+        // Sticky (mean stay 100 bars), |g| = 5e-4·(0.99 − 0.01) < c: the plan holds the
+        // state's side whatever it held before, the myopic rule never trades.
+        let sticky = two_regimes(5e-4, 0.99);
+        for prev in [-1.0, 0.0, 1.0] {
+            assert_eq!(position(&sticky, 0, prev), 1.0, "bull from {prev}");
+            assert_eq!(position(&sticky, 1, prev), -1.0, "bear from {prev}");
+        }
+        assert_eq!(sticky.action(0, &closes).unwrap(), TargetAction::Hold);
+        // Switching every other bar on average (stay 0.5): g = 0 in both states, no trade.
+        let fleeting = two_regimes(5e-4, 0.5);
+        for t in 0..2 {
+            assert_eq!(position(&fleeting, t, 0.0), 0.0);
+        }
+    }
+
+    #[test]
+    fn the_sizing_plan_covers_the_grid_and_steps_toward_the_drift() {
+        let closes = [100.0, 100.0];
+        let oracle = gbm(5e-4);
+        let space = ActionSpace::SIZING;
+        let plan = oracle.plan(&space).unwrap().unwrap();
+        let grid: Vec<f64> = (-4..=4).map(|k| f64::from(k) * 0.25).collect();
+        assert_eq!(plan.positions, grid);
+        // From any position below +1 the plan moves up one grid step (or closes a short,
+        // the larger move toward +1), and stays at +1.
+        for &q in &grid {
+            let a = oracle.action_index(0, &closes, q, &space).unwrap();
+            let next = space.next_position(a, q).unwrap();
+            let expected = if q < 0.0 { 0.0 } else { (q + 0.25).min(1.0) };
+            assert_eq!(next, expected, "from {q}");
+        }
+        // A second action space is solved afresh, not read from the first one's cache.
+        let target = oracle.action_index(0, &closes, 0.0, &ActionSpace::Target);
+        assert_eq!(target.unwrap(), TargetAction::Buy.index());
+    }
+
+    #[test]
+    fn the_plan_is_worth_at_least_the_myopic_rule_from_every_state() {
+        // Exact policy evaluation of both rules on regime markets drawn from a seeded RNG.
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for _ in 0..20 {
+            let d = rng.random_range(1e-4..2e-3);
+            let stay = rng.random_range(0.5..0.999);
+            let oracle = two_regimes(d, stay);
+            let Law::Regime {
+                by_state,
+                transition,
+                ..
+            } = &oracle.law
+            else {
+                unreachable!("a regime law")
+            };
+            let space = ActionSpace::Target;
+            let plan = oracle.plan(&space).unwrap().unwrap();
+            let (positions, next) = reachable_positions(&space).unwrap();
+            let myopic = |s: usize, p: usize| {
+                let action = threshold_action(by_state[s], 0.001).index();
+                next[p][action]
+            };
+            let planned = |s: usize, p: usize| next[p][plan.action[s][p]];
+            let evaluate = |rule: &dyn Fn(usize, usize) -> usize| {
+                let mut v = vec![vec![0.0; positions.len()]; 2];
+                for _ in 0..20_000 {
+                    let mut updated = v.clone();
+                    for (s, row) in updated.iter_mut().enumerate() {
+                        for (p, value) in row.iter_mut().enumerate() {
+                            let to = rule(s, p);
+                            let cont: f64 = (0..2).map(|j| transition[s][j] * v[j][to]).sum();
+                            *value = positions[to] * by_state[s]
+                                - 0.001 * (positions[to] - positions[p]).abs()
+                                + PLANNING_DISCOUNT * cont;
+                        }
+                    }
+                    v = updated;
+                }
+                v
+            };
+            let (v_plan, v_myopic) = (evaluate(&planned), evaluate(&myopic));
+            for s in 0..2 {
+                for p in 0..positions.len() {
+                    assert!(
+                        v_plan[s][p] >= v_myopic[s][p] - 1e-9,
+                        "d {d}, stay {stay}, state {s}, position {}: {} < {}",
+                        positions[p],
+                        v_plan[s][p],
+                        v_myopic[s][p]
+                    );
+                }
+            }
+        }
     }
 
     #[test]
