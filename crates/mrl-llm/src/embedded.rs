@@ -63,7 +63,7 @@ pub struct Timing {
     pub prompt_secs: f64,
     /// Tokens generated.
     pub generated_tokens: usize,
-    /// Seconds spent generating them (one forward pass per token after the first).
+    /// Seconds after the prompt pass (one forward pass per token after the first).
     pub generate_secs: f64,
 }
 
@@ -73,8 +73,8 @@ impl Timing {
         self.prompt_tokens as f64 / self.prompt_secs.max(f64::MIN_POSITIVE)
     }
 
-    /// Generated tokens per second (the first token comes from the prompt pass and is not
-    /// counted in either rate's denominator twice: it is charged to the prompt).
+    /// Generated tokens per second: the forward passes after the prompt's, one per token
+    /// but the first (which the prompt pass yields and whose time is the prompt's).
     pub fn generate_tokens_per_sec(&self) -> f64 {
         self.generated_tokens.saturating_sub(1) as f64 / self.generate_secs.max(f64::MIN_POSITIVE)
     }
