@@ -1,0 +1,123 @@
+//! The causal Transformer beside the RL² GRU at the same width (H = 128), on the CPU.
+//!
+//! Group `rollout_step/cpu`: one [`RolloutWorkspace::step`] for `B` trials (input rows,
+//! network, softmax, sampling). The GRU runs its fused step; the Transformer (2 blocks,
+//! 4 heads, context 256) its KV-cache step with the cache already full, so every timed
+//! step attends over 256 cached steps per layer and head (the steady state of a long
+//! trial). Throughput is `Elements(B)`: env-steps per second.
+//!
+//! Group `update/cpu`: one forward and backward pass of a `(B, T)` batch of whole trials
+//! (what a PPO minibatch costs before the optimiser): the GRU's fused training op
+//! ([`Policy::forward_seq_train`]) against the Transformer's candle-autograd forward.
+//! Throughput is `Elements(B · T)`.
+//!
+//! `cargo bench -p mrl-agent --bench policy_kinds -- --quick` for a short run.
+
+use std::time::Duration;
+
+use candle_core::{Device, Tensor};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use mrl_agent::{AgentConfig, Policy, PolicyInputs, PolicyKind, RolloutWorkspace};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Trials per rollout step.
+const BATCHES: [usize; 3] = [1, 16, 256];
+
+/// The two policies compared, at the default width.
+fn policies() -> Vec<(&'static str, Policy)> {
+    [PolicyKind::Rl2, PolicyKind::Transformer]
+        .into_iter()
+        .map(|kind| {
+            let config = AgentConfig {
+                kind,
+                ..Default::default()
+            };
+            let name = if kind == PolicyKind::Rl2 {
+                "gru"
+            } else {
+                "transformer"
+            };
+            (name, Policy::new(&config, &Device::Cpu, 0).unwrap())
+        })
+        .collect()
+}
+
+/// Uniform `[-1, 1)` values from a seeded stream.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| rng.next_u32() as f32 / u32::MAX as f32 * 2.0 - 1.0)
+        .collect()
+}
+
+fn rollout_step(c: &mut Criterion) {
+    let mut group = c.benchmark_group("rollout_step/cpu");
+    group.measurement_time(Duration::from_secs(3));
+    for (name, policy) in policies() {
+        let context = policy.config().transformer.context;
+        for batch_size in BATCHES {
+            let config = policy.config().clone();
+            let obs = values(batch_size * config.obs_dim, 1);
+            let rewards = values(batch_size, 2);
+            let mut prev_actions = vec![None; batch_size];
+            let dones = vec![false; batch_size];
+            let mut ws = RolloutWorkspace::new(&policy, batch_size).unwrap();
+            let mut rng = ChaCha8Rng::seed_from_u64(3);
+            let mut step = |ws: &mut RolloutWorkspace, prev: &mut Vec<Option<usize>>| {
+                let inputs = PolicyInputs {
+                    obs: &obs,
+                    prev_actions: prev,
+                    prev_rewards: &rewards,
+                    prev_dones: &dones,
+                };
+                let out = ws.step(&inputs, &mut rng).unwrap();
+                for (p, &a) in prev.iter_mut().zip(out.actions) {
+                    *p = Some(a);
+                }
+            };
+            // Fill the cache (the GRU just runs the same number of steps).
+            for _ in 0..context {
+                step(&mut ws, &mut prev_actions);
+            }
+            group.throughput(Throughput::Elements(batch_size as u64));
+            group.bench_function(BenchmarkId::new(name, batch_size), |b| {
+                b.iter(|| step(&mut ws, &mut prev_actions));
+            });
+        }
+    }
+    group.finish();
+}
+
+fn update(c: &mut Criterion) {
+    let mut group = c.benchmark_group("update/cpu");
+    group.measurement_time(Duration::from_secs(3));
+    group.sample_size(10);
+    let (batch_size, seq_len) = (8, 200);
+    for (name, policy) in policies() {
+        let width = policy.config().input_dim();
+        let x = Tensor::from_vec(
+            values(batch_size * seq_len * width, 4),
+            (batch_size, seq_len, width),
+            &Device::Cpu,
+        )
+        .unwrap();
+        group.throughput(Throughput::Elements((batch_size * seq_len) as u64));
+        group.bench_function(
+            BenchmarkId::new(name, format!("B{batch_size}_T{seq_len}")),
+            |b| {
+                b.iter(|| {
+                    let (logits, values) = policy.forward_seq_train(&x, None).unwrap();
+                    let loss = (logits.sqr().unwrap().sum_all().unwrap()
+                        + values.sum_all().unwrap())
+                    .unwrap();
+                    loss.backward().unwrap()
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, rollout_step, update);
+criterion_main!(benches);
