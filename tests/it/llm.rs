@@ -62,6 +62,14 @@ fn ask_runs_the_actor_on_the_embedded_model() {
             .collect()
     };
     let again = mrl(&args);
+    // The f32 weights run the same command.
+    let f32 = mrl(&[&args[..], &["--f32"]].concat());
+    assert!(
+        f32.status.success(),
+        "{}",
+        String::from_utf8_lossy(&f32.stderr)
+    );
+    assert!(String::from_utf8_lossy(&f32.stdout).contains("generated 6 at"));
     assert_eq!(
         without_timing(&String::from_utf8_lossy(&again.stdout)),
         without_timing(&stdout)
