@@ -315,7 +315,7 @@ pub fn adapt<D: TaskDistribution>(
 ) -> Result<Adapted> {
     inner.validate()?;
     let seeds = TaskSeeds::new(seed);
-    let working = detached_copy(base)?;
+    let mut working = detached_copy(base)?;
     let base_tensors = base.tensors();
     let adapter = inner
         .adapter
@@ -341,7 +341,6 @@ pub fn adapt<D: TaskDistribution>(
         )?),
         InnerOptimizer::Sgd => None,
     };
-    let mut working = working;
     let mut rollouts = TaskRollouts::new(
         task,
         &working,
