@@ -19,7 +19,16 @@ fn every_shipped_config_loads_and_validates() {
     for entry in std::fs::read_dir(configs_dir()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let config = TrainConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            // Meta-training configs (`mrl meta-train`) are a train config plus `[meta]`.
+            let text = std::fs::read_to_string(&path).unwrap();
+            let table: toml::Table = toml::from_str(&text).unwrap();
+            let config = if table.contains_key("meta") {
+                mrl_fewshot::MetaTrainConfig::load(&path)
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .train
+            } else {
+                TrainConfig::load(&path).unwrap_or_else(|e| panic!("{e}"))
+            };
             config
                 .validate()
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -37,6 +46,10 @@ fn every_shipped_config_loads_and_validates() {
         "crypto-timeframes.toml",
         "synthetic-mixture.toml",
         "synthetic-ar1-sizing.toml",
+        "synthetic-regimes.toml",
+        "fewshot-reptile-ar1.toml",
+        "fewshot-fomaml-ar1.toml",
+        "fewshot-reptile-lora-ar1.toml",
     ] {
         assert!(names.iter().any(|n| n == required), "{required} is missing");
     }
