@@ -238,9 +238,9 @@ fn reachable_positions(space: &ActionSpace) -> Result<(Vec<f64>, Vec<Vec<usize>>
 
 /// Solves the planning oracle's Bellman equation by value iteration (see the module docs):
 /// `g[s]` the expected next-bar simple return in state `s`, `transition[s][j] = P(s → j)`.
-fn solve_plan(
+fn solve_plan<R: AsRef<[f64]>>(
     g: &[f64],
-    transition: &[Vec<f64>],
+    transition: &[R],
     space: &ActionSpace,
     cost_rate: f64,
 ) -> Result<Plan> {
@@ -248,6 +248,7 @@ fn solve_plan(
     let (n_states, n_positions) = (g.len(), positions.len());
     let q_value = |values: &[Vec<f64>], s: usize, p: usize, to: usize| {
         let continuation: f64 = transition[s]
+            .as_ref()
             .iter()
             .zip(values)
             .map(|(prob, row)| prob * row[to])
@@ -465,24 +466,22 @@ impl MarketOracle {
     /// The plan of a Markov-state law in `actions` (cached for the first space asked for);
     /// `None` for AR(1), which acts myopically.
     fn plan(&self, actions: &ActionSpace) -> Result<Option<Cow<'_, Plan>>> {
-        let (g, transition) = match &self.law {
+        if let Some(plan) = self.plan.get().filter(|plan| plan.space == *actions) {
+            return Ok(Some(Cow::Borrowed(plan)));
+        }
+        let plan = match &self.law {
             Law::Ar1(_) => return Ok(None),
-            Law::Constant(g) => (vec![*g], vec![vec![1.0]]),
+            Law::Constant(g) => solve_plan(&[*g], &[[1.0]], actions, self.cost_rate)?,
             Law::Regime {
                 by_state,
                 transition,
                 ..
-            } => (by_state.clone(), transition.clone()),
+            } => solve_plan(by_state, transition, actions, self.cost_rate)?,
         };
-        if let Some(plan) = self.plan.get() {
-            if plan.space == *actions {
-                return Ok(Some(Cow::Borrowed(plan)));
-            }
-            return solve_plan(&g, &transition, actions, self.cost_rate)
-                .map(|plan| Some(Cow::Owned(plan)));
-        }
-        let plan = solve_plan(&g, &transition, actions, self.cost_rate)?;
-        Ok(Some(Cow::Borrowed(self.plan.get_or_init(|| plan))))
+        Ok(Some(match self.plan.get() {
+            Some(_) => Cow::Owned(plan),
+            None => Cow::Borrowed(self.plan.get_or_init(|| plan)),
+        }))
     }
 
     /// The myopic Buy / Sell / Hold action at bar `t`: Buy if `g_t > c`, Sell if `g_t < −c`,
