@@ -20,15 +20,94 @@ pub enum PolicyKind {
     /// a sliding causal window of [`TransformerConfig::context`] steps): its memory is the
     /// keys and values of the last `context` steps of the trial.
     Transformer,
+    /// Task-inference (context) agent after VariBAD (Zintgraf et al. 2020, "VariBAD: A Very
+    /// Good Method for Bayes-Adaptive Deep RL via Meta-Learning"): a GRU context encoder over
+    /// the same input rows as RL² produces a belief `z_t` about the task (a diagonal Gaussian
+    /// or a point estimate, [`TaskInferenceConfig`]), and the policy and value heads read
+    /// only `[s_t, z_t]`. Trained with PPO plus an auxiliary belief loss.
+    #[serde(rename = "task_inference")]
+    TaskInference,
 }
 
 impl PolicyKind {
-    /// Short lowercase name, as written in checkpoint sidecars (`"rl2"`, `"mlp"`).
+    /// Short lowercase name, as written in checkpoint sidecars (`"rl2"`, `"mlp"`,
+    /// `"transformer"`, `"task_inference"`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Rl2 => "rl2",
             Self::Mlp => "mlp",
             Self::Transformer => "transformer",
+            Self::TaskInference => "task_inference",
+        }
+    }
+}
+
+/// The form of a task-inference agent's belief `z_t` ([`PolicyKind::TaskInference`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BeliefKind {
+    /// A diagonal Gaussian `N(μ_t, diag(exp(log σ²_t)))` as VariBAD's posterior: the belief
+    /// head outputs `latent` means and `latent` log-variances, and the policy and value
+    /// heads read both (`[s_t, μ_t, log σ²_t]`), so the agent sees how unsure it is.
+    /// Supervised training minimises the Gaussian negative log-likelihood of the task's
+    /// true parameters.
+    #[default]
+    Gaussian,
+    /// A point estimate `z_t` (`latent` values), trained by mean squared error; the heads
+    /// read `[s_t, z_t]`.
+    Point,
+}
+
+/// What the auxiliary loss of a task-inference agent trains its belief on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BeliefTarget {
+    /// Supervised: the task's hidden parameters, which the task distribution knows (AR(1)
+    /// `φ`, a bandit's arm means); the belief is `latent` = the number of parameters wide
+    /// and is read directly as the estimate of them.
+    #[default]
+    Task,
+}
+
+/// Settings of the task-inference agent ([`PolicyKind::TaskInference`]); its encoder and
+/// GRU width is [`AgentConfig::hidden`].
+///
+/// Defaults: a Gaussian belief (VariBAD, Zintgraf et al. 2020) of width 1 trained on the
+/// task's hidden parameters (one for the AR(1) family's `φ`; set `latent` to `k` for
+/// `k`-armed bandits).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskInferenceConfig {
+    /// Gaussian (mean and log-variance) or point belief. Default Gaussian.
+    pub belief: BeliefKind,
+    /// Width of the belief `z_t` (per moment for a Gaussian). Default 1.
+    pub latent: usize,
+    /// What the auxiliary loss predicts. Default the task's hidden parameters.
+    pub target: BeliefTarget,
+}
+
+impl Default for TaskInferenceConfig {
+    fn default() -> Self {
+        Self {
+            belief: BeliefKind::Gaussian,
+            latent: 1,
+            target: BeliefTarget::Task,
+        }
+    }
+}
+
+impl TaskInferenceConfig {
+    /// Whether every field has its default value (such a section is not written out).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Width of what the belief head outputs and the heads read: `2 · latent` for a
+    /// Gaussian (means and log-variances), `latent` for a point belief.
+    pub fn belief_width(&self) -> usize {
+        match self.belief {
+            BeliefKind::Gaussian => 2 * self.latent,
+            BeliefKind::Point => self.latent,
         }
     }
 }
@@ -108,6 +187,10 @@ pub struct AgentConfig {
     /// Sizes of the Transformer (read only when `kind` is [`PolicyKind::Transformer`]).
     #[serde(skip_serializing_if = "TransformerConfig::is_default")]
     pub transformer: TransformerConfig,
+    /// Settings of the task-inference agent (read only when `kind` is
+    /// [`PolicyKind::TaskInference`]).
+    #[serde(skip_serializing_if = "TaskInferenceConfig::is_default")]
+    pub task_inference: TaskInferenceConfig,
 }
 
 impl Default for AgentConfig {
@@ -119,6 +202,7 @@ impl Default for AgentConfig {
             hidden: 128,
             input_norm: None,
             transformer: TransformerConfig::default(),
+            task_inference: TaskInferenceConfig::default(),
         }
     }
 }
@@ -175,6 +259,10 @@ impl AgentConfig {
                 return bad("transformer.context", t.context, "must be at least 1");
             }
         }
+        if self.kind == PolicyKind::TaskInference && self.task_inference.latent == 0 {
+            let latent = self.task_inference.latent;
+            return bad("task_inference.latent", latent, "must be at least 1");
+        }
         Ok(())
     }
 }
@@ -206,6 +294,18 @@ mod tests {
             }
         );
         assert!(serde_json::from_str::<AgentConfig>(r#"{"hiden": 32}"#).is_err());
+        let c: AgentConfig = serde_json::from_str(
+            r#"{"kind": "task_inference", "task_inference": {"belief": "point", "latent": 5}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.kind, PolicyKind::TaskInference);
+        assert_eq!(c.task_inference.belief, BeliefKind::Point);
+        assert_eq!(c.task_inference.belief_width(), 5);
+        assert_eq!(TaskInferenceConfig::default().belief_width(), 2);
+        assert_eq!(
+            serde_json::to_string(&c.kind).unwrap(),
+            "\"task_inference\""
+        );
     }
 
     #[test]
@@ -266,6 +366,17 @@ mod tests {
                     ..Default::default()
                 },
                 "transformer.context",
+            ),
+            (
+                AgentConfig {
+                    kind: PolicyKind::TaskInference,
+                    task_inference: TaskInferenceConfig {
+                        latent: 0,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                "task_inference.latent",
             ),
         ] {
             match c.validate() {

@@ -19,6 +19,13 @@
 //! step per call, linear in the context, nothing recomputed); PPO trains it on whole
 //! trials through candle autograd.
 //!
+//! The task-inference agent ([`PolicyKind::TaskInference`], settings in
+//! [`TaskInferenceConfig`]; VariBAD, Zintgraf et al. 2020) runs RL²'s encoder and GRU as a
+//! context encoder whose state is read out as a [`Belief`] about the task (a diagonal
+//! Gaussian or a point estimate); its policy and value heads see only `[s_t, belief_t]`.
+//! Rollouts step it on candle tensors; PPO trains it with the fused GRU sequence op plus
+//! candle autograd, adding an auxiliary belief loss (mrl-ppo).
+//!
 //! The hidden state is reset only at the start of a trial (K episodes on one task), so the
 //! agent can adapt to a new market by forward passes alone (Duan et al. 2016, "RL²";
 //! Wang et al. 2016). Parameter names, shapes, gate order and initialisation distributions
@@ -27,8 +34,8 @@
 //!
 //! ## Central types
 //!
-//! - [`AgentConfig`] / [`PolicyKind`] / [`TransformerConfig`]: sizes and network kind
-//!   (RL², MLP or Transformer), serde.
+//! - [`AgentConfig`] / [`PolicyKind`] / [`TransformerConfig`] / [`TaskInferenceConfig`]:
+//!   sizes and network kind (RL², MLP, Transformer or task inference), serde.
 //! - [`Policy`]: the network on a candle [`Device`](candle_core::Device); one struct over
 //!   an enum of kinds, so that every caller holds the same concrete type and each kind
 //!   keeps its own fast paths. Entry points:
@@ -142,11 +149,13 @@ mod sampling;
 pub use checkpoint::{
     CHECKPOINT_FORMAT, CheckpointDims, CheckpointMeta, sidecar_path, write_atomic,
 };
-pub use config::{AgentConfig, PolicyKind, TransformerConfig};
+pub use config::{
+    AgentConfig, BeliefKind, BeliefTarget, PolicyKind, TaskInferenceConfig, TransformerConfig,
+};
 pub use device::{DeviceChoice, cuda_compiled, select_device};
 pub use error::{Error, Result};
 pub use input::{InputLayout, PolicyInputs};
-pub use nets::{Gru, Linear};
+pub use nets::{Belief, Gru, Linear, TASK_INFERENCE_PARAM_NAMES};
 pub use nets::{MLP_PARAM_NAMES, Policy, RL2_PARAM_NAMES, SeqOutput, StepOutput};
 pub use norm::{DEFAULT_NORM_CLIP, InputNorm, NORM_EPSILON, RunningMeanStd};
 pub use rollout::{RolloutOptions, RolloutWorkspace, StepView};

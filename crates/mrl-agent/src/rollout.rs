@@ -76,6 +76,9 @@ enum Backend {
 /// devices (CUDA), or with [`new_candle`](Self::new_candle), it runs [`Policy::step`] on
 /// candle tensors and copies only logits and values back.
 ///
+/// A task-inference policy steps on candle tensors ([`Policy::step`]) on every device (it
+/// has no fused kernel in this version).
+///
 /// A Transformer policy always steps on the host with a key/value cache of the last
 /// `context` steps of every trial (weights snapshotted to the host, as for the fused path;
 /// call [`refresh`](Self::refresh) likewise): one step costs the row's matrix products plus
@@ -126,7 +129,7 @@ impl RolloutWorkspace {
             let backend = Backend::Transformer(Box::new(CachedStep::new(net, batch_size)));
             return Self::build(policy, batch_size, backend);
         }
-        if !policy.device().is_cpu() {
+        if !policy.device().is_cpu() || policy.kind() == crate::PolicyKind::TaskInference {
             return Self::new_candle(policy, batch_size);
         }
         let net = policy.fused_snapshot()?;

@@ -4,7 +4,9 @@
 
 mod layers;
 mod policy;
+mod task_inference;
 mod transformer;
 
 pub use layers::{Gru, Linear};
 pub use policy::{MLP_PARAM_NAMES, Policy, RL2_PARAM_NAMES, SeqOutput, StepOutput};
+pub use task_inference::{Belief, TASK_INFERENCE_PARAM_NAMES};

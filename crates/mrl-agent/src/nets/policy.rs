@@ -1,5 +1,5 @@
-//! [`Policy`]: the RL² GRU actor-critic, the MLP baseline or the causal Transformer,
-//! behind one interface.
+//! [`Policy`]: the RL² GRU actor-critic, the MLP baseline, the causal Transformer or the
+//! task-inference agent, behind one interface.
 //!
 //! The interface is an enum over network kinds inside one struct, not a trait: the set of
 //! kinds is closed and known to checkpoints (the sidecar names it and loading builds it),
@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::layers::{Gru, Linear, check_shape};
+use super::task_inference::{Belief, TaskInferenceNet};
 use super::transformer::TransformerNet;
 use crate::config::{AgentConfig, PolicyKind};
 use crate::error::{Error, Result};
@@ -32,6 +33,9 @@ pub struct SeqOutput {
     pub values: Tensor,
     /// Final hidden state, `(B, H)`; `None` for a memory-less policy.
     pub h_n: Option<Tensor>,
+    /// The belief at every step, `(B, T, latent)`; `None` except for the task-inference
+    /// agent.
+    pub belief: Option<Belief>,
 }
 
 /// Output of [`Policy::step`].
@@ -43,6 +47,9 @@ pub struct StepOutput {
     pub values: Tensor,
     /// Next hidden state, `(B, H)`; `None` for a memory-less policy.
     pub h: Option<Tensor>,
+    /// The belief after the step, `(B, latent)`; `None` except for the task-inference
+    /// agent.
+    pub belief: Option<Belief>,
 }
 
 /// RL² network: encoder Linear(in, H) + ReLU → GRU(H, H) → heads.
@@ -68,6 +75,7 @@ pub(crate) enum Net {
     Rl2(Rl2Net),
     Mlp(MlpNet),
     Transformer(TransformerNet),
+    TaskInference(TaskInferenceNet),
 }
 
 /// Parameter names of the RL² network, in PyTorch `state_dict` order.
@@ -144,6 +152,9 @@ impl Policy {
                 value_head: Linear::init(hidden, 1, rng, device)?,
             }),
             PolicyKind::Transformer => Net::Transformer(TransformerNet::init(config, rng, device)?),
+            PolicyKind::TaskInference => {
+                Net::TaskInference(TaskInferenceNet::init(config, rng, device)?)
+            }
         };
         Ok(Self {
             config: config.clone(),
@@ -190,9 +201,10 @@ impl Policy {
         self.config.kind
     }
 
-    /// Whether the policy carries a hidden state across steps (RL²) or not (MLP).
+    /// Whether the policy carries a hidden state across steps (RL² and the task-inference
+    /// agent's context encoder) or not (MLP, Transformer).
     pub fn is_recurrent(&self) -> bool {
-        matches!(self.net, Net::Rl2(_))
+        matches!(self.net, Net::Rl2(_) | Net::TaskInference(_))
     }
 
     /// The device the parameters live on.
@@ -206,8 +218,8 @@ impl Policy {
         !matches!(self.net, Net::Mlp(_))
     }
 
-    /// Width of the hidden state carried between steps: `H` for RL², 0 for the MLP and the
-    /// Transformer (whose memory is the rollout's KV cache, not a fixed-size vector).
+    /// Width of the hidden state carried between steps: `H` for RL² and the task-inference
+    /// agent, 0 for the MLP and the Transformer (whose memory is the rollout's KV cache, not a fixed-size vector).
     pub fn state_size(&self) -> usize {
         if self.is_recurrent() {
             self.config.hidden
@@ -218,17 +230,13 @@ impl Policy {
 
     /// `(name, Var)` for every parameter, PyTorch names in `state_dict` order
     /// ([`RL2_PARAM_NAMES`], [`MLP_PARAM_NAMES`], or for the Transformer `embed.*`,
-    /// `blocks.{l}.{ln1, attn.qkv, attn.out, ln2, ff.0, ff.2}.*`, `ln_f.*` and the heads).
+    /// `blocks.{l}.{ln1, attn.qkv, attn.out, ln2, ff.0, ff.2}.*`, `ln_f.*` and the heads;
+    /// for the task-inference agent [`TASK_INFERENCE_PARAM_NAMES`](crate::TASK_INFERENCE_PARAM_NAMES)).
     /// Cloning a `Var` shares its storage: updating the returned `Var`s updates the policy.
     pub fn parameters(&self) -> Vec<(&'static str, Var)> {
         let vars: Vec<&Var> = match &self.net {
-            Net::Transformer(n) => {
-                return n
-                    .named_vars()
-                    .into_iter()
-                    .map(|(name, v)| (name, v.clone()))
-                    .collect();
-            }
+            Net::Transformer(n) => return owned(n.named_vars()),
+            Net::TaskInference(n) => return owned(n.named_vars()),
             Net::Rl2(n) => {
                 let [w_ih, w_hh, b_ih, b_hh] = n.gru.vars();
                 vec![
@@ -427,6 +435,7 @@ impl Policy {
                 seq_len,
             });
         }
+        let mut belief = None;
         let (features, h_n) = match &self.net {
             Net::Rl2(n) => {
                 let encoded = n.encoder.forward(x)?.relu()?; // (B, T, H)
@@ -439,12 +448,24 @@ impl Policy {
             }
             Net::Mlp(n) => (n.body(x)?, None),
             Net::Transformer(n) => (n.features(x)?, None),
+            Net::TaskInference(n) => {
+                let encoded = n.encode(x)?; // (B, T, H)
+                let (h_all, h_n) = if fused {
+                    n.gru.forward_seq_fused(&encoded, h0)?
+                } else {
+                    n.gru.forward_seq(&encoded, h0)?
+                }; // (B, T, H), (B, H)
+                let (b, features) = n.belief_and_features(x, &h_all)?;
+                belief = Some(b);
+                (features, Some(h_n))
+            }
         };
         let (logits, values) = self.heads(&features)?;
         Ok(SeqOutput {
             logits,
             values,
             h_n,
+            belief,
         })
     }
 
@@ -471,24 +492,42 @@ impl Policy {
                 reason: "its state is the KV cache of RolloutWorkspace",
             });
         }
+        let h_prev = || -> Result<Tensor> {
+            match h {
+                Some(h) => {
+                    check_shape("h", h, &[batch, self.config.hidden])?;
+                    Ok(h.clone())
+                }
+                None => Ok(Tensor::zeros(
+                    (batch, self.config.hidden),
+                    DType::F32,
+                    x.device(),
+                )?),
+            }
+        };
+        let mut belief = None;
         let (features, h) = match &self.net {
             Net::Rl2(n) => {
                 let encoded = n.encoder.forward(x)?.relu()?; // (B, H)
-                let h_prev = match h {
-                    Some(h) => {
-                        check_shape("h", h, &[batch, self.config.hidden])?;
-                        h.clone()
-                    }
-                    None => Tensor::zeros((batch, self.config.hidden), DType::F32, x.device())?,
-                };
-                let h_next = n.gru.step(&encoded, &h_prev)?;
+                let h_next = n.gru.step(&encoded, &h_prev()?)?;
                 (h_next.clone(), Some(h_next))
             }
             Net::Mlp(n) => (n.body(x)?, None),
             Net::Transformer(_) => unreachable!("returned above"),
+            Net::TaskInference(n) => {
+                let h_next = n.gru.step(&n.encode(x)?, &h_prev()?)?; // (B, H)
+                let (b, features) = n.belief_and_features(x, &h_next)?;
+                belief = Some(b);
+                (features, Some(h_next))
+            }
         };
         let (logits, values) = self.heads(&features)?;
-        Ok(StepOutput { logits, values, h })
+        Ok(StepOutput {
+            logits,
+            values,
+            h,
+            belief,
+        })
     }
 
     /// Policy and value heads on the last dimension; values squeezed.
@@ -497,6 +536,7 @@ impl Policy {
             Net::Rl2(n) => (&n.policy_head, &n.value_head),
             Net::Mlp(n) => (&n.policy_head, &n.value_head),
             Net::Transformer(n) => (&n.policy_head, &n.value_head),
+            Net::TaskInference(n) => (&n.policy_head, &n.value_head),
         };
         let logits = policy_head.forward(features)?;
         let values = value_head.forward(features)?.squeeze(D::Minus1)?;
@@ -526,6 +566,13 @@ impl Policy {
             (dims[0], 1, dims[1])
         })
     }
+}
+
+/// `(name, Var)` pairs with the `Var`s cloned (sharing their storage).
+fn owned(vars: Vec<(&'static str, &Var)>) -> Vec<(&'static str, Var)> {
+    vars.into_iter()
+        .map(|(name, v)| (name, v.clone()))
+        .collect()
 }
 
 /// Host copy of a `Var` as f32, row-major.
@@ -564,7 +611,7 @@ impl Policy {
                 };
                 (&n.layer0, &n.policy_head, &n.value_head, core)
             }
-            Net::Transformer(_) => return Err(self.not_fusable()),
+            Net::Transformer(_) | Net::TaskInference(_) => return Err(self.not_fusable()),
         };
         let mut w_heads = host_vec(policy_head.weight())?;
         w_heads.extend(host_vec(value_head.weight())?);
@@ -589,7 +636,8 @@ impl Policy {
         Error::Unsupported {
             kind: self.kind().as_str(),
             operation: "the fused GRU / MLP rollout step",
-            reason: "the Transformer steps with its own KV-cache kernel",
+            reason: "only the RL² and MLP networks have the fused kernel (the Transformer steps \
+                     with its KV cache, the task-inference agent on candle tensors)",
         }
     }
 

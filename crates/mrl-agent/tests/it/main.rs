@@ -9,4 +9,5 @@ mod gru_seq;
 mod layering;
 mod norm;
 mod rollout;
+mod task_inference;
 mod transformer;

@@ -189,6 +189,7 @@ fn small_config(context: usize) -> AgentConfig {
             clip: 5.0,
             count: 100.0,
         }),
+        task_inference: Default::default(),
     }
 }
 

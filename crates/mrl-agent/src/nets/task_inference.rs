@@ -1,0 +1,148 @@
+//! The task-inference (context) agent after VariBAD (Zintgraf et al. 2020, "VariBAD: A Very
+//! Good Method for Bayes-Adaptive Deep RL via Meta-Learning"): a GRU context encoder over the
+//! trial's input rows produces a belief about the task, and the policy reads only the current
+//! observation and that belief.
+//!
+//! ```text
+//! e_t = relu(x_t W_encᵀ + b_enc)                              encoder.0.{weight,bias}
+//! h_t = GRU(e_t, h_{t−1})          (h reset at a trial start)  gru.*_l0
+//! b_t = h_t W_bᵀ + b_b = [μ_t, log σ²_t]  (Gaussian) or z_t    belief_head.{weight,bias}
+//! f_t = relu([s_t, b_t] W_bodyᵀ + b_body)                     body.0.{weight,bias}
+//! logits = f_t W_πᵀ + b_π,   V = f_t w_Vᵀ + b_V               policy_head, value_head
+//! ```
+//!
+//! `x_t = [s_t, one_hot(a_{t−1}), r_{t−1}, d_{t−1}]` is the RL² row
+//! ([`InputLayout`](crate::InputLayout), input statistics applied) and `s_t` its first
+//! `obs_dim` columns. The encoder and GRU are RL²'s (the hidden state carries over the
+//! episodes of a trial exactly as RL²'s does); unlike RL², the heads see the history only
+//! through the belief. Both PPO and the auxiliary belief loss train the encoder (VariBAD
+//! trains its encoder by the ELBO alone; here the policy gradient also reaches it).
+//! The log-variance is the head's raw output (no clamp), as VariBAD's.
+
+use candle_core::{D, Device, Tensor, Var};
+use rand_chacha::ChaCha8Rng;
+
+use super::layers::{Gru, Linear};
+use crate::config::{AgentConfig, BeliefKind};
+use crate::error::Result;
+
+/// Parameter names of the task-inference network, in `state_dict` order.
+pub const TASK_INFERENCE_PARAM_NAMES: [&str; 14] = [
+    "encoder.0.weight",
+    "encoder.0.bias",
+    "gru.weight_ih_l0",
+    "gru.weight_hh_l0",
+    "gru.bias_ih_l0",
+    "gru.bias_hh_l0",
+    "belief_head.weight",
+    "belief_head.bias",
+    "body.0.weight",
+    "body.0.bias",
+    "policy_head.weight",
+    "policy_head.bias",
+    "value_head.weight",
+    "value_head.bias",
+];
+
+/// A task-inference agent's belief about the task at every step.
+///
+/// # Shapes
+/// `(B, T, latent)` for a sequence, `(B, latent)` for a step.
+#[derive(Clone, Debug)]
+pub struct Belief {
+    /// The mean `μ_t` (Gaussian) or the point estimate `z_t`.
+    pub mean: Tensor,
+    /// The log-variance `log σ²_t` of a Gaussian belief; `None` for a point belief.
+    pub log_var: Option<Tensor>,
+}
+
+/// The task-inference network.
+#[derive(Clone, Debug)]
+pub(crate) struct TaskInferenceNet {
+    pub(crate) encoder: Linear,
+    pub(crate) gru: Gru,
+    pub(crate) belief_head: Linear,
+    pub(crate) body: Linear,
+    pub(crate) policy_head: Linear,
+    pub(crate) value_head: Linear,
+    obs_dim: usize,
+    belief: BeliefKind,
+    latent: usize,
+}
+
+impl TaskInferenceNet {
+    /// Initialises the network, drawing from `rng` in [`TASK_INFERENCE_PARAM_NAMES`] order
+    /// with PyTorch's default distributions.
+    pub(crate) fn init(
+        config: &AgentConfig,
+        rng: &mut ChaCha8Rng,
+        device: &Device,
+    ) -> Result<Self> {
+        let (input, hidden, actions) = (config.input_dim(), config.hidden, config.n_actions);
+        let ti = &config.task_inference;
+        let width = ti.belief_width();
+        Ok(Self {
+            encoder: Linear::init(input, hidden, rng, device)?,
+            gru: Gru::init(hidden, hidden, rng, device)?,
+            belief_head: Linear::init(hidden, width, rng, device)?,
+            body: Linear::init(config.obs_dim + width, hidden, rng, device)?,
+            policy_head: Linear::init(hidden, actions, rng, device)?,
+            value_head: Linear::init(hidden, 1, rng, device)?,
+            obs_dim: config.obs_dim,
+            belief: ti.belief,
+            latent: ti.latent,
+        })
+    }
+
+    /// Every parameter with its name, in [`TASK_INFERENCE_PARAM_NAMES`] order.
+    pub(crate) fn named_vars(&self) -> Vec<(&'static str, &Var)> {
+        let [w_ih, w_hh, b_ih, b_hh] = self.gru.vars();
+        let vars = [
+            self.encoder.weight(),
+            self.encoder.bias(),
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+            self.belief_head.weight(),
+            self.belief_head.bias(),
+            self.body.weight(),
+            self.body.bias(),
+            self.policy_head.weight(),
+            self.policy_head.bias(),
+            self.value_head.weight(),
+            self.value_head.bias(),
+        ];
+        TASK_INFERENCE_PARAM_NAMES.into_iter().zip(vars).collect()
+    }
+
+    /// The encoder's output `relu(x W_encᵀ + b_enc)`.
+    ///
+    /// # Shapes
+    /// `(..., in)` → `(..., H)`.
+    pub(crate) fn encode(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.encoder.forward(x)?.relu()?)
+    }
+
+    /// The belief read from GRU states `h`, and the features the heads read.
+    ///
+    /// # Shapes
+    /// `x` `(..., in)`, `h` `(..., H)` → (belief `(..., latent)` each, features `(..., H)`).
+    pub(crate) fn belief_and_features(&self, x: &Tensor, h: &Tensor) -> Result<(Belief, Tensor)> {
+        let raw = self.belief_head.forward(h)?; // (..., width)
+        let obs = x.narrow(D::Minus1, 0, self.obs_dim)?; // (..., obs_dim): s_t
+        let body_in = Tensor::cat(&[&obs, &raw], D::Minus1)?; // (..., obs_dim + width)
+        let features = self.body.forward(&body_in)?.relu()?;
+        let belief = match self.belief {
+            BeliefKind::Gaussian => Belief {
+                mean: raw.narrow(D::Minus1, 0, self.latent)?,
+                log_var: Some(raw.narrow(D::Minus1, self.latent, self.latent)?),
+            },
+            BeliefKind::Point => Belief {
+                mean: raw,
+                log_var: None,
+            },
+        };
+        Ok((belief, features))
+    }
+}
