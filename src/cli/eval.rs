@@ -16,6 +16,9 @@ pub enum EvalCommand {
     Bandits(BanditArgs),
     /// Walk-forward backtest of a trained agent over many series, one summary table.
     Markets(super::backtest::MarketsArgs),
+    /// The few-shot benchmark: meta-learned, pretrained and fresh initialisations after K
+    /// adaptation steps on held-out tasks, beside RL² and the baselines, over seeds.
+    Fewshot(super::fewshot::FewshotArgs),
 }
 
 /// Arguments of `mrl eval bandits`.
@@ -46,6 +49,7 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
     match cmd {
         EvalCommand::Bandits(args) => bandits(args),
         EvalCommand::Markets(args) => super::backtest::run_markets(args),
+        EvalCommand::Fewshot(args) => super::fewshot::run(args),
     }
 }
 

@@ -5,6 +5,7 @@ mod backtest;
 mod data;
 mod eval;
 mod features;
+mod fewshot;
 mod llm;
 mod quickstart;
 mod study;

@@ -51,7 +51,7 @@ pub struct StudyArgs {
 }
 
 /// The bar style of every bar.
-fn style(template: &str) -> ProgressStyle {
+pub(super) fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .expect("a valid template")
         .progress_chars("=> ")

@@ -43,6 +43,25 @@ pub enum Error {
         /// Bars in the series.
         available: usize,
     },
+    /// A held-out series too short for the benchmark's adaptation window and one evaluation
+    /// window after it.
+    #[error(
+        "held-out series {what} has {available} bars; the benchmark needs {needed} \
+         ({adaptation_bars} adaptation bars, then one evaluation window of {window_len} bars \
+         and its next close)"
+    )]
+    HeldOutTooShort {
+        /// The series (asset or market name).
+        what: String,
+        /// Bars in the series.
+        available: usize,
+        /// Bars needed.
+        needed: usize,
+        /// The adaptation window N.
+        adaptation_bars: usize,
+        /// Bars of one evaluation window.
+        window_len: usize,
+    },
     /// An adapter that does not fit the policy, or a target that cannot carry one.
     #[error("adapter does not fit the policy ({source_name}): {}", problems.join("; "))]
     AdapterMismatch {
@@ -95,6 +114,9 @@ pub enum Error {
     /// From mrl-ppo (rollouts, gradients, configs, checkpoints).
     #[error(transparent)]
     Ppo(#[from] mrl_ppo::Error),
+    /// From mrl-backtest (walk-forward evaluation).
+    #[error(transparent)]
+    Backtest(#[from] mrl_backtest::Error),
     /// From mrl-agent (the policy).
     #[error(transparent)]
     Agent(#[from] mrl_agent::Error),

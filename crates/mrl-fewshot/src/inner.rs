@@ -313,6 +313,55 @@ pub fn adapt<D: TaskDistribution>(
     setup: &AdaptSetup,
     seed: u64,
 ) -> Result<Adapted> {
+    adapt_observed(base, task, inner, setup, seed, |_, _| Ok(()))
+}
+
+/// Copies of the policy after each of `ks` inner steps of one adaptation run (in the order
+/// of `ks`; `0` is a copy of `base`): the run takes `max(ks)` steps, so a prefix of the path
+/// is not recomputed, and the copy at `k` equals `adapt` with `steps = k` and the same seed,
+/// bit for bit. `inner.steps` is ignored.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] for an empty `ks`; as [`adapt`].
+pub fn adapt_snapshots<D: TaskDistribution>(
+    base: &Policy,
+    task: Arc<D>,
+    inner: &InnerConfig,
+    setup: &AdaptSetup,
+    seed: u64,
+    ks: &[usize],
+) -> Result<Vec<Policy>> {
+    let Some(&max_k) = ks.iter().max() else {
+        return Err(Error::invalid(
+            "ks",
+            "[]".into(),
+            "expected at least one step count",
+        ));
+    };
+    let inner = InnerConfig {
+        steps: max_k,
+        ..inner.clone()
+    };
+    let mut snapshots: Vec<Option<Policy>> = ks.iter().map(|_| None).collect();
+    adapt_observed(base, task, &inner, setup, seed, |done, policy| {
+        for (slot, _) in snapshots.iter_mut().zip(ks).filter(|(_, k)| **k == done) {
+            *slot = Some(detached_copy(policy)?);
+        }
+        Ok(())
+    })?;
+    Ok(snapshots.into_iter().flatten().collect())
+}
+
+/// [`adapt`], calling `observe(k, policy)` with the policy after `k` steps for `k = 0..=K`
+/// (adapters merged).
+fn adapt_observed<D: TaskDistribution>(
+    base: &Policy,
+    task: Arc<D>,
+    inner: &InnerConfig,
+    setup: &AdaptSetup,
+    seed: u64,
+    mut observe: impl FnMut(usize, &Policy) -> Result<()>,
+) -> Result<Adapted> {
     inner.validate()?;
     let seeds = TaskSeeds::new(seed);
     let mut working = detached_copy(base)?;
@@ -350,12 +399,14 @@ pub fn adapt<D: TaskDistribution>(
         seeds.sampling,
     )?;
     let loss_config = setup.ppo.loss();
+    // The working weights are the merged ones before every step and after the last.
+    if let Some(a) = &adapter {
+        working.set_tensors(&a.merge(&base_tensors)?, "adapter")?;
+    }
+    observe(0, &working)?;
     let mut current: Option<PpoBatch> = None;
     let mut steps = Vec::with_capacity(inner.steps);
     for step in 0..inner.steps {
-        if let Some(a) = &adapter {
-            working.set_tensors(&a.merge(&base_tensors)?, "adapter")?;
-        }
         let mut rollout_return = None;
         let batch = match (step % inner.steps_per_rollout, current.take()) {
             (0, _) | (_, None) => {
@@ -391,9 +442,10 @@ pub fn adapt<D: TaskDistribution>(
             loss: g.loss,
             grad_norm,
         });
-    }
-    if let Some(a) = &adapter {
-        working.set_tensors(&a.merge(&base_tensors)?, "adapter")?;
+        if let Some(a) = &adapter {
+            working.set_tensors(&a.merge(&base_tensors)?, "adapter")?;
+        }
+        observe(step + 1, &working)?;
     }
     tracing::debug!(
         steps = inner.steps,

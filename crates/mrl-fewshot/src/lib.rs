@@ -26,6 +26,10 @@
 //! - [`reptile_step`], [`fomaml_gradient`], [`MetaLearner`], [`meta_train`]: the
 //!   meta-learners and the training loop ([`MetaTrainConfig`]: an `mrl train` config plus
 //!   a `[meta]` table).
+//! - [`run_benchmark`] / [`FewshotReport`]: the few-shot benchmark (`mrl eval fewshot`):
+//!   meta, pretrain-then-fine-tune and scratch after K steps on held-out tasks beside RL²
+//!   with zero steps and the baselines, pooled over seeds × tasks, steps to reach a target
+//!   Sharpe.
 //!
 //! ## Example
 //!
@@ -50,16 +54,26 @@
 //! ```
 
 mod adapter;
+mod bench_report;
+mod benchmark;
 mod error;
 mod inner;
 mod meta;
 mod task;
 
 pub use adapter::{ADAPTER_FORMAT, AdapterMeta, LoraConfig, LowRankAdapter};
+pub use bench_report::{
+    CellSummary, FewshotReport, Interval, MethodSummary, Reach, steps_to_reach,
+};
+pub use benchmark::{
+    BENCHMARK_FORMAT, BenchmarkConfig, BenchmarkProgress, BenchmarkRaw, BenchmarkSettings, Cell,
+    DEFAULT_KS, GivenPolicy, HeldOutTask, Method, MethodRaw, RowKind, evaluate_policy,
+    held_out_tasks, run_benchmark,
+};
 pub use error::{Error, Result};
 pub use inner::{
     AdaptSetup, Adapted, InnerConfig, InnerOptimizer, InnerStep, TaskRollouts, TaskSeeds, adapt,
-    detached_copy, sgd_step,
+    adapt_snapshots, detached_copy, sgd_step,
 };
 pub use meta::{
     FEWSHOT_STATE_FILE, FEWSHOT_STATE_FORMAT, FewshotState, META_FILE, META_LOG_FILE,

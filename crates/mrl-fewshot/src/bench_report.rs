@@ -1,0 +1,325 @@
+//! [`FewshotReport`]: the pooled table of the few-shot benchmark (means with intervals over
+//! seeds × tasks, steps to reach a target Sharpe) as JSON, Markdown and CSV.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::benchmark::{BENCHMARK_FORMAT, BenchmarkRaw, BenchmarkSettings, MethodRaw, RowKind};
+
+/// A mean and its interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    /// Mean of the defined values.
+    pub mean: f64,
+    /// Lower bound.
+    pub lo: f64,
+    /// Upper bound.
+    pub hi: f64,
+}
+
+/// One (method, K) pooled over seeds × tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellSummary {
+    /// Adaptation steps.
+    pub k: usize,
+    /// Annualised Sharpe.
+    pub sharpe: Option<Interval>,
+    /// Total return (fraction).
+    pub total_return: Option<Interval>,
+    /// Maximum drawdown (fraction).
+    pub max_drawdown: Option<Interval>,
+    /// (seed, task) pairs with a defined Sharpe.
+    pub sharpe_defined: usize,
+    /// All (seed, task) pairs.
+    pub pairs: usize,
+}
+
+/// One method's pooled curve over K.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MethodSummary {
+    /// The method or baseline.
+    pub name: String,
+    /// Its kind.
+    pub kind: RowKind,
+    /// One entry per K (one `K = 0` entry without gradient steps).
+    pub curve: Vec<CellSummary>,
+    /// The fewest K of the grid whose mean Sharpe reaches [`Reach::target_sharpe`]; `None`
+    /// when none does or no target is defined. Agents only.
+    pub steps_to_reach: Option<usize>,
+}
+
+/// The target of [`steps_to_reach`]: a share of the best agent's final mean Sharpe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reach {
+    /// The share asked for.
+    pub fraction: f64,
+    /// The agent (adapted or zero-step) with the best mean Sharpe at its largest K.
+    pub reference: Option<String>,
+    /// Its mean Sharpe there.
+    pub reference_sharpe: Option<f64>,
+    /// `fraction × reference_sharpe` when that is positive; `None` otherwise (no agent
+    /// earned a positive Sharpe, so "reaching a share of it" means nothing).
+    pub target_sharpe: Option<f64>,
+}
+
+/// The benchmark report (`fewshot.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FewshotReport {
+    /// Always [`BENCHMARK_FORMAT`].
+    pub format: String,
+    /// Settings and budgets.
+    pub settings: BenchmarkSettings,
+    /// How the intervals were computed.
+    pub interval: String,
+    /// Held-out task names.
+    pub tasks: Vec<String>,
+    /// Pooled curves: agents first, then baselines.
+    pub methods: Vec<MethodSummary>,
+    /// The steps-to-reach target.
+    pub reach: Reach,
+    /// The raw (seed × task) values behind every entry.
+    pub raw: Vec<MethodRaw>,
+}
+
+/// The fewest steps `k` of `curve` (ascending in `k`) whose value is at least `target`;
+/// `None` when no defined value reaches it.
+pub fn steps_to_reach(curve: &[(usize, Option<f64>)], target: f64) -> Option<usize> {
+    curve
+        .iter()
+        .find(|(_, v)| v.is_some_and(|v| v >= target))
+        .map(|&(k, _)| k)
+}
+
+impl FewshotReport {
+    /// Pools `raw`: every (method, K) cell's Sharpe, total return and max drawdown through
+    /// `interval` (given `values[seed][task]`, `None` undefined; the CLI passes the two-way
+    /// seed × task bootstrap of `mrl::study`), described by `interval_text`; then the
+    /// steps each agent needs to reach `fraction` of the best agent's final Sharpe.
+    pub fn new(
+        raw: BenchmarkRaw,
+        interval_text: &str,
+        mut interval: impl FnMut(&[Vec<Option<f64>>]) -> Option<Interval>,
+    ) -> Self {
+        let methods: Vec<MethodSummary> = raw
+            .rows
+            .iter()
+            .map(|row| MethodSummary {
+                name: row.name.clone(),
+                kind: row.kind,
+                curve: row
+                    .cells
+                    .iter()
+                    .map(|cell| {
+                        let defined = |v: &Vec<Vec<f64>>| -> Vec<Vec<Option<f64>>> {
+                            v.iter()
+                                .map(|r| r.iter().map(|x| x.is_finite().then_some(*x)).collect())
+                                .collect()
+                        };
+                        CellSummary {
+                            k: cell.k,
+                            sharpe: interval(&cell.sharpe),
+                            total_return: interval(&defined(&cell.total_return)),
+                            max_drawdown: interval(&defined(&cell.max_drawdown)),
+                            sharpe_defined: cell.sharpe.iter().flatten().flatten().count(),
+                            pairs: cell.sharpe.iter().map(Vec::len).sum(),
+                        }
+                    })
+                    .collect(),
+                steps_to_reach: None,
+            })
+            .collect();
+        let fraction = raw.settings.benchmark.target_fraction;
+        let mut report = Self {
+            format: BENCHMARK_FORMAT.to_owned(),
+            settings: raw.settings,
+            interval: interval_text.to_owned(),
+            tasks: raw.tasks,
+            methods,
+            reach: Reach {
+                fraction,
+                reference: None,
+                reference_sharpe: None,
+                target_sharpe: None,
+            },
+            raw: raw.rows,
+        };
+        report.fill_reach();
+        report
+    }
+
+    /// Sets [`Reach`] and every agent's steps to reach it.
+    fn fill_reach(&mut self) {
+        let is_agent = |m: &MethodSummary| m.kind != RowKind::Baseline;
+        let best = self
+            .methods
+            .iter()
+            .filter(|m| is_agent(m))
+            .filter_map(|m| Some((m.name.clone(), m.curve.last()?.sharpe?.mean)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        let Some((name, sharpe)) = best else { return };
+        self.reach.reference = Some(name);
+        self.reach.reference_sharpe = Some(sharpe);
+        if sharpe <= 0.0 {
+            return;
+        }
+        let target = self.reach.fraction * sharpe;
+        self.reach.target_sharpe = Some(target);
+        for m in self.methods.iter_mut().filter(|m| is_agent(m)) {
+            let curve: Vec<(usize, Option<f64>)> = m
+                .curve
+                .iter()
+                .map(|c| (c.k, c.sharpe.map(|s| s.mean)))
+                .collect();
+            m.steps_to_reach = steps_to_reach(&curve, target);
+        }
+    }
+
+    /// The K grid of the adapted methods.
+    pub fn ks(&self) -> Vec<usize> {
+        self.settings.benchmark.ks.clone()
+    }
+
+    /// The row label of a method: the meta-learner's name for `meta`, `(K = 0)` for the
+    /// zero-step agent.
+    pub fn label(&self, m: &MethodSummary) -> String {
+        match (m.name.as_str(), m.kind) {
+            ("meta", _) => format!("meta ({})", self.settings.algorithm.as_str()),
+            ("pretrain", _) => "pretrain + fine-tune".into(),
+            (name, RowKind::ZeroStep) => format!("{name} (0 steps)"),
+            (name, _) => name.to_owned(),
+        }
+    }
+
+    /// Markdown: one table per metric (methods × K, `mean [lo, hi]`), the steps to reach
+    /// the target, and the settings.
+    pub fn to_markdown(&self) -> String {
+        let s = &self.settings;
+        let b = &s.benchmark;
+        let mut out = String::from("# Few-shot benchmark\n\n");
+        let _ = writeln!(
+            out,
+            "{} · seeds {:?} · {} agent, hidden {} · inner loop: {} {:?} steps of {} trials \
+             ({} env-steps each), lr {} · meta: {} · rl2: {} · pretrain: {} PPO iterations \
+             ({} env-steps, as meta-training) · {}\n",
+            s.held_out,
+            b.seeds,
+            s.agent.as_str(),
+            s.hidden,
+            if s.inner.adapter.is_some() {
+                "adapter"
+            } else {
+                "full-weight"
+            },
+            s.inner.optimizer,
+            s.inner.n_envs,
+            s.env_steps_per_inner_step,
+            s.inner.lr,
+            s.meta_source,
+            if s.rl2_source.is_empty() {
+                "-"
+            } else {
+                &s.rl2_source
+            },
+            s.pretrain_iterations,
+            s.meta_env_steps,
+            self.interval
+        );
+        let metrics: [(&str, fn(&CellSummary) -> Option<Interval>, f64); 3] = [
+            ("Greedy Sharpe (annualised)", |c| c.sharpe, 1.0),
+            ("Total return (%)", |c| c.total_return, 100.0),
+            ("Max drawdown (%)", |c| c.max_drawdown, 100.0),
+        ];
+        let ks = self.ks();
+        for (title, get, scale) in metrics {
+            let _ = writeln!(out, "## {title} after K adaptation steps\n");
+            let mut header = String::from("| method |");
+            let mut rule = String::from("|---|");
+            for k in &ks {
+                let _ = write!(header, " K = {k} |");
+                rule.push_str("---|");
+            }
+            if title.starts_with("Greedy") {
+                header.push_str(" steps to reach |");
+                rule.push_str("---|");
+            }
+            let _ = writeln!(out, "{header}\n{rule}");
+            for m in &self.methods {
+                let _ = write!(out, "| {} |", self.label(m));
+                for k in &ks {
+                    let cell = match m.kind {
+                        RowKind::Adapted => m.curve.iter().find(|c| c.k == *k),
+                        _ => m.curve.first(),
+                    };
+                    let text = cell.and_then(get).map_or("–".to_owned(), |i| {
+                        format!(
+                            "{:.2} [{:.2}, {:.2}]",
+                            i.mean * scale,
+                            i.lo * scale,
+                            i.hi * scale
+                        )
+                    });
+                    let _ = write!(out, " {text} |");
+                }
+                if title.starts_with("Greedy") {
+                    let reach = match (m.kind, m.steps_to_reach) {
+                        (RowKind::Baseline, _) => "".to_owned(),
+                        (_, Some(k)) => k.to_string(),
+                        (_, None) => "not reached".to_owned(),
+                    };
+                    let _ = write!(out, " {reach} |");
+                }
+                out.push('\n');
+            }
+            out.push('\n');
+        }
+        let _ = writeln!(out, "{}", self.reach_line());
+        out
+    }
+
+    /// One sentence on the steps-to-reach target.
+    pub fn reach_line(&self) -> String {
+        let r = &self.reach;
+        match (&r.reference, r.reference_sharpe, r.target_sharpe) {
+            (Some(name), Some(best), Some(target)) => format!(
+                "Steps to reach {:.0} % of the best agent's final Sharpe ({name}, {best:.2}): \
+                 Sharpe ≥ {target:.2}, fewest K of the grid per method (rl2 takes none).",
+                r.fraction * 100.0
+            ),
+            (Some(name), Some(best), None) => format!(
+                "No agent earned a positive mean Sharpe (best: {name}, {best:.2}), so steps to \
+                 reach a share of it are not defined."
+            ),
+            _ => "No agent has a defined Sharpe; steps to reach are not defined.".to_owned(),
+        }
+    }
+
+    /// CSV, one line per (method, K, metric): `method,kind,k,metric,mean,lo,hi,defined,pairs`.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::from("method,kind,k,metric,mean,lo,hi,defined,pairs\n");
+        for m in &self.methods {
+            let kind = serde_json::to_value(m.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            for c in &m.curve {
+                for (metric, value) in [
+                    ("sharpe", c.sharpe),
+                    ("total_return", c.total_return),
+                    ("max_drawdown", c.max_drawdown),
+                ] {
+                    let (mean, lo, hi) = value
+                        .map_or((String::new(), String::new(), String::new()), |i| {
+                            (i.mean.to_string(), i.lo.to_string(), i.hi.to_string())
+                        });
+                    let _ = writeln!(
+                        out,
+                        "{},{kind},{},{metric},{mean},{lo},{hi},{},{}",
+                        m.name, c.k, c.sharpe_defined, c.pairs
+                    );
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,854 @@
+//! The few-shot benchmark (`mrl eval fewshot`): how well each initialisation trades a held-out
+//! market after K adaptation steps on that market's first bars, beside the baselines that
+//! need no gradient step.
+//!
+//! ```text
+//! per seed s:   meta     meta-learned on the training tasks (Reptile / FOMAML, the config's [meta])
+//!               pretrain plain PPO on the pooled training tasks with the env-steps meta used
+//!                        (Mandi et al. 2022, "On the Effectiveness of Fine-tuning Versus
+//!                        Meta-RL for Robot Manipulation")
+//!               scratch  the same network, freshly initialised (seed from s)
+//!               rl2      an RL² policy with zero gradient steps (given, or trained like pretrain)
+//! per held-out task i (the same tasks for every seed):
+//!   window  = the first N bars (default 336: two weeks of hourly bars)
+//!   θ_K     = K inner steps of the same loop (crate::adapt) on `window` only, one run of max K
+//!             steps with the same seed for every method (common random numbers)
+//!   metrics = greedy walk-forward on the bars after the window, never before
+//!             (Sharpe, total return, max drawdown; mrl-backtest's engine and metrics)
+//!   baselines (buy-and-hold, flat, random, the four trader rules, the oracle of a
+//!   synthetic market) on the same windows
+//! ```
+//!
+//! Every gradient method adapts on the same bars for the same K steps, so the data is equal;
+//! pretrain (and a trained RL²) use as many env-steps of the training tasks as
+//! meta-training did. [`FewshotReport`] pools the (seed × task) table of every method and K
+//! with intervals (the caller passes the two-way bootstrap) and the steps each method needs
+//! to reach a share of the best method's final Sharpe ([`steps_to_reach`]).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use candle_core::Device;
+use mrl_agent::{Policy, PolicyKind};
+use mrl_backtest::{
+    Metrics, Policies, TestStart, WalkForwardConfig, backtest_market, book_test_period,
+    plan_windows, run_policy,
+};
+use mrl_env::{
+    Env, MarketData, MarketOracle, ProcessSource, Split, SyntheticTasks, TaskDistribution,
+};
+use mrl_ppo::{CHECKPOINT_DIR, TaskKind, TrainConfig};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::inner::{AdaptSetup, adapt_snapshots};
+use crate::meta::{MetaAlgorithm, MetaLearner, MetaTrainConfig, return_scale_of};
+use crate::task::{DEFAULT_ADAPTATION_BARS, FixedTask};
+use crate::{Error, Result};
+
+/// Format tag of a [`FewshotReport`].
+pub const BENCHMARK_FORMAT: &str = "mrl-fewshot-benchmark";
+
+/// The default adaptation steps K.
+pub const DEFAULT_KS: [usize; 5] = [0, 1, 10, 100, 500];
+
+/// An initialisation under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Meta-learned (Reptile or first-order MAML), then K inner steps.
+    Meta,
+    /// Freshly initialised, then K inner steps.
+    Scratch,
+    /// PPO on the pooled training tasks, then K inner steps.
+    Pretrain,
+    /// An RL² policy with zero gradient steps (it adapts by its memory).
+    Rl2,
+}
+
+impl Method {
+    /// Every method, in report order.
+    pub const ALL: [Method; 4] = [Self::Meta, Self::Pretrain, Self::Scratch, Self::Rl2];
+
+    /// `meta`, `scratch`, `pretrain` or `rl2`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Meta => "meta",
+            Self::Scratch => "scratch",
+            Self::Pretrain => "pretrain",
+            Self::Rl2 => "rl2",
+        }
+    }
+
+    /// Whether the method takes gradient steps on the held-out task.
+    pub fn adapts(self) -> bool {
+        self != Self::Rl2
+    }
+}
+
+impl FromStr for Method {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s.trim())
+            .ok_or_else(|| {
+                Error::invalid(
+                    "methods",
+                    s.to_owned(),
+                    "unknown method; expected meta, pretrain, scratch or rl2",
+                )
+            })
+    }
+}
+
+/// Settings of the benchmark (beside the meta-training config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchmarkConfig {
+    /// Seeds: each trains its own meta, pretrain and RL² policies and draws its own
+    /// scratch initialisation and adaptation streams.
+    pub seeds: Vec<u64>,
+    /// Adaptation steps K to report (default [`DEFAULT_KS`]); sorted ascending on validation.
+    pub ks: Vec<usize>,
+    /// The initialisations (default all of [`Method::ALL`]).
+    pub methods: Vec<Method>,
+    /// Held-out synthetic markets (default 8; real assets: the config's held-out list).
+    pub tasks: usize,
+    /// Bars of the adaptation window N, from the start of each held-out series (default
+    /// [`DEFAULT_ADAPTATION_BARS`]).
+    pub adaptation_bars: usize,
+    /// Bars after the window of a generated held-out market (default 1000).
+    pub eval_bars: usize,
+    /// Seed of the held-out synthetic markets, drawn from the test split (default 2024).
+    pub market_seed: u64,
+    /// Share of the best method's final Sharpe that [`steps_to_reach`] asks for (default 0.9).
+    pub target_fraction: f64,
+    /// The walk-forward settings of the evaluation (validation sets its `test_start` to the
+    /// first bar after the adaptation window and its actions to greedy).
+    pub walk_forward: WalkForwardConfig,
+}
+
+impl Default for BenchmarkConfig {
+    fn default() -> Self {
+        Self {
+            seeds: vec![1, 2, 3],
+            ks: DEFAULT_KS.to_vec(),
+            methods: Method::ALL.to_vec(),
+            tasks: 8,
+            adaptation_bars: DEFAULT_ADAPTATION_BARS,
+            eval_bars: 1000,
+            market_seed: 2024,
+            target_fraction: 0.9,
+            walk_forward: WalkForwardConfig::default(),
+        }
+    }
+}
+
+impl BenchmarkConfig {
+    /// Checks every field and sorts `ks` and `methods`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the field and value.
+    pub fn validate(&mut self) -> Result<()> {
+        let list = |v: &[u64]| format!("{v:?}");
+        if self.seeds.is_empty() {
+            return Err(Error::invalid(
+                "seeds",
+                "[]".into(),
+                "give at least one seed",
+            ));
+        }
+        let mut seeds = self.seeds.clone();
+        seeds.sort_unstable();
+        seeds.dedup();
+        if seeds.len() != self.seeds.len() {
+            return Err(Error::invalid(
+                "seeds",
+                list(&self.seeds),
+                "seeds must be distinct",
+            ));
+        }
+        if self.ks.is_empty() {
+            return Err(Error::invalid(
+                "ks",
+                "[]".into(),
+                "give at least one number of adaptation steps",
+            ));
+        }
+        self.ks.sort_unstable();
+        self.ks.dedup();
+        if self.methods.is_empty() {
+            return Err(Error::invalid(
+                "methods",
+                "[]".into(),
+                "give at least one method",
+            ));
+        }
+        self.methods
+            .sort_by_key(|m| Method::ALL.iter().position(|a| a == m));
+        self.methods.dedup();
+        if self.tasks == 0 {
+            return Err(Error::invalid("tasks", "0".into(), "must be at least 1"));
+        }
+        if self.adaptation_bars == 0 {
+            return Err(Error::invalid(
+                "adaptation_bars",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if self.eval_bars < self.walk_forward.window_len {
+            return Err(Error::invalid(
+                "eval_bars",
+                self.eval_bars.to_string(),
+                "must hold at least one evaluation window (walk_forward.window_len bars)",
+            ));
+        }
+        if !(self.target_fraction > 0.0 && self.target_fraction <= 1.0) {
+            return Err(Error::invalid(
+                "target_fraction",
+                self.target_fraction.to_string(),
+                "must be in (0, 1]",
+            ));
+        }
+        self.walk_forward.test_start = TestStart::Index(self.adaptation_bars);
+        self.walk_forward.mode = mrl_backtest::ActionMode::Greedy;
+        self.walk_forward.validate()?;
+        Ok(())
+    }
+
+    /// Bars a held-out series needs: the window, the adaptation episodes before the first
+    /// evaluation window (those lie in the window when it is long enough), one window and
+    /// the next close.
+    fn bars_needed(&self) -> usize {
+        self.adaptation_bars + self.walk_forward.window_len + 1
+    }
+}
+
+/// One held-out market: its bars with raw features and, when synthetic, its oracle.
+#[derive(Debug, Clone)]
+pub struct HeldOutTask {
+    /// Its name in the report (`ar1-0`, `LINKUSDT`, …).
+    pub name: String,
+    /// Bars and raw features of the whole series.
+    pub market: Arc<MarketData>,
+    /// The oracle of a synthetic market whose law is known.
+    pub oracle: Option<MarketOracle>,
+}
+
+impl HeldOutTask {
+    /// The adaptation task: the first `bars` bars only ([`FixedTask::first_bars`]).
+    ///
+    /// # Errors
+    /// As [`FixedTask::first_bars`].
+    pub fn adaptation_task(
+        &self,
+        bars: usize,
+        trading: mrl_env::TradingConfig,
+    ) -> Result<FixedTask<mrl_env::TradingEnv>> {
+        FixedTask::first_bars(self.market.series(), bars, trading)
+    }
+}
+
+/// The held-out tasks of a run: generated test-split markets for the synthetic kinds, the
+/// split's held-out assets for `multi-asset` (read as training reads them).
+///
+/// # Errors
+/// [`Error::InvalidConfig`] for other kinds or a multi-asset config without held-out
+/// assets, [`Error::HeldOutTooShort`] naming a series shorter than the window plus one
+/// evaluation window, data and env errors.
+pub fn held_out_tasks(train: &TrainConfig, bench: &BenchmarkConfig) -> Result<Vec<HeldOutTask>> {
+    let trading = &train.task.trading;
+    let synthetic = |source: ProcessSource, family: &str| -> Result<Vec<HeldOutTask>> {
+        let tasks = SyntheticTasks::new(
+            source,
+            bench.adaptation_bars + bench.eval_bars,
+            trading.clone(),
+        )?;
+        let mut rng = ChaCha8Rng::seed_from_u64(bench.market_seed);
+        (0..bench.tasks)
+            .map(|i| {
+                let env = tasks.task(SyntheticTasks::split_seed(Split::Test, &mut rng))?;
+                Ok(HeldOutTask {
+                    name: format!("{family}-{i}"),
+                    oracle: MarketOracle::for_task(&env),
+                    market: Arc::clone(env.trading().market()),
+                })
+            })
+            .collect()
+    };
+    let tasks = match &train.task.kind {
+        TaskKind::SyntheticAr1 { family, .. } => {
+            synthetic(ProcessSource::Ar1(family.clone()), "ar1")?
+        }
+        TaskKind::Synthetic { randomization, .. } => synthetic(
+            ProcessSource::Randomized(randomization.clone()),
+            "synthetic",
+        )?,
+        TaskKind::MultiAsset {
+            data_dir,
+            interval,
+            split,
+            ..
+        } => {
+            if split.held_out.is_empty() {
+                return Err(Error::invalid(
+                    "task.split.held_out",
+                    "[]".into(),
+                    "the benchmark adapts to held-out assets; name them in the config",
+                ));
+            }
+            split
+                .held_out
+                .iter()
+                .map(|asset| {
+                    let path = mrl_ppo::asset_path(data_dir, interval, asset);
+                    let series = mrl_data::read_bars(&path)?.with_symbol(asset.clone());
+                    let market = Arc::new(MarketData::new(series)?);
+                    Ok(HeldOutTask {
+                        name: asset.clone(),
+                        market,
+                        oracle: None,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?
+        }
+        other => {
+            return Err(Error::invalid(
+                "task.kind",
+                other.name().to_owned(),
+                "the benchmark supports synthetic-ar1, synthetic and multi-asset",
+            ));
+        }
+    };
+    for task in &tasks {
+        if task.market.len() < bench.bars_needed() {
+            return Err(Error::HeldOutTooShort {
+                what: task.name.clone(),
+                available: task.market.len(),
+                needed: bench.bars_needed(),
+                adaptation_bars: bench.adaptation_bars,
+                window_len: bench.walk_forward.window_len,
+            });
+        }
+    }
+    Ok(tasks)
+}
+
+/// Greedy walk-forward metrics of `policy` on `task` from bar `first_test_bar` on (the
+/// engine of mrl-backtest: every evaluation window a fresh trial).
+///
+/// # Errors
+/// Backtest errors (a policy that does not fit, a test period without a window).
+pub fn evaluate_policy(
+    policy: &Policy,
+    task: &HeldOutTask,
+    walk_forward: &WalkForwardConfig,
+) -> Result<Metrics> {
+    let market = &task.market;
+    let windows = plan_windows(market.timestamps(), walk_forward)?;
+    let run = run_policy(market, &windows, policy, walk_forward, None)?;
+    let book = book_test_period(
+        market.timestamps(),
+        market.closes(),
+        &windows,
+        &run,
+        walk_forward.cost_rate,
+    );
+    let returns: Vec<f64> = book.iter().map(|r| r.reward).collect();
+    let positions: Vec<f64> = book.iter().map(|r| r.position).collect();
+    Ok(Metrics::compute(
+        &returns,
+        &positions,
+        market.periods_per_year().unwrap_or(1.0),
+    ))
+}
+
+/// A policy given instead of trained in the run (a checkpoint the caller loaded).
+#[derive(Debug)]
+pub struct GivenPolicy {
+    /// The policy.
+    pub policy: Policy,
+    /// The return scale it was trained with ([`return_scale_of`]).
+    pub return_scale: f64,
+    /// Where it came from, for the report.
+    pub source: String,
+}
+
+/// What progress the benchmark reports.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum BenchmarkProgress<'a> {
+    /// A training started (`what`: `meta`, `pretrain` or `rl2`), `total` iterations.
+    TrainStart {
+        /// The seed.
+        seed: u64,
+        /// The policy being trained.
+        what: &'a str,
+        /// Its iterations.
+        total: u64,
+    },
+    /// A training iteration finished (0-based).
+    Iteration {
+        /// The seed.
+        seed: u64,
+        /// The iteration.
+        iteration: u64,
+    },
+    /// A held-out task is done for a seed.
+    Task {
+        /// The seed.
+        seed: u64,
+        /// The task's name.
+        name: &'a str,
+        /// Tasks done for the seed.
+        done: usize,
+        /// Tasks per seed.
+        total: usize,
+    },
+}
+
+/// Metrics of one (method, K) over seeds × tasks: `values[seed][task]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    /// Adaptation steps (0 for methods without gradient steps).
+    pub k: usize,
+    /// Annualised Sharpe (undefined for a flat book).
+    pub sharpe: Vec<Vec<Option<f64>>>,
+    /// Total return as a fraction.
+    pub total_return: Vec<Vec<f64>>,
+    /// Maximum drawdown as a fraction.
+    pub max_drawdown: Vec<Vec<f64>>,
+}
+
+impl Cell {
+    fn new(k: usize, seeds: usize, tasks: usize) -> Self {
+        Self {
+            k,
+            sharpe: vec![vec![None; tasks]; seeds],
+            total_return: vec![vec![f64::NAN; tasks]; seeds],
+            max_drawdown: vec![vec![f64::NAN; tasks]; seeds],
+        }
+    }
+
+    fn set(&mut self, seed: usize, task: usize, m: &Metrics) {
+        self.sharpe[seed][task] = m.sharpe;
+        self.total_return[seed][task] = m.total_return;
+        self.max_drawdown[seed][task] = m.max_drawdown;
+    }
+}
+
+/// What kind of row a [`MethodRaw`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowKind {
+    /// An initialisation adapted with K gradient steps.
+    Adapted,
+    /// An agent without gradient steps (RL²).
+    ZeroStep,
+    /// A fixed baseline or the oracle.
+    Baseline,
+}
+
+/// The raw table of one method or baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MethodRaw {
+    /// `meta`, `pretrain`, `scratch`, `rl2`, `buy_and_hold`, `ts_momentum`, `oracle`, …
+    pub name: String,
+    /// Its kind.
+    pub kind: RowKind,
+    /// One cell per K (a single `K = 0` cell without gradient steps).
+    pub cells: Vec<Cell>,
+}
+
+/// Settings and budgets of a run, for the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchmarkSettings {
+    /// The benchmark settings.
+    pub benchmark: BenchmarkConfig,
+    /// The meta-learner.
+    pub algorithm: MetaAlgorithm,
+    /// Policy kind of meta, pretrain and scratch.
+    pub agent: PolicyKind,
+    /// Hidden width.
+    pub hidden: usize,
+    /// The inner loop every gradient method adapts with (`steps` = max K).
+    pub inner: crate::InnerConfig,
+    /// Env-steps of one inner step (its rollout): `inner.n_envs ×` trial length.
+    pub env_steps_per_inner_step: u64,
+    /// Meta-iterations per seed (0 when the base was given).
+    pub meta_iterations: u64,
+    /// Env-steps of meta-training per seed.
+    pub meta_env_steps: u64,
+    /// PPO iterations of pretrain (and a trained RL²) per seed, matching `meta_env_steps`.
+    pub pretrain_iterations: u64,
+    /// Where the meta base came from.
+    pub meta_source: String,
+    /// Where the RL² policy came from.
+    pub rl2_source: String,
+    /// What the held-out tasks are.
+    pub held_out: String,
+}
+
+/// The raw results of [`run_benchmark`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchmarkRaw {
+    /// Settings and budgets.
+    pub settings: BenchmarkSettings,
+    /// Held-out task names, the columns of every cell.
+    pub tasks: Vec<String>,
+    /// Methods first, then baselines.
+    pub rows: Vec<MethodRaw>,
+}
+
+/// Env-steps of meta-training: every inner rollout (and FOMAML's query rollout) of every
+/// task of every iteration.
+fn meta_env_steps(config: &MetaTrainConfig, iterations: u64, trial_len: usize) -> u64 {
+    let inner = &config.meta.inner;
+    let rollouts = inner.steps.div_ceil(inner.steps_per_rollout)
+        + usize::from(config.meta.algorithm == MetaAlgorithm::Fomaml);
+    iterations * (config.meta.meta_batch * rollouts * inner.n_envs * trial_len) as u64
+}
+
+/// Trains `train` with PPO on `dist` into `dir` and loads the result.
+fn train_pooled<D: TaskDistribution>(
+    train: &TrainConfig,
+    dist: Arc<D>,
+    dir: &Path,
+    what: &str,
+    progress: &mut impl FnMut(BenchmarkProgress<'_>),
+) -> Result<GivenPolicy> {
+    let seed = train.seed;
+    progress(BenchmarkProgress::TrainStart {
+        seed,
+        what,
+        total: train.iterations,
+    });
+    mrl_ppo::train_on(train, dist, dir, false, |stats| {
+        progress(BenchmarkProgress::Iteration {
+            seed,
+            iteration: stats.iteration,
+        });
+    })?;
+    let checkpoint = dir.join(CHECKPOINT_DIR);
+    Ok(GivenPolicy {
+        policy: mrl_ppo::load_policy(&checkpoint, &Device::Cpu)?,
+        return_scale: return_scale_of(&checkpoint, train)?,
+        source: format!("{what}: PPO, {} iterations", train.iterations),
+    })
+}
+
+/// Runs the benchmark: per seed, trains what was not given (into `out_dir/seed-<s>/`), then
+/// adapts and evaluates every method on every held-out task, and the baselines once.
+///
+/// `config` is the meta-training config (its train part fixes the network, PPO loss, GAE,
+/// trading env and normalisation of every method); `dist` its training tasks; `meta` and
+/// `rl2` replace the trained ones when given (the same for every seed).
+///
+/// # Errors
+/// [`Error::InvalidConfig`], training, adaptation and backtest errors.
+#[allow(clippy::too_many_arguments)]
+pub fn run_benchmark<D>(
+    config: &MetaTrainConfig,
+    bench: &BenchmarkConfig,
+    dist: Arc<D>,
+    held_out: &[HeldOutTask],
+    meta: Option<&GivenPolicy>,
+    rl2: Option<&GivenPolicy>,
+    out_dir: &Path,
+    mut progress: impl FnMut(BenchmarkProgress<'_>),
+) -> Result<BenchmarkRaw>
+where
+    D: TaskDistribution,
+    D::Env: Clone + Sync + Env,
+{
+    let mut bench = bench.clone();
+    bench.validate()?;
+    config.meta.validate()?;
+    if held_out.is_empty() {
+        return Err(Error::invalid("tasks", "0".into(), "no held-out task"));
+    }
+    let train = &config.train;
+    let trial_len = train.task.episodes_per_trial * dist.max_episode_steps();
+    let meta_iterations = if meta.is_some() {
+        0
+    } else {
+        config.meta.iterations
+    };
+    let meta_steps = meta_env_steps(config, config.meta.iterations, trial_len);
+    let pretrain_iterations = meta_steps
+        .div_ceil((train.n_envs * trial_len) as u64)
+        .max(1);
+    let max_k = bench.ks.iter().copied().max().unwrap_or(0);
+    let inner = crate::InnerConfig {
+        steps: max_k,
+        ..config.meta.inner.clone()
+    };
+    let wants = |m: Method| bench.methods.contains(&m);
+    let rl2_is_pretrain = rl2.is_none() && train.agent.kind == PolicyKind::Rl2;
+    let (n_seeds, n_tasks) = (bench.seeds.len(), held_out.len());
+    let adapted_methods: Vec<Method> = bench
+        .methods
+        .iter()
+        .copied()
+        .filter(|m| m.adapts())
+        .collect();
+    let mut cells: BTreeMap<Method, Vec<Cell>> = BTreeMap::new();
+    for &m in &bench.methods {
+        let ks: &[usize] = if m.adapts() { &bench.ks } else { &[0] };
+        cells.insert(
+            m,
+            ks.iter().map(|&k| Cell::new(k, n_seeds, n_tasks)).collect(),
+        );
+    }
+    let mut baselines: BTreeMap<String, Cell> = BTreeMap::new();
+    let mut meta_source = String::new();
+    let mut rl2_source = String::new();
+
+    for (si, &seed) in bench.seeds.iter().enumerate() {
+        let seed_dir = out_dir.join(format!("seed-{seed}"));
+        let train_s = TrainConfig {
+            seed,
+            ..train.clone()
+        };
+        let mut master = ChaCha8Rng::seed_from_u64(seed);
+        let scratch_seed = master.next_u64();
+        let task_seeds: Vec<u64> = (0..n_tasks).map(|_| master.next_u64()).collect();
+
+        // The meta-learned base (also the template of scratch and the baselines' runner).
+        let trained_meta;
+        let meta_base: &GivenPolicy = match meta {
+            Some(given) => {
+                meta_source = given.source.clone();
+                given
+            }
+            None => {
+                let mut learner = MetaLearner::new(
+                    MetaTrainConfig {
+                        train: train_s.clone(),
+                        meta: config.meta.clone(),
+                    },
+                    dist.clone(),
+                )?;
+                progress(BenchmarkProgress::TrainStart {
+                    seed,
+                    what: "meta",
+                    total: config.meta.iterations,
+                });
+                for iteration in 0..config.meta.iterations {
+                    learner.step()?;
+                    progress(BenchmarkProgress::Iteration { seed, iteration });
+                }
+                learner.save_checkpoint(&seed_dir.join("meta"))?;
+                meta_source = format!(
+                    "{}: {} iterations × {} tasks",
+                    config.meta.algorithm.as_str(),
+                    config.meta.iterations,
+                    config.meta.meta_batch
+                );
+                trained_meta = GivenPolicy {
+                    policy: crate::detached_copy(learner.policy())?,
+                    return_scale: learner.setup().return_scale,
+                    source: meta_source.clone(),
+                };
+                &trained_meta
+            }
+        };
+        let pooled_config = TrainConfig {
+            iterations: pretrain_iterations,
+            checkpoint_every: pretrain_iterations,
+            ..train_s.clone()
+        };
+        let pretrain = if wants(Method::Pretrain) || (wants(Method::Rl2) && rl2_is_pretrain) {
+            Some(train_pooled(
+                &pooled_config,
+                dist.clone(),
+                &seed_dir.join("pretrain"),
+                "pretrain",
+                &mut progress,
+            )?)
+        } else {
+            None
+        };
+        let trained_rl2;
+        let rl2_policy: Option<&GivenPolicy> = match (wants(Method::Rl2), rl2) {
+            (false, _) => None,
+            (true, Some(given)) => {
+                rl2_source = given.source.clone();
+                Some(given)
+            }
+            (true, None) if rl2_is_pretrain => {
+                rl2_source = format!(
+                    "the pretrain policy (an RL² GRU, PPO {pretrain_iterations} iterations on \
+                     the pooled training tasks) at K = 0"
+                );
+                pretrain.as_ref()
+            }
+            (true, None) => {
+                let rl2_config = TrainConfig {
+                    agent: mrl_ppo::AgentSection {
+                        kind: PolicyKind::Rl2,
+                        ..pooled_config.agent.clone()
+                    },
+                    ..pooled_config.clone()
+                };
+                trained_rl2 = train_pooled(
+                    &rl2_config,
+                    dist.clone(),
+                    &seed_dir.join("rl2"),
+                    "rl2",
+                    &mut progress,
+                )?;
+                rl2_source = trained_rl2.source.clone();
+                Some(&trained_rl2)
+            }
+        };
+        let scratch = if wants(Method::Scratch) {
+            let mut policy = Policy::new(meta_base.policy.config(), &Device::Cpu, scratch_seed)?;
+            policy.set_input_norm(meta_base.policy.config().input_norm.clone())?;
+            Some(GivenPolicy {
+                policy,
+                return_scale: meta_base.return_scale,
+                source: "fresh initialisation".into(),
+            })
+        } else {
+            None
+        };
+        let init_of = |m: Method| -> Option<&GivenPolicy> {
+            match m {
+                Method::Meta => Some(meta_base),
+                Method::Pretrain => pretrain.as_ref(),
+                Method::Scratch => scratch.as_ref(),
+                Method::Rl2 => rl2_policy,
+            }
+        };
+
+        for (ti, task) in held_out.iter().enumerate() {
+            let wf = &bench.walk_forward;
+            let window =
+                Arc::new(task.adaptation_task(bench.adaptation_bars, train.task.trading.clone())?);
+            for &m in &adapted_methods {
+                let Some(init) = init_of(m) else { continue };
+                let setup = AdaptSetup::from_train(train, init.return_scale);
+                let snapshots = adapt_snapshots(
+                    &init.policy,
+                    window.clone(),
+                    &inner,
+                    &setup,
+                    task_seeds[ti],
+                    &bench.ks,
+                )?;
+                let row = cells.entry(m).or_default();
+                for (cell, policy) in row.iter_mut().zip(&snapshots) {
+                    cell.set(si, ti, &evaluate_policy(policy, task, wf)?);
+                }
+            }
+            if let Some(given) = rl2_policy {
+                let metrics = evaluate_policy(&given.policy, task, wf)?;
+                for cell in cells.entry(Method::Rl2).or_default() {
+                    cell.set(si, ti, &metrics);
+                }
+            }
+            // The baselines do not depend on the seed: computed once, copied to every seed.
+            if si == 0 {
+                let wf_baselines = WalkForwardConfig {
+                    bootstrap: mrl_backtest::BootstrapConfig {
+                        resamples: 1,
+                        ..wf.bootstrap
+                    },
+                    ..wf.clone()
+                };
+                let policies = Policies {
+                    oracle: task.oracle.clone(),
+                    ..Policies::new(&meta_base.policy)
+                };
+                let bt = backtest_market(&task.market, &policies, &wf_baselines)?;
+                for (name, report) in &bt.report.policies {
+                    if name == "rl2" {
+                        continue;
+                    }
+                    let cell = baselines
+                        .entry(name.clone())
+                        .or_insert_with(|| Cell::new(0, n_seeds, n_tasks));
+                    for s in 0..n_seeds {
+                        cell.set(s, ti, &report.metrics);
+                    }
+                }
+            }
+            progress(BenchmarkProgress::Task {
+                seed,
+                name: &task.name,
+                done: ti + 1,
+                total: n_tasks,
+            });
+        }
+    }
+
+    let mut rows: Vec<MethodRaw> = cells
+        .into_iter()
+        .map(|(m, cells)| MethodRaw {
+            name: m.as_str().to_owned(),
+            kind: if m.adapts() {
+                RowKind::Adapted
+            } else {
+                RowKind::ZeroStep
+            },
+            cells,
+        })
+        .collect();
+    rows.sort_by_key(|r| Method::ALL.iter().position(|m| m.as_str() == r.name));
+    let order = mrl_backtest::POLICY_ORDER;
+    let mut baseline_rows: Vec<MethodRaw> = baselines
+        .into_iter()
+        .map(|(name, cell)| MethodRaw {
+            name,
+            kind: RowKind::Baseline,
+            cells: vec![cell],
+        })
+        .collect();
+    baseline_rows.sort_by_key(|r| {
+        order
+            .iter()
+            .position(|o| *o == r.name)
+            .unwrap_or(order.len())
+    });
+    rows.extend(baseline_rows);
+    let held_out_text = match &train.task.kind {
+        TaskKind::MultiAsset { .. } => format!(
+            "{} held-out assets: adaptation on the first {} bars, walk-forward on the bars after them",
+            held_out.len(),
+            bench.adaptation_bars
+        ),
+        _ => format!(
+            "{} generated test-split markets of {} bars (market seed {}): adaptation on the first \
+             {} bars, walk-forward on the {} bars after them",
+            held_out.len(),
+            bench.adaptation_bars + bench.eval_bars,
+            bench.market_seed,
+            bench.adaptation_bars,
+            bench.eval_bars
+        ),
+    };
+    Ok(BenchmarkRaw {
+        settings: BenchmarkSettings {
+            benchmark: bench.clone(),
+            algorithm: config.meta.algorithm,
+            agent: train.agent.kind,
+            hidden: train.agent.hidden,
+            inner: inner.clone(),
+            env_steps_per_inner_step: (inner.n_envs * trial_len) as u64,
+            meta_iterations,
+            meta_env_steps: if meta.is_some() { 0 } else { meta_steps },
+            pretrain_iterations,
+            meta_source,
+            rl2_source,
+            held_out: held_out_text,
+        },
+        tasks: held_out.iter().map(|t| t.name.clone()).collect(),
+        rows,
+    })
+}
