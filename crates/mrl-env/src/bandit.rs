@@ -214,6 +214,12 @@ impl Env for BanditEnv {
             truncated,
         })
     }
+
+    /// The arms' success probabilities (the arm means), in arm order.
+    fn task_parameters(&self, out: &mut Vec<f32>) {
+        out.clear();
+        out.extend(self.task.probs.iter().map(|&p| p as f32));
+    }
 }
 
 /// The distribution of Bernoulli bandits with `k` arms and `n` pulls: `p_i ~ U(0, 1)` i.i.d.

@@ -44,6 +44,12 @@ pub trait Env: Send {
     fn reset(&mut self, rng: &mut ChaCha8Rng) -> Result<&[f32]>;
     /// Applies `action`; an error for an action out of range or a step after the episode end.
     fn step(&mut self, action: usize) -> Result<Step<'_>>;
+    /// Writes the task's hidden parameters into `out` (cleared first): what a task-inference
+    /// agent may be trained to predict (AR(1) `φ`, a bandit's arm means). Never part of an
+    /// observation. The default, for envs whose task is not known, writes nothing.
+    fn task_parameters(&self, out: &mut Vec<f32>) {
+        out.clear();
+    }
 }
 
 impl<E: Env + ?Sized> Env for Box<E> {
@@ -61,5 +67,8 @@ impl<E: Env + ?Sized> Env for Box<E> {
     }
     fn step(&mut self, action: usize) -> Result<Step<'_>> {
         (**self).step(action)
+    }
+    fn task_parameters(&self, out: &mut Vec<f32>) {
+        (**self).task_parameters(out);
     }
 }

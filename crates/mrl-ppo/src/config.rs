@@ -23,7 +23,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mrl_agent::{PolicyKind, TransformerConfig};
+use mrl_agent::{PolicyKind, TaskInferenceConfig, TransformerConfig};
 use mrl_data::{DAY_MS, DomainRandomization, HOUR_MS, Interval};
 use mrl_env::{Ar1Family, AssetSplit, RegimeConfig, TradingConfig, TrialConfig};
 use serde::{Deserialize, Serialize};
@@ -38,7 +38,8 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentSection {
-    /// RL² GRU (default), the memory-less MLP baseline, or the causal Transformer.
+    /// RL² GRU (default), the memory-less MLP baseline, the causal Transformer, or the
+    /// task-inference agent (`"task_inference"`).
     pub kind: PolicyKind,
     /// Hidden width (default 128); the model width of the Transformer.
     pub hidden: usize,
@@ -46,6 +47,10 @@ pub struct AgentSection {
     /// when `kind = "transformer"`.
     #[serde(skip_serializing_if = "TransformerConfig::is_default")]
     pub transformer: TransformerConfig,
+    /// Task-inference settings (`[agent.task_inference]`: belief, latent, target), read when
+    /// `kind = "task_inference"`; the weight of its auxiliary loss is `ppo.belief_coef`.
+    #[serde(skip_serializing_if = "TaskInferenceConfig::is_default")]
+    pub task_inference: TaskInferenceConfig,
 }
 
 impl Default for AgentSection {
@@ -54,6 +59,7 @@ impl Default for AgentSection {
             kind: PolicyKind::Rl2,
             hidden: 128,
             transformer: TransformerConfig::default(),
+            task_inference: TaskInferenceConfig::default(),
         }
     }
 }

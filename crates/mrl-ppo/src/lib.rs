@@ -61,6 +61,7 @@
 //!
 //! - `cuda`: forwards to candle's and mrl-agent's CUDA backends.
 
+mod belief;
 mod checkpoint;
 mod config;
 mod error;
@@ -74,6 +75,7 @@ mod rollout;
 mod trainer;
 mod update;
 
+pub use belief::{belief_loss, belief_targets, flatten_belief, gaussian_nll, squared_error};
 pub use checkpoint::{
     CHECKPOINT_DIR, CHECKPOINT_FILES, LoadedCheckpoint, STATE_FORMAT, TrainState, checkpoint_dir,
     load_checkpoint, load_policy, resumable_checkpoint, save_checkpoint, write_file_atomic,

@@ -7,7 +7,7 @@
 
 use candle_core::Tensor;
 use mrl_agent::{InputLayout as AgentLayout, Policy, PolicyInputs, PolicyKind, RolloutWorkspace};
-use mrl_env::{TaskDistribution, VecTrials};
+use mrl_env::{Env, TaskDistribution, VecTrials};
 use rand_chacha::ChaCha8Rng;
 
 use crate::gae::GaeScope;
@@ -51,6 +51,12 @@ pub struct RolloutBuffer {
     pub valid: Vec<bool>,
     /// Per trial: still running when the rollout hit the buffer's capacity.
     pub cut: Vec<bool>,
+    /// Width of the task targets per entry (0: none are collected).
+    target_dim: usize,
+    /// The task's hidden parameters at every entry ([`mrl_env::Env::task_parameters`]),
+    /// `target_dim` per entry: the targets of a task-inference agent's belief. They travel
+    /// with the rollout and never enter the policy's inputs.
+    pub task_targets: Vec<f32>,
 }
 
 /// One trial's columns, f64, for GAE.
@@ -95,7 +101,28 @@ impl RolloutBuffer {
             episode: vec![0; n],
             valid: vec![false; n],
             cut: vec![false; n_trials],
+            target_dim: 0,
+            task_targets: Vec::new(),
         }
+    }
+
+    /// Also collects the task's hidden parameters, `target_dim` per entry
+    /// ([`mrl_env::Env::task_parameters`]); a rollout then fails when a task has another
+    /// number of them.
+    pub fn with_task_targets(mut self, target_dim: usize) -> Self {
+        self.target_dim = target_dim;
+        self.task_targets = vec![0.0; self.n_trials * self.capacity * target_dim];
+        self
+    }
+
+    /// Width of the collected task targets (0: none).
+    pub fn target_dim(&self) -> usize {
+        self.target_dim
+    }
+
+    /// The task targets of entry `i`, `target_dim` values.
+    pub fn task_target(&self, i: usize) -> &[f32] {
+        &self.task_targets[i * self.target_dim..(i + 1) * self.target_dim]
     }
 
     /// Number of trials B.
@@ -232,8 +259,12 @@ pub fn collect_rollout<D: TaskDistribution>(
     buffer.len = 0;
     buffer.cut.fill(false);
     let obs_dim = buffer.obs_dim;
+    let mut params = Vec::new();
     for t in 0..max_len {
         let base = t * n;
+        if buffer.target_dim > 0 {
+            store_task_targets(trials, buffer, base, &mut params)?;
+        }
         let inputs = PolicyInputs {
             obs: &buffer.obs[base * obs_dim..(base + n) * obs_dim],
             prev_actions: &buffer.prev_actions[base..base + n],
@@ -315,6 +346,36 @@ pub fn collect_rollout<D: TaskDistribution>(
         return_by_episode,
         env_steps: buffer.n_valid(),
     })
+}
+
+/// Writes every slot's task parameters at entries `base..base + B`.
+fn store_task_targets<D: TaskDistribution>(
+    trials: &VecTrials<D>,
+    buffer: &mut RolloutBuffer,
+    base: usize,
+    params: &mut Vec<f32>,
+) -> Result<()> {
+    let dim = buffer.target_dim;
+    for (b, trial) in trials.trials().iter().enumerate() {
+        trial.env().task_parameters(params);
+        if params.len() != dim {
+            let reason = if params.is_empty() {
+                "the task distribution does not know its hidden parameters (supervised belief \
+                 training needs e.g. the synthetic AR(1) family or bandits)"
+            } else {
+                "must equal the number of the task's hidden parameters (1 for AR(1) φ, k for \
+                 k-armed bandits)"
+            };
+            return Err(Error::InvalidConfig {
+                field: "agent.task_inference.latent",
+                value: format!("{dim} (the task has {} hidden parameters)", params.len()),
+                reason,
+            });
+        }
+        let i = base + b;
+        buffer.task_targets[i * dim..(i + 1) * dim].copy_from_slice(params);
+    }
+    Ok(())
 }
 
 /// Policy input columns (observation, previous action, reward, done) of the env input rows

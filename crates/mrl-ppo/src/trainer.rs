@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
-use mrl_agent::{AgentConfig, Policy, RolloutWorkspace};
+use mrl_agent::{AgentConfig, Policy, PolicyKind, RolloutWorkspace};
 use mrl_data::BarSeries;
 use mrl_env::{
     BanditDistribution, DynTasks, MarketTasks, MixtureTasks, ProcessSource, Split, SyntheticTasks,
@@ -72,6 +72,10 @@ pub struct IterationStats {
     pub rollout_secs: f64,
     /// Seconds in the update.
     pub update_secs: f64,
+    /// Mean auxiliary belief loss of the update (task-inference agent with targets);
+    /// absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub belief_loss: Option<f64>,
 }
 
 /// The outcome of [`train`].
@@ -277,7 +281,11 @@ impl<D: TaskDistribution> Trainer<D> {
         )?;
         let workspace = RolloutWorkspace::new(&policy, config.n_envs)?;
         let obs_dim = policy.config().obs_dim;
-        let buffer = RolloutBuffer::new(config.n_envs, trials.max_trial_len(), obs_dim);
+        let mut buffer = RolloutBuffer::new(config.n_envs, trials.max_trial_len(), obs_dim);
+        if config.agent.kind == PolicyKind::TaskInference {
+            // Supervised belief training (`BeliefTarget::Task`): the task's parameters.
+            buffer = buffer.with_task_targets(config.agent.task_inference.latent);
+        }
         let learner = Learner::new(policy, config.ppo.clone(), config.optim)?;
         let norm = (!config.normalize.is_off()).then(|| NormState::new(obs_dim));
         Ok(Self {
@@ -369,6 +377,7 @@ impl<D: TaskDistribution> Trainer<D> {
             env_steps_per_sec: rollout.env_steps as f64 / seconds.max(1e-9),
             rollout_secs,
             update_secs: seconds - rollout_secs,
+            belief_loss: update.belief_loss,
         };
         self.iteration += 1;
         self.append_log(&stats)?;
@@ -382,6 +391,7 @@ impl<D: TaskDistribution> Trainer<D> {
             clip_fraction = stats.clip_fraction,
             explained_variance = stats.explained_variance,
             env_steps_per_sec = stats.env_steps_per_sec,
+            belief_loss = stats.belief_loss,
             "iteration"
         );
         if self.iteration.is_multiple_of(self.config.checkpoint_every)
@@ -489,6 +499,7 @@ pub fn agent_config<D: TaskDistribution>(config: &TrainConfig, dist: &D) -> Agen
         hidden: config.agent.hidden,
         input_norm: None,
         transformer: config.agent.transformer.clone(),
+        task_inference: config.agent.task_inference.clone(),
     }
 }
 

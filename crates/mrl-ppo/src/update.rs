@@ -2,7 +2,7 @@
 //! trial start, clipped loss, global-norm clipping, Adam, and the target-KL stop.
 
 use candle_core::{Tensor, Var};
-use mrl_agent::Policy;
+use mrl_agent::{Policy, PolicyKind};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -43,6 +43,17 @@ pub struct PpoConfig {
     /// Factor on the rewards before GAE, so that values and returns are O(1) (learning
     /// only: logged returns are unscaled). Default 1.
     pub reward_scale: f64,
+    /// Weight of the task-inference agent's auxiliary belief loss
+    /// ([`belief_loss`](crate::belief_loss)) added to the PPO loss; read only for
+    /// `kind = "task_inference"`. Default 1 (VariBAD weighs its ELBO and RL losses alike);
+    /// not written out at its default.
+    #[serde(skip_serializing_if = "is_one")]
+    pub belief_coef: f64,
+}
+
+/// Whether `x` is exactly 1 (the default of [`PpoConfig::belief_coef`]).
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
 }
 
 impl Default for PpoConfig {
@@ -60,6 +71,7 @@ impl Default for PpoConfig {
             anneal_lr: false,
             gae_scope: GaeScope::Trial,
             reward_scale: 1.0,
+            belief_coef: 1.0,
         }
     }
 }
@@ -104,6 +116,13 @@ impl PpoConfig {
                 "must be positive",
             );
         }
+        if !(self.belief_coef.is_finite() && self.belief_coef >= 0.0) {
+            return bad(
+                "ppo.belief_coef",
+                self.belief_coef.to_string(),
+                "must be finite and ≥ 0",
+            );
+        }
         if let Some(kl) = self.target_kl
             && (kl.is_nan() || kl <= 0.0)
         {
@@ -122,6 +141,9 @@ pub struct StepReport {
     pub grad_norm: f64,
     /// The gradients after clipping, in parameter order (what Adam was given).
     pub clipped_grads: Vec<Tensor>,
+    /// The auxiliary belief loss before the step (unweighted); `None` without belief
+    /// targets.
+    pub belief_loss: Option<f64>,
 }
 
 /// Averages over the gradient steps of one update.
@@ -140,6 +162,9 @@ pub struct UpdateStats {
     /// Explained variance of the rollout values for the returns:
     /// `1 − Var(R − V)/Var(R)` over valid steps.
     pub explained_variance: f64,
+    /// Mean auxiliary belief loss (unweighted) over the gradient steps; `None` without
+    /// belief targets.
+    pub belief_loss: Option<f64>,
 }
 
 /// The learner: the policy's parameters in a fixed order and Adam over them.
@@ -159,6 +184,8 @@ pub struct Learner {
 struct Minibatch {
     x: Tensor,
     targets: PpoTargets,
+    /// The task's hidden parameters per step, `(B·T, latent)`.
+    belief_targets: Option<Tensor>,
 }
 
 impl Learner {
@@ -248,12 +275,56 @@ impl Learner {
         targets: &PpoTargets,
         lr: f64,
     ) -> Result<StepReport> {
-        let (logits, values) = unroll(&self.policy, x)?;
+        self.gradient_step_with_belief(x, targets, None, lr)
+    }
+
+    /// As [`Learner::gradient_step`], for a task-inference policy with its auxiliary loss:
+    /// the loss minimised is `L_PPO + belief_coef · L_belief`, where `L_belief` is
+    /// [`belief_loss`](crate::belief_loss) of the policy's belief against `belief_targets`
+    /// over the valid steps. The PPO part is exactly [`Learner::gradient_step`]'s (same
+    /// forward pass); with `belief_targets` `None` this is that function. The belief enters
+    /// the loss only here: it is never an input of the policy.
+    ///
+    /// # Shapes
+    /// `x` `(B, T, in)`; `belief_targets` `(B·T, latent)`, trial-then-time order.
+    ///
+    /// # Errors
+    /// As [`Learner::gradient_step`]; [`Error::InvalidConfig`] when belief targets are given
+    /// to a policy without a belief.
+    pub fn gradient_step_with_belief(
+        &mut self,
+        x: &Tensor,
+        targets: &PpoTargets,
+        belief_targets: Option<&Tensor>,
+        lr: f64,
+    ) -> Result<StepReport> {
+        let (logits, values, belief) = match belief_targets {
+            None => {
+                let (logits, values) = unroll(&self.policy, x)?;
+                (logits, values, None)
+            }
+            Some(_) => {
+                let out = self.policy.forward_seq_fused(x, None)?;
+                let belief = out.belief.ok_or_else(|| Error::InvalidConfig {
+                    field: "agent.kind",
+                    value: self.policy.kind().as_str().into(),
+                    reason: "belief targets need a task_inference policy",
+                })?;
+                (out.logits, out.values, Some(belief))
+            }
+        };
         let (batch, seq_len, n_actions) = logits.dims3()?;
         let logits = logits.reshape((batch * seq_len, n_actions))?; // (B·T, A)
         let values = values.reshape(batch * seq_len)?; // (B·T,)
-        let loss = ppo_loss(&logits, &values, targets, &self.config.loss())?;
+        let mut loss = ppo_loss(&logits, &values, targets, &self.config.loss())?;
         let stats = loss.stats(targets.mask.as_ref())?;
+        let mut belief_value = None;
+        if let (Some(belief), Some(belief_targets)) = (belief, belief_targets) {
+            let flat = crate::belief::flatten_belief(&belief)?; // (B·T, latent) each
+            let aux = crate::belief::belief_loss(&flat, belief_targets, targets.mask.as_ref())?;
+            belief_value = Some(aux.to_scalar::<f32>()? as f64);
+            loss.total = (loss.total + (aux * self.config.belief_coef)?)?;
+        }
         let non_finite = |what: String| Error::NonFinite {
             what,
             iteration: 0,
@@ -274,6 +345,7 @@ impl Learner {
             loss: stats,
             grad_norm,
             clipped_grads: grads,
+            belief_loss: belief_value,
         })
     }
 
@@ -322,13 +394,14 @@ impl Learner {
             ..Default::default()
         };
         let mut sums = PpoLossStats::default();
+        let mut belief_sum: Option<f64> = None;
         'epochs: for epoch in 0..self.config.epochs {
             stats.epochs = epoch + 1;
             order.shuffle(rng);
             for (mb_idx, trials) in order.chunks(mb_size).enumerate() {
                 let mb = self.minibatch(buffer, trials, &advantages, &returns)?;
                 let report = self
-                    .gradient_step(&mb.x, &mb.targets, lr)
+                    .gradient_step_with_belief(&mb.x, &mb.targets, mb.belief_targets.as_ref(), lr)
                     .map_err(|e| match e {
                         Error::NonFinite { what, .. } => Error::NonFinite {
                             what,
@@ -341,6 +414,9 @@ impl Learner {
                 stats.steps += 1;
                 stats.grad_norm += report.grad_norm;
                 add_stats(&mut sums, &report.loss);
+                if let Some(b) = report.belief_loss {
+                    *belief_sum.get_or_insert(0.0) += b;
+                }
                 if let Some(target) = self.config.target_kl
                     && report.loss.approx_kl > 1.5 * target
                 {
@@ -357,6 +433,7 @@ impl Learner {
         }
         let n = stats.steps.max(1) as f64;
         stats.grad_norm /= n;
+        stats.belief_loss = belief_sum.map(|s| s / n);
         stats.loss = PpoLossStats {
             total: sums.total / n,
             policy: sums.policy / n,
@@ -378,7 +455,21 @@ impl Learner {
     ) -> Result<Minibatch> {
         let crate::grad::PpoBatch { x, targets } =
             crate::grad::ppo_batch(&self.policy, buffer, trials, advantages, returns)?;
-        Ok(Minibatch { x, targets })
+        let belief_targets =
+            if buffer.target_dim() > 0 && self.policy.kind() == PolicyKind::TaskInference {
+                Some(crate::belief::belief_targets(
+                    buffer,
+                    trials,
+                    self.policy.device(),
+                )?)
+            } else {
+                None
+            };
+        Ok(Minibatch {
+            x,
+            targets,
+            belief_targets,
+        })
     }
 }
 

@@ -153,6 +153,19 @@ impl Env for TaskEnv {
     fn step(&mut self, action: usize) -> Result<Step<'_>> {
         self.env.step(action)
     }
+
+    /// `[φ]` for a synthetic AR(1) market ([`MarketProcess::Ar1`]); nothing for the other
+    /// tasks.
+    fn task_parameters(&self, out: &mut Vec<f32>) {
+        out.clear();
+        if let TaskKind::Synthetic {
+            process: MarketProcess::Ar1(p),
+            ..
+        } = &self.info.kind
+        {
+            out.push(p.phi as f32);
+        }
+    }
 }
 
 /// One prebuilt task of a real-data distribution: its market part, where episodes may start,

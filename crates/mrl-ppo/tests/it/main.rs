@@ -1,5 +1,6 @@
 //! Integration tests of mrl-ppo.
 
+mod belief;
 mod gae_golden;
 mod json;
 mod loss_golden;

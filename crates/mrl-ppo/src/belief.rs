@@ -1,0 +1,215 @@
+//! The auxiliary loss of the task-inference agent: supervised belief training on the task's
+//! hidden parameters (AR(1) `φ`, a bandit's arm means), which travel with the rollout
+//! ([`RolloutBuffer::task_targets`]) and never enter the policy's inputs.
+//!
+//! A Gaussian belief `N(μ, diag(σ²))` is trained by the negative log-likelihood of the true
+//! parameters (as the belief of VariBAD, Zintgraf et al. 2020, is a Gaussian posterior; here
+//! supervised, as in the task-inference baselines of Humplik et al. 2019, "Meta
+//! reinforcement learning as task inference"), a point belief by the squared error. Both are
+//! summed over the parameters and averaged over the valid steps. Gradients come from candle
+//! autograd.
+
+use candle_core::{D, Device, Tensor};
+use mrl_agent::Belief;
+
+use crate::Result;
+use crate::rollout::RolloutBuffer;
+
+/// Gaussian negative log-likelihood of `target` under `N(mean, exp(log_var))` per row,
+/// summed over the last dimension:
+/// `½ Σ_d [ln 2π + log σ²_d + (y_d − μ_d)² / σ²_d]`.
+///
+/// # Shapes
+/// `mean`, `log_var`, `target` `(N, Z)` → `(N,)`.
+///
+/// # Errors
+/// Candle errors for mismatched shapes.
+pub fn gaussian_nll(mean: &Tensor, log_var: &Tensor, target: &Tensor) -> Result<Tensor> {
+    let ln_2pi = (2.0 * std::f64::consts::PI).ln();
+    let sq = (target - mean)?.sqr()?; // (N, Z)
+    let per_dim = ((log_var + ln_2pi)? + (sq * log_var.neg()?.exp()?)?)?;
+    Ok((per_dim.sum(D::Minus1)? * 0.5)?)
+}
+
+/// Squared error of a point belief per row, summed over the last dimension:
+/// `Σ_d (y_d − z_d)²`.
+///
+/// # Shapes
+/// `mean`, `target` `(N, Z)` → `(N,)`.
+///
+/// # Errors
+/// Candle errors for mismatched shapes.
+pub fn squared_error(mean: &Tensor, target: &Tensor) -> Result<Tensor> {
+    Ok((target - mean)?.sqr()?.sum(D::Minus1)?)
+}
+
+/// The belief loss: [`gaussian_nll`] for a Gaussian belief, [`squared_error`] for a point
+/// belief, averaged over the valid rows (`mask` 1; every row when `None`).
+///
+/// # Shapes
+/// belief `(N, Z)` each, `target` `(N, Z)`, `mask` `(N,)` → scalar.
+///
+/// # Errors
+/// Candle errors for mismatched shapes.
+pub fn belief_loss(belief: &Belief, target: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let per_row = match &belief.log_var {
+        Some(log_var) => gaussian_nll(&belief.mean, log_var, target)?,
+        None => squared_error(&belief.mean, target)?,
+    };
+    Ok(match mask {
+        Some(mask) => {
+            let n_valid = mask.sum_all()?.to_scalar::<f32>()?.max(1.0);
+            (per_row.mul(mask)?.sum_all()? / f64::from(n_valid))?
+        }
+        None => per_row.mean_all()?,
+    })
+}
+
+/// A sequence belief `(B, T, Z)` as rows `(B·T, Z)`, trial-then-time order (the order of
+/// [`PpoTargets`](crate::PpoTargets)).
+///
+/// # Errors
+/// Candle errors for a belief that is not rank 3.
+pub fn flatten_belief(belief: &Belief) -> Result<Belief> {
+    let flat = |t: &Tensor| -> Result<Tensor> {
+        let (b, s, z) = t.dims3()?;
+        Ok(t.reshape((b * s, z))?)
+    };
+    Ok(Belief {
+        mean: flat(&belief.mean)?,
+        log_var: belief.log_var.as_ref().map(flat).transpose()?,
+    })
+}
+
+/// The task targets of the trials `trials` of `buffer` as `(trials.len() · T, target_dim)`
+/// rows, trial-then-time order, on `device`.
+///
+/// # Errors
+/// Candle errors; a buffer without targets gives a `(N, 0)` tensor.
+pub fn belief_targets(buffer: &RolloutBuffer, trials: &[usize], device: &Device) -> Result<Tensor> {
+    let (seq_len, dim) = (buffer.len(), buffer.target_dim());
+    let mut rows = Vec::with_capacity(trials.len() * seq_len * dim);
+    for &b in trials {
+        for t in 0..seq_len {
+            rows.extend_from_slice(buffer.task_target(buffer.index(b, t)));
+        }
+    }
+    Ok(Tensor::from_vec(
+        rows,
+        (trials.len() * seq_len, dim),
+        device,
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Var;
+
+    use super::*;
+
+    fn t(v: &[f32], rows: usize) -> Tensor {
+        Tensor::from_slice(v, (rows, v.len() / rows), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn gaussian_nll_is_the_textbook_formula() {
+        // Row 0: y = 0.3, μ = 0.1, log σ² = ln 0.04 (σ = 0.2):
+        //   ½ [ln 2π + ln 0.04 + 0.04 / 0.04] = ½ (1.837877 − 3.218876 + 1) = −0.190499.
+        // Row 1: y = −1, μ = 0, log σ² = 0: ½ (1.837877 + 0 + 1) = 1.418939.
+        let mean = t(&[0.1, 0.0], 2);
+        let log_var = t(&[0.04f32.ln(), 0.0], 2);
+        let target = t(&[0.3, -1.0], 2);
+        let nll = gaussian_nll(&mean, &log_var, &target)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!((nll[0] - -0.190_499).abs() < 1e-5, "{nll:?}");
+        assert!((nll[1] - 1.418_939).abs() < 1e-5, "{nll:?}");
+    }
+
+    #[test]
+    fn squared_error_sums_over_parameters() {
+        let mean = t(&[0.1, 0.2, 0.3, 0.4], 2);
+        let target = t(&[0.0, 0.0, 1.0, 1.0], 2);
+        let se = squared_error(&mean, &target)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        // 0.01 + 0.04, 0.49 + 0.36
+        assert!(
+            (se[0] - 0.05).abs() < 1e-6 && (se[1] - 0.85).abs() < 1e-6,
+            "{se:?}"
+        );
+    }
+
+    #[test]
+    fn masked_rows_do_not_count() {
+        let belief = Belief {
+            mean: t(&[0.0, 0.0, 0.0], 3),
+            log_var: None,
+        };
+        let target = t(&[1.0, 2.0, 100.0], 3);
+        let mask = Tensor::new(&[1.0f32, 1.0, 0.0], &Device::Cpu).unwrap();
+        let loss = belief_loss(&belief, &target, Some(&mask))
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((loss - 2.5).abs() < 1e-6, "{loss}"); // (1 + 4) / 2
+        let all = belief_loss(&belief, &target, None)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((all - 10_005.0 / 3.0).abs() < 1e-2, "{all}");
+    }
+
+    #[test]
+    fn nll_gradient_matches_finite_differences() {
+        let (mu, lv, y) = ([0.2f64, -0.4], [-1.0f64, 0.5], [0.5f64, 0.1]);
+        let mean = Var::from_slice(&mu, (1, 2), &Device::Cpu).unwrap();
+        let log_var = Var::from_slice(&lv, (1, 2), &Device::Cpu).unwrap();
+        let target = Tensor::from_slice(&y, (1, 2), &Device::Cpu).unwrap();
+        let loss = gaussian_nll(mean.as_tensor(), log_var.as_tensor(), &target)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let grads = loss.backward().unwrap();
+        let g_mu = grads.get(&mean).unwrap().flatten_all().unwrap();
+        let g_lv = grads.get(&log_var).unwrap().flatten_all().unwrap();
+        let (g_mu, g_lv) = (
+            g_mu.to_vec1::<f64>().unwrap(),
+            g_lv.to_vec1::<f64>().unwrap(),
+        );
+        let f = |mu: [f64; 2], lv: [f64; 2]| -> f64 {
+            let m = Tensor::from_slice(&mu, (1, 2), &Device::Cpu).unwrap();
+            let l = Tensor::from_slice(&lv, (1, 2), &Device::Cpu).unwrap();
+            gaussian_nll(&m, &l, &target)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let eps = 1e-6;
+        for d in 0..2 {
+            let (mut up, mut down) = (mu, mu);
+            up[d] += eps;
+            down[d] -= eps;
+            let fd = (f(up, lv) - f(down, lv)) / (2.0 * eps);
+            assert!((fd - g_mu[d]).abs() < 1e-6, "dμ{d}: {fd} vs {}", g_mu[d]);
+            let (mut up, mut down) = (lv, lv);
+            up[d] += eps;
+            down[d] -= eps;
+            let fd = (f(mu, up) - f(mu, down)) / (2.0 * eps);
+            assert!(
+                (fd - g_lv[d]).abs() < 1e-6,
+                "dlogσ²{d}: {fd} vs {}",
+                g_lv[d]
+            );
+        }
+        // Closed form: ∂/∂μ = (μ − y)/σ², ∂/∂log σ² = ½ (1 − (y − μ)²/σ²).
+        let closed = (mu[0] - y[0]) / lv[0].exp();
+        assert!((g_mu[0] - closed).abs() < 1e-12);
+        let closed = 0.5 * (1.0 - (y[1] - mu[1]).powi(2) / lv[1].exp());
+        assert!((g_lv[1] - closed).abs() < 1e-12);
+    }
+}

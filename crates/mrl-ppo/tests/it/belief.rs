@@ -1,0 +1,421 @@
+//! The task-inference agent's auxiliary belief loss: targets are the task's true parameters
+//! and never reach the policy, the loss equals a direct computation, its gradient matches
+//! the closed form and finite differences, coefficient 0 is plain PPO, and a short run
+//! trains end to end on AR(1) markets and bandits with a checkpoint that reloads exactly.
+
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use mrl_agent::{
+    AgentConfig, BeliefKind, Policy, PolicyKind, RolloutWorkspace, TaskInferenceConfig,
+};
+use mrl_env::{
+    Ar1Family, ProcessSource, Split, SyntheticTasks, TaskKind as EnvTaskKind, TradingConfig,
+    TrialConfig, VecTrials,
+};
+use mrl_ppo::{
+    AgentSection, CHECKPOINT_DIR, Error, GaeScope, Learner, PpoConfig, RolloutBuffer, TaskKind,
+    TaskSection, TrainConfig, Trainer, belief_loss, belief_targets, collect_rollout,
+    flatten_belief, ppo_batch,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+const N_ENVS: usize = 3;
+
+fn tasks() -> Arc<SyntheticTasks> {
+    let trading = TradingConfig {
+        max_steps: 12,
+        ..Default::default()
+    };
+    let bars = trading.min_bars() + 20;
+    Arc::new(SyntheticTasks::new(ProcessSource::Ar1(Ar1Family::default()), bars, trading).unwrap())
+}
+
+fn agent(belief: BeliefKind, latent: usize) -> AgentConfig {
+    AgentConfig {
+        kind: PolicyKind::TaskInference,
+        obs_dim: 14,
+        n_actions: 3,
+        hidden: 8,
+        task_inference: TaskInferenceConfig {
+            belief,
+            latent,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// One rollout of `N_ENVS` two-episode AR(1) trials; targets collected when `targets`.
+fn rollout(policy: &Policy, targets: bool) -> (RolloutBuffer, VecTrials<SyntheticTasks>) {
+    let trial = TrialConfig {
+        episodes_per_trial: 2,
+        ..Default::default()
+    };
+    let mut trials = VecTrials::new(tasks(), N_ENVS, trial, Split::Train, 5).unwrap();
+    let mut ws = RolloutWorkspace::new(policy, N_ENVS).unwrap();
+    let mut buffer = RolloutBuffer::new(N_ENVS, trials.max_trial_len(), 14);
+    if targets {
+        buffer = buffer.with_task_targets(policy.config().task_inference.latent);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    collect_rollout(
+        &mut trials,
+        &mut ws,
+        policy,
+        &mut buffer,
+        &mut rng,
+        GaeScope::Trial,
+    )
+    .unwrap();
+    (buffer, trials)
+}
+
+fn true_phi(trials: &VecTrials<SyntheticTasks>, b: usize) -> f32 {
+    match &trials.trials()[b].env().task_info().kind {
+        EnvTaskKind::Synthetic {
+            process: mrl_data::MarketProcess::Ar1(p),
+            ..
+        } => p.phi as f32,
+        other => panic!("not an AR(1) task: {other:?}"),
+    }
+}
+
+/// Minibatch tensors of every trial of `buffer` (advantages and returns are placeholders
+/// of the right length: the tests compare losses and gradients of one batch).
+fn batch(policy: &Policy, buffer: &RolloutBuffer) -> (mrl_ppo::PpoBatch, Tensor) {
+    let trials: Vec<usize> = (0..N_ENVS).collect();
+    let n = N_ENVS * buffer.len();
+    let adv: Vec<f64> = (0..n).map(|i| (i % 7) as f64 / 7.0 - 0.4).collect();
+    let ret: Vec<f64> = (0..n).map(|i| (i % 5) as f64 / 5.0).collect();
+    let b = ppo_batch(policy, buffer, &trials, &adv, &ret).unwrap();
+    let targets = belief_targets(buffer, &trials, policy.device()).unwrap();
+    (b, targets)
+}
+
+#[test]
+fn targets_are_the_true_phi_and_never_reach_the_policy() {
+    let policy = Policy::new(&agent(BeliefKind::Gaussian, 1), &Device::Cpu, 1).unwrap();
+    let (with, trials) = rollout(&policy, true);
+    assert_eq!(with.target_dim(), 1);
+    for b in 0..N_ENVS {
+        let phi = true_phi(&trials, b);
+        assert!((0.1..=0.5).contains(&phi.abs()), "{phi}");
+        for t in 0..with.len() {
+            assert_eq!(with.task_target(with.index(b, t)), &[phi]);
+        }
+    }
+    // Same seeds without targets: the same actions, log-probabilities and values.
+    let (without, _) = rollout(&policy, false);
+    assert_eq!(without.target_dim(), 0);
+    assert_eq!(with.actions, without.actions);
+    assert_eq!(with.log_probs, without.log_probs);
+    assert_eq!(with.values, without.values);
+    // Other targets in the buffer: the same policy inputs and outputs in the update.
+    let mut scrambled = with.clone();
+    for v in &mut scrambled.task_targets {
+        *v = -*v * 3.0 + 0.7;
+    }
+    let ((a, ta), (b, tb)) = (batch(&policy, &with), batch(&policy, &scrambled));
+    assert_ne!(
+        ta.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        tb.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    );
+    let (la, lb) = (
+        policy.forward_seq(&a.x, None).unwrap(),
+        policy.forward_seq(&b.x, None).unwrap(),
+    );
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(flat(&la.logits), flat(&lb.logits));
+}
+
+#[test]
+fn a_latent_that_does_not_fit_the_task_is_a_clear_error() {
+    let policy = Policy::new(&agent(BeliefKind::Point, 2), &Device::Cpu, 1).unwrap();
+    let mut trials = VecTrials::new(tasks(), 1, TrialConfig::default(), Split::Train, 5).unwrap();
+    let mut ws = RolloutWorkspace::new(&policy, 1).unwrap();
+    let mut buffer = RolloutBuffer::new(1, trials.max_trial_len(), 14).with_task_targets(2);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let err = collect_rollout(
+        &mut trials,
+        &mut ws,
+        &policy,
+        &mut buffer,
+        &mut rng,
+        GaeScope::Trial,
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidConfig {
+                field: "agent.task_inference.latent",
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("2 (the task has 1 hidden parameters)"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn the_loss_equals_a_direct_computation_and_its_gradient_the_closed_form() {
+    let policy = Policy::new(&agent(BeliefKind::Gaussian, 1), &Device::Cpu, 4).unwrap();
+    let (buffer, trials) = rollout(&policy, true);
+    let (b, targets) = batch(&policy, &buffer);
+    let out = policy.forward_seq(&b.x, None).unwrap();
+    let belief = flatten_belief(out.belief.as_ref().unwrap()).unwrap();
+    let mu = belief.mean.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let lv = belief.log_var.clone().unwrap();
+    let lv = lv.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    // Direct: ½ [ln 2π + log σ² + (φ − μ)²/σ²] averaged over the valid steps, in f64.
+    let (mut sum, mut n_valid) = (0.0f64, 0usize);
+    let (mut d_mu, mut d_lv) = (0.0f64, 0.0f64);
+    for trial in 0..N_ENVS {
+        let phi = f64::from(true_phi(&trials, trial));
+        for t in 0..buffer.len() {
+            if !buffer.valid[buffer.index(trial, t)] {
+                continue;
+            }
+            let i = trial * buffer.len() + t;
+            let (m, l) = (f64::from(mu[i]), f64::from(lv[i]));
+            let sq = (phi - m).powi(2);
+            sum += 0.5 * ((2.0 * std::f64::consts::PI).ln() + l + sq / l.exp());
+            d_mu += (m - phi) / l.exp();
+            d_lv += 0.5 * (1.0 - sq / l.exp());
+            n_valid += 1;
+        }
+    }
+    let direct = sum / n_valid as f64;
+    let loss = belief_loss(&belief, &targets, b.targets.mask.as_ref()).unwrap();
+    let value = f64::from(loss.to_scalar::<f32>().unwrap());
+    assert!(
+        (value - direct).abs() < 1e-5 * direct.abs().max(1.0),
+        "{value} vs {direct}"
+    );
+
+    // ∂L/∂(belief_head.bias) is the mean of ∂ℓ/∂μ and ∂ℓ/∂log σ² over the valid steps.
+    let grads = loss.backward().unwrap();
+    let params = policy.parameters();
+    let var = |name: &str| params.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+    let g_bias = grads.get(&var("belief_head.bias")).unwrap();
+    let g_bias = g_bias.to_vec1::<f32>().unwrap();
+    let n = n_valid as f64;
+    assert!(
+        (f64::from(g_bias[0]) - d_mu / n).abs() < 1e-4,
+        "{g_bias:?} vs {}",
+        d_mu / n
+    );
+    assert!(
+        (f64::from(g_bias[1]) - d_lv / n).abs() < 1e-4,
+        "{g_bias:?} vs {}",
+        d_lv / n
+    );
+    // The policy and value heads get no gradient from the belief loss.
+    assert!(grads.get(&var("policy_head.weight")).is_none());
+
+    // A weight of the context encoder, by central finite differences (f32 forward).
+    let w = var("encoder.0.weight");
+    let g_w = grads
+        .get(&w)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let original = w
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let eval = |delta: f32, k: usize| -> f64 {
+        let mut values = original.clone();
+        values[k] += delta;
+        w.set(&Tensor::from_vec(values, w.dims(), &Device::Cpu).unwrap())
+            .unwrap();
+        let out = policy.forward_seq(&b.x, None).unwrap();
+        let belief = flatten_belief(out.belief.as_ref().unwrap()).unwrap();
+        let l = belief_loss(&belief, &targets, b.targets.mask.as_ref()).unwrap();
+        f64::from(l.to_scalar::<f32>().unwrap())
+    };
+    let k = (0..g_w.len())
+        .max_by(|&a, &b| g_w[a].abs().total_cmp(&g_w[b].abs()))
+        .unwrap();
+    let eps = 1e-2;
+    let fd = (eval(eps, k) - eval(-eps, k)) / (2.0 * f64::from(eps));
+    let analytic = f64::from(g_w[k]);
+    assert!(
+        analytic.abs() > 1e-3,
+        "a weight the loss reaches: {analytic}"
+    );
+    assert!(
+        (fd - analytic).abs() < 0.02 * analytic.abs(),
+        "fd {fd} vs autograd {analytic}"
+    );
+}
+
+fn learner(coef: f64, seed: u64) -> Learner {
+    let policy = Policy::new(&agent(BeliefKind::Gaussian, 1), &Device::Cpu, seed).unwrap();
+    let ppo = PpoConfig {
+        belief_coef: coef,
+        ..Default::default()
+    };
+    Learner::new(policy, ppo, Default::default()).unwrap()
+}
+
+#[test]
+fn coefficient_zero_is_the_plain_ppo_update() {
+    let probe = Policy::new(&agent(BeliefKind::Gaussian, 1), &Device::Cpu, 6).unwrap();
+    let (buffer, _) = rollout(&probe, true);
+    let (b, targets) = batch(&probe, &buffer);
+    let (mut plain, mut zero, mut one) = (learner(0.0, 6), learner(0.0, 6), learner(1.0, 6));
+    let lr = 1e-3;
+    let p = plain.gradient_step(&b.x, &b.targets, lr).unwrap();
+    let z = zero
+        .gradient_step_with_belief(&b.x, &b.targets, Some(&targets), lr)
+        .unwrap();
+    let o = one
+        .gradient_step_with_belief(&b.x, &b.targets, Some(&targets), lr)
+        .unwrap();
+    assert!(p.belief_loss.is_none());
+    assert_eq!(z.belief_loss, o.belief_loss);
+    assert!(z.belief_loss.unwrap().is_finite());
+    assert_eq!(p.loss, z.loss);
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for ((name, a), c) in plain
+        .param_names()
+        .iter()
+        .zip(&p.clipped_grads)
+        .zip(&z.clipped_grads)
+    {
+        assert_eq!(flat(a), flat(c), "{name}");
+    }
+    let after = |l: &Learner| l.policy().tensors();
+    let (pa, za, oa) = (after(&plain), after(&zero), after(&one));
+    for name in mrl_agent::TASK_INFERENCE_PARAM_NAMES {
+        assert_eq!(flat(&pa[name]), flat(&za[name]), "{name}");
+    }
+    // With weight 1 the belief head moves differently.
+    assert_ne!(flat(&pa["belief_head.bias"]), flat(&oa["belief_head.bias"]));
+}
+
+fn task_inference_config(kind: TaskKind, latent: usize, episodes: usize) -> TrainConfig {
+    TrainConfig {
+        seed: 3,
+        iterations: 2,
+        n_envs: 4,
+        checkpoint_every: 2,
+        agent: AgentSection {
+            kind: PolicyKind::TaskInference,
+            hidden: 8,
+            task_inference: TaskInferenceConfig {
+                latent,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        ppo: PpoConfig {
+            epochs: 2,
+            minibatch_trials: 2,
+            ..Default::default()
+        },
+        task: TaskSection {
+            kind,
+            episodes_per_trial: episodes,
+            trading: TradingConfig {
+                max_steps: 12,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[test]
+fn trains_end_to_end_on_ar1_and_reloads_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let kind = TaskKind::SyntheticAr1 {
+        bars: 120,
+        family: Ar1Family::default(),
+    };
+    let config = task_inference_config(kind, 1, 2);
+    let text = config.to_toml();
+    assert!(text.contains("kind = \"task_inference\""), "{text}");
+    assert_eq!(
+        TrainConfig::from_toml_str(&text, std::path::Path::new("config.toml")).unwrap(),
+        config
+    );
+    let mut trainer = Trainer::new(config.clone(), tasks_for(&config), dir.path()).unwrap();
+    let mut seen = Vec::new();
+    trainer.run(|s| seen.push(s.clone())).unwrap();
+    assert_eq!(seen.len(), 2);
+    for s in &seen {
+        let b = s.belief_loss.expect("a belief loss every iteration");
+        assert!(b.is_finite() && s.policy_loss.is_finite() && s.value_loss.is_finite());
+    }
+    let loaded = mrl_ppo::load_policy(&dir.path().join(CHECKPOINT_DIR), &Device::Cpu).unwrap();
+    assert_eq!(loaded.kind(), PolicyKind::TaskInference);
+    let x = Tensor::ones(
+        (2, 5, loaded.config().input_dim()),
+        candle_core::DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let (a, b) = (
+        trainer.policy().forward_seq(&x, None).unwrap(),
+        loaded.forward_seq(&x, None).unwrap(),
+    );
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(flat(&a.logits), flat(&b.logits));
+    assert_eq!(flat(&a.values), flat(&b.values));
+    assert_eq!(flat(&a.belief.unwrap().mean), flat(&b.belief.unwrap().mean));
+}
+
+fn tasks_for(config: &TrainConfig) -> Arc<mrl_env::DynTasks> {
+    Arc::new(mrl_ppo::trading_tasks(&config.task.kind, &config.task.trading).unwrap())
+}
+
+#[test]
+fn trains_on_bandits_with_the_arm_means_as_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let kind = TaskKind::Bandits {
+        arms: 3,
+        pulls: 5,
+        observe_time: false,
+    };
+    let config = task_inference_config(kind, 3, 1);
+    let mut seen = Vec::new();
+    mrl_ppo::train(&config, dir.path(), false, |s| seen.push(s.clone())).unwrap();
+    assert!(
+        seen.iter()
+            .all(|s| s.belief_loss.is_some_and(f64::is_finite))
+    );
+    // The evaluation plays the checkpoint like any other kind.
+    let eval = mrl_ppo::evaluate_bandits(dir.path(), 3, 5, 20, 9).unwrap();
+    assert!(eval.agent_greedy.mean >= 0.0 && eval.agent_greedy.mean <= 5.0);
+    // A latent that is not the number of arms names the field.
+    let bad = task_inference_config(
+        TaskKind::Bandits {
+            arms: 3,
+            pulls: 5,
+            observe_time: false,
+        },
+        2,
+        1,
+    );
+    let other = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        mrl_ppo::train(&bad, other.path(), false, |_| {}),
+        Err(Error::InvalidConfig {
+            field: "agent.task_inference.latent",
+            ..
+        })
+    ));
+}
