@@ -10,10 +10,11 @@
 //! autograd.
 
 use candle_core::{D, Device, Tensor};
-use mrl_agent::Belief;
+use mrl_agent::{Belief, InputLayout, Policy, PolicyInputs, greedy_action};
+use mrl_env::{Env, Trial};
 
-use crate::Result;
-use crate::rollout::RolloutBuffer;
+use crate::rollout::{RolloutBuffer, input_columns};
+use crate::{Error, Result};
 
 /// Gaussian negative log-likelihood of `target` under `N(mean, exp(log_var))` per row,
 /// summed over the last dimension:
@@ -99,6 +100,114 @@ pub fn belief_targets(buffer: &RolloutBuffer, trials: &[usize], device: &Device)
         (trials.len() * seq_len, dim),
         device,
     )?)
+}
+
+/// A task-inference agent's belief over one trial played with greedy actions
+/// ([`trace_belief`]); step `t`'s belief is the one after reading input row `t`, i.e. after
+/// the returns of steps `0..t`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BeliefTrace {
+    /// Width of the belief (per moment).
+    pub latent: usize,
+    /// Belief means, `(T, latent)` row-major.
+    pub mean: Vec<f32>,
+    /// Belief log-variances `(T, latent)`; `None` for a point belief.
+    pub log_var: Option<Vec<f32>>,
+    /// Episode of the trial each step belongs to, `(T)`.
+    pub episode: Vec<usize>,
+    /// Reward of each step, `(T)`.
+    pub rewards: Vec<f64>,
+    /// The task's hidden parameters ([`Env::task_parameters`]; empty when the env does not
+    /// know them).
+    pub truth: Vec<f32>,
+}
+
+impl BeliefTrace {
+    /// Number of steps `T`.
+    pub fn len(&self) -> usize {
+        self.episode.len()
+    }
+
+    /// Whether no step was played.
+    pub fn is_empty(&self) -> bool {
+        self.episode.is_empty()
+    }
+
+    /// The last step of episode `k` of the trial; `None` when the trial has no such episode.
+    pub fn episode_end(&self, k: usize) -> Option<usize> {
+        self.episode.iter().rposition(|&e| e == k)
+    }
+}
+
+/// Plays one whole trial of `trial` (reset first) with `policy`'s greedy actions and records
+/// its belief at every step, stepping [`Policy::step`] with the hidden state carried over
+/// the trial's episodes (reset only at its start). Input rows are built by the policy's
+/// [`InputLayout`] (its input statistics applied); an env without observations gets the
+/// one constant-0 column training gave it.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] for a policy without a belief; agent, env and candle errors.
+pub fn trace_belief<E: Env>(policy: &Policy, trial: &mut Trial<E>) -> Result<BeliefTrace> {
+    let mut truth = Vec::new();
+    trial.env().task_parameters(&mut truth);
+    let env_layout = trial.layout();
+    let dims = (
+        env_layout.obs_dim,
+        policy.config().obs_dim,
+        env_layout.n_actions,
+    );
+    let layout = InputLayout::new(policy.config());
+    let latent = policy.config().task_inference.latent;
+    let mut row = vec![0.0f32; layout.width()];
+    let mut input = trial.reset()?.to_vec();
+    let mut h: Option<Tensor> = None;
+    let mut trace = BeliefTrace {
+        latent,
+        mean: Vec::new(),
+        log_var: None,
+        episode: Vec::new(),
+        rewards: Vec::new(),
+        truth,
+    };
+    let mut log_var = Vec::new();
+    loop {
+        let (obs, prev_actions, prev_rewards, prev_dones) =
+            input_columns(&[0], &|_| input.as_slice(), dims);
+        let inputs = PolicyInputs {
+            obs: &obs,
+            prev_actions: &prev_actions,
+            prev_rewards: &prev_rewards,
+            prev_dones: &prev_dones,
+        };
+        layout.write_rows(&inputs, &mut row)?;
+        let x = Tensor::from_slice(&row, (1, row.len()), policy.device())?;
+        let out = policy.step(&x, h.as_ref())?;
+        let belief = out.belief.ok_or_else(|| Error::InvalidConfig {
+            field: "agent.kind",
+            value: policy.kind().as_str().into(),
+            reason: "a belief trace needs a task_inference policy",
+        })?;
+        trace
+            .mean
+            .extend(belief.mean.flatten_all()?.to_vec1::<f32>()?);
+        if let Some(lv) = &belief.log_var {
+            log_var.extend(lv.flatten_all()?.to_vec1::<f32>()?);
+        }
+        h = out.h;
+        let logits = out.logits.flatten_all()?.to_vec1::<f32>()?;
+        let (action, _) = greedy_action(&logits)?;
+        let step = trial.step(action)?;
+        trace.episode.push(step.episode);
+        trace.rewards.push(step.reward);
+        if step.trial_done {
+            break;
+        }
+        input.copy_from_slice(step.input);
+    }
+    if !log_var.is_empty() {
+        trace.log_var = Some(log_var);
+    }
+    Ok(trace)
 }
 
 #[cfg(test)]

@@ -75,7 +75,10 @@ mod rollout;
 mod trainer;
 mod update;
 
-pub use belief::{belief_loss, belief_targets, flatten_belief, gaussian_nll, squared_error};
+pub use belief::{
+    BeliefTrace, belief_loss, belief_targets, flatten_belief, gaussian_nll, squared_error,
+    trace_belief,
+};
 pub use checkpoint::{
     CHECKPOINT_DIR, CHECKPOINT_FILES, LoadedCheckpoint, STATE_FORMAT, TrainState, checkpoint_dir,
     load_checkpoint, load_policy, resumable_checkpoint, save_checkpoint, write_file_atomic,

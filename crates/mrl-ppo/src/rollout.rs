@@ -380,9 +380,9 @@ fn store_task_targets<D: TaskDistribution>(
 
 /// Policy input columns (observation, previous action, reward, done) of the env input rows
 /// of `slots`; observations are zero-padded to the policy's `obs_dim`.
-type Columns = (Vec<f32>, Vec<Option<usize>>, Vec<f32>, Vec<bool>);
+pub(crate) type Columns = (Vec<f32>, Vec<Option<usize>>, Vec<f32>, Vec<bool>);
 
-fn input_columns<'a>(
+pub(crate) fn input_columns<'a>(
     slots: &[usize],
     row_of: &impl Fn(usize) -> &'a [f32],
     (env_obs, obs_dim, n_actions): (usize, usize, usize),

@@ -419,3 +419,95 @@ fn trains_on_bandits_with_the_arm_means_as_targets() {
         })
     ));
 }
+
+#[test]
+fn a_belief_trace_covers_the_trial_and_knows_the_truth() {
+    let policy = Policy::new(&agent(BeliefKind::Gaussian, 1), &Device::Cpu, 2).unwrap();
+    let dist = tasks();
+    let task = dist.task(SyntheticTasks::split_seed(
+        Split::Test,
+        &mut ChaCha8Rng::seed_from_u64(1),
+    ));
+    let task = task.unwrap();
+    let phi = match &task.task_info().kind {
+        EnvTaskKind::Synthetic {
+            process: mrl_data::MarketProcess::Ar1(p),
+            ..
+        } => p.phi as f32,
+        other => panic!("{other:?}"),
+    };
+    let config = TrialConfig {
+        episodes_per_trial: 3,
+        ..Default::default()
+    };
+    let trace = |task| {
+        let mut trial =
+            mrl_env::Trial::new(task, config.clone(), ChaCha8Rng::seed_from_u64(4)).unwrap();
+        mrl_ppo::trace_belief(&policy, &mut trial).unwrap()
+    };
+    let a = trace(task.clone());
+    assert_eq!(a.len(), 3 * 12);
+    assert_eq!(a.truth, vec![phi]);
+    assert_eq!(
+        (
+            a.episode_end(0),
+            a.episode_end(1),
+            a.episode_end(2),
+            a.episode_end(3)
+        ),
+        (Some(11), Some(23), Some(35), None)
+    );
+    assert_eq!(a.mean.len(), 36);
+    let log_var = a.log_var.clone().unwrap();
+    assert!(log_var.iter().chain(&a.mean).all(|v| v.is_finite()));
+    // Greedy and seeded: the same trace again.
+    assert_eq!(trace(task), a);
+    // An MLP has no belief: a clear error.
+    let mlp = Policy::new(
+        &AgentConfig {
+            kind: PolicyKind::Mlp,
+            obs_dim: 14,
+            hidden: 8,
+            ..Default::default()
+        },
+        &Device::Cpu,
+        0,
+    )
+    .unwrap();
+    let mut trial =
+        mrl_env::Trial::new(dist.task(7).unwrap(), config, ChaCha8Rng::seed_from_u64(4)).unwrap();
+    assert!(matches!(
+        mrl_ppo::trace_belief(&mlp, &mut trial),
+        Err(Error::InvalidConfig {
+            field: "agent.kind",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn shipped_belief_configs_train_like_the_rl2_configs_they_copy() {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs"));
+    for (belief, rl2, latent) in [
+        ("synthetic-ar1-belief.toml", "synthetic-ar1.toml", 1),
+        ("bandits-k5-n10-belief.toml", "bandits-k5-n10.toml", 5),
+    ] {
+        let b = TrainConfig::load(&dir.join(belief)).unwrap();
+        let r = TrainConfig::load(&dir.join(rl2)).unwrap();
+        assert_eq!(b.agent.kind, PolicyKind::TaskInference, "{belief}");
+        assert_eq!(b.agent.task_inference.latent, latent, "{belief}");
+        assert_eq!(
+            b.agent.task_inference.belief,
+            BeliefKind::Gaussian,
+            "{belief}"
+        );
+        assert_eq!(b.ppo.belief_coef, 1.0, "{belief}");
+        // Everything else is the RL² config's.
+        let as_rl2 = TrainConfig {
+            agent: r.agent.clone(),
+            ..b.clone()
+        };
+        assert_eq!(as_rl2, r, "{belief} differs from {rl2} beyond [agent]");
+        assert_eq!(b.agent.hidden, r.agent.hidden);
+    }
+}
