@@ -37,7 +37,7 @@ const RESTRICTED: [(&str, &[&str]); 8] = [
     ),
     (
         "candle-nn",
-        &["mrl-agent", "mrl-ppo", "mrl-backtest", "mrl"],
+        &["mrl-agent", "mrl-ppo", "mrl-backtest", "mrl-llm", "mrl"],
     ),
     ("polars", &["mrl-data"]),
     ("reqwest", &["mrl-data", "mrl-llm"]),

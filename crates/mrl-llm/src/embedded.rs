@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, Completion, FinishReason, GenerateConfig, Message};
 use crate::chat::{END_OF_TEXT, IM_END, IM_START, SMOLLM2_DEFAULT_SYSTEM, render_chatml};
+use crate::constrained::{Slot, Template, TokenTable, masked, number_complete, number_prefix_ok};
 use crate::error::{Error, Result};
 use crate::sampling::sample;
 use crate::tokenizer::{GgufTokenizer, metadata};
@@ -98,6 +99,7 @@ pub struct EmbeddedBackend {
     name: String,
     default_system: Option<String>,
     last_timing: Option<Timing>,
+    token_table: Option<TokenTable>,
 }
 
 impl std::fmt::Debug for EmbeddedBackend {
@@ -221,6 +223,7 @@ impl EmbeddedBackend {
             name,
             default_system,
             last_timing: None,
+            token_table: None,
         })
     }
 
@@ -278,6 +281,15 @@ impl EmbeddedBackend {
         Ok(logits.squeeze(0)?.to_vec1::<f32>()?)
     }
 
+    /// A fresh sequence: the cache cleared, `prompt_ids` processed in one pass; the logits
+    /// of the last position and the pass's seconds.
+    fn prefill(&mut self, prompt_ids: &[u32]) -> Result<(Vec<f32>, f64)> {
+        self.model.clear_kv_cache();
+        let start = Instant::now();
+        let logits = self.forward(prompt_ids, 0)?;
+        Ok((logits, start.elapsed().as_secs_f64()))
+    }
+
     /// Generates up to `config.max_new_tokens` tokens after `prompt_ids`, stopping at an
     /// end-of-turn token (not included). Greedy decoding is exact; sampling draws from a
     /// `ChaCha8Rng` seeded with `config.seed`.
@@ -288,10 +300,7 @@ impl EmbeddedBackend {
         config.validate()?;
         self.check_fits(prompt_ids.len(), config.max_new_tokens)?;
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        self.model.clear_kv_cache();
-        let start = Instant::now();
-        let mut logits = self.forward(prompt_ids, 0)?;
-        let prompt_secs = start.elapsed().as_secs_f64();
+        let (mut logits, prompt_secs) = self.prefill(prompt_ids)?;
         let start = Instant::now();
         let mut ids = Vec::new();
         let mut finish = FinishReason::Length;
@@ -325,6 +334,179 @@ impl EmbeddedBackend {
         );
         self.last_timing = Some(timing);
         Ok(Generated { ids, finish })
+    }
+}
+
+impl EmbeddedBackend {
+    /// The id of the end-of-turn token `<|im_end|>` (appended to a finished reply when it
+    /// is scored as a response).
+    pub fn end_of_turn_id(&self) -> u32 {
+        self.stop_ids
+            .iter()
+            .copied()
+            .find(|&id| self.tokenizer.token_id(IM_END) == Some(id))
+            .unwrap_or(self.stop_ids[0])
+    }
+
+    /// Generates a reply that follows `template` ([`crate::constrained`]): literals are
+    /// forced, slots are filled by the model under masks, with greedy or seeded nucleus
+    /// choices as in [`generate`](Self::generate). The reply always ends with the
+    /// template's last literal; `finish` is [`FinishReason::Stop`].
+    ///
+    /// # Errors
+    /// Invalid settings, [`Error::ContextOverflow`] (prompt plus the template's largest
+    /// reply), [`Error::InvalidSetting`] for a choice whose options share a first token,
+    /// tokenizer and candle errors.
+    pub fn generate_constrained(
+        &mut self,
+        prompt_ids: &[u32],
+        template: &Template,
+        config: &GenerateConfig,
+    ) -> Result<Generated> {
+        config.validate()?;
+        if self.token_table.is_none() {
+            self.token_table = Some(TokenTable::new(&self.tokenizer)?);
+        }
+        let mut encoded = Vec::with_capacity(template.parts.len());
+        let mut budget = 0;
+        for part in &template.parts {
+            let ids: Vec<Vec<u32>> = match part {
+                Slot::Literal(text) => vec![self.tokenizer.encode(text)?],
+                Slot::Choice(options) => options
+                    .iter()
+                    .map(|o| self.tokenizer.encode(o))
+                    .collect::<Result<_>>()?,
+                _ => Vec::new(),
+            };
+            budget += match part {
+                Slot::Literal(_) => ids[0].len(),
+                Slot::Number { max_tokens, .. } => max_tokens + 1,
+                Slot::Text { max_tokens } => *max_tokens,
+                Slot::Choice(_) => ids.iter().map(Vec::len).max().unwrap_or(0),
+            };
+            encoded.push(ids);
+        }
+        self.check_fits(prompt_ids.len(), budget)?;
+        let table = self.token_table.take().unwrap_or_else(|| unreachable!());
+        let out = self.fill_template(prompt_ids, template, &encoded, &table, config);
+        self.token_table = Some(table);
+        out
+    }
+
+    fn fill_template(
+        &mut self,
+        prompt_ids: &[u32],
+        template: &Template,
+        encoded: &[Vec<Vec<u32>>],
+        table: &TokenTable,
+        config: &GenerateConfig,
+    ) -> Result<Generated> {
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let (mut logits, prompt_secs) = self.prefill(prompt_ids)?;
+        let start = Instant::now();
+        let mut ids: Vec<u32> = Vec::new();
+        let mut produced = 0;
+        // Feeds `new` after the tokens so far; the logits of the last one.
+        let feed = |model: &mut Self, ids: &mut Vec<u32>, new: &[u32]| -> Result<Vec<f32>> {
+            let pos = prompt_ids.len() + ids.len();
+            ids.extend_from_slice(new);
+            model.forward(new, pos)
+        };
+        for (part, enc) in template.parts.iter().zip(encoded) {
+            match part {
+                Slot::Literal(_) => {
+                    if !enc[0].is_empty() {
+                        logits = feed(self, &mut ids, &enc[0])?;
+                    }
+                }
+                Slot::Choice(_) => {
+                    let firsts: Vec<u32> = enc.iter().filter_map(|o| o.first().copied()).collect();
+                    let mut unique = firsts.clone();
+                    unique.sort_unstable();
+                    unique.dedup();
+                    if unique.len() != firsts.len() {
+                        return Err(Error::setting(
+                            "choice",
+                            format!("{firsts:?}"),
+                            "options whose first tokens differ",
+                        ));
+                    }
+                    let next = sample(&masked(&logits, firsts.clone()), &config.sampling, &mut rng);
+                    produced += 1;
+                    let option = &enc[firsts.iter().position(|&f| f == next).unwrap_or(0)];
+                    logits = feed(self, &mut ids, option)?;
+                }
+                &Slot::Number {
+                    max_tokens,
+                    max_int,
+                    signed,
+                } => {
+                    let mut text = String::new();
+                    for _ in 0..max_tokens {
+                        let candidates = table
+                            .number
+                            .iter()
+                            .filter(|(_, t)| {
+                                number_prefix_ok(&format!("{text}{t}"), max_int, signed)
+                            })
+                            .map(|&(id, _)| id);
+                        let ending = number_complete(&text).then_some(&table.number_end);
+                        let allowed: Vec<u32> = candidates
+                            .chain(ending.into_iter().flatten().copied())
+                            .collect();
+                        if allowed.is_empty() {
+                            break;
+                        }
+                        let next = sample(&masked(&logits, allowed), &config.sampling, &mut rng);
+                        produced += 1;
+                        if table.number_end.contains(&next) && number_complete(&text) {
+                            break;
+                        }
+                        let piece = table
+                            .number
+                            .iter()
+                            .find(|(id, _)| *id == next)
+                            .map_or("", |(_, t)| t.as_str());
+                        text.push_str(piece);
+                        logits = feed(self, &mut ids, &[next])?;
+                    }
+                    if !number_complete(&text) {
+                        // Out of budget mid-number ("", "-", "1."): close it with a 0.
+                        let zero = self.tokenizer.encode("0")?;
+                        logits = feed(self, &mut ids, &zero)?;
+                    }
+                }
+                Slot::Text { max_tokens } => {
+                    for _ in 0..*max_tokens {
+                        let allowed = table.text.iter().chain(&table.text_end).copied();
+                        let next = sample(&masked(&logits, allowed), &config.sampling, &mut rng);
+                        produced += 1;
+                        if table.text_end.contains(&next) {
+                            break;
+                        }
+                        logits = feed(self, &mut ids, &[next])?;
+                    }
+                }
+            }
+        }
+        let timing = Timing {
+            prompt_tokens: prompt_ids.len(),
+            prompt_secs,
+            generated_tokens: produced.max(ids.len()),
+            generate_secs: start.elapsed().as_secs_f64(),
+        };
+        tracing::debug!(
+            prompt_tokens = timing.prompt_tokens,
+            reply_tokens = ids.len(),
+            sampled = produced,
+            secs = timing.generate_secs,
+            "constrained generation"
+        );
+        self.last_timing = Some(timing);
+        Ok(Generated {
+            ids,
+            finish: FinishReason::Stop,
+        })
     }
 }
 

@@ -155,6 +155,41 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A config file cannot be read as the settings it should hold.
+    #[error("config {path}: {reason}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The output directory already holds training rounds and no resume was asked for.
+    #[error(
+        "{path} already holds {rounds} trained round(s): pass --resume to continue, or choose another directory"
+    )]
+    OutputExists {
+        /// The directory.
+        path: PathBuf,
+        /// Complete rounds found.
+        rounds: usize,
+    },
+    /// A resumed run's config differs from the one saved with its rounds.
+    #[error(
+        "{path} was written by another config: resume with the same settings (diff the two files)"
+    )]
+    ConfigMismatch {
+        /// The saved config.
+        path: PathBuf,
+    },
+    /// No data to train or evaluate on.
+    #[error("no usable data: {reason}")]
+    NoData {
+        /// Why.
+        reason: String,
+    },
+    /// The backtester failed.
+    #[error(transparent)]
+    Backtest(#[from] mrl_backtest::Error),
     /// Computing the market features failed.
     #[error(transparent)]
     Features(#[from] mrl_features::Error),

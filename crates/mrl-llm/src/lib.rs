@@ -20,7 +20,13 @@
 //! For preference training, [`LoraLlama`] is the same model in differentiable f32/f64 ops
 //! with LoRA adapters on the query and value projections (base weights frozen), and
 //! [`dpo_loss`] is the DPO objective over summed response log-probabilities
-//! ([`response_logprob`]). The training loop and its evaluation are not built yet.
+//! ([`response_logprob`]).
+//!
+//! The self-improvement loop ([`train`], `mrl llm train`) runs the three roles under
+//! constrained decoding ([`Template`]: the reply's JSON skeleton is forced, the model fills
+//! the numbers, choices and rationale), builds actor pairs from the judge's scores and
+//! judge pairs from the meta-judge's verdicts, and trains one LoRA adapter per role with
+//! DPO for several rounds ([`TrainConfig`], per-round [`RoundLog`], resumable).
 //!
 //! Decoding is greedy (exact) or seeded nucleus sampling ([`Sampling`]) within a token
 //! budget ([`GenerateConfig`]).
@@ -43,6 +49,8 @@
 
 mod backend;
 mod chat;
+mod config;
+mod constrained;
 mod context;
 mod dpo;
 mod embedded;
@@ -54,11 +62,14 @@ mod sampling;
 mod server;
 mod tiny;
 mod tokenizer;
+mod train;
 
 pub use backend::{Backend, Completion, FinishReason, GenerateConfig, Message, Sampling, Speaker};
 pub use chat::{
     END_OF_TEXT, IM_END, IM_START, SMOLLM2_DEFAULT_SYSTEM, escape_specials, render_chatml,
 };
+pub use config::{DpoConfig, EvalConfig, MarketConfig, TrainConfig};
+pub use constrained::{MAX_NUMBER_CHARS, Slot, Template};
 pub use context::{
     ContextBuilder, ContextConfig, MAX_HEADLINE_CHARS, MarketContext, NewsItem, RegimeStats,
     read_news,
@@ -80,3 +91,9 @@ pub use sampling::{argmax, nucleus, sample};
 pub use server::{ApiKey, ServerBackend, ServerConfig};
 pub use tiny::{TINY_HIDDEN, TINY_LAYERS, tiny_vocabulary, write_tiny_model};
 pub use tokenizer::GgufTokenizer;
+pub use train::{
+    ACTOR_ADAPTERS, ADAPTERS_JSON, AdapterInfo, DpoStats, JUDGE_ADAPTERS, PreferencePair, RoundLog,
+    SHOWN_RATIONALE_CHARS, TrainingData, TrainingExample, UNPARSED_SCORE, canonical_judgment,
+    canonical_prediction, complete_rounds, derive_seed, load_round_adapters, role_lora, round_dir,
+    select_pair, spearman, train,
+};

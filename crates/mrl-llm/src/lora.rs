@@ -274,6 +274,71 @@ impl LoraLlama {
             .collect()
     }
 
+    /// The adapters by name (`blk.{i}.lora_q.a`, `…lora_q.b`, `…lora_v.a`, `…lora_v.b`),
+    /// as tensors of the model's dtype: what [`save_adapters`](Self::save_adapters) writes.
+    pub fn adapter_tensors(&self) -> Vec<(String, Tensor)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| {
+                [
+                    (format!("blk.{i}.lora_q.a"), l.lora_q.a.as_tensor().clone()),
+                    (format!("blk.{i}.lora_q.b"), l.lora_q.b.as_tensor().clone()),
+                    (format!("blk.{i}.lora_v.a"), l.lora_v.a.as_tensor().clone()),
+                    (format!("blk.{i}.lora_v.b"), l.lora_v.b.as_tensor().clone()),
+                ]
+            })
+            .collect()
+    }
+
+    /// Writes the adapters to a safetensors file (names of
+    /// [`adapter_tensors`](Self::adapter_tensors)). Not atomic by itself: callers write into
+    /// a temporary directory and rename it.
+    ///
+    /// # Errors
+    /// Candle's safetensors errors (I/O).
+    pub fn save_adapters(&self, path: &Path) -> Result<()> {
+        let tensors: std::collections::HashMap<String, Tensor> =
+            self.adapter_tensors().into_iter().collect();
+        candle_core::safetensors::save(&tensors, path)?;
+        Ok(())
+    }
+
+    /// Replaces the adapters with those of a safetensors file written by
+    /// [`save_adapters`](Self::save_adapters) for a model of the same shape.
+    ///
+    /// # Errors
+    /// [`Error::BadModel`] naming the file when a tensor is missing or has another shape;
+    /// candle errors reading it.
+    pub fn load_adapters(&self, path: &Path) -> Result<()> {
+        let mut stored = candle_core::safetensors::load(path, &Device::Cpu)?;
+        let bad = |reason: String| Error::BadModel {
+            path: path.to_path_buf(),
+            reason,
+        };
+        for (i, l) in self.layers.iter().enumerate() {
+            for (name, var) in [
+                (format!("blk.{i}.lora_q.a"), &l.lora_q.a),
+                (format!("blk.{i}.lora_q.b"), &l.lora_q.b),
+                (format!("blk.{i}.lora_v.a"), &l.lora_v.a),
+                (format!("blk.{i}.lora_v.b"), &l.lora_v.b),
+            ] {
+                let tensor = stored
+                    .remove(&name)
+                    .ok_or_else(|| bad(format!("adapter {name} is missing")))?;
+                if tensor.dims() != var.dims() {
+                    return Err(bad(format!(
+                        "adapter {name} has shape {:?}, the model needs {:?}",
+                        tensor.dims(),
+                        var.dims()
+                    )));
+                }
+                var.set(&tensor.to_dtype(self.dtype)?)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The embedded backend of the adapted model: the GGUF file at `path` (the one this
     /// model was loaded from) with the adapters merged into the query and value matrices,
     /// `W + (α / r) B A` in f32, so that generation (with its KV cache) samples from the

@@ -7,3 +7,4 @@ mod lora;
 mod parity;
 mod reply;
 mod server;
+mod train;

@@ -1,0 +1,1049 @@
+//! The self-improvement loop (`mrl llm train`): actor, judge and meta-judge in rounds of
+//! DPO on LoRA adapters (Meta-Rewarding, Wu et al. 2024, arXiv:2407.19594; applied to
+//! trading as in Meta-RL-Crypto, arXiv:2509.09751).
+//!
+//! One round, for each of `contexts` training decisions drawn (seeded) from the training
+//! periods:
+//!
+//! 1. the **actor** (base model + actor adapters) samples `candidates` answers under
+//!    constrained decoding ([`Template::prediction`]); its prompt is built from
+//!    [`TrainingExample::context`] alone, which holds bars at or before the decision bar;
+//!    the realised return is a separate field that only the judge and meta-judge see;
+//! 2. the **judge** (base model + judge adapters) scores each parsed answer `judgments`
+//!    times with the realised next return in its rubric; a candidate's score is the mean
+//!    of its parsed judgments, and an answer that could not be parsed scores −1 (below
+//!    any judged answer);
+//! 3. actor pair: the chosen answer is the shortest of those scoring within
+//!    `length_tie · (best − worst)` of the best, the rejected one the worst (no pair when
+//!    all score the same);
+//! 4. the **meta-judge** (the judge's model, as in Meta-Rewarding where one model plays
+//!    every role) compares two different judgments of the candidate whose judgments
+//!    disagree most, in a seeded random order (against position bias); the judge pair is
+//!    (winner, loser) for the judge's prompt;
+//! 5. DPO on each role's pairs ([`dpo_loss`](crate::dpo_loss), β from the config) with
+//!    AdamW on the adapters only; the reference is the role's model at the start of the
+//!    round (iterative DPO as in Meta-Rewarding: round `k` starts from and is anchored to
+//!    round `k − 1`).
+//!
+//! **Length control.** The judge never sees the actor's raw reply: it sees the parsed
+//! answer re-rendered canonically ([`canonical_prediction`]: fixed fields, two decimals, the
+//! rationale cut to [`SHOWN_RATIONALE_CHARS`]), so a longer reply cannot look more
+//! thorough; the meta-judge likewise sees canonical judgments. Constrained decoding bounds
+//! every rationale by `rationale_tokens`. Among near-best answers the shortest is chosen
+//! (the Meta-Rewarding paper's length control of the actor pairs), so the loop does not
+//! teach verbosity.
+//!
+//! Every draw is seeded from `config.seed` and the round, context, candidate and sample
+//! index; the optimiser is fresh each round; adapters are saved per round in a directory
+//! written under a temporary name and renamed, so a resumed run equals an uninterrupted
+//! one.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use mrl_data::BarSeries;
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{GenerateConfig, Message};
+use crate::config::TrainConfig;
+use crate::constrained::Template;
+use crate::context::{ContextBuilder, MarketContext};
+use crate::dpo::{dpo_loss, response_logprob};
+use crate::embedded::EmbeddedBackend;
+use crate::error::{Error, Result};
+use crate::lora::{LoraConfig, LoraLlama};
+use crate::reply::{
+    Direction, Judgment, ParseStats, Prediction, Preference, parse_judgment, parse_meta_judgment,
+    parse_prediction,
+};
+use crate::roles::{self, Role};
+
+/// Characters of a rationale shown to the judge or meta-judge.
+pub const SHOWN_RATIONALE_CHARS: usize = 80;
+/// Score of an actor answer that could not be parsed (judged answers score 0–10).
+pub const UNPARSED_SCORE: f64 = -1.0;
+
+/// One training decision: the market context at the close of bar `t` and, kept apart, the
+/// realised return of bar `t + 1` (known in the training period only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingExample {
+    /// Built from bars at or before `t` only; the actor's prompt comes from this alone.
+    pub context: MarketContext,
+    /// `(close[t+1] / close[t] − 1) · 100`; shown to the judge and the meta-judge only.
+    pub realised_return_pct: f64,
+}
+
+/// The decisions of the training periods of some series.
+#[derive(Debug)]
+pub struct TrainingData<'a> {
+    series: &'a [BarSeries],
+    builders: Vec<ContextBuilder<'a>>,
+    /// (series index, decision bar) of every usable decision.
+    bars: Vec<(usize, usize)>,
+}
+
+impl<'a> TrainingData<'a> {
+    /// The usable decisions: bars `t` from the context builder's first bar with `t + 1`
+    /// inside the training period (the first `train_share` of each series).
+    ///
+    /// # Errors
+    /// [`Error::NoData`] when no series has a usable decision; context-builder errors.
+    pub fn new(series: &'a [BarSeries], config: &TrainConfig) -> Result<Self> {
+        let mut builders = Vec::with_capacity(series.len());
+        let mut bars = Vec::new();
+        for (i, s) in series.iter().enumerate() {
+            let builder = ContextBuilder::new(s, Vec::new(), config.context)?;
+            let train_end = (s.len() as f64 * config.train_share).floor() as usize;
+            for t in builder.first_bar()..train_end.saturating_sub(1) {
+                bars.push((i, t));
+            }
+            builders.push(builder);
+        }
+        if bars.is_empty() {
+            return Err(Error::NoData {
+                reason: format!(
+                    "no decision bar in the training periods ({} of each series) after the context warm-up",
+                    config.train_share
+                ),
+            });
+        }
+        Ok(Self {
+            series,
+            builders,
+            bars,
+        })
+    }
+
+    /// Usable decisions.
+    pub fn len(&self) -> usize {
+        self.bars.len()
+    }
+
+    /// Whether there is none (never, after [`new`](Self::new)).
+    pub fn is_empty(&self) -> bool {
+        self.bars.is_empty()
+    }
+
+    /// Decision `k` (an index into the usable decisions).
+    ///
+    /// # Errors
+    /// [`Error::BadDecisionBar`] for `k` out of range.
+    pub fn example(&self, k: usize) -> Result<TrainingExample> {
+        let &(i, t) = self.bars.get(k).ok_or_else(|| Error::BadDecisionBar {
+            index: k,
+            reason: format!("only {} training decisions", self.bars.len()),
+        })?;
+        let closes = self.series[i].closes();
+        Ok(TrainingExample {
+            context: self.builders[i].context_at(t)?,
+            realised_return_pct: (closes[t + 1] / closes[t] - 1.0) * 100.0,
+        })
+    }
+
+    /// `n` distinct decisions (all of them when `n` exceeds their number), drawn from `rng`,
+    /// in drawn order.
+    pub fn draw(&self, n: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
+        let mut all: Vec<usize> = (0..self.bars.len()).collect();
+        all.shuffle(rng);
+        all.truncate(n);
+        all
+    }
+}
+
+/// A seed derived from `base` and a path of indices (SplitMix64 finaliser of each step,
+/// Steele et al. 2014): distinct paths give unrelated seeds.
+pub fn derive_seed(base: u64, path: &[u64]) -> u64 {
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    path.iter().fold(mix(base), |acc, &p| mix(acc ^ mix(p)))
+}
+
+fn shown_rationale(text: &str) -> String {
+    text.chars().take(SHOWN_RATIONALE_CHARS).collect()
+}
+
+/// The actor's answer as the judge sees it: fixed field order, two decimals, the rationale
+/// cut to [`SHOWN_RATIONALE_CHARS`] (length control: the raw reply is never shown).
+pub fn canonical_prediction(p: &Prediction) -> String {
+    let direction = match p.direction {
+        Direction::Up => "up",
+        Direction::Down => "down",
+        Direction::Flat => "flat",
+    };
+    serde_json::json!({
+        "return_pct": (p.return_pct * 100.0).round() / 100.0,
+        "direction": direction,
+        "position": (p.position * 100.0).round() / 100.0,
+        "confidence": (p.confidence * 100.0).round() / 100.0,
+        "rationale": shown_rationale(&p.rationale),
+    })
+    .to_string()
+}
+
+/// A judgment as the meta-judge sees it: the score to one decimal and the cut rationale.
+pub fn canonical_judgment(j: &Judgment) -> String {
+    serde_json::json!({
+        "score": (j.score * 10.0).round() / 10.0,
+        "rationale": shown_rationale(&j.rationale),
+    })
+    .to_string()
+}
+
+/// The actor preference pair of one context: `(chosen, rejected)` indices into the
+/// candidates, or `None` when fewer than two are scored or all score the same.
+///
+/// The rejected answer is the first of the lowest score; the chosen one the shortest (by
+/// `lengths`, then the first) of those scoring above the lowest and at least
+/// `best − length_tie · (best − worst)`.
+pub fn select_pair(
+    scores: &[Option<f64>],
+    lengths: &[usize],
+    length_tie: f64,
+) -> Option<(usize, usize)> {
+    let scored: Vec<(usize, f64)> = scores
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.map(|s| (i, s)))
+        .collect();
+    let best = scored
+        .iter()
+        .map(|&(_, s)| s)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let worst = scored.iter().map(|&(_, s)| s).fold(f64::INFINITY, f64::min);
+    if scored.len() < 2 || best <= worst {
+        return None;
+    }
+    let tier = best - length_tie * (best - worst);
+    let rejected = scored.iter().find(|&&(_, s)| s == worst)?.0;
+    let chosen = scored
+        .iter()
+        .filter(|&&(_, s)| s >= tier && s > worst)
+        .min_by_key(|&&(i, _)| (lengths.get(i).copied().unwrap_or(usize::MAX), i))?
+        .0;
+    Some((chosen, rejected))
+}
+
+/// Spearman's rank correlation (Pearson's on average ranks, ties sharing their mean rank);
+/// `None` for fewer than 3 pairs or a constant side.
+pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
+    if x.len() != y.len() || x.len() < 3 {
+        return None;
+    }
+    let ranks = |v: &[f64]| -> Vec<f64> {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+        let mut r = vec![0.0; v.len()];
+        let mut i = 0;
+        while i < idx.len() {
+            let mut j = i;
+            while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+                j += 1;
+            }
+            let mean = (i + j) as f64 / 2.0 + 1.0;
+            for &k in &idx[i..=j] {
+                r[k] = mean;
+            }
+            i = j + 1;
+        }
+        r
+    };
+    let (rx, ry) = (ranks(x), ranks(y));
+    let n = x.len() as f64;
+    let (mx, my) = (rx.iter().sum::<f64>() / n, ry.iter().sum::<f64>() / n);
+    let cov: f64 = rx.iter().zip(&ry).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let vx: f64 = rx.iter().map(|a| (a - mx).powi(2)).sum();
+    let vy: f64 = ry.iter().map(|b| (b - my).powi(2)).sum();
+    if vx <= 0.0 || vy <= 0.0 {
+        return None;
+    }
+    Some(cov / (vx * vy).sqrt())
+}
+
+/// One preference pair for DPO: token ids of the prompt and of the two responses (each
+/// ending with the end-of-turn token), with their texts for the logs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreferencePair {
+    /// Whose pair: the actor's or the judge's.
+    pub role: Role,
+    /// Index of the context in the round.
+    pub context: usize,
+    /// The rendered prompt's ids.
+    pub prompt_ids: Vec<u32>,
+    /// The preferred response's ids.
+    pub chosen_ids: Vec<u32>,
+    /// The other response's ids.
+    pub rejected_ids: Vec<u32>,
+    /// The preferred response.
+    pub chosen: String,
+    /// The other response.
+    pub rejected: String,
+}
+
+/// What DPO did in one round for one role.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DpoStats {
+    /// Optimiser steps (pairs × epochs).
+    pub steps: usize,
+    /// Mean loss of the first epoch (before most updates; ln 2 ≈ 0.693 at the reference).
+    pub loss_first_epoch: f64,
+    /// Mean loss of the last epoch.
+    pub loss_last_epoch: f64,
+    /// Mean reward margin `r_w − r_l` of the last epoch.
+    pub margin_last_epoch: f64,
+    /// Mean implicit reward of the chosen responses, last epoch.
+    pub chosen_reward: f64,
+    /// Mean implicit reward of the rejected responses, last epoch.
+    pub rejected_reward: f64,
+}
+
+/// The log of one round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundLog {
+    /// Round number (1-based).
+    pub round: usize,
+    /// Contexts used.
+    pub contexts: usize,
+    /// Parse outcomes of the actor's answers.
+    pub actor_replies: ParseStats,
+    /// Parse outcomes of the judge's answers.
+    pub judge_replies: ParseStats,
+    /// Parse outcomes of the meta-judge's answers.
+    pub meta_judge_replies: ParseStats,
+    /// Actor preference pairs.
+    pub actor_pairs: usize,
+    /// Judge preference pairs.
+    pub judge_pairs: usize,
+    /// DPO of the actor (`None` without pairs).
+    pub actor_dpo: Option<DpoStats>,
+    /// DPO of the judge (`None` without pairs).
+    pub judge_dpo: Option<DpoStats>,
+    /// Spearman correlation of each judged answer's score with its realised return
+    /// `position · realised return` (`None` with fewer than 3 judged answers or no spread).
+    pub judge_outcome_spearman: Option<f64>,
+    /// Mean score of the judged answers.
+    pub mean_score: Option<f64>,
+    /// Mean tokens of the actor's answers.
+    pub mean_answer_tokens: f64,
+    /// Wall time of the round, seconds (the one field a resumed run does not reproduce).
+    pub seconds: f64,
+}
+
+/// AdamW settings and β of [`dpo_train`].
+#[derive(Debug, Clone, Copy)]
+struct DpoRun {
+    beta: f64,
+    learning_rate: f64,
+    weight_decay: f64,
+    epochs: usize,
+    seed: u64,
+}
+
+/// DPO on `pairs` for `model`'s adapters: the reference log-probabilities are the model's
+/// before the first step; one AdamW step per pair, `epochs` passes in seeded order.
+fn dpo_train(model: &LoraLlama, pairs: &[PreferencePair], run: DpoRun) -> Result<DpoStats> {
+    let logprob = |prompt: &[u32], response: &[u32]| -> Result<Tensor> {
+        let ids = [prompt, response].concat();
+        response_logprob(&model.forward(&ids)?, &ids, prompt.len())?
+            .reshape(1)
+            .map_err(Error::from)
+    };
+    let mut reference = Vec::with_capacity(pairs.len());
+    for p in pairs {
+        let c = logprob(&p.prompt_ids, &p.chosen_ids)?.detach();
+        let r = logprob(&p.prompt_ids, &p.rejected_ids)?.detach();
+        reference.push((c, r));
+    }
+    let vars = model.adapters().into_iter().cloned().collect();
+    let mut optimiser = AdamW::new(
+        vars,
+        ParamsAdamW {
+            lr: run.learning_rate,
+            weight_decay: run.weight_decay,
+            ..ParamsAdamW::default()
+        },
+    )?;
+    let mut rng = ChaCha8Rng::seed_from_u64(run.seed);
+    let mut stats = DpoStats {
+        steps: 0,
+        loss_first_epoch: 0.0,
+        loss_last_epoch: 0.0,
+        margin_last_epoch: 0.0,
+        chosen_reward: 0.0,
+        rejected_reward: 0.0,
+    };
+    let n = pairs.len() as f64;
+    for epoch in 0..run.epochs {
+        let mut order: Vec<usize> = (0..pairs.len()).collect();
+        order.shuffle(&mut rng);
+        let (mut loss_sum, mut margin_sum, mut chosen_sum, mut rejected_sum) = (0.0, 0.0, 0.0, 0.0);
+        for k in order {
+            let p = &pairs[k];
+            let chosen = logprob(&p.prompt_ids, &p.chosen_ids)?;
+            let rejected = logprob(&p.prompt_ids, &p.rejected_ids)?;
+            let out = dpo_loss(
+                &chosen,
+                &rejected,
+                &reference[k].0,
+                &reference[k].1,
+                run.beta,
+            )?;
+            optimiser.backward_step(&out.loss)?;
+            stats.steps += 1;
+            loss_sum += out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            margin_sum += out.mean_margin();
+            chosen_sum += out.chosen_rewards[0];
+            rejected_sum += out.rejected_rewards[0];
+        }
+        tracing::debug!(
+            epoch,
+            loss = loss_sum / n,
+            margin = margin_sum / n,
+            "dpo epoch"
+        );
+        if epoch == 0 {
+            stats.loss_first_epoch = loss_sum / n;
+        }
+        stats.loss_last_epoch = loss_sum / n;
+        stats.margin_last_epoch = margin_sum / n;
+        stats.chosen_reward = chosen_sum / n;
+        stats.rejected_reward = rejected_sum / n;
+    }
+    Ok(stats)
+}
+
+/// One generated reply: ids for DPO (with the end-of-turn token) and text.
+struct Reply {
+    ids: Vec<u32>,
+    text: String,
+}
+
+fn generate(
+    backend: &mut EmbeddedBackend,
+    prompt_ids: &[u32],
+    template: &Template,
+    config: &TrainConfig,
+    seed: u64,
+) -> Result<Reply> {
+    let generated = backend.generate_constrained(
+        prompt_ids,
+        template,
+        &GenerateConfig {
+            max_new_tokens: 256,
+            sampling: config.sampling,
+            seed,
+        },
+    )?;
+    let text = backend.tokenizer().decode(&generated.ids)?;
+    let mut ids = generated.ids;
+    ids.push(backend.end_of_turn_id());
+    Ok(Reply { ids, text })
+}
+
+fn prompt_ids(backend: &EmbeddedBackend, messages: &[Message]) -> Result<Vec<u32>> {
+    backend.tokenizer().encode(&backend.prompt(messages))
+}
+
+struct Candidate {
+    reply: Reply,
+    prediction: Option<Prediction>,
+    judgments: Vec<(Reply, Option<Judgment>)>,
+    score: Option<f64>,
+}
+
+/// Generation and judging of one round; returns the pairs and fills the log's counts.
+fn collect_pairs(
+    model_path: &Path,
+    actor: &LoraLlama,
+    judge: &LoraLlama,
+    examples: &[TrainingExample],
+    config: &TrainConfig,
+    round: usize,
+    log: &mut RoundLog,
+) -> Result<Vec<PreferencePair>> {
+    let r = round as u64;
+    let mut actor_backend = actor.merged_backend(model_path, config.generation_weights)?;
+    let mut candidates: Vec<Vec<Candidate>> = Vec::with_capacity(examples.len());
+    let mut answer_tokens = 0usize;
+    for (c, example) in examples.iter().enumerate() {
+        // The actor's prompt: the context alone (bars at or before the decision bar).
+        let prompt = prompt_ids(&actor_backend, &roles::actor_messages(&example.context))?;
+        let mut row = Vec::with_capacity(config.candidates);
+        for k in 0..config.candidates {
+            let seed = derive_seed(config.seed, &[r, 1, c as u64, k as u64]);
+            let reply = generate(
+                &mut actor_backend,
+                &prompt,
+                &Template::prediction(config.rationale_tokens),
+                config,
+                seed,
+            )?;
+            let parsed = parse_prediction(&reply.text);
+            log.actor_replies.record(&parsed);
+            answer_tokens += reply.ids.len();
+            row.push(Candidate {
+                reply,
+                prediction: parsed.ok().map(|p| p.value),
+                judgments: Vec::new(),
+                score: None,
+            });
+        }
+        candidates.push(row);
+    }
+    drop(actor_backend);
+    log.mean_answer_tokens = answer_tokens as f64 / (examples.len() * config.candidates) as f64;
+
+    let mut judge_backend = judge.merged_backend(model_path, config.generation_weights)?;
+    let mut pairs = Vec::new();
+    let (mut scores_seen, mut pnl_seen) = (Vec::new(), Vec::new());
+    for (c, (example, row)) in examples.iter().zip(&mut candidates).enumerate() {
+        let realised = Some(example.realised_return_pct);
+        for (k, cand) in row.iter_mut().enumerate() {
+            let Some(prediction) = &cand.prediction else {
+                cand.score = Some(UNPARSED_SCORE);
+                continue;
+            };
+            let shown = canonical_prediction(prediction);
+            let prompt = prompt_ids(
+                &judge_backend,
+                &roles::judge_messages(&example.context, &shown, realised),
+            )?;
+            for j in 0..config.judgments {
+                let seed = derive_seed(config.seed, &[r, 2, c as u64, k as u64, j as u64]);
+                let reply = generate(
+                    &mut judge_backend,
+                    &prompt,
+                    &Template::judgment(config.rationale_tokens),
+                    config,
+                    seed,
+                )?;
+                let parsed = parse_judgment(&reply.text);
+                log.judge_replies.record(&parsed);
+                cand.judgments.push((reply, parsed.ok().map(|p| p.value)));
+            }
+            let judged: Vec<f64> = cand
+                .judgments
+                .iter()
+                .filter_map(|(_, j)| j.as_ref().map(|j| j.score))
+                .collect();
+            if !judged.is_empty() {
+                let score = judged.iter().sum::<f64>() / judged.len() as f64;
+                cand.score = Some(score);
+                scores_seen.push(score);
+                pnl_seen.push(prediction.position * example.realised_return_pct);
+            }
+        }
+        let scores: Vec<Option<f64>> = row.iter().map(|c| c.score).collect();
+        let lengths: Vec<usize> = row.iter().map(|c| c.reply.ids.len()).collect();
+        if let Some((w, l)) = select_pair(&scores, &lengths, config.length_tie) {
+            let prompt = prompt_ids(&judge_backend, &roles::actor_messages(&example.context))?;
+            pairs.push(PreferencePair {
+                role: Role::Actor,
+                context: c,
+                prompt_ids: prompt,
+                chosen_ids: row[w].reply.ids.clone(),
+                rejected_ids: row[l].reply.ids.clone(),
+                chosen: row[w].reply.text.clone(),
+                rejected: row[l].reply.text.clone(),
+            });
+        }
+        // Meta-judge the candidate whose two (different) judgments disagree most.
+        let contested = row
+            .iter()
+            .enumerate()
+            .filter_map(|(k, cand)| {
+                let parsed: Vec<(usize, &Judgment)> = cand
+                    .judgments
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, (_, j))| j.as_ref().map(|j| (i, j)))
+                    .collect();
+                let (a, ja) = *parsed.first()?;
+                let (b, jb) = *parsed
+                    .iter()
+                    .find(|(i, _)| cand.judgments[*i].0.text != cand.judgments[a].0.text)?;
+                Some((k, a, b, (ja.score - jb.score).abs()))
+            })
+            .max_by(|x, y| x.3.total_cmp(&y.3).then(y.0.cmp(&x.0)));
+        if let Some((k, a, b, _)) = contested {
+            let cand = &row[k];
+            let prediction = cand.prediction.as_ref().unwrap_or_else(|| unreachable!());
+            let shown = canonical_prediction(prediction);
+            let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(config.seed, &[r, 3, c as u64]));
+            let swap: bool = rng.random();
+            let (first, second) = if swap { (b, a) } else { (a, b) };
+            let canon = |i: usize| {
+                cand.judgments[i]
+                    .1
+                    .as_ref()
+                    .map(canonical_judgment)
+                    .unwrap_or_default()
+            };
+            let messages = roles::meta_judge_messages(
+                &example.context,
+                &shown,
+                &canon(first),
+                &canon(second),
+                realised,
+            );
+            let prompt = prompt_ids(&judge_backend, &messages)?;
+            let seed = derive_seed(config.seed, &[r, 4, c as u64]);
+            let verdict = generate(
+                &mut judge_backend,
+                &prompt,
+                &Template::meta_judgment(config.rationale_tokens),
+                config,
+                seed,
+            )?;
+            let parsed = parse_meta_judgment(&verdict.text);
+            log.meta_judge_replies.record(&parsed);
+            if let Ok(parsed) = parsed {
+                let (w, l) = match parsed.value.better {
+                    Preference::A => (first, second),
+                    Preference::B => (second, first),
+                };
+                let judge_prompt = prompt_ids(
+                    &judge_backend,
+                    &roles::judge_messages(&example.context, &shown, realised),
+                )?;
+                pairs.push(PreferencePair {
+                    role: Role::Judge,
+                    context: c,
+                    prompt_ids: judge_prompt,
+                    chosen_ids: cand.judgments[w].0.ids.clone(),
+                    rejected_ids: cand.judgments[l].0.ids.clone(),
+                    chosen: cand.judgments[w].0.text.clone(),
+                    rejected: cand.judgments[l].0.text.clone(),
+                });
+            }
+        }
+    }
+    log.judge_outcome_spearman = spearman(&scores_seen, &pnl_seen);
+    log.mean_score = (!scores_seen.is_empty())
+        .then(|| scores_seen.iter().sum::<f64>() / scores_seen.len() as f64);
+    Ok(pairs)
+}
+
+/// File names inside a run directory.
+const CONFIG_FILE: &str = "config.toml";
+const DATA_FILE: &str = "data.json";
+const ROUNDS_JSON: &str = "rounds.json";
+const ROUNDS_CSV: &str = "rounds.csv";
+/// Files of a round directory.
+pub const ACTOR_ADAPTERS: &str = "actor.safetensors";
+/// The judge's adapters in a round directory.
+pub const JUDGE_ADAPTERS: &str = "judge.safetensors";
+/// The adapters' description in a round directory.
+pub const ADAPTERS_JSON: &str = "adapters.json";
+const ROUND_JSON: &str = "round.json";
+const PAIRS_JSONL: &str = "pairs.jsonl";
+
+/// The directory of round `round` (1-based) in `out`.
+pub fn round_dir(out: &Path, round: usize) -> PathBuf {
+    out.join(format!("round-{round:04}"))
+}
+
+/// Complete rounds in `out`: the largest `k` such that rounds 1..=k all have their
+/// `round.json` (a round directory appears only when complete).
+pub fn complete_rounds(out: &Path) -> usize {
+    let mut k = 0;
+    while round_dir(out, k + 1).join(ROUND_JSON).is_file() {
+        k += 1;
+    }
+    k
+}
+
+/// Description of saved adapters (`adapters.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdapterInfo {
+    /// The round that produced them.
+    pub round: usize,
+    /// The base model's file name.
+    pub model: String,
+    /// Adapter settings of the actor.
+    pub actor: LoraConfig,
+    /// Adapter settings of the judge.
+    pub judge: LoraConfig,
+    /// Element type of the saved tensors.
+    pub dtype: String,
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file in the same directory, renamed).
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(path))?;
+    tmp.write_all(bytes).map_err(io_err(path))?;
+    tmp.as_file().sync_all().map_err(io_err(path))?;
+    tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
+    Ok(())
+}
+
+/// The adapter settings of a role: the config's rank and α, a seed derived per role.
+pub fn role_lora(config: &TrainConfig, role: Role) -> LoraConfig {
+    let tag = match role {
+        Role::Actor => 1,
+        Role::Judge => 2,
+        Role::MetaJudge => 3,
+    };
+    LoraConfig {
+        seed: derive_seed(config.seed, &[config.lora.seed, 100 + tag]),
+        ..config.lora
+    }
+}
+
+fn data_fingerprint(series: &[BarSeries]) -> serde_json::Value {
+    series
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "symbol": s.symbol(),
+                "bars": s.len(),
+                "first_close": s.closes().first(),
+                "last_close": s.closes().last(),
+            })
+        })
+        .collect()
+}
+
+fn rounds_csv(logs: &[RoundLog]) -> String {
+    let mut out = String::from(
+        "round,contexts,actor_clean,actor_repaired,actor_failed,judge_failed,meta_failed,actor_pairs,judge_pairs,actor_loss_first,actor_loss_last,actor_margin,judge_loss_first,judge_loss_last,judge_margin,judge_outcome_spearman,mean_score,mean_answer_tokens,seconds\n",
+    );
+    let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
+    for l in logs {
+        let dpo = |d: &Option<DpoStats>| {
+            [
+                opt(d.map(|d| d.loss_first_epoch)),
+                opt(d.map(|d| d.loss_last_epoch)),
+                opt(d.map(|d| d.margin_last_epoch)),
+            ]
+            .join(",")
+        };
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.2}\n",
+            l.round,
+            l.contexts,
+            l.actor_replies.clean,
+            l.actor_replies.repaired,
+            l.actor_replies.failed,
+            l.judge_replies.failed,
+            l.meta_judge_replies.failed,
+            l.actor_pairs,
+            l.judge_pairs,
+            dpo(&l.actor_dpo),
+            dpo(&l.judge_dpo),
+            opt(l.judge_outcome_spearman),
+            opt(l.mean_score),
+            format_args!("{:.2}", l.mean_answer_tokens),
+            l.seconds
+        ));
+    }
+    out
+}
+
+/// Runs the loop on `series` (their training periods) with the GGUF model at
+/// `model_path`, writing to `out`: `config.toml`, `data.json`, `rounds.json`, `rounds.csv`
+/// and one `round-NNNN/` per round (`actor.safetensors`, `judge.safetensors`,
+/// `adapters.json`, `round.json`, `pairs.jsonl`). With `resume`, continues after the last
+/// complete round (same config and data required); `on_round` sees each round's log.
+///
+/// # Errors
+/// [`Error::OutputExists`] (rounds present without `resume`), [`Error::ConfigMismatch`],
+/// [`Error::NoData`], model, I/O and candle errors.
+pub fn train(
+    model_path: &Path,
+    series: &[BarSeries],
+    config: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    on_round: &mut dyn FnMut(&RoundLog),
+) -> Result<Vec<RoundLog>> {
+    config.validate()?;
+    let data = TrainingData::new(series, config)?;
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let config_text = config.to_toml()?;
+    let data_text =
+        serde_json::to_string_pretty(&data_fingerprint(series)).map_err(|e| Error::Config {
+            path: out.join(DATA_FILE),
+            reason: e.to_string(),
+        })?;
+    let done = complete_rounds(out);
+    if done > 0 && !resume {
+        return Err(Error::OutputExists {
+            path: out.to_path_buf(),
+            rounds: done,
+        });
+    }
+    for (name, text) in [(CONFIG_FILE, &config_text), (DATA_FILE, &data_text)] {
+        let path = out.join(name);
+        if done > 0 {
+            let saved = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+            if &saved != text {
+                return Err(Error::ConfigMismatch { path });
+            }
+        } else {
+            write_atomic(&path, text.as_bytes())?;
+        }
+    }
+    let actor = LoraLlama::load(model_path, &role_lora(config, Role::Actor), DType::F32)?;
+    let judge = LoraLlama::load(model_path, &role_lora(config, Role::Judge), DType::F32)?;
+    let mut logs: Vec<RoundLog> = Vec::new();
+    if done > 0 {
+        let last = round_dir(out, done);
+        actor.load_adapters(&last.join(ACTOR_ADAPTERS))?;
+        judge.load_adapters(&last.join(JUDGE_ADAPTERS))?;
+        for k in 1..=done {
+            let path = round_dir(out, k).join(ROUND_JSON);
+            let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+            logs.push(serde_json::from_str(&text).map_err(|e| Error::Config {
+                path,
+                reason: e.to_string(),
+            })?);
+        }
+        tracing::info!(rounds = done, "resuming after the last complete round");
+    }
+    let model_name = model_path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    for round in done + 1..=config.rounds {
+        let start = Instant::now();
+        let _span = tracing::info_span!("round", round).entered();
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(config.seed, &[round as u64, 0]));
+        let examples = data
+            .draw(config.contexts, &mut rng)
+            .into_iter()
+            .map(|k| data.example(k))
+            .collect::<Result<Vec<_>>>()?;
+        let mut log = RoundLog {
+            round,
+            contexts: examples.len(),
+            actor_replies: ParseStats::default(),
+            judge_replies: ParseStats::default(),
+            meta_judge_replies: ParseStats::default(),
+            actor_pairs: 0,
+            judge_pairs: 0,
+            actor_dpo: None,
+            judge_dpo: None,
+            judge_outcome_spearman: None,
+            mean_score: None,
+            mean_answer_tokens: 0.0,
+            seconds: 0.0,
+        };
+        let pairs = collect_pairs(
+            model_path, &actor, &judge, &examples, config, round, &mut log,
+        )?;
+        let (actor_pairs, judge_pairs): (Vec<_>, Vec<_>) =
+            pairs.iter().cloned().partition(|p| p.role == Role::Actor);
+        log.actor_pairs = actor_pairs.len();
+        log.judge_pairs = judge_pairs.len();
+        for (model, role_pairs, tag, slot) in [
+            (&actor, &actor_pairs, 1u64, &mut log.actor_dpo),
+            (&judge, &judge_pairs, 2u64, &mut log.judge_dpo),
+        ] {
+            if role_pairs.is_empty() {
+                continue;
+            }
+            *slot = Some(dpo_train(
+                model,
+                role_pairs,
+                DpoRun {
+                    beta: config.dpo.beta,
+                    learning_rate: config.dpo.learning_rate,
+                    weight_decay: config.dpo.weight_decay,
+                    epochs: config.dpo.epochs,
+                    seed: derive_seed(config.seed, &[round as u64, 5, tag]),
+                },
+            )?);
+        }
+        log.seconds = start.elapsed().as_secs_f64();
+        save_round(
+            out,
+            round,
+            &actor,
+            &judge,
+            config,
+            &model_name,
+            &log,
+            &pairs,
+        )?;
+        tracing::info!(
+            round,
+            actor_pairs = log.actor_pairs,
+            judge_pairs = log.judge_pairs,
+            actor_loss = log.actor_dpo.map(|d| d.loss_last_epoch),
+            judge_loss = log.judge_dpo.map(|d| d.loss_last_epoch),
+            spearman = log.judge_outcome_spearman,
+            actor_failed = log.actor_replies.failed,
+            judge_failed = log.judge_replies.failed,
+            seconds = log.seconds,
+            "round done"
+        );
+        on_round(&log);
+        logs.push(log);
+        let json = serde_json::to_vec_pretty(&logs).map_err(|e| Error::Config {
+            path: out.join(ROUNDS_JSON),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&out.join(ROUNDS_JSON), &json)?;
+        write_atomic(&out.join(ROUNDS_CSV), rounds_csv(&logs).as_bytes())?;
+    }
+    Ok(logs)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn save_round(
+    out: &Path,
+    round: usize,
+    actor: &LoraLlama,
+    judge: &LoraLlama,
+    config: &TrainConfig,
+    model_name: &str,
+    log: &RoundLog,
+    pairs: &[PreferencePair],
+) -> Result<()> {
+    let tmp = out.join(format!(".round-{round:04}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    actor.save_adapters(&tmp.join(ACTOR_ADAPTERS))?;
+    judge.save_adapters(&tmp.join(JUDGE_ADAPTERS))?;
+    let info = AdapterInfo {
+        round,
+        model: model_name.to_string(),
+        actor: role_lora(config, Role::Actor),
+        judge: role_lora(config, Role::Judge),
+        dtype: "f32".into(),
+    };
+    for (name, bytes) in [
+        (ADAPTERS_JSON, serde_json::to_vec_pretty(&info)),
+        (ROUND_JSON, serde_json::to_vec_pretty(log)),
+    ] {
+        let path = tmp.join(name);
+        let bytes = bytes.map_err(|e| Error::Config {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        std::fs::write(&path, bytes).map_err(io_err(&path))?;
+    }
+    let mut lines = String::new();
+    for p in pairs {
+        let line = serde_json::json!({
+            "role": p.role, "context": p.context, "chosen": p.chosen, "rejected": p.rejected,
+        });
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+    }
+    std::fs::write(tmp.join(PAIRS_JSONL), lines).map_err(io_err(&tmp))?;
+    let dir = round_dir(out, round);
+    std::fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
+    Ok(())
+}
+
+/// Loads saved adapters into a model of the base file: the actor's or the judge's of a
+/// round directory written by [`train`].
+///
+/// # Errors
+/// [`Error::Io`] / [`Error::Config`] for a missing or bad `adapters.json`, model errors.
+pub fn load_round_adapters(model_path: &Path, round_dir: &Path, role: Role) -> Result<LoraLlama> {
+    let info_path = round_dir.join(ADAPTERS_JSON);
+    let text = std::fs::read_to_string(&info_path).map_err(io_err(&info_path))?;
+    let info: AdapterInfo = serde_json::from_str(&text).map_err(|e| Error::Config {
+        path: info_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let (lora, file) = match role {
+        Role::Judge | Role::MetaJudge => (info.judge, JUDGE_ADAPTERS),
+        Role::Actor => (info.actor, ACTOR_ADAPTERS),
+    };
+    let model = LoraLlama::load(model_path, &lora, DType::F32)?;
+    model.load_adapters(&round_dir.join(file))?;
+    Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_prefer_the_shortest_near_best_and_reject_the_worst() {
+        let s = |v: &[f64]| v.iter().map(|&x| Some(x)).collect::<Vec<_>>();
+        // best 8, worst 2, tier 8 − 0.5·6 = 5: candidates 0 (8, 40 tokens) and 2 (6, 20).
+        assert_eq!(
+            select_pair(&s(&[8.0, 2.0, 6.0, 4.0]), &[40, 10, 20, 5], 0.5),
+            Some((2, 1))
+        );
+        // No length tie: the best.
+        assert_eq!(
+            select_pair(&s(&[8.0, 2.0, 6.0, 4.0]), &[40, 10, 20, 5], 0.0),
+            Some((0, 1))
+        );
+        // An unparsed answer (−1) loses to any judged one; unscored ones are left out.
+        assert_eq!(
+            select_pair(&[Some(-1.0), None, Some(0.0)], &[1, 1, 1], 0.1),
+            Some((2, 0))
+        );
+        assert_eq!(select_pair(&s(&[5.0, 5.0]), &[1, 2], 0.1), None);
+        assert_eq!(select_pair(&[Some(5.0), None], &[1, 2], 0.1), None);
+        // A full tie still never chooses the rejected answer.
+        assert_eq!(select_pair(&s(&[1.0, 3.0]), &[1, 9], 1.0), Some((1, 0)));
+    }
+
+    #[test]
+    fn spearman_of_known_rankings() {
+        assert_eq!(spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]), Some(1.0));
+        assert_eq!(spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]), Some(-1.0));
+        // Ranks x = (1, 2.5, 2.5, 4), y = (1, 2, 3, 4): cov 4.5, var 4.5 and 5.
+        let rho = spearman(&[1.0, 5.0, 5.0, 9.0], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert!((rho - 4.5 / (4.5f64 * 5.0).sqrt()).abs() < 1e-12, "{rho}");
+        assert_eq!(spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]), None);
+        assert_eq!(spearman(&[1.0, 2.0], &[1.0, 2.0]), None);
+    }
+
+    #[test]
+    fn derived_seeds_differ_by_path_and_repeat() {
+        assert_eq!(derive_seed(7, &[1, 2]), derive_seed(7, &[1, 2]));
+        assert_ne!(derive_seed(7, &[1, 2]), derive_seed(7, &[2, 1]));
+        assert_ne!(derive_seed(7, &[1]), derive_seed(8, &[1]));
+    }
+
+    #[test]
+    fn the_judge_sees_a_canonical_answer() {
+        let p = Prediction {
+            return_pct: 0.123_456,
+            direction: Direction::Down,
+            position: -0.5,
+            confidence: 0.333,
+            rationale: "x".repeat(300),
+        };
+        let shown = canonical_prediction(&p);
+        let value: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(value["return_pct"], 0.12);
+        assert_eq!(value["direction"], "down");
+        assert_eq!(value["position"], -0.5);
+        assert_eq!(value["confidence"], 0.33);
+        assert_eq!(
+            value["rationale"].as_str().unwrap().len(),
+            SHOWN_RATIONALE_CHARS
+        );
+    }
+}

@@ -1,0 +1,221 @@
+//! The self-improvement loop on the tiny random model: one round end to end, determinism by
+//! seed, resume equal to an uninterrupted run, the realised return kept out of the actor's
+//! prompt, and the run directory's guards.
+
+use std::path::{Path, PathBuf};
+
+use mrl_data::{Bar, BarSeries};
+use mrl_llm::{
+    ACTOR_ADAPTERS, Error, JUDGE_ADAPTERS, MarketConfig, RoundLog, TrainConfig, TrainingData,
+    roles, round_dir, train, write_tiny_model,
+};
+
+fn tiny() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    write_tiny_model(&path, 5).unwrap();
+    (dir, path)
+}
+
+fn config(rounds: usize, seed: u64) -> TrainConfig {
+    TrainConfig {
+        seed,
+        rounds,
+        contexts: 2,
+        candidates: 2,
+        judgments: 2,
+        rationale_tokens: 3,
+        market: MarketConfig {
+            n_markets: 1,
+            n_bars: 60,
+            ..MarketConfig::default()
+        },
+        context: mrl_llm::ContextConfig {
+            returns_window: 3,
+            regime_window: 10,
+            max_news: 0,
+        },
+        ..TrainConfig::default()
+    }
+}
+
+fn run(model: &Path, config: &TrainConfig, out: &Path, resume: bool) -> Vec<RoundLog> {
+    let series = config.market.generate(config.market.seed).unwrap();
+    train(model, &series, config, out, resume, &mut |_| {}).unwrap()
+}
+
+fn without_time(mut logs: Vec<RoundLog>) -> Vec<RoundLog> {
+    for log in &mut logs {
+        log.seconds = 0.0;
+    }
+    logs
+}
+
+fn adapters(out: &Path, round: usize) -> (Vec<u8>, Vec<u8>) {
+    let dir = round_dir(out, round);
+    (
+        std::fs::read(dir.join(ACTOR_ADAPTERS)).unwrap(),
+        std::fs::read(dir.join(JUDGE_ADAPTERS)).unwrap(),
+    )
+}
+
+#[test]
+fn one_round_runs_end_to_end_with_finite_losses_and_is_deterministic() {
+    let (_dir, model) = tiny();
+    let out = tempfile::tempdir().unwrap();
+    let logs = run(&model, &config(1, 3), out.path(), false);
+    assert_eq!(logs.len(), 1);
+    let log = &logs[0];
+    assert_eq!(log.round, 1);
+    assert_eq!(log.contexts, 2);
+    // Constrained decoding: every reply of every role parses, even from random weights.
+    assert_eq!(log.actor_replies.total(), 4);
+    assert_eq!(log.actor_replies.failed, 0);
+    assert_eq!(log.judge_replies.total(), 8);
+    assert_eq!(log.judge_replies.failed, 0);
+    assert_eq!(log.meta_judge_replies.failed, 0);
+    assert!(log.actor_pairs >= 1, "{log:?}");
+    assert!(log.judge_pairs >= 1, "{log:?}");
+    for dpo in [log.actor_dpo.unwrap(), log.judge_dpo.unwrap()] {
+        assert_eq!(dpo.steps % 2, 0, "2 epochs");
+        assert!(dpo.loss_first_epoch.is_finite() && dpo.loss_last_epoch.is_finite());
+        // The first step is at the reference (loss ln 2); a pair's loss stays near it.
+        assert!((0.3..1.1).contains(&dpo.loss_first_epoch), "{dpo:?}");
+        assert!(dpo.margin_last_epoch.is_finite());
+    }
+    // The log files and the round directory.
+    let rounds: Vec<RoundLog> =
+        serde_json::from_slice(&std::fs::read(out.path().join("rounds.json")).unwrap()).unwrap();
+    assert_eq!(rounds, logs);
+    let csv = std::fs::read_to_string(out.path().join("rounds.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 2);
+    assert!(csv.starts_with("round,contexts,"));
+    let pairs = std::fs::read_to_string(round_dir(out.path(), 1).join("pairs.jsonl")).unwrap();
+    assert_eq!(pairs.lines().count(), log.actor_pairs + log.judge_pairs);
+    // Trained adapters differ from the zero-initialised B matrices of round 0.
+    let (actor, judge) = adapters(out.path(), 1);
+    assert_ne!(actor, judge);
+
+    // Same seed, same adapters and logs; another seed, other adapters.
+    let again = tempfile::tempdir().unwrap();
+    let logs_again = run(&model, &config(1, 3), again.path(), false);
+    assert_eq!(without_time(logs_again), without_time(logs.clone()));
+    assert_eq!(adapters(again.path(), 1), adapters(out.path(), 1));
+    let other = tempfile::tempdir().unwrap();
+    run(&model, &config(1, 4), other.path(), false);
+    assert_ne!(adapters(other.path(), 1).0, adapters(out.path(), 1).0);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn resume_equals_an_uninterrupted_run() {
+    let (_dir, model) = tiny();
+    let whole = tempfile::tempdir().unwrap();
+    let logs = run(&model, &config(2, 9), whole.path(), false);
+    assert_eq!(logs.len(), 2);
+    assert_ne!(adapters(whole.path(), 1), adapters(whole.path(), 2));
+    // A run stopped after round 1 of 2 (its round 2 never finished).
+    let stopped = tempfile::tempdir().unwrap();
+    copy_dir(whole.path(), stopped.path());
+    std::fs::remove_dir_all(round_dir(stopped.path(), 2)).unwrap();
+    let series = config(2, 9).market.generate(1).unwrap();
+    // Without --resume a directory with rounds is refused; another config cannot resume.
+    let err = train(
+        &model,
+        &series,
+        &config(2, 9),
+        stopped.path(),
+        false,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::OutputExists { rounds: 1, .. }),
+        "{err}"
+    );
+    let err = train(
+        &model,
+        &series,
+        &config(2, 10),
+        stopped.path(),
+        true,
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::ConfigMismatch { .. }), "{err}");
+    let mut seen = Vec::new();
+    let resumed = train(
+        &model,
+        &series,
+        &config(2, 9),
+        stopped.path(),
+        true,
+        &mut |log| seen.push(log.round),
+    )
+    .unwrap();
+    assert_eq!(seen, vec![2], "only round 2 runs again");
+    assert_eq!(without_time(resumed), without_time(logs));
+    assert_eq!(adapters(stopped.path(), 2), adapters(whole.path(), 2));
+}
+
+#[test]
+fn the_realised_return_never_reaches_the_actor() {
+    let config = config(1, 0);
+    let series = config.market.generate(1).unwrap();
+    let data = TrainingData::new(&series, &config).unwrap();
+    // Decisions 26..=40 (training period: the first 42 of 60 bars, t + 1 inside it).
+    assert_eq!(data.len(), 15);
+    let example = data.example(3).unwrap();
+    let t = example.context.bar;
+    assert_eq!(t, 29);
+    let closes = series[0].closes();
+    let realised = (closes[t + 1] / closes[t] - 1.0) * 100.0;
+    assert!((example.realised_return_pct - realised).abs() < 1e-12);
+    let actor_prompt = format!("{:?}", roles::actor_messages(&example.context));
+    assert!(!actor_prompt.contains("Realised"), "{actor_prompt}");
+    assert!(!actor_prompt.contains(&format!("{realised:+.2}%")));
+    let judge_prompt = format!(
+        "{:?}",
+        roles::judge_messages(&example.context, "{}", Some(example.realised_return_pct))
+    );
+    assert!(judge_prompt.contains(&format!("{realised:+.2}%")));
+    // Perturbing every bar after t changes the realised return but not the actor's prompt.
+    let bars: Vec<Bar> = series[0]
+        .closes()
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            let mut bar = series[0].bar(i);
+            if i > t {
+                for p in [&mut bar.open, &mut bar.high, &mut bar.low, &mut bar.close] {
+                    *p *= 1.5;
+                }
+            }
+            bar
+        })
+        .collect();
+    let perturbed = vec![
+        BarSeries::new(&bars)
+            .unwrap()
+            .with_symbol(series[0].symbol().unwrap()),
+    ];
+    let data2 = TrainingData::new(&perturbed, &config).unwrap();
+    let example2 = data2.example(3).unwrap();
+    assert_eq!(
+        roles::actor_messages(&example2.context),
+        roles::actor_messages(&example.context)
+    );
+    assert!((example2.realised_return_pct - example.realised_return_pct).abs() > 10.0);
+}
