@@ -110,20 +110,13 @@ impl FewshotReport {
                 curve: row
                     .cells
                     .iter()
-                    .map(|cell| {
-                        let defined = |v: &Vec<Vec<f64>>| -> Vec<Vec<Option<f64>>> {
-                            v.iter()
-                                .map(|r| r.iter().map(|x| x.is_finite().then_some(*x)).collect())
-                                .collect()
-                        };
-                        CellSummary {
-                            k: cell.k,
-                            sharpe: interval(&cell.sharpe),
-                            total_return: interval(&defined(&cell.total_return)),
-                            max_drawdown: interval(&defined(&cell.max_drawdown)),
-                            sharpe_defined: cell.sharpe.iter().flatten().flatten().count(),
-                            pairs: cell.sharpe.iter().map(Vec::len).sum(),
-                        }
+                    .map(|cell| CellSummary {
+                        k: cell.k,
+                        sharpe: interval(&cell.sharpe),
+                        total_return: interval(&cell.total_return),
+                        max_drawdown: interval(&cell.max_drawdown),
+                        sharpe_defined: cell.sharpe.iter().flatten().flatten().count(),
+                        pairs: cell.sharpe.iter().map(Vec::len).sum(),
                     })
                     .collect(),
                 steps_to_reach: None,

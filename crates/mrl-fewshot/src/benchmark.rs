@@ -412,33 +412,37 @@ pub enum BenchmarkProgress<'a> {
     },
 }
 
-/// Metrics of one (method, K) over seeds × tasks: `values[seed][task]`.
+/// Metrics of one (method, K) over seeds × tasks: `values[seed][task]`, `None` where
+/// undefined (the Sharpe of a flat book).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cell {
     /// Adaptation steps (0 for methods without gradient steps).
     pub k: usize,
-    /// Annualised Sharpe (undefined for a flat book).
+    /// Annualised Sharpe.
     pub sharpe: Vec<Vec<Option<f64>>>,
     /// Total return as a fraction.
-    pub total_return: Vec<Vec<f64>>,
-    /// Maximum drawdown as a fraction.
-    pub max_drawdown: Vec<Vec<f64>>,
+    pub total_return: Vec<Vec<Option<f64>>>,
+    /// Maximum drawdown as a fraction (≤ 0).
+    pub max_drawdown: Vec<Vec<Option<f64>>>,
 }
 
 impl Cell {
-    fn new(k: usize, seeds: usize, tasks: usize) -> Self {
+    /// An empty cell of `seeds × tasks`.
+    pub fn new(k: usize, seeds: usize, tasks: usize) -> Self {
         Self {
             k,
             sharpe: vec![vec![None; tasks]; seeds],
-            total_return: vec![vec![f64::NAN; tasks]; seeds],
-            max_drawdown: vec![vec![f64::NAN; tasks]; seeds],
+            total_return: vec![vec![None; tasks]; seeds],
+            max_drawdown: vec![vec![None; tasks]; seeds],
         }
     }
 
-    fn set(&mut self, seed: usize, task: usize, m: &Metrics) {
-        self.sharpe[seed][task] = m.sharpe;
-        self.total_return[seed][task] = m.total_return;
-        self.max_drawdown[seed][task] = m.max_drawdown;
+    /// Sets entry `[seed][task]` from `m` (non-finite values as `None`).
+    pub fn set(&mut self, seed: usize, task: usize, m: &Metrics) {
+        let finite = |x: f64| x.is_finite().then_some(x);
+        self.sharpe[seed][task] = m.sharpe.filter(|x| x.is_finite());
+        self.total_return[seed][task] = finite(m.total_return);
+        self.max_drawdown[seed][task] = finite(m.max_drawdown);
     }
 }
 

@@ -1,7 +1,8 @@
 //! Integration tests of mrl-fewshot: adapters, the inner loop, Reptile, first-order MAML and
-//! meta-training on tiny networks and short synthetic markets.
+//! meta-training and the few-shot benchmark on tiny networks and short synthetic markets.
 
 mod adapter;
+mod benchmark;
 mod common;
 mod inner;
 mod meta;
