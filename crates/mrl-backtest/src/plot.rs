@@ -28,6 +28,11 @@ pub(crate) fn color(name: &str) -> RGBColor {
         "ma_crossover" => RGBColor(140, 86, 75),
         "macd" => RGBColor(227, 119, 194),
         "rsi_reversion" => RGBColor(23, 190, 207),
+        // The belief chart of examples/belief_ar1.rs: the belief as the agent, the truth as
+        // the oracle, episode boundaries in grey.
+        "belief about φ (mean ± 2 sd)" => RGBColor(31, 119, 180),
+        "true φ" => RGBColor(44, 160, 44),
+        n if n.starts_with("end of episode") => RGBColor(150, 150, 150),
         _ => RGBColor(188, 189, 34),
     }
 }
