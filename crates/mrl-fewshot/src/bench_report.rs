@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::benchmark::{BENCHMARK_FORMAT, BenchmarkRaw, BenchmarkSettings, MethodRaw, RowKind};
 
+/// Reads one metric of a cell.
+type MetricOf = fn(&CellSummary) -> Option<Interval>;
+
 /// A mean and its interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
@@ -218,7 +221,11 @@ impl FewshotReport {
             s.meta_env_steps,
             self.interval
         );
-        let metrics: [(&str, fn(&CellSummary) -> Option<Interval>, f64); 3] = [
+        out.push_str(
+            "Rows without gradient steps (rl2 and the baselines) repeat their one value in every \
+             K column.\n\n",
+        );
+        let metrics: [(&str, MetricOf, f64); 3] = [
             ("Greedy Sharpe (annualised)", |c| c.sharpe, 1.0),
             ("Total return (%)", |c| c.total_return, 100.0),
             ("Max drawdown (%)", |c| c.max_drawdown, 100.0),
@@ -274,11 +281,24 @@ impl FewshotReport {
     pub fn reach_line(&self) -> String {
         let r = &self.reach;
         match (&r.reference, r.reference_sharpe, r.target_sharpe) {
-            (Some(name), Some(best), Some(target)) => format!(
-                "Steps to reach {:.0} % of the best agent's final Sharpe ({name}, {best:.2}): \
-                 Sharpe ≥ {target:.2}, fewest K of the grid per method (rl2 takes none).",
-                r.fraction * 100.0
-            ),
+            (Some(name), Some(best), Some(target)) => {
+                let steps: Vec<String> = self
+                    .methods
+                    .iter()
+                    .filter(|m| m.kind != RowKind::Baseline)
+                    .map(|m| match m.steps_to_reach {
+                        Some(k) => format!("{} {k}", m.name),
+                        None => format!("{} not reached", m.name),
+                    })
+                    .collect();
+                format!(
+                    "Steps to reach {:.0} % of the best agent's final Sharpe ({name}, {best:.2}), \
+                     i.e. a mean Sharpe ≥ {target:.2}, fewest K of the grid: {} (rl2 takes no \
+                     gradient step).",
+                    r.fraction * 100.0,
+                    steps.join(", ")
+                )
+            }
             (Some(name), Some(best), None) => format!(
                 "No agent earned a positive mean Sharpe (best: {name}, {best:.2}), so steps to \
                  reach a share of it are not defined."

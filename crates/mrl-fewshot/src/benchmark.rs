@@ -21,9 +21,9 @@
 //!
 //! Every gradient method adapts on the same bars for the same K steps, so the data is equal;
 //! pretrain (and a trained RL²) use as many env-steps of the training tasks as
-//! meta-training did. [`FewshotReport`] pools the (seed × task) table of every method and K
+//! meta-training did. [`FewshotReport`](crate::FewshotReport) pools the (seed × task) table of every method and K
 //! with intervals (the caller passes the two-way bootstrap) and the steps each method needs
-//! to reach a share of the best method's final Sharpe ([`steps_to_reach`]).
+//! to reach a share of the best method's final Sharpe ([`steps_to_reach`](crate::steps_to_reach)).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -49,7 +49,7 @@ use crate::meta::{MetaAlgorithm, MetaLearner, MetaTrainConfig, return_scale_of};
 use crate::task::{DEFAULT_ADAPTATION_BARS, FixedTask};
 use crate::{Error, Result};
 
-/// Format tag of a [`FewshotReport`].
+/// Format tag of a [`FewshotReport`](crate::FewshotReport).
 pub const BENCHMARK_FORMAT: &str = "mrl-fewshot-benchmark";
 
 /// The default adaptation steps K.
@@ -125,7 +125,7 @@ pub struct BenchmarkConfig {
     pub eval_bars: usize,
     /// Seed of the held-out synthetic markets, drawn from the test split (default 2024).
     pub market_seed: u64,
-    /// Share of the best method's final Sharpe that [`steps_to_reach`] asks for (default 0.9).
+    /// Share of the best method's final Sharpe that [`steps_to_reach`](crate::steps_to_reach) asks for (default 0.9).
     pub target_fraction: f64,
     /// The walk-forward settings of the evaluation (validation sets its `test_start` to the
     /// first bar after the adaptation window and its actions to greedy).

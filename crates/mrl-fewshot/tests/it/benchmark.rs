@@ -169,8 +169,11 @@ fn steps_to_reach_is_the_first_k_at_or_above_the_target() {
     assert_eq!(steps_to_reach(&[], 0.0), None);
 }
 
-/// A raw table of one seed × two tasks: `values[k]` per method.
-fn hand_made(rows: &[(&str, RowKind, &[(usize, [f64; 2])])]) -> BenchmarkRaw {
+/// One hand-made row: name, kind and `(K, [Sharpe on task a, on task b])` cells.
+type Row<'a> = (&'a str, RowKind, &'a [(usize, [f64; 2])]);
+
+/// A raw table of one seed × two tasks; every metric holds the given values.
+fn hand_made(rows: &[Row<'_>]) -> BenchmarkRaw {
     let mut bench = BenchmarkConfig {
         seeds: vec![1],
         ks: vec![0, 10, 100],
@@ -272,6 +275,14 @@ fn the_report_pools_cells_and_finds_the_steps_to_reach() {
         "{md}"
     );
     assert!(md.contains("| rl2 (0 steps) | 1.19 [1.00, 1.38] |"), "{md}");
+    assert!(
+        report.reach_line().ends_with(
+            "i.e. a mean Sharpe ≥ 1.12, fewest K of the grid: meta 10, scratch not reached, \
+             rl2 0 (rl2 takes no gradient step)."
+        ),
+        "{}",
+        report.reach_line()
+    );
     let csv = report.to_csv();
     assert!(
         csv.contains("\nmeta,adapted,10,sharpe,1.25,1,1.5,2,2\n"),
