@@ -33,6 +33,10 @@ pub(crate) fn color(name: &str) -> RGBColor {
         "belief about φ (mean ± 2 sd)" => RGBColor(31, 119, 180),
         "true φ" => RGBColor(44, 160, 44),
         n if n.starts_with("end of episode") => RGBColor(150, 150, 150),
+        // The few-shot benchmark's initialisations (mrl eval fewshot); scratch takes the
+        // default.
+        "meta" => RGBColor(220, 20, 60),
+        "pretrain" => RGBColor(255, 165, 0),
         _ => RGBColor(188, 189, 34),
     }
 }

@@ -38,6 +38,7 @@
 //! written under a temporary name and renamed, so a resumed run equals an uninterrupted
 //! one.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -683,9 +684,17 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
-/// Writes `bytes` to `path` atomically (mrl-data's temporary file and rename).
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    Ok(mrl_data::write_file_atomic(path, bytes)?)
+/// Writes `bytes` to `path` atomically (temporary file in the same directory, renamed).
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(path))?;
+    tmp.write_all(bytes).map_err(io_err(path))?;
+    tmp.as_file().sync_all().map_err(io_err(path))?;
+    tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
+    Ok(())
 }
 
 /// The adapter settings of a role: the config's rank and α, a seed derived per role.

@@ -219,18 +219,3 @@ fn the_realised_return_never_reaches_the_actor() {
     );
     assert!((example2.realised_return_pct - example.realised_return_pct).abs() > 10.0);
 }
-
-#[test]
-fn the_shipped_configs_load() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
-    let quick = TrainConfig::from_toml_file(&dir.join("llm-quick.toml")).unwrap();
-    assert_eq!((quick.rounds, quick.contexts, quick.candidates), (2, 2, 2));
-    let big = TrainConfig::from_toml_file(&dir.join("llm-experiment.toml")).unwrap();
-    assert_eq!((big.rounds, big.contexts, big.candidates), (4, 32, 4));
-    // The two differ only in size: same seed, markets' law, context and adapters.
-    assert_eq!(quick.market.synthetic, big.market.synthetic);
-    assert_eq!(
-        (quick.context, quick.lora, quick.seed),
-        (big.context, big.lora, big.seed)
-    );
-}
