@@ -363,7 +363,26 @@ impl EmbeddedBackend {
         template: &Template,
         config: &GenerateConfig,
     ) -> Result<Generated> {
-        config.validate()?;
+        let mut out =
+            self.generate_constrained_many(prompt_ids, template, std::slice::from_ref(config))?;
+        Ok(out.remove(0))
+    }
+
+    /// [`generate_constrained`](Self::generate_constrained) once per config (seed), with the
+    /// prompt processed once: each reply continues from a copy of the prompt's KV cache, so
+    /// reply `k` equals a separate call with `configs[k]`.
+    ///
+    /// # Errors
+    /// As [`generate_constrained`](Self::generate_constrained).
+    pub fn generate_constrained_many(
+        &mut self,
+        prompt_ids: &[u32],
+        template: &Template,
+        configs: &[GenerateConfig],
+    ) -> Result<Vec<Generated>> {
+        for config in configs {
+            config.validate()?;
+        }
         if self.token_table.is_none() {
             self.token_table = Some(TokenTable::new(&self.tokenizer)?);
         }
@@ -388,22 +407,50 @@ impl EmbeddedBackend {
         }
         self.check_fits(prompt_ids.len(), budget)?;
         let table = self.token_table.take().unwrap_or_else(|| unreachable!());
-        let out = self.fill_template(prompt_ids, template, &encoded, &table, config);
+        let out = self.prefill(prompt_ids).and_then(|(logits, prompt_secs)| {
+            let snapshot = self.model.clone();
+            configs
+                .iter()
+                .map(|config| {
+                    self.model = snapshot.clone();
+                    let start = Instant::now();
+                    let (generated, produced) = self
+                        .fill_template(prompt_ids, &logits, template, &encoded, &table, config)?;
+                    let timing = Timing {
+                        prompt_tokens: prompt_ids.len(),
+                        prompt_secs,
+                        generated_tokens: produced.max(generated.ids.len()),
+                        generate_secs: start.elapsed().as_secs_f64(),
+                    };
+                    tracing::debug!(
+                        prompt_tokens = timing.prompt_tokens,
+                        reply_tokens = generated.ids.len(),
+                        sampled = produced,
+                        secs = timing.generate_secs,
+                        "constrained generation"
+                    );
+                    self.last_timing = Some(timing);
+                    Ok(generated)
+                })
+                .collect()
+        });
         self.token_table = Some(table);
         out
     }
 
+    /// Fills `template` after the prompt (already in the cache, `logits` its last
+    /// position's); the reply and the number of sampled tokens.
     fn fill_template(
         &mut self,
         prompt_ids: &[u32],
+        logits: &[f32],
         template: &Template,
         encoded: &[Vec<Vec<u32>>],
         table: &TokenTable,
         config: &GenerateConfig,
-    ) -> Result<Generated> {
+    ) -> Result<(Generated, usize)> {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let (mut logits, prompt_secs) = self.prefill(prompt_ids)?;
-        let start = Instant::now();
+        let mut logits = logits.to_vec();
         let mut ids: Vec<u32> = Vec::new();
         let mut produced = 0;
         // Feeds `new` after the tokens so far; the logits of the last one.
@@ -489,24 +536,13 @@ impl EmbeddedBackend {
                 }
             }
         }
-        let timing = Timing {
-            prompt_tokens: prompt_ids.len(),
-            prompt_secs,
-            generated_tokens: produced.max(ids.len()),
-            generate_secs: start.elapsed().as_secs_f64(),
-        };
-        tracing::debug!(
-            prompt_tokens = timing.prompt_tokens,
-            reply_tokens = ids.len(),
-            sampled = produced,
-            secs = timing.generate_secs,
-            "constrained generation"
-        );
-        self.last_timing = Some(timing);
-        Ok(Generated {
-            ids,
-            finish: FinishReason::Stop,
-        })
+        Ok((
+            Generated {
+                ids,
+                finish: FinishReason::Stop,
+            },
+            produced,
+        ))
     }
 }
 

@@ -27,6 +27,8 @@
 //! the numbers, choices and rationale), builds actor pairs from the judge's scores and
 //! judge pairs from the meta-judge's verdicts, and trains one LoRA adapter per role with
 //! DPO for several rounds ([`TrainConfig`], per-round [`RoundLog`], resumable).
+//! [`EvalReport`] (`mrl llm eval`) books the actor's positions on held-out bars through
+//! mrl-backtest beside buy-and-hold, flat and the trader rules.
 //!
 //! Decoding is greedy (exact) or seeded nucleus sampling ([`Sampling`]) within a token
 //! budget ([`GenerateConfig`]).
@@ -55,6 +57,7 @@ mod context;
 mod dpo;
 mod embedded;
 mod error;
+mod eval;
 mod lora;
 mod reply;
 pub mod roles;
@@ -80,6 +83,10 @@ pub use embedded::{
     default_model_path,
 };
 pub use error::{Error, Result};
+pub use eval::{
+    Decision, EvalReport, EvalRow, actor_decisions, actor_row, baseline_rows, constrained_actor,
+    test_bars,
+};
 pub use lora::{Lora, LoraConfig, LoraLlama};
 pub use reply::{
     Direction, Judgment, MAX_RATIONALE_CHARS, MAX_REPLY_BYTES, MAX_RETURN_PCT, MetaJudgment,

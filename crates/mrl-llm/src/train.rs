@@ -38,7 +38,6 @@
 //! written under a temporary name and renamed, so a resumed run equals an uninterrupted
 //! one.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -427,26 +426,33 @@ struct Reply {
     text: String,
 }
 
+/// One reply per seed, the prompt processed once.
 fn generate(
     backend: &mut EmbeddedBackend,
     prompt_ids: &[u32],
     template: &Template,
     config: &TrainConfig,
-    seed: u64,
-) -> Result<Reply> {
-    let generated = backend.generate_constrained(
-        prompt_ids,
-        template,
-        &GenerateConfig {
+    seeds: &[u64],
+) -> Result<Vec<Reply>> {
+    let configs: Vec<GenerateConfig> = seeds
+        .iter()
+        .map(|&seed| GenerateConfig {
             max_new_tokens: 256,
             sampling: config.sampling,
             seed,
-        },
-    )?;
-    let text = backend.tokenizer().decode(&generated.ids)?;
-    let mut ids = generated.ids;
-    ids.push(backend.end_of_turn_id());
-    Ok(Reply { ids, text })
+        })
+        .collect();
+    let end = backend.end_of_turn_id();
+    backend
+        .generate_constrained_many(prompt_ids, template, &configs)?
+        .into_iter()
+        .map(|generated| {
+            let text = backend.tokenizer().decode(&generated.ids)?;
+            let mut ids = generated.ids;
+            ids.push(end);
+            Ok(Reply { ids, text })
+        })
+        .collect()
 }
 
 fn prompt_ids(backend: &EmbeddedBackend, messages: &[Message]) -> Result<Vec<u32>> {
@@ -477,16 +483,18 @@ fn collect_pairs(
     for (c, example) in examples.iter().enumerate() {
         // The actor's prompt: the context alone (bars at or before the decision bar).
         let prompt = prompt_ids(&actor_backend, &roles::actor_messages(&example.context))?;
+        let seeds: Vec<u64> = (0..config.candidates)
+            .map(|k| derive_seed(config.seed, &[r, 1, c as u64, k as u64]))
+            .collect();
+        let replies = generate(
+            &mut actor_backend,
+            &prompt,
+            &Template::prediction(config.rationale_tokens),
+            config,
+            &seeds,
+        )?;
         let mut row = Vec::with_capacity(config.candidates);
-        for k in 0..config.candidates {
-            let seed = derive_seed(config.seed, &[r, 1, c as u64, k as u64]);
-            let reply = generate(
-                &mut actor_backend,
-                &prompt,
-                &Template::prediction(config.rationale_tokens),
-                config,
-                seed,
-            )?;
+        for reply in replies {
             let parsed = parse_prediction(&reply.text);
             log.actor_replies.record(&parsed);
             answer_tokens += reply.ids.len();
@@ -517,15 +525,17 @@ fn collect_pairs(
                 &judge_backend,
                 &roles::judge_messages(&example.context, &shown, realised),
             )?;
-            for j in 0..config.judgments {
-                let seed = derive_seed(config.seed, &[r, 2, c as u64, k as u64, j as u64]);
-                let reply = generate(
-                    &mut judge_backend,
-                    &prompt,
-                    &Template::judgment(config.rationale_tokens),
-                    config,
-                    seed,
-                )?;
+            let seeds: Vec<u64> = (0..config.judgments)
+                .map(|j| derive_seed(config.seed, &[r, 2, c as u64, k as u64, j as u64]))
+                .collect();
+            let replies = generate(
+                &mut judge_backend,
+                &prompt,
+                &Template::judgment(config.rationale_tokens),
+                config,
+                &seeds,
+            )?;
+            for reply in replies {
                 let parsed = parse_judgment(&reply.text);
                 log.judge_replies.record(&parsed);
                 cand.judgments.push((reply, parsed.ok().map(|p| p.value)));
@@ -602,8 +612,9 @@ fn collect_pairs(
                 &prompt,
                 &Template::meta_judgment(config.rationale_tokens),
                 config,
-                seed,
-            )?;
+                &[seed],
+            )?
+            .remove(0);
             let parsed = parse_meta_judgment(&verdict.text);
             log.meta_judge_replies.record(&parsed);
             if let Ok(parsed) = parsed {
@@ -684,17 +695,9 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
-/// Writes `bytes` to `path` atomically (temporary file in the same directory, renamed).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(path))?;
-    tmp.write_all(bytes).map_err(io_err(path))?;
-    tmp.as_file().sync_all().map_err(io_err(path))?;
-    tmp.persist(path).map_err(|e| io_err(path)(e.error))?;
-    Ok(())
+/// Writes `bytes` to `path` atomically (mrl-data's temporary file and rename).
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    Ok(mrl_data::write_file_atomic(path, bytes)?)
 }
 
 /// The adapter settings of a role: the config's rank and α, a seed derived per role.

@@ -190,3 +190,58 @@ fn missing_and_malformed_files_are_named() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn constrained_replies_follow_their_template_and_share_the_prompt_pass() {
+    let (_dir, mut model) = load(2, Weights::Quantized);
+    let prompt = model
+        .tokenizer()
+        .encode(&model.prompt(&[Message::user("next bar?")]))
+        .unwrap();
+    let template = mrl_llm::Template::prediction(4);
+    let configs: Vec<GenerateConfig> = (0..3)
+        .map(|seed| GenerateConfig {
+            seed,
+            ..GenerateConfig::default()
+        })
+        .collect();
+    let many = model
+        .generate_constrained_many(&prompt, &template, &configs)
+        .unwrap();
+    assert_eq!(many.len(), 3);
+    for (config, generated) in configs.iter().zip(&many) {
+        // The same reply as a call of its own (its own prompt pass).
+        let alone = model
+            .generate_constrained(&prompt, &template, config)
+            .unwrap();
+        assert_eq!(&alone, generated);
+        assert_eq!(generated.finish, FinishReason::Stop);
+        let text = model.tokenizer().decode(&generated.ids).unwrap();
+        assert!(text.starts_with("{\"return_pct\": "), "{text}");
+        assert!(text.ends_with("\"}"), "{text}");
+        let parsed = mrl_llm::parse_prediction(&text).unwrap();
+        assert!(parsed.repairs.is_empty(), "{text}: {:?}", parsed.repairs);
+        assert!(parsed.value.return_pct.abs() < 100.0);
+        assert!((-1.0..=1.0).contains(&parsed.value.position));
+    }
+    // Greedy judgments and verdicts parse as well.
+    let judgment = model
+        .generate_constrained(
+            &prompt,
+            &mrl_llm::Template::judgment(3),
+            &GenerateConfig::greedy(1),
+        )
+        .unwrap();
+    let text = model.tokenizer().decode(&judgment.ids).unwrap();
+    let score = mrl_llm::parse_judgment(&text).unwrap().value.score;
+    assert!((0.0..=10.0).contains(&score), "{text}");
+    let verdict = model
+        .generate_constrained(
+            &prompt,
+            &mrl_llm::Template::meta_judgment(3),
+            &GenerateConfig::greedy(1),
+        )
+        .unwrap();
+    let text = model.tokenizer().decode(&verdict.ids).unwrap();
+    assert!(mrl_llm::parse_meta_judgment(&text).is_ok(), "{text}");
+}

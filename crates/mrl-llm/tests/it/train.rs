@@ -35,6 +35,10 @@ fn config(rounds: usize, seed: u64) -> TrainConfig {
             regime_window: 10,
             max_news: 0,
         },
+        dpo: mrl_llm::DpoConfig {
+            epochs: 1,
+            ..mrl_llm::DpoConfig::default()
+        },
         ..TrainConfig::default()
     }
 }
@@ -76,8 +80,11 @@ fn one_round_runs_end_to_end_with_finite_losses_and_is_deterministic() {
     assert_eq!(log.meta_judge_replies.failed, 0);
     assert!(log.actor_pairs >= 1, "{log:?}");
     assert!(log.judge_pairs >= 1, "{log:?}");
-    for dpo in [log.actor_dpo.unwrap(), log.judge_dpo.unwrap()] {
-        assert_eq!(dpo.steps % 2, 0, "2 epochs");
+    for (dpo, pairs) in [
+        (log.actor_dpo.unwrap(), log.actor_pairs),
+        (log.judge_dpo.unwrap(), log.judge_pairs),
+    ] {
+        assert_eq!(dpo.steps, pairs, "one epoch, one step per pair");
         assert!(dpo.loss_first_epoch.is_finite() && dpo.loss_last_epoch.is_finite());
         // The first step is at the reference (loss ln 2); a pair's loss stays near it.
         assert!((0.3..1.1).contains(&dpo.loss_first_epoch), "{dpo:?}");
@@ -218,4 +225,19 @@ fn the_realised_return_never_reaches_the_actor() {
         roles::actor_messages(&example.context)
     );
     assert!((example2.realised_return_pct - example.realised_return_pct).abs() > 10.0);
+}
+
+#[test]
+fn the_shipped_configs_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let quick = TrainConfig::from_toml_file(&dir.join("llm-quick.toml")).unwrap();
+    assert_eq!((quick.rounds, quick.contexts, quick.candidates), (2, 2, 2));
+    let big = TrainConfig::from_toml_file(&dir.join("llm-experiment.toml")).unwrap();
+    assert_eq!((big.rounds, big.contexts, big.candidates), (4, 32, 4));
+    // The two differ only in size: same seed, markets' law, context and adapters.
+    assert_eq!(quick.market.synthetic, big.market.synthetic);
+    assert_eq!(
+        (quick.context, quick.lora, quick.seed),
+        (big.context, big.lora, big.seed)
+    );
 }
