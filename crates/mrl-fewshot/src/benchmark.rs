@@ -413,12 +413,12 @@ pub enum BenchmarkProgress<'a> {
 }
 
 /// Metrics of one (method, K) over seeds × tasks: `values[seed][task]`, `None` where
-/// undefined (the Sharpe of a flat book).
+/// undefined.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cell {
     /// Adaptation steps (0 for methods without gradient steps).
     pub k: usize,
-    /// Annualised Sharpe.
+    /// Annualised Sharpe (0 for a flat book).
     pub sharpe: Vec<Vec<Option<f64>>>,
     /// Total return as a fraction.
     pub total_return: Vec<Vec<Option<f64>>>,
@@ -437,10 +437,13 @@ impl Cell {
         }
     }
 
-    /// Sets entry `[seed][task]` from `m` (non-finite values as `None`).
+    /// Sets entry `[seed][task]` from `m` (non-finite values as `None`). A book without
+    /// volatility (a policy that stayed flat) counts as Sharpe 0, not undefined: it earned
+    /// nothing, and leaving it out would pool a method over the tasks where it traded only.
     pub fn set(&mut self, seed: usize, task: usize, m: &Metrics) {
         let finite = |x: f64| x.is_finite().then_some(x);
-        self.sharpe[seed][task] = m.sharpe.filter(|x| x.is_finite());
+        let flat = m.volatility == 0.0 && m.total_return == 0.0;
+        self.sharpe[seed][task] = m.sharpe.filter(|x| x.is_finite()).or(flat.then_some(0.0));
         self.total_return[seed][task] = finite(m.total_return);
         self.max_drawdown[seed][task] = finite(m.max_drawdown);
     }

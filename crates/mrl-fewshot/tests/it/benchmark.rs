@@ -169,6 +169,21 @@ fn steps_to_reach_is_the_first_k_at_or_above_the_target() {
     assert_eq!(steps_to_reach(&[], 0.0), None);
 }
 
+#[test]
+fn a_flat_book_counts_as_sharpe_zero() {
+    let mut cell = Cell::new(0, 1, 2);
+    let flat = mrl_backtest::Metrics::compute(&[0.0; 10], &[0.0; 10], 8760.0);
+    assert_eq!(flat.sharpe, None);
+    cell.set(0, 0, &flat);
+    let returns = [0.01, -0.005, 0.02, 0.0];
+    let traded = mrl_backtest::Metrics::compute(&returns, &[1.0; 4], 8760.0);
+    cell.set(0, 1, &traded);
+    assert_eq!(cell.sharpe[0], vec![Some(0.0), traded.sharpe]);
+    assert!(traded.sharpe.unwrap() > 0.0);
+    assert_eq!(cell.total_return[0][0], Some(0.0));
+    assert_eq!(cell.max_drawdown[0][1], Some(traded.max_drawdown));
+}
+
 /// One hand-made row: name, kind and `(K, [Sharpe on task a, on task b])` cells.
 type Row<'a> = (&'a str, RowKind, &'a [(usize, [f64; 2])]);
 
