@@ -67,6 +67,13 @@ pub enum BeliefTarget {
     /// and is read directly as the estimate of them.
     #[default]
     Task,
+    /// Reconstruction, for tasks whose parameters are unknown (real assets): a decoder
+    /// predicts the step's reward `r_t` from `[b_{t−1}, s_t, one_hot(a_t)]`, where
+    /// `b_{t−1}` is the belief before the step (mean and log-variance for a Gaussian; at
+    /// `t = 0` the belief of the zero state, the prior), trained by squared error. The
+    /// belief width `latent` is free. Deterministic: no sample of `z` and no KL term
+    /// (VariBAD's ELBO samples `z` and pulls each posterior towards the previous one).
+    Reward,
 }
 
 /// Settings of the task-inference agent ([`PolicyKind::TaskInference`]); its encoder and

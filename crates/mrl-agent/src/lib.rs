@@ -155,7 +155,7 @@ pub use config::{
 pub use device::{DeviceChoice, cuda_compiled, select_device};
 pub use error::{Error, Result};
 pub use input::{InputLayout, PolicyInputs};
-pub use nets::{Belief, Gru, Linear, TASK_INFERENCE_PARAM_NAMES};
+pub use nets::{Belief, DECODER_PARAM_NAMES, Gru, Linear, TASK_INFERENCE_PARAM_NAMES};
 pub use nets::{MLP_PARAM_NAMES, Policy, RL2_PARAM_NAMES, SeqOutput, StepOutput};
 pub use norm::{DEFAULT_NORM_CLIP, InputNorm, NORM_EPSILON, RunningMeanStd};
 pub use rollout::{RolloutOptions, RolloutWorkspace, StepView};

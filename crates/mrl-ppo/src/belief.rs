@@ -1,6 +1,8 @@
 //! The auxiliary loss of the task-inference agent: supervised belief training on the task's
 //! hidden parameters (AR(1) `φ`, a bandit's arm means), which travel with the rollout
-//! ([`RolloutBuffer::task_targets`]) and never enter the policy's inputs.
+//! ([`RolloutBuffer::task_targets`]) and never enter the policy's inputs; or, where the task
+//! does not know its parameters (real assets), the reconstruction of each step's reward
+//! from the belief before it ([`reconstruction_loss`]).
 //!
 //! A Gaussian belief `N(μ, diag(σ²))` is trained by the negative log-likelihood of the true
 //! parameters (as the belief of VariBAD, Zintgraf et al. 2020, is a Gaussian posterior; here
@@ -32,6 +34,78 @@ pub fn gaussian_nll(mean: &Tensor, log_var: &Tensor, target: &Tensor) -> Result<
     Ok((per_dim.sum(D::Minus1)? * 0.5)?)
 }
 
+/// The targets of the task-inference agent's auxiliary loss for one minibatch.
+#[derive(Debug, Clone)]
+pub enum AuxTargets {
+    /// Supervised: the task's hidden parameters per step, `(B·T, latent)`.
+    Task(Tensor),
+    /// Reconstruction: the actions taken, one-hot `(B, T, A)`, and the rewards `(B·T)` on
+    /// the scale PPO learns them (times `reward_scale` and the return normalisation).
+    Reward {
+        /// `one_hot(a_t)`, `(B, T, A)`.
+        actions_one_hot: Tensor,
+        /// `r_t`, `(B·T)`.
+        rewards: Tensor,
+    },
+}
+
+/// The reconstruction loss: `(r̂_t − r_t)²` averaged over the valid rows.
+///
+/// # Shapes
+/// `predicted`, `rewards` `(N,)`, `mask` `(N,)` → scalar.
+///
+/// # Errors
+/// Candle errors for mismatched shapes.
+pub fn reconstruction_loss(
+    predicted: &Tensor,
+    rewards: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    masked_mean(&(predicted - rewards)?.sqr()?, mask)
+}
+
+/// `Σ x·m / max(Σ m, 1)`, or the plain mean without a mask.
+fn masked_mean(per_row: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    Ok(match mask {
+        Some(mask) => {
+            let n_valid = mask.sum_all()?.to_scalar::<f32>()?.max(1.0);
+            (per_row.mul(mask)?.sum_all()? / f64::from(n_valid))?
+        }
+        None => per_row.mean_all()?,
+    })
+}
+
+/// The reconstruction targets of the trials `trials` of `buffer`: one-hot actions
+/// `(trials.len(), T, n_actions)` and rewards times `scale` `(trials.len() · T)`,
+/// trial-then-time order, on `device`.
+///
+/// # Errors
+/// Candle errors.
+pub fn reward_targets(
+    buffer: &RolloutBuffer,
+    trials: &[usize],
+    n_actions: usize,
+    scale: f64,
+    device: &Device,
+) -> Result<AuxTargets> {
+    let seq_len = buffer.len();
+    let mut one_hot = vec![0.0f32; trials.len() * seq_len * n_actions];
+    let mut rewards = Vec::with_capacity(trials.len() * seq_len);
+    for (j, &b) in trials.iter().enumerate() {
+        for t in 0..seq_len {
+            let i = buffer.index(b, t);
+            let a = (buffer.actions[i] as usize).min(n_actions - 1);
+            one_hot[(j * seq_len + t) * n_actions + a] = 1.0;
+            rewards.push((f64::from(buffer.rewards[i]) * scale) as f32);
+        }
+    }
+    let n = trials.len() * seq_len;
+    Ok(AuxTargets::Reward {
+        actions_one_hot: Tensor::from_vec(one_hot, (trials.len(), seq_len, n_actions), device)?,
+        rewards: Tensor::from_vec(rewards, n, device)?,
+    })
+}
+
 /// Squared error of a point belief per row, summed over the last dimension:
 /// `Σ_d (y_d − z_d)²`.
 ///
@@ -57,13 +131,7 @@ pub fn belief_loss(belief: &Belief, target: &Tensor, mask: Option<&Tensor>) -> R
         Some(log_var) => gaussian_nll(&belief.mean, log_var, target)?,
         None => squared_error(&belief.mean, target)?,
     };
-    Ok(match mask {
-        Some(mask) => {
-            let n_valid = mask.sum_all()?.to_scalar::<f32>()?.max(1.0);
-            (per_row.mul(mask)?.sum_all()? / f64::from(n_valid))?
-        }
-        None => per_row.mean_all()?,
-    })
+    masked_mean(&per_row, mask)
 }
 
 /// A sequence belief `(B, T, Z)` as rows `(B·T, Z)`, trial-then-time order (the order of

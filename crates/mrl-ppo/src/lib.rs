@@ -76,8 +76,8 @@ mod trainer;
 mod update;
 
 pub use belief::{
-    BeliefTrace, belief_loss, belief_targets, flatten_belief, gaussian_nll, squared_error,
-    trace_belief,
+    AuxTargets, BeliefTrace, belief_loss, belief_targets, flatten_belief, gaussian_nll,
+    reconstruction_loss, reward_targets, squared_error, trace_belief,
 };
 pub use checkpoint::{
     CHECKPOINT_DIR, CHECKPOINT_FILES, LoadedCheckpoint, STATE_FORMAT, TrainState, checkpoint_dir,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
-use mrl_agent::{AgentConfig, Policy, PolicyKind, RolloutWorkspace};
+use mrl_agent::{AgentConfig, BeliefTarget, Policy, PolicyKind, RolloutWorkspace};
 use mrl_data::BarSeries;
 use mrl_env::{
     BanditDistribution, DynTasks, MarketTasks, MixtureTasks, ProcessSource, Split, SyntheticTasks,
@@ -282,7 +282,9 @@ impl<D: TaskDistribution> Trainer<D> {
         let workspace = RolloutWorkspace::new(&policy, config.n_envs)?;
         let obs_dim = policy.config().obs_dim;
         let mut buffer = RolloutBuffer::new(config.n_envs, trials.max_trial_len(), obs_dim);
-        if config.agent.kind == PolicyKind::TaskInference {
+        if config.agent.kind == PolicyKind::TaskInference
+            && config.agent.task_inference.target == BeliefTarget::Task
+        {
             // Supervised belief training (`BeliefTarget::Task`): the task's parameters.
             buffer = buffer.with_task_targets(config.agent.task_inference.latent);
         }

@@ -2,7 +2,9 @@
 //! trial start, clipped loss, global-norm clipping, Adam, and the target-KL stop.
 
 use candle_core::{Tensor, Var};
-use mrl_agent::{Policy, PolicyKind};
+use mrl_agent::{BeliefTarget, Policy, PolicyKind};
+
+use crate::belief::AuxTargets;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -184,8 +186,8 @@ pub struct Learner {
 struct Minibatch {
     x: Tensor,
     targets: PpoTargets,
-    /// The task's hidden parameters per step, `(B·T, latent)`.
-    belief_targets: Option<Tensor>,
+    /// The targets of the task-inference agent's auxiliary loss.
+    aux: Option<AuxTargets>,
 }
 
 impl Learner {
@@ -279,14 +281,16 @@ impl Learner {
     }
 
     /// As [`Learner::gradient_step`], for a task-inference policy with its auxiliary loss:
-    /// the loss minimised is `L_PPO + belief_coef · L_belief`, where `L_belief` is
-    /// [`belief_loss`](crate::belief_loss) of the policy's belief against `belief_targets`
-    /// over the valid steps. The PPO part is exactly [`Learner::gradient_step`]'s (same
-    /// forward pass); with `belief_targets` `None` this is that function. The belief enters
-    /// the loss only here: it is never an input of the policy.
+    /// the loss minimised is `L_PPO + belief_coef · L_aux` over the valid steps, where
+    /// `L_aux` is [`belief_loss`](crate::belief_loss) of the policy's belief against the
+    /// task's parameters ([`AuxTargets::Task`]) or the
+    /// [`reconstruction_loss`](crate::reconstruction_loss) of the rewards
+    /// ([`AuxTargets::Reward`]). The PPO part is exactly [`Learner::gradient_step`]'s (same
+    /// forward pass); with `aux` `None` this is that function. The targets enter the loss
+    /// only here: they are never an input of the policy.
     ///
     /// # Shapes
-    /// `x` `(B, T, in)`; `belief_targets` `(B·T, latent)`, trial-then-time order.
+    /// `x` `(B, T, in)`; the targets as [`AuxTargets`] says, trial-then-time order.
     ///
     /// # Errors
     /// As [`Learner::gradient_step`]; [`Error::InvalidConfig`] when belief targets are given
@@ -295,10 +299,10 @@ impl Learner {
         &mut self,
         x: &Tensor,
         targets: &PpoTargets,
-        belief_targets: Option<&Tensor>,
+        aux: Option<&AuxTargets>,
         lr: f64,
     ) -> Result<StepReport> {
-        let (logits, values, belief) = match belief_targets {
+        let (logits, values, belief) = match aux {
             None => {
                 let (logits, values) = unroll(&self.policy, x)?;
                 (logits, values, None)
@@ -319,10 +323,34 @@ impl Learner {
         let mut loss = ppo_loss(&logits, &values, targets, &self.config.loss())?;
         let stats = loss.stats(targets.mask.as_ref())?;
         let mut belief_value = None;
-        if let (Some(belief), Some(belief_targets)) = (belief, belief_targets) {
-            let flat = crate::belief::flatten_belief(&belief)?; // (B·T, latent) each
-            let aux = crate::belief::belief_loss(&flat, belief_targets, targets.mask.as_ref())?;
-            belief_value = Some(aux.to_scalar::<f32>()? as f64);
+        if let (Some(belief), Some(aux)) = (belief, aux) {
+            let mask = targets.mask.as_ref();
+            let aux = match aux {
+                AuxTargets::Task(task) => {
+                    let flat = crate::belief::flatten_belief(&belief)?; // (B·T, latent) each
+                    crate::belief::belief_loss(&flat, task, mask)?
+                }
+                AuxTargets::Reward {
+                    actions_one_hot,
+                    rewards,
+                } => {
+                    let predicted = self
+                        .policy
+                        .reconstruct_rewards(x, &belief, actions_one_hot)?
+                        .reshape(batch * seq_len)?; // (B·T,)
+                    crate::belief::reconstruction_loss(&predicted, rewards, mask)?
+                }
+            };
+            let value = f64::from(aux.to_scalar::<f32>()?);
+            if !value.is_finite() {
+                return Err(Error::NonFinite {
+                    what: "belief loss".into(),
+                    iteration: 0,
+                    epoch: 0,
+                    minibatch: 0,
+                });
+            }
+            belief_value = Some(value);
             loss.total = (loss.total + (aux * self.config.belief_coef)?)?;
         }
         let non_finite = |what: String| Error::NonFinite {
@@ -401,7 +429,7 @@ impl Learner {
             for (mb_idx, trials) in order.chunks(mb_size).enumerate() {
                 let mb = self.minibatch(buffer, trials, &advantages, &returns)?;
                 let report = self
-                    .gradient_step_with_belief(&mb.x, &mb.targets, mb.belief_targets.as_ref(), lr)
+                    .gradient_step_with_belief(&mb.x, &mb.targets, mb.aux.as_ref(), lr)
                     .map_err(|e| match e {
                         Error::NonFinite { what, .. } => Error::NonFinite {
                             what,
@@ -455,21 +483,22 @@ impl Learner {
     ) -> Result<Minibatch> {
         let crate::grad::PpoBatch { x, targets } =
             crate::grad::ppo_batch(&self.policy, buffer, trials, advantages, returns)?;
-        let belief_targets =
-            if buffer.target_dim() > 0 && self.policy.kind() == PolicyKind::TaskInference {
-                Some(crate::belief::belief_targets(
-                    buffer,
-                    trials,
-                    self.policy.device(),
-                )?)
-            } else {
-                None
-            };
-        Ok(Minibatch {
-            x,
-            targets,
-            belief_targets,
-        })
+        let config = self.policy.config();
+        let aux = match config.task_inference.target {
+            _ if config.kind != PolicyKind::TaskInference => None,
+            BeliefTarget::Task if buffer.target_dim() > 0 => Some(AuxTargets::Task(
+                crate::belief::belief_targets(buffer, trials, self.policy.device())?,
+            )),
+            BeliefTarget::Task => None,
+            BeliefTarget::Reward => Some(crate::belief::reward_targets(
+                buffer,
+                trials,
+                config.n_actions,
+                self.config.reward_scale * self.return_scale,
+                self.policy.device(),
+            )?),
+        };
+        Ok(Minibatch { x, targets, aux })
     }
 }
 

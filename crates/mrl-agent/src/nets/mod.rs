@@ -9,4 +9,4 @@ mod transformer;
 
 pub use layers::{Gru, Linear};
 pub use policy::{MLP_PARAM_NAMES, Policy, RL2_PARAM_NAMES, SeqOutput, StepOutput};
-pub use task_inference::{Belief, TASK_INFERENCE_PARAM_NAMES};
+pub use task_inference::{Belief, DECODER_PARAM_NAMES, TASK_INFERENCE_PARAM_NAMES};

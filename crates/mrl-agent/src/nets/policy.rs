@@ -530,6 +530,37 @@ impl Policy {
         })
     }
 
+    /// The task-inference agent's reward reconstruction (objective
+    /// [`BeliefTarget::Reward`](crate::BeliefTarget::Reward)): `r̂_t` from the belief before
+    /// step `t` (the prior at `t = 0`), the observation `s_t` and the action taken, with
+    /// autograd. `belief` is the one [`Policy::forward_seq`] returned for `x`.
+    ///
+    /// # Shapes
+    /// `x` `(B, T, in)`, belief `(B, T, latent)` each, `actions_one_hot` `(B, T, A)` →
+    /// `(B, T)`.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for another kind or the supervised objective; candle errors
+    /// for mismatched shapes.
+    pub fn reconstruct_rewards(
+        &self,
+        x: &Tensor,
+        belief: &Belief,
+        actions_one_hot: &Tensor,
+    ) -> Result<Tensor> {
+        let unsupported = || Error::Unsupported {
+            kind: self.kind().as_str(),
+            operation: "reward reconstruction",
+            reason: "only a task_inference policy with target = \"reward\" has a decoder",
+        };
+        let Net::TaskInference(n) = &self.net else {
+            return Err(unsupported());
+        };
+        self.check_input(x, 3)?;
+        n.reconstruct_rewards(x, belief, actions_one_hot)?
+            .ok_or_else(unsupported)
+    }
+
     /// Policy and value heads on the last dimension; values squeezed.
     fn heads(&self, features: &Tensor) -> Result<(Tensor, Tensor)> {
         let (policy_head, value_head) = match &self.net {

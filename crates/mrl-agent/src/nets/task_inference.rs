@@ -18,13 +18,30 @@
 //! through the belief. Both PPO and the auxiliary belief loss train the encoder (VariBAD
 //! trains its encoder by the ELBO alone; here the policy gradient also reaches it).
 //! The log-variance is the head's raw output (no clamp), as VariBAD's.
+//!
+//! With the reconstruction objective ([`BeliefTarget::Reward`]) a decoder predicts the
+//! step's reward from the belief before the step, the observation and the action taken:
+//!
+//! ```text
+//! r̂_t = W_d2 relu([b_{t−1}, s_t, one_hot(a_t)] W_d0ᵀ + b_d0) + b_d2   decoder.{0,2}.*
+//! b_{−1} = belief_head(0)  (the prior: the belief of the zero state)
+//! ```
 
 use candle_core::{D, Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 
 use super::layers::{Gru, Linear};
-use crate::config::{AgentConfig, BeliefKind};
+use crate::config::{AgentConfig, BeliefKind, BeliefTarget};
 use crate::error::Result;
+
+/// Parameter names of the reward decoder, after [`TASK_INFERENCE_PARAM_NAMES`], present
+/// only with the reconstruction objective ([`BeliefTarget::Reward`]).
+pub const DECODER_PARAM_NAMES: [&str; 4] = [
+    "decoder.0.weight",
+    "decoder.0.bias",
+    "decoder.2.weight",
+    "decoder.2.bias",
+];
 
 /// Parameter names of the task-inference network, in `state_dict` order.
 pub const TASK_INFERENCE_PARAM_NAMES: [&str; 14] = [
@@ -65,6 +82,8 @@ pub(crate) struct TaskInferenceNet {
     pub(crate) body: Linear,
     pub(crate) policy_head: Linear,
     pub(crate) value_head: Linear,
+    /// The reward decoder (reconstruction objective only).
+    pub(crate) decoder: Option<(Linear, Linear)>,
     obs_dim: usize,
     belief: BeliefKind,
     latent: usize,
@@ -72,7 +91,7 @@ pub(crate) struct TaskInferenceNet {
 
 impl TaskInferenceNet {
     /// Initialises the network, drawing from `rng` in [`TASK_INFERENCE_PARAM_NAMES`] order
-    /// with PyTorch's default distributions.
+    /// (then [`DECODER_PARAM_NAMES`]) with PyTorch's default distributions.
     pub(crate) fn init(
         config: &AgentConfig,
         rng: &mut ChaCha8Rng,
@@ -81,13 +100,27 @@ impl TaskInferenceNet {
         let (input, hidden, actions) = (config.input_dim(), config.hidden, config.n_actions);
         let ti = &config.task_inference;
         let width = ti.belief_width();
+        let encoder = Linear::init(input, hidden, rng, device)?;
+        let gru = Gru::init(hidden, hidden, rng, device)?;
+        let belief_head = Linear::init(hidden, width, rng, device)?;
+        let body = Linear::init(config.obs_dim + width, hidden, rng, device)?;
+        let policy_head = Linear::init(hidden, actions, rng, device)?;
+        let value_head = Linear::init(hidden, 1, rng, device)?;
+        let decoder = match ti.target {
+            BeliefTarget::Task => None,
+            BeliefTarget::Reward => Some((
+                Linear::init(width + config.obs_dim + actions, hidden, rng, device)?,
+                Linear::init(hidden, 1, rng, device)?,
+            )),
+        };
         Ok(Self {
-            encoder: Linear::init(input, hidden, rng, device)?,
-            gru: Gru::init(hidden, hidden, rng, device)?,
-            belief_head: Linear::init(hidden, width, rng, device)?,
-            body: Linear::init(config.obs_dim + width, hidden, rng, device)?,
-            policy_head: Linear::init(hidden, actions, rng, device)?,
-            value_head: Linear::init(hidden, 1, rng, device)?,
+            encoder,
+            gru,
+            belief_head,
+            body,
+            policy_head,
+            value_head,
+            decoder,
             obs_dim: config.obs_dim,
             belief: ti.belief,
             latent: ti.latent,
@@ -113,7 +146,52 @@ impl TaskInferenceNet {
             self.value_head.weight(),
             self.value_head.bias(),
         ];
-        TASK_INFERENCE_PARAM_NAMES.into_iter().zip(vars).collect()
+        let mut named: Vec<(&'static str, &Var)> =
+            TASK_INFERENCE_PARAM_NAMES.into_iter().zip(vars).collect();
+        if let Some((d0, d2)) = &self.decoder {
+            let vars = [d0.weight(), d0.bias(), d2.weight(), d2.bias()];
+            named.extend(DECODER_PARAM_NAMES.into_iter().zip(vars));
+        }
+        named
+    }
+
+    /// Rewards predicted by the decoder from the belief before each step, the observation
+    /// and the action taken; `None` without a decoder.
+    ///
+    /// # Shapes
+    /// `x` `(B, T, in)`, `belief` `(B, T, latent)` each (after each step),
+    /// `actions_one_hot` `(B, T, A)` → `(B, T)`.
+    pub(crate) fn reconstruct_rewards(
+        &self,
+        x: &Tensor,
+        belief: &Belief,
+        actions_one_hot: &Tensor,
+    ) -> Result<Option<Tensor>> {
+        let Some((d0, d2)) = &self.decoder else {
+            return Ok(None);
+        };
+        let (batch, seq_len, _) = x.dims3()?;
+        let after = match &belief.log_var {
+            Some(lv) => Tensor::cat(&[&belief.mean, lv], D::Minus1)?,
+            None => belief.mean.clone(),
+        }; // (B, T, width)
+        let width = after.dim(D::Minus1)?;
+        // The prior b_{−1}: the belief head on the zero state is its bias.
+        let prior = self
+            .belief_head
+            .bias()
+            .as_tensor()
+            .reshape((1, 1, width))?
+            .broadcast_as((batch, 1, width))?; // (B, 1, width)
+        let before = if seq_len > 1 {
+            Tensor::cat(&[&prior, &after.narrow(1, 0, seq_len - 1)?], 1)?
+        } else {
+            prior.contiguous()?
+        }; // (B, T, width): b_{t−1}
+        let obs = x.narrow(D::Minus1, 0, self.obs_dim)?;
+        let input = Tensor::cat(&[&before, &obs, actions_one_hot], D::Minus1)?;
+        let r = d2.forward(&d0.forward(&input)?.relu()?)?; // (B, T, 1)
+        Ok(Some(r.squeeze(D::Minus1)?))
     }
 
     /// The encoder's output `relu(x W_encᵀ + b_enc)`.

@@ -5,8 +5,8 @@
 
 use candle_core::{D, DType, Device, Tensor};
 use mrl_agent::{
-    AgentConfig, BeliefKind, Error, InputLayout, Policy, PolicyInputs, PolicyKind,
-    RolloutWorkspace, TASK_INFERENCE_PARAM_NAMES, TaskInferenceConfig,
+    AgentConfig, BeliefKind, BeliefTarget, DECODER_PARAM_NAMES, Error, InputLayout, Policy,
+    PolicyInputs, PolicyKind, RolloutWorkspace, TASK_INFERENCE_PARAM_NAMES, TaskInferenceConfig,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -248,6 +248,71 @@ fn checkpoint_round_trip_and_wrong_kind() {
         Err(Error::WrongKind {
             expected: "rl2",
             found: "task_inference",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn the_reward_decoder_reads_the_belief_before_the_step() {
+    let c = AgentConfig {
+        task_inference: TaskInferenceConfig {
+            belief: BeliefKind::Gaussian,
+            latent: 2,
+            target: BeliefTarget::Reward,
+        },
+        ..config(BeliefKind::Gaussian, 2)
+    };
+    let p = Policy::new(&c, &Device::Cpu, 12).unwrap();
+    let names: Vec<&str> = p.parameters().iter().map(|(n, _)| *n).collect();
+    assert_eq!(&names[..14], &TASK_INFERENCE_PARAM_NAMES);
+    assert_eq!(&names[14..], &DECODER_PARAM_NAMES);
+    // [b_{t−1} (μ, log σ²: 4), s_t (4), one_hot(a_t) (3)] → 8 → 1.
+    assert_eq!(p.param_shapes()[14].1, vec![8, 4 + 4 + 3]);
+    // The supervised network's weights are drawn first, in the same order.
+    let supervised = Policy::new(&config(BeliefKind::Gaussian, 2), &Device::Cpu, 12).unwrap();
+    let (a, b) = (p.tensors(), supervised.tensors());
+    for name in TASK_INFERENCE_PARAM_NAMES {
+        assert_eq!(flat(&a[name]), flat(&b[name]), "{name}");
+    }
+
+    let (batch, seq_len) = (2, 6);
+    let x = rows(&c, batch, seq_len, 3);
+    let one_hot: Vec<f32> = (0..batch * seq_len * 3)
+        .map(|i| if i % 3 == (i / 3) % 3 { 1.0 } else { 0.0 })
+        .collect();
+    let actions = Tensor::from_vec(one_hot, (batch, seq_len, 3), &Device::Cpu).unwrap();
+    let predict = |x: &Tensor| {
+        let out = p.forward_seq(x, None).unwrap();
+        let r = p
+            .reconstruct_rewards(x, out.belief.as_ref().unwrap(), &actions)
+            .unwrap();
+        assert_eq!(r.dims(), &[batch, seq_len]);
+        r.to_vec2::<f32>().unwrap()
+    };
+    let base = predict(&x);
+    // Change the previous reward fed at step 3 (column obs + A): r̂_3 reads b_2 and s_3, so
+    // steps 0..=3 keep their predictions and step 4 (reading b_3) moves.
+    let mut host = x.to_vec3::<f32>().unwrap();
+    host[0][3][4 + 3] += 1.0;
+    let flat_rows: Vec<f32> = host.iter().flatten().flatten().copied().collect();
+    let changed = predict(&Tensor::from_vec(flat_rows, x.dims(), &Device::Cpu).unwrap());
+    assert_eq!(base[0][..4], changed[0][..4]);
+    assert_ne!(base[0][4], changed[0][4]);
+    assert_eq!(base[1], changed[1]);
+    // Changing s_3 moves r̂_3 itself.
+    let mut host = x.to_vec3::<f32>().unwrap();
+    host[0][3][0] += 1.0;
+    let flat_rows: Vec<f32> = host.iter().flatten().flatten().copied().collect();
+    let changed = predict(&Tensor::from_vec(flat_rows, x.dims(), &Device::Cpu).unwrap());
+    assert_eq!(base[0][..3], changed[0][..3]);
+    assert_ne!(base[0][3], changed[0][3]);
+    // The supervised network has no decoder: a clear error.
+    let out = supervised.forward_seq(&x, None).unwrap();
+    assert!(matches!(
+        supervised.reconstruct_rewards(&x, out.belief.as_ref().unwrap(), &actions),
+        Err(Error::Unsupported {
+            operation: "reward reconstruction",
             ..
         })
     ));

@@ -7,16 +7,17 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use mrl_agent::{
-    AgentConfig, BeliefKind, Policy, PolicyKind, RolloutWorkspace, TaskInferenceConfig,
+    AgentConfig, BeliefKind, BeliefTarget, Policy, PolicyKind, RolloutWorkspace,
+    TaskInferenceConfig,
 };
 use mrl_env::{
     Ar1Family, ProcessSource, Split, SyntheticTasks, TaskKind as EnvTaskKind, TradingConfig,
     TrialConfig, VecTrials,
 };
 use mrl_ppo::{
-    AgentSection, CHECKPOINT_DIR, Error, GaeScope, Learner, PpoConfig, RolloutBuffer, TaskKind,
-    TaskSection, TrainConfig, Trainer, belief_loss, belief_targets, collect_rollout,
-    flatten_belief, ppo_batch,
+    AgentSection, AuxTargets, CHECKPOINT_DIR, Error, GaeScope, Learner, PpoConfig, RolloutBuffer,
+    TaskKind, TaskSection, TrainConfig, Trainer, belief_loss, belief_targets, collect_rollout,
+    flatten_belief, ppo_batch, reward_targets,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -276,12 +277,13 @@ fn coefficient_zero_is_the_plain_ppo_update() {
     let (b, targets) = batch(&probe, &buffer);
     let (mut plain, mut zero, mut one) = (learner(0.0, 6), learner(0.0, 6), learner(1.0, 6));
     let lr = 1e-3;
+    let task = AuxTargets::Task(targets);
     let p = plain.gradient_step(&b.x, &b.targets, lr).unwrap();
     let z = zero
-        .gradient_step_with_belief(&b.x, &b.targets, Some(&targets), lr)
+        .gradient_step_with_belief(&b.x, &b.targets, Some(&task), lr)
         .unwrap();
     let o = one
-        .gradient_step_with_belief(&b.x, &b.targets, Some(&targets), lr)
+        .gradient_step_with_belief(&b.x, &b.targets, Some(&task), lr)
         .unwrap();
     assert!(p.belief_loss.is_none());
     assert_eq!(z.belief_loss, o.belief_loss);
@@ -510,4 +512,120 @@ fn shipped_belief_configs_train_like_the_rl2_configs_they_copy() {
         assert_eq!(as_rl2, r, "{belief} differs from {rl2} beyond [agent]");
         assert_eq!(b.agent.hidden, r.agent.hidden);
     }
+}
+
+fn reward_agent() -> AgentConfig {
+    AgentConfig {
+        task_inference: TaskInferenceConfig {
+            belief: BeliefKind::Gaussian,
+            latent: 2,
+            target: BeliefTarget::Reward,
+        },
+        ..agent(BeliefKind::Gaussian, 2)
+    }
+}
+
+#[test]
+fn the_reconstruction_loss_equals_a_direct_computation() {
+    let policy = Policy::new(&reward_agent(), &Device::Cpu, 8).unwrap();
+    // Reconstruction needs no task targets: a rollout without them.
+    let (buffer, _) = rollout(&policy, false);
+    let (b, _) = batch(&policy, &buffer);
+    let trials: Vec<usize> = (0..N_ENVS).collect();
+    let scale = 2.5;
+    let aux = reward_targets(&buffer, &trials, 3, scale, &Device::Cpu).unwrap();
+    let AuxTargets::Reward {
+        actions_one_hot,
+        rewards,
+    } = &aux
+    else {
+        panic!("reward targets")
+    };
+    assert_eq!(actions_one_hot.dims(), &[N_ENVS, buffer.len(), 3]);
+    let out = policy.forward_seq(&b.x, None).unwrap();
+    let predicted = policy
+        .reconstruct_rewards(&b.x, out.belief.as_ref().unwrap(), actions_one_hot)
+        .unwrap()
+        .flatten_all()
+        .unwrap();
+    let r_hat = predicted.to_vec1::<f32>().unwrap();
+    // Direct: mean over valid steps of (r̂ − scale · r)², the action one-hot from the buffer.
+    let one_hot = actions_one_hot
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let (mut sum, mut d_bias, mut n) = (0.0f64, 0.0f64, 0.0f64);
+    for trial in 0..N_ENVS {
+        for t in 0..buffer.len() {
+            let i = buffer.index(trial, t);
+            let row = trial * buffer.len() + t;
+            assert_eq!(one_hot[row * 3 + buffer.actions[i] as usize], 1.0);
+            if buffer.valid[i] {
+                let err = f64::from(r_hat[row]) - scale * f64::from(buffer.rewards[i]);
+                sum += err * err;
+                d_bias += 2.0 * err;
+                n += 1.0;
+            }
+        }
+    }
+    let loss = mrl_ppo::reconstruction_loss(&predicted, rewards, b.targets.mask.as_ref()).unwrap();
+    let value = f64::from(loss.to_scalar::<f32>().unwrap());
+    assert!(
+        (value - sum / n).abs() < 1e-5 * (sum / n).max(1.0),
+        "{value} vs {}",
+        sum / n
+    );
+    // ∂L/∂(decoder.2.bias) = mean of 2 (r̂ − r).
+    let grads = loss.backward().unwrap();
+    let params = policy.parameters();
+    let bias = &params
+        .iter()
+        .find(|(n, _)| *n == "decoder.2.bias")
+        .unwrap()
+        .1;
+    let g = grads.get(bias).unwrap().to_vec1::<f32>().unwrap()[0];
+    assert!(
+        (f64::from(g) - d_bias / n).abs() < 1e-4,
+        "{g} vs {}",
+        d_bias / n
+    );
+    // The learner's step reports the same loss (scale 1: no reward scale, no normalisation).
+    let aux = reward_targets(&buffer, &trials, 3, 1.0, &Device::Cpu).unwrap();
+    let AuxTargets::Reward { rewards, .. } = &aux else {
+        panic!()
+    };
+    let direct = mrl_ppo::reconstruction_loss(&predicted, rewards, b.targets.mask.as_ref())
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let mut learner = Learner::new(policy, PpoConfig::default(), Default::default()).unwrap();
+    let report = learner
+        .gradient_step_with_belief(&b.x, &b.targets, Some(&aux), 1e-3)
+        .unwrap();
+    assert!((report.belief_loss.unwrap() - f64::from(direct)).abs() < 1e-6);
+}
+
+#[test]
+fn reconstruction_trains_end_to_end_where_the_task_is_unknown() {
+    // Domain-randomised markets do not expose one parameter vector: the reward objective.
+    let dir = tempfile::tempdir().unwrap();
+    let kind = TaskKind::Synthetic {
+        bars: 120,
+        randomization: Default::default(),
+    };
+    let mut config = task_inference_config(kind, 2, 2);
+    config.agent.task_inference.target = BeliefTarget::Reward;
+    let text = config.to_toml();
+    assert!(text.contains("target = \"reward\""), "{text}");
+    let mut seen = Vec::new();
+    mrl_ppo::train(&config, dir.path(), false, |s| seen.push(s.clone())).unwrap();
+    assert_eq!(seen.len(), 2);
+    assert!(
+        seen.iter()
+            .all(|s| s.belief_loss.is_some_and(f64::is_finite))
+    );
+    let policy = mrl_ppo::load_policy(&dir.path().join(CHECKPOINT_DIR), &Device::Cpu).unwrap();
+    let names: Vec<&str> = policy.parameters().iter().map(|(n, _)| *n).collect();
+    assert_eq!(&names[14..], &mrl_agent::DECODER_PARAM_NAMES);
 }
