@@ -62,9 +62,10 @@ pub enum BeliefKind {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BeliefTarget {
-    /// Supervised: the task's hidden parameters, which the task distribution knows (AR(1)
-    /// `φ`, a bandit's arm means); the belief is `latent` = the number of parameters wide
-    /// and is read directly as the estimate of them.
+    /// Supervised: the task's hidden parameters, which the task distribution knows
+    /// (`mrl_env::Env::task_parameters`: AR(1) `φ`; a Markov regime market's current state
+    /// as its drift in bp and volatility in % per bar; a bandit's arm means); the belief is
+    /// `latent` = the number of parameters wide and is read directly as the estimate of them.
     #[default]
     Task,
     /// Reconstruction, for tasks whose parameters are unknown (real assets): a decoder

@@ -150,20 +150,39 @@ impl Env for TaskEnv {
         self.env.reset(rng)
     }
 
+    fn reset_next_episode(&mut self, rng: &mut ChaCha8Rng) -> Result<&[f32]> {
+        self.env.reset_next_episode(rng)
+    }
+
     fn step(&mut self, action: usize) -> Result<Step<'_>> {
         self.env.step(action)
     }
 
-    /// `[φ]` for a synthetic AR(1) market ([`MarketProcess::Ar1`]); nothing for the other
-    /// tasks.
+    /// `[φ]` for a synthetic AR(1) market ([`MarketProcess::Ar1`]); for a Markov regime
+    /// market, the state of the current bar (the one the oracle uses): `[drift in basis
+    /// points per bar (×10⁴), volatility in percent per bar (×100)]`, so both are O(1);
+    /// nothing for the other tasks.
     fn task_parameters(&self, out: &mut Vec<f32>) {
         out.clear();
-        if let TaskKind::Synthetic {
-            process: MarketProcess::Ar1(p),
-            ..
-        } = &self.info.kind
-        {
-            out.push(p.phi as f32);
+        match &self.info.kind {
+            TaskKind::Synthetic {
+                process: MarketProcess::Ar1(p),
+                ..
+            } => out.push(p.phi as f32),
+            TaskKind::Synthetic {
+                process: MarketProcess::Regime(p),
+                regimes: Some(states),
+                ..
+            } => {
+                let state = states.get(self.env.bar()).and_then(|&s| p.states.get(s));
+                if let Some(state) = state {
+                    out.extend([
+                        (state.drift * 1e4) as f32,
+                        (state.volatility * 100.0) as f32,
+                    ]);
+                }
+            }
+            _ => {}
         }
     }
 }

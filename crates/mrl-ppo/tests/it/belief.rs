@@ -629,3 +629,46 @@ fn reconstruction_trains_end_to_end_where_the_task_is_unknown() {
     let names: Vec<&str> = policy.parameters().iter().map(|(n, _)| *n).collect();
     assert_eq!(&names[14..], &mrl_agent::DECODER_PARAM_NAMES);
 }
+
+#[test]
+fn regime_targets_follow_the_state_of_the_current_bar() {
+    use mrl_data::{DomainRandomization, MarketProcess, ProcessKind};
+    use mrl_env::Env;
+    let randomization = DomainRandomization {
+        kinds: vec![ProcessKind::Regime],
+        ..Default::default()
+    };
+    let trading = TradingConfig {
+        max_steps: 150,
+        ..Default::default()
+    };
+    let bars = trading.min_bars() + 300;
+    let dist =
+        SyntheticTasks::new(ProcessSource::Randomized(randomization), bars, trading).unwrap();
+    let mut env = dist.task(11).unwrap();
+    let (params, states) = match &env.task_info().kind {
+        EnvTaskKind::Synthetic {
+            process: MarketProcess::Regime(p),
+            regimes: Some(states),
+            ..
+        } => (p.clone(), states.clone()),
+        other => panic!("{other:?}"),
+    };
+    env.reset(&mut ChaCha8Rng::seed_from_u64(2)).unwrap();
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for step in 0..150 {
+        env.task_parameters(&mut out);
+        let state = &params.states[states[env.trading().bar()]];
+        let expected = [
+            (state.drift * 1e4) as f32,
+            (state.volatility * 100.0) as f32,
+        ];
+        assert_eq!(out, expected, "step {step}");
+        seen.insert(states[env.trading().bar()]);
+        if env.step(2).unwrap().done() {
+            break;
+        }
+    }
+    assert!(!seen.is_empty());
+}
