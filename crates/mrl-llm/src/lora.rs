@@ -394,7 +394,24 @@ impl LoraLlama {
     /// # Errors
     /// [`Error::ContextOverflow`] for an empty or too long sequence; candle errors.
     pub fn forward(&self, ids: &[u32]) -> Result<Tensor> {
+        self.forward_rows(ids, 0)
+    }
+
+    /// Logits of positions `from..` of `ids` only: the same numbers as the rows of
+    /// [`forward`](Self::forward), without the output projection of the earlier positions
+    /// (for DPO, which needs only the rows that predict the response).
+    ///
+    /// # Shapes
+    /// `ids`: `[T]` → `[T − from, vocab]`.
+    ///
+    /// # Errors
+    /// [`Error::ContextOverflow`] for an empty or too long sequence,
+    /// [`Error::InvalidSetting`] for `from ≥ T`; candle errors.
+    pub fn forward_rows(&self, ids: &[u32], from: usize) -> Result<Tensor> {
         let t = ids.len();
+        if t > 0 && from >= t {
+            return Err(Error::setting("from", from, "a position of the sequence"));
+        }
         if t == 0 || t > self.cos.dim(0)? {
             return Err(Error::ContextOverflow {
                 prompt_tokens: t,
@@ -451,7 +468,7 @@ impl LoraLlama {
             let up = linear(&h, &layer.w_up)?;
             x = (x + linear(&(gate * up)?, &layer.w_down)?)?;
         }
-        let x = rms_norm(&x, &self.norm, self.eps)?;
+        let x = rms_norm(&x.narrow(0, from, t - from)?, &self.norm, self.eps)?;
         linear(&x, &self.output)
     }
 }

@@ -350,9 +350,11 @@ struct DpoRun {
 /// DPO on `pairs` for `model`'s adapters: the reference log-probabilities are the model's
 /// before the first step; one AdamW step per pair, `epochs` passes in seeded order.
 fn dpo_train(model: &LoraLlama, pairs: &[PreferencePair], run: DpoRun) -> Result<DpoStats> {
+    // Only the rows from the prompt's last position on predict the response.
     let logprob = |prompt: &[u32], response: &[u32]| -> Result<Tensor> {
         let ids = [prompt, response].concat();
-        response_logprob(&model.forward(&ids)?, &ids, prompt.len())?
+        let from = prompt.len() - 1;
+        response_logprob(&model.forward_rows(&ids, from)?, &ids[from..], 1)?
             .reshape(1)
             .map_err(Error::from)
     };
@@ -508,6 +510,11 @@ fn collect_pairs(
         candidates.push(row);
     }
     drop(actor_backend);
+    tracing::info!(
+        answers = log.actor_replies.total(),
+        unparsed = log.actor_replies.failed,
+        "actor answers sampled"
+    );
     log.mean_answer_tokens = answer_tokens as f64 / (examples.len() * config.candidates) as f64;
 
     let mut judge_backend = judge.merged_backend(model_path, config.generation_weights)?;
@@ -638,6 +645,12 @@ fn collect_pairs(
             }
         }
     }
+    tracing::info!(
+        judgments = log.judge_replies.total(),
+        verdicts = log.meta_judge_replies.total(),
+        pairs = pairs.len(),
+        "judged"
+    );
     log.judge_outcome_spearman = spearman(&scores_seen, &pnl_seen);
     log.mean_score = (!scores_seen.is_empty())
         .then(|| scores_seen.iter().sum::<f64>() / scores_seen.len() as f64);
@@ -865,6 +878,7 @@ pub fn train(
             if role_pairs.is_empty() {
                 continue;
             }
+            tracing::info!(pairs = role_pairs.len(), role = tag, "dpo");
             *slot = Some(dpo_train(
                 model,
                 role_pairs,

@@ -176,3 +176,33 @@ fn merged_adapters_generate_from_the_adapted_model() {
         max_diff(&want, &plain)
     );
 }
+
+#[test]
+fn forward_rows_are_the_tail_of_the_full_forward() {
+    let (_dir, path) = tiny();
+    let model = LoraLlama::load(&path, &LoraConfig::default(), DType::F32).unwrap();
+    let ids = [1u32, 50, 60, 70, 80, 2, 90];
+    let all = model.forward(&ids).unwrap();
+    let tail = model.forward_rows(&ids, 4).unwrap();
+    assert_eq!(tail.dims(), [3, 267]);
+    let diff = (all.narrow(0, 4, 3).unwrap() - &tail)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 1e-5, "{diff}");
+    // The DPO log-probability from the tail equals the one from every row.
+    let full = response_logprob(&all, &ids, 5)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let short = response_logprob(&tail.narrow(0, 0, 3).unwrap(), &ids[4..], 1)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!((full - short).abs() < 1e-4, "{full} vs {short}");
+    assert!(model.forward_rows(&ids, 7).is_err());
+}
