@@ -29,6 +29,11 @@
 //!   checked against the PyTorch reference (`fixtures/golden/{gae,ppo_loss,ppo_update}.json`).
 //! - [`evaluate_bandits`]: a trained agent beside the classic bandit algorithms on the same
 //!   held-out tasks.
+//! - The task-inference agent's auxiliary loss ([`belief_loss`], [`reconstruction_loss`],
+//!   [`AuxTargets`], [`Learner::gradient_step_with_belief`], weight `ppo.belief_coef`):
+//!   supervised on the task's true parameters, which [`collect_rollout`] stores beside the
+//!   inputs ([`RolloutBuffer::with_task_targets`]), or a reward reconstruction where they are
+//!   unknown; [`trace_belief`] records the belief over a played trial.
 //!
 //! ## Example
 //!
