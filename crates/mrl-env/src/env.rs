@@ -42,6 +42,14 @@ pub trait Env: Send {
     /// Starts an episode (a random start drawn from `rng` where the env has one) and returns
     /// the first observation.
     fn reset(&mut self, rng: &mut ChaCha8Rng) -> Result<&[f32]>;
+    /// Starts the next episode of a trial, after an episode of it ended. The default is
+    /// [`Env::reset`]; an env whose episodes can follow each other in time (a
+    /// [`TradingEnv`](crate::TradingEnv) with
+    /// [`EpisodeStarts::Consecutive`](crate::EpisodeStarts::Consecutive)) starts where the
+    /// last one ended.
+    fn reset_next_episode(&mut self, rng: &mut ChaCha8Rng) -> Result<&[f32]> {
+        self.reset(rng)
+    }
     /// Applies `action`; an error for an action out of range or a step after the episode end.
     fn step(&mut self, action: usize) -> Result<Step<'_>>;
     /// Writes the task's hidden parameters into `out` (cleared first): what a task-inference
@@ -64,6 +72,9 @@ impl<E: Env + ?Sized> Env for Box<E> {
     }
     fn reset(&mut self, rng: &mut ChaCha8Rng) -> Result<&[f32]> {
         (**self).reset(rng)
+    }
+    fn reset_next_episode(&mut self, rng: &mut ChaCha8Rng) -> Result<&[f32]> {
+        (**self).reset_next_episode(rng)
     }
     fn step(&mut self, action: usize) -> Result<Step<'_>> {
         (**self).step(action)

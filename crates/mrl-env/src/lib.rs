@@ -82,6 +82,6 @@ pub use tasks::{
     Ar1Family, AssetSplit, DynTasks, MarketTasks, MixtureTasks, ProcessSource, RegimeConfig,
     RegimeThresholds, SyntheticTasks, TaskEnv, TaskInfo, TaskKind, WindowStats, quantile,
 };
-pub use trading::{TradingConfig, TradingEnv, TradingObs, TradingState, step_pnl};
+pub use trading::{EpisodeStarts, TradingConfig, TradingEnv, TradingObs, TradingState, step_pnl};
 pub use trial::{InputLayout, Trial, TrialConfig, TrialStep};
 pub use vec_env::{StepBatch, VecTrials, VecTrialsState, trial_rng};

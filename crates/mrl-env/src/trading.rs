@@ -87,6 +87,38 @@ pub struct TradingConfig {
     pub stop_equity: f64,
     /// The actions. Default [`ActionSpace::Target`] (Buy / Sell / Hold).
     pub actions: ActionSpace,
+    /// Where the episodes of a trial after the first start. Default
+    /// [`EpisodeStarts::Random`] (left out when serialised, so configs written before it
+    /// existed read the same).
+    #[serde(skip_serializing_if = "EpisodeStarts::is_random")]
+    pub episode_starts: EpisodeStarts,
+}
+
+/// Where the episodes of a trial after the first start ([`Env::reset_next_episode`]).
+///
+/// The walk-forward backtest runs a trial's episodes on consecutive windows of the market
+/// (`mrl_backtest`'s adaptation episodes, then the evaluation window), so what the hidden
+/// state holds at an episode boundary (the current regime, the position of a trend) is
+/// still true in the next episode. `Consecutive` trains on the same arrangement; `Random`
+/// (the RL² convention of Duan et al. 2016: independent episodes of one task) draws every
+/// start anew, so that only the task's law carries over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EpisodeStarts {
+    /// Every episode at a random start (from the env's random starts).
+    #[default]
+    Random,
+    /// The next episode at the bar where the previous one ended, when a whole episode fits
+    /// there within the env's random starts (so within its split); otherwise at a random
+    /// start.
+    Consecutive,
+}
+
+impl EpisodeStarts {
+    /// Whether this is [`EpisodeStarts::Random`].
+    pub fn is_random(&self) -> bool {
+        *self == Self::Random
+    }
 }
 
 impl Default for TradingConfig {
@@ -99,6 +131,7 @@ impl Default for TradingConfig {
             reward: RewardConfig::NetReturn,
             stop_equity: 0.0,
             actions: ActionSpace::Target,
+            episode_starts: EpisodeStarts::Random,
         }
     }
 }
@@ -428,6 +461,22 @@ impl Env for TradingEnv {
         self.reset_at(start)
     }
 
+    /// With [`EpisodeStarts::Consecutive`], no schedule set and a whole episode's room within
+    /// the random starts, the next episode starts at the bar the last one ended on;
+    /// otherwise as [`Env::reset`].
+    fn reset_next_episode(&mut self, rng: &mut ChaCha8Rng) -> Result<&[f32]> {
+        let next = self.state.bar;
+        let continues = self.config.episode_starts == EpisodeStarts::Consecutive
+            && self.schedule.is_empty()
+            && self.state.steps > 0
+            && self.random_starts.contains(&next);
+        if continues {
+            self.reset_at(next)
+        } else {
+            self.reset(rng)
+        }
+    }
+
     fn step(&mut self, action: usize) -> Result<Step<'_>> {
         let s = &mut self.state;
         if !s.running {
@@ -588,6 +637,57 @@ pub(crate) mod tests {
             env.reset(&mut rng).unwrap();
             assert!((30..=35).contains(&env.state().start));
         }
+    }
+
+    #[test]
+    fn consecutive_episodes_follow_each_other_within_the_random_starts() {
+        let starts_of = |episode_starts: EpisodeStarts| {
+            let cfg = TradingConfig {
+                episode_starts,
+                ..config(10)
+            };
+            let env = TradingEnv::new(market(&wave(100)), cfg).unwrap();
+            let mut env = env.with_random_starts(30..=60).unwrap();
+            let mut rng = ChaCha8Rng::seed_from_u64(5);
+            let mut starts = vec![];
+            for episode in 0..12 {
+                if episode == 0 {
+                    env.reset(&mut rng).unwrap();
+                } else {
+                    env.reset_next_episode(&mut rng).unwrap();
+                }
+                starts.push(env.state().start);
+                while !env.step(2).unwrap().done() {}
+            }
+            starts
+        };
+        let chained = starts_of(EpisodeStarts::Consecutive);
+        for pair in chained.windows(2) {
+            assert!((30..=60).contains(&pair[1]), "{chained:?}");
+            // Each episode starts where the last ended, unless a whole one no longer fits
+            // before the end of the random starts (60): then it starts anew at random.
+            if pair[0] + 10 <= 60 {
+                assert_eq!(pair[1], pair[0] + 10, "{chained:?}");
+            }
+        }
+        assert!(chained.windows(2).any(|p| p[1] == p[0] + 10));
+        let random = starts_of(EpisodeStarts::Random);
+        assert_eq!(random[0], chained[0], "the first start is drawn alike");
+        assert!(random.windows(2).any(|p| p[1] != p[0] + 10), "{random:?}");
+        // A schedule wins over chaining, and the default is left out of a serialised config.
+        let cfg = TradingConfig {
+            episode_starts: EpisodeStarts::Consecutive,
+            ..config(10)
+        };
+        let mut env = TradingEnv::new(market(&wave(100)), cfg).unwrap();
+        env.schedule_starts(&[40, 25]).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        env.reset(&mut rng).unwrap();
+        while !env.step(2).unwrap().done() {}
+        env.reset_next_episode(&mut rng).unwrap();
+        assert_eq!(env.state().start, 25);
+        let text = serde_json::to_string(&config(10)).unwrap();
+        assert!(!text.contains("episode_starts"), "{text}");
     }
 
     #[test]

@@ -236,7 +236,7 @@ impl<E: Env> Trial<E> {
         if done {
             if episode + 1 < self.config.episodes_per_trial {
                 self.episode += 1;
-                let obs = self.env.reset(&mut self.rng)?;
+                let obs = self.env.reset_next_episode(&mut self.rng)?;
                 self.layout
                     .write(&mut self.input, obs, action, feedback, true);
             } else {
