@@ -114,6 +114,7 @@ fn main() -> anyhow::Result<()> {
                 rl2: &rl2,
                 mlp: Some(&mlp),
                 oracle: MarketOracle::for_task(&task),
+                others: vec![],
             };
             backtests.push(mrl::backtest::backtest_market(
                 task.trading().market(),

@@ -224,6 +224,9 @@ pub struct StudyConfig {
     /// Continue runs already in the output directory from their checkpoints (exact resume;
     /// finished runs are reused). Without it an existing checkpoint is an error.
     pub resume: bool,
+    /// Further agents trained the same way beside RL² and the MLP (the Transformer, the
+    /// task-inference agent), each compared with RL² and the MLP. Default none.
+    pub others: Vec<PolicyKind>,
 }
 
 impl StudyConfig {
@@ -239,6 +242,7 @@ impl StudyConfig {
             resamples: 2000,
             confidence: 0.95,
             resume: false,
+            others: Vec::new(),
         }
     }
 
@@ -304,7 +308,20 @@ impl StudyConfig {
                 "expected a value in (0, 1)",
             );
         }
-        for kind in [PolicyKind::Rl2, PolicyKind::Mlp] {
+        for (i, kind) in self.others.iter().enumerate() {
+            if matches!(kind, PolicyKind::Rl2 | PolicyKind::Mlp) || self.others[..i].contains(kind)
+            {
+                return bad(
+                    "others",
+                    kind.as_str().into(),
+                    "RL² and the MLP are always trained; each other agent may appear once",
+                );
+            }
+        }
+        for &kind in [PolicyKind::Rl2, PolicyKind::Mlp]
+            .iter()
+            .chain(&self.others)
+        {
             self.train_config(first, kind)
                 .validate()
                 .map_err(|source| Error::Train {
@@ -920,17 +937,45 @@ pub struct StudyReport {
     pub training: BTreeMap<String, TrainingBands>,
     /// The verdict line.
     pub verdict: String,
+    /// Whether RL² adapts within the trial, net of the MLP (greedy); `None` in reports
+    /// written before it existed.
+    #[serde(default)]
+    pub adaptation_gain: Option<AdaptationGain>,
+    /// The further agents ([`StudyConfig::others`]) against RL² and the MLP; empty when
+    /// none was trained.
+    #[serde(default)]
+    pub others: Vec<OtherAgent>,
     /// Which action mode to deploy.
     pub deployment: Deployment,
+}
+
+/// Every kind of agent a study can train: RL² and the MLP always, the others on request
+/// ([`StudyConfig::others`]).
+pub const AGENT_KINDS: [PolicyKind; 4] = [
+    PolicyKind::Rl2,
+    PolicyKind::Mlp,
+    PolicyKind::Transformer,
+    PolicyKind::TaskInference,
+];
+
+/// Whether `key` names a trained agent (greedy), not a baseline.
+pub fn is_agent_key(key: &str) -> bool {
+    AGENT_KINDS.iter().any(|k| k.as_str() == key)
 }
 
 /// Policy keys in display order: each agent's greedy then sampled runs, then the baselines
 /// of [`mrl_backtest::POLICY_ORDER`], then any other key.
 pub fn policy_order<'a>(keys: impl IntoIterator<Item = &'a String>) -> Vec<String> {
     let mut order: Vec<String> = Vec::new();
-    for name in mrl_backtest::POLICY_ORDER {
+    let others = AGENT_KINDS[2..].iter().map(|k| k.as_str());
+    let names = mrl_backtest::POLICY_ORDER[..2]
+        .iter()
+        .copied()
+        .chain(others)
+        .chain(mrl_backtest::POLICY_ORDER[2..].iter().copied());
+    for name in names {
         order.push(name.to_string());
-        if matches!(name, "rl2" | "mlp") {
+        if is_agent_key(name) {
             order.push(format!("{name}{SAMPLED_SUFFIX}"));
         }
     }
@@ -948,7 +993,7 @@ pub fn policy_order<'a>(keys: impl IntoIterator<Item = &'a String>) -> Vec<Strin
 pub fn policy_label(key: &str) -> String {
     match key.strip_suffix(SAMPLED_SUFFIX) {
         Some(agent) => format!("{agent} (sampled)"),
-        None if matches!(key, "rl2" | "mlp") => format!("{key} (greedy)"),
+        None if is_agent_key(key) => format!("{key} (greedy)"),
         None => key.to_string(),
     }
 }
@@ -1070,6 +1115,191 @@ pub fn compare(
     }
 }
 
+/// Whether an agent adapts within the trial: how its return changes from the first episode
+/// to the last, alone and net of a memory-less baseline's change over the same windows.
+///
+/// The episodes of a walk-forward trial are consecutive windows of the market, so the
+/// agent's rise alone mixes adaptation with whatever the later windows hold (buy-and-hold
+/// and the MLP move between windows too). The baseline cannot carry anything from one
+/// episode to the next, so `gain`, a difference in differences, is the part of the rise that
+/// memory explains. Both are means over every (seed, market) pair with the two-way bootstrap
+/// interval of [`crossed_bootstrap_ci`]; returns are fractions per episode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdaptationGain {
+    /// Policy key of the agent.
+    pub agent: String,
+    /// Policy key of the memory-less baseline.
+    pub baseline: String,
+    /// Episodes per trial (the first is compared with the last).
+    pub episodes: usize,
+    /// Pairs with both curves of that length.
+    pub pairs: usize,
+    /// `R_agent(last) − R_agent(first)`; `None` without a pair.
+    pub rise: Option<DiffInterval>,
+    /// `[R_agent − R_baseline](last) − [R_agent − R_baseline](first)`; `None` without a pair.
+    pub gain: Option<DiffInterval>,
+    /// The line that says so.
+    pub line: String,
+}
+
+/// [`AdaptationGain`] of `agent` against `baseline` over every seed and market of
+/// `per_seed`, from the per-market adaptation curves (pairs whose curves are shorter than two
+/// episodes or differ in length are left out).
+pub fn adaptation_gain(
+    per_seed: &[SeedResult],
+    agent: &str,
+    baseline: &str,
+    resamples: usize,
+    confidence: f64,
+    rng: &mut ChaCha8Rng,
+) -> AdaptationGain {
+    let curves = |m: &MarketResult| {
+        let a = &m.policies.get(agent)?.adaptation_curve;
+        let b = &m.policies.get(baseline)?.adaptation_curve;
+        (a.len() >= 2 && a.len() == b.len()).then_some((a.clone(), b.clone()))
+    };
+    let episodes = per_seed
+        .iter()
+        .flat_map(|s| &s.markets)
+        .find_map(|m| curves(m).map(|(a, _)| a.len()))
+        .unwrap_or(0);
+    let rows = |f: &dyn Fn(&[f64], &[f64]) -> f64| -> Vec<Vec<Option<f64>>> {
+        per_seed
+            .iter()
+            .map(|s| {
+                s.markets
+                    .iter()
+                    .map(|m| {
+                        curves(m)
+                            .filter(|(a, _)| a.len() == episodes)
+                            .map(|(a, b)| f(&a, &b))
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let last = episodes.saturating_sub(1);
+    let rise_rows = rows(&|a, _| a[last] - a[0]);
+    let gain_rows = rows(&|a, b| (a[last] - b[last]) - (a[0] - b[0]));
+    let pairs = gain_rows.iter().flatten().flatten().count();
+    let rise = crossed_bootstrap_ci(&rise_rows, resamples, confidence, rng);
+    let gain = crossed_bootstrap_ci(&gain_rows, resamples, confidence, rng);
+    let line = adaptation_line(agent, baseline, episodes, pairs, rise, gain);
+    AdaptationGain {
+        agent: agent.into(),
+        baseline: baseline.into(),
+        episodes,
+        pairs,
+        rise,
+        gain,
+        line,
+    }
+}
+
+/// `+1.20 pp (95% CI +0.40 to +2.00)` for an interval of fractions.
+fn describe_pp(i: &DiffInterval) -> String {
+    format!(
+        "{:+.2} pp ({:.0}% CI {:+.2} to {:+.2})",
+        100.0 * i.mean,
+        100.0 * i.confidence,
+        100.0 * i.lo,
+        100.0 * i.hi
+    )
+}
+
+/// An agent's name in prose (`RL²` for `rl2`, …), the key for an unknown one.
+fn agent_name(key: &str) -> String {
+    match key {
+        "rl2" => "RL²".into(),
+        "mlp" => "the MLP".into(),
+        "transformer" => "the Transformer".into(),
+        "task_inference" => "the task-inference agent".into(),
+        other => other.into(),
+    }
+}
+
+/// The adaptation line of [`AdaptationGain`].
+fn adaptation_line(
+    agent: &str,
+    baseline: &str,
+    episodes: usize,
+    pairs: usize,
+    rise: Option<DiffInterval>,
+    gain: Option<DiffInterval>,
+) -> String {
+    let (Some(rise), Some(gain)) = (rise, gain) else {
+        return format!(
+            "Adaptation of {} cannot be measured: no seed×market pair has two or more episodes \
+             of both it and {}.",
+            agent_name(agent),
+            prose_name(baseline)
+        );
+    };
+    let verdict = if gain.lo > 0.0 {
+        "it adapts: its edge grows"
+    } else if gain.hi < 0.0 {
+        "its edge shrinks"
+    } else {
+        "adaptation is not shown: its edge does not grow distinguishably"
+    };
+    format!(
+        "Adaptation: {}'s return per episode changes from episode 1 to {episodes} by {}; \
+         against {} (no memory, the same windows) {verdict}, by {} ({pairs} seed×market pairs).",
+        agent_name(agent),
+        describe_pp(&rise),
+        prose_name(baseline),
+        describe_pp(&gain)
+    )
+}
+
+/// A further agent of a study ([`StudyConfig::others`]) against RL² and the MLP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OtherAgent {
+    /// Its policy key (`transformer`, `task_inference`).
+    pub key: String,
+    /// Paired Sharpe differences against RL² (greedy).
+    pub against_rl2: Comparison,
+    /// Paired Sharpe differences against the MLP (greedy).
+    pub against_mlp: Comparison,
+    /// Whether it adapts within the trial, net of the MLP.
+    pub adaptation: AdaptationGain,
+    /// The line that says which wins.
+    pub line: String,
+}
+
+impl OtherAgent {
+    /// The comparison of `key` and its line.
+    pub fn new(
+        key: &str,
+        against_rl2: Comparison,
+        against_mlp: Comparison,
+        adaptation: AdaptationGain,
+    ) -> Self {
+        let clause = |c: &Comparison| {
+            let head = match sign_of(c) {
+                Some(true) => "beats",
+                Some(false) => "is beaten by",
+                None if c.interval.is_some() => "is not distinguishable from",
+                None => "cannot be compared with",
+            };
+            format!("{head} {}: Δ Sharpe {}", prose_name(&c.b), describe_diff(c))
+        };
+        let line = format!(
+            "{} (greedy) on mean held-out Sharpe {}; {}.",
+            agent_name(key),
+            clause(&against_rl2),
+            clause(&against_mlp)
+        );
+        Self {
+            key: key.into(),
+            against_rl2,
+            against_mlp,
+            adaptation,
+            line,
+        }
+    }
+}
+
 /// Per policy key, the spread across seeds of each seed's means.
 pub fn pool(per_seed: &[SeedResult]) -> BTreeMap<String, PooledPolicy> {
     let mut keys: Vec<&String> = per_seed.iter().flat_map(|s| s.policies.keys()).collect();
@@ -1151,6 +1381,7 @@ fn prose_name(key: &str) -> String {
         "mlp_sampled" => "the sampled MLP".into(),
         "buy_and_hold" => "buy-and-hold".into(),
         "rl2_sampled" => "sampled RL²".into(),
+        "rl2" | "transformer" | "task_inference" => agent_name(key),
         rule => format!("the best trader rule ({rule})"),
     }
 }
@@ -1225,9 +1456,9 @@ fn figures_of(
     report
         .policies
         .iter()
-        .filter(|(name, _)| !agents_only || matches!(name.as_str(), "rl2" | "mlp"))
+        .filter(|(name, _)| !agents_only || is_agent_key(name))
         .map(|(name, p)| {
-            let key = if matches!(name.as_str(), "rl2" | "mlp") {
+            let key = if is_agent_key(name) {
                 format!("{name}{suffix}")
             } else {
                 name.clone()
@@ -1381,6 +1612,13 @@ pub fn run_study(
     for &seed in &config.seeds {
         let (rl2_run, rl2) = train_agent(config, out_dir, seed, PolicyKind::Rl2, &mut progress)?;
         let (mlp_run, mlp) = train_agent(config, out_dir, seed, PolicyKind::Mlp, &mut progress)?;
+        let mut training = BTreeMap::from([("rl2".into(), rl2_run), ("mlp".into(), mlp_run)]);
+        let mut others = Vec::with_capacity(config.others.len());
+        for &kind in &config.others {
+            let (run, policy) = train_agent(config, out_dir, seed, kind, &mut progress)?;
+            training.insert(kind.as_str().into(), run);
+            others.push((kind.as_str(), policy));
+        }
         let total = 2 * held.markets.len();
         let mut markets = Vec::with_capacity(held.markets.len());
         for (i, m) in held.markets.iter().enumerate() {
@@ -1388,6 +1626,7 @@ pub fn run_study(
                 rl2: &rl2,
                 mlp: Some(&mlp),
                 oracle: m.oracle.clone(),
+                others: others.iter().map(|(k, p)| (*k, p)).collect(),
             };
             let run = |mode| {
                 let wf = WalkForwardConfig {
@@ -1431,7 +1670,6 @@ pub fn run_study(
             });
         }
         let (policies, adaptation) = seed_means(&markets);
-        let training = BTreeMap::from([("rl2".into(), rl2_run), ("mlp".into(), mlp_run)]);
         per_seed.push(SeedResult {
             seed,
             training,
@@ -1485,6 +1723,46 @@ fn assemble(
     let verdict_line = verdict(&comparisons[..headline].iter().collect::<Vec<_>>());
     let deployment = deployment(&pooled, &modes);
     comparisons.push(modes);
+    let gain = adaptation_gain(
+        &per_seed,
+        "rl2",
+        "mlp",
+        config.resamples,
+        config.confidence,
+        &mut rng,
+    );
+    let others = config
+        .others
+        .iter()
+        .map(|kind| {
+            let key = kind.as_str();
+            let against_rl2 = compare(
+                &per_seed,
+                key,
+                "rl2",
+                config.resamples,
+                config.confidence,
+                &mut rng,
+            );
+            let against_mlp = compare(
+                &per_seed,
+                key,
+                "mlp",
+                config.resamples,
+                config.confidence,
+                &mut rng,
+            );
+            let gain = adaptation_gain(
+                &per_seed,
+                key,
+                "mlp",
+                config.resamples,
+                config.confidence,
+                &mut rng,
+            );
+            OtherAgent::new(key, against_rl2, against_mlp, gain)
+        })
+        .collect();
 
     let mut keys: Vec<&String> = per_seed.iter().flat_map(|s| s.adaptation.keys()).collect();
     keys.sort();
@@ -1499,8 +1777,9 @@ fn assemble(
             Some((k.clone(), curve_band(&rows)?))
         })
         .collect();
-    let training = ["rl2", "mlp"]
-        .into_iter()
+    let training = AGENT_KINDS
+        .iter()
+        .map(|k| k.as_str())
         .filter_map(|agent| {
             let runs: Vec<&Vec<Diagnostics>> = per_seed
                 .iter()
@@ -1552,6 +1831,8 @@ fn assemble(
         adaptation,
         training,
         verdict: verdict_line,
+        adaptation_gain: Some(gain),
+        others,
         deployment,
     }
 }
@@ -1894,9 +2175,20 @@ impl StudyReport {
         );
         let _ = write!(
             out,
-            "\n## Verdict\n\n{}\n\n{}\n\n## Pooled over seeds\n\nMean ± std across seeds of each \
+            "\n## Verdict\n\n{}\n\n{}{}\n\n## Pooled over seeds\n\nMean ± std across seeds of each \
              seed's mean over the {} held-out markets.\n\n{}",
             self.verdict,
+            self.adaptation_gain
+                .as_ref()
+                .map(|g| g.line.as_str())
+                .into_iter()
+                .chain(
+                    self.others
+                        .iter()
+                        .flat_map(|o| [o.line.as_str(), o.adaptation.line.as_str()])
+                )
+                .map(|line| format!("{line}\n\n"))
+                .collect::<String>(),
             self.deployment.line,
             s.markets.len(),
             self.pooled_table()
@@ -2016,6 +2308,18 @@ impl StudyReport {
 mod tests {
     use super::*;
 
+    /// A seed's result from its markets (no training runs).
+    fn seed_of(seed: u64, markets: Vec<MarketResult>) -> SeedResult {
+        let (policies, adaptation) = seed_means(&markets);
+        SeedResult {
+            seed,
+            training: BTreeMap::new(),
+            markets,
+            policies,
+            adaptation,
+        }
+    }
+
     fn seed_result(seed: u64, sharpes: &[(&str, &[Option<f64>])]) -> SeedResult {
         let n = sharpes[0].1.len();
         let markets: Vec<MarketResult> = (0..n)
@@ -2037,14 +2341,7 @@ mod tests {
                     .collect(),
             })
             .collect();
-        let (policies, adaptation) = seed_means(&markets);
-        SeedResult {
-            seed,
-            training: BTreeMap::new(),
-            markets,
-            policies,
-            adaptation,
-        }
+        seed_of(seed, markets)
     }
 
     #[test]
@@ -2117,6 +2414,80 @@ mod tests {
         assert_eq!(c.per_seed[0].pairs, 1);
         assert!((c.per_seed[1].mean.unwrap() + 0.3).abs() < 1e-12);
         assert_eq!(c.weaker_seeds, vec![2]);
+    }
+
+    /// One seed whose markets hold `rl2` and `mlp` with the given adaptation curves.
+    fn curves_result(seed: u64, markets: &[(&[f64], &[f64])]) -> SeedResult {
+        let figures = |curve: &[f64]| PolicyFigures {
+            sharpe: Some(0.0),
+            sortino: None,
+            total_return: 0.0,
+            max_drawdown: 0.0,
+            adaptation_curve: curve.to_vec(),
+        };
+        let markets: Vec<MarketResult> = markets
+            .iter()
+            .enumerate()
+            .map(|(i, (rl2, mlp))| MarketResult {
+                name: format!("m{i}"),
+                test_bars: 10,
+                policies: [("rl2", *rl2), ("mlp", *mlp)]
+                    .into_iter()
+                    .map(|(k, c)| (k.to_string(), figures(c)))
+                    .collect(),
+            })
+            .collect();
+        seed_of(seed, markets)
+    }
+
+    #[test]
+    fn adaptation_gain_is_the_rise_net_of_the_memoryless_baseline() {
+        // RL² rises by 0.03 on both markets of seed 1 while the MLP rises by 0.01 and 0.03:
+        // gains 0.02 and 0. Seed 2: RL² rises by 0.05, the MLP falls by 0.01: gain 0.06.
+        // The short curve of seed 2's second market is left out.
+        let per_seed = vec![
+            curves_result(
+                1,
+                &[
+                    (&[0.01, 0.02, 0.04], &[0.0, 0.0, 0.01]),
+                    (&[0.0, 0.01, 0.03], &[0.0, 0.02, 0.03]),
+                ],
+            ),
+            curves_result(
+                2,
+                &[
+                    (&[0.0, 0.0, 0.05], &[0.01, 0.0, 0.0]),
+                    (&[0.0, 0.1], &[0.0, 0.0]),
+                ],
+            ),
+        ];
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let g = adaptation_gain(&per_seed, "rl2", "mlp", 200, 0.95, &mut rng);
+        assert_eq!((g.episodes, g.pairs), (3, 3));
+        let (rise, gain) = (g.rise.unwrap(), g.gain.unwrap());
+        assert!(
+            (rise.mean - (0.03 + 0.03 + 0.05) / 3.0).abs() < 1e-12,
+            "{rise:?}"
+        );
+        assert!(
+            (gain.mean - (0.02 + 0.0 + 0.06) / 3.0).abs() < 1e-12,
+            "{gain:?}"
+        );
+        assert!(gain.lo >= 0.0 && gain.hi <= 0.06 + 1e-12, "{gain:?}");
+        assert!(
+            g.line
+                .contains("RL²'s return per episode changes from episode 1 to 3")
+        );
+        // A baseline that rises as much as the agent leaves no gain.
+        let same = vec![curves_result(1, &[(&[0.0, 0.02], &[0.01, 0.03])])];
+        let g = adaptation_gain(&same, "rl2", "mlp", 50, 0.95, &mut rng);
+        let gain = g.gain.unwrap();
+        assert!(gain.mean.abs() < 1e-12 && gain.lo.abs() < 1e-12 && gain.hi.abs() < 1e-12);
+        assert!(g.line.contains("adaptation is not shown"), "{}", g.line);
+        // Without the baseline nothing is measured, and the line says so.
+        let g = adaptation_gain(&same, "rl2", "transformer", 50, 0.95, &mut rng);
+        assert_eq!((g.pairs, g.rise, g.gain), (0, None, None));
+        assert!(g.line.contains("cannot be measured"), "{}", g.line);
     }
 
     #[test]

@@ -48,6 +48,11 @@ pub struct StudyArgs {
     /// Continue the runs already in --out from their checkpoints (finished ones are reused).
     #[arg(long)]
     resume: bool,
+    /// Further agents trained the same way and compared with RL² and the MLP, comma
+    /// separated: `transformer`, `task_inference` (their `[agent.*]` tables come from the
+    /// config, defaults otherwise).
+    #[arg(long, value_delimiter = ',')]
+    others: Vec<String>,
 }
 
 /// The bar style of every bar.
@@ -69,6 +74,20 @@ pub fn run(args: StudyArgs) -> anyhow::Result<()> {
     config.held_out.data_dir = args.data_dir;
     config.sampled_runs = args.sampled_runs;
     config.resume = args.resume;
+    config.others = args
+        .others
+        .iter()
+        .map(|name| {
+            mrl::study::AGENT_KINDS
+                .into_iter()
+                .find(|k| k.as_str() == name)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--others: unknown agent {name:?}; expected transformer or task_inference"
+                    )
+                })
+        })
+        .collect::<anyhow::Result<_>>()?;
     config.validate()?;
 
     let report = run_with_progress(&config, &args.out)?;
@@ -86,8 +105,9 @@ pub fn run_with_progress(config: &StudyConfig, out: &Path) -> anyhow::Result<Stu
         .train_config(config.seeds[0], mrl::agent::PolicyKind::Rl2)
         .iterations;
     let multi = MultiProgress::new();
-    // Per seed: two trainings and one evaluation.
-    let overall = multi.add(ProgressBar::new(3 * config.seeds.len() as u64));
+    // Per seed: one training per agent and one evaluation.
+    let steps = (3 + config.others.len()) * config.seeds.len();
+    let overall = multi.add(ProgressBar::new(steps as u64));
     overall.set_style(style(
         "{spinner} [{elapsed_precise}] study [{bar:30}] {pos}/{len} {msg}",
     ));
@@ -150,6 +170,13 @@ pub fn print_report(report: &StudyReport, out: &Path) {
     ));
     print(report.pooled_table());
     print(&report.verdict);
+    if let Some(gain) = &report.adaptation_gain {
+        print(&gain.line);
+    }
+    for other in &report.others {
+        print(&other.line);
+        print(&other.adaptation.line);
+    }
     print(&report.deployment.line);
     print(format!(
         "\nstudy: {} (study.json, per_seed.csv, pooled.csv, comparisons.csv, study.md, charts)",

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use mrl::agent::PolicyKind;
 use mrl::ppo::TrainConfig;
 use mrl::study::{Error, StudyConfig, StudyReport, run_study};
 use serde_json::Value;
@@ -267,8 +268,67 @@ fn bad_seeds_and_tasks_are_named_before_anything_runs() {
     few_bars.held_out.bars = 50;
     let err = run_study(&few_bars, &out, |_| {}).unwrap_err();
     assert!(err.to_string().contains("test_bars = 50"), "{err}");
+    let mut twice = tiny_study(vec![1]);
+    twice.others = vec![PolicyKind::Transformer, PolicyKind::Transformer];
+    let err = run_study(&twice, &out, |_| {}).unwrap_err();
+    assert!(err.to_string().contains("others = transformer"), "{err}");
+    twice.others = vec![PolicyKind::Mlp];
+    let err = run_study(&twice, &out, |_| {}).unwrap_err();
+    assert!(err.to_string().contains("others = mlp"), "{err}");
     let bandits = StudyConfig::new(TrainConfig::default(), vec![1]);
     let err = run_study(&bandits, &out, |_| {}).unwrap_err();
     assert!(err.to_string().contains("`bandits`"), "{err}");
     assert!(!out.exists(), "nothing is written for a bad study");
+}
+
+#[test]
+fn other_agents_train_beside_rl2_and_are_compared_with_it() {
+    let mut config = tiny_study(vec![2]);
+    config.others = vec![PolicyKind::Transformer, PolicyKind::TaskInference];
+    let dir = tempfile::tempdir().unwrap();
+    let report = run_study(&config, dir.path(), |_| {}).unwrap();
+    for key in ["transformer", "task_inference"] {
+        assert!(
+            dir.path()
+                .join(format!("seed-2/{key}/checkpoint/model.safetensors"))
+                .exists()
+        );
+        assert!(report.per_seed[0].training.contains_key(key));
+        for market in &report.per_seed[0].markets {
+            assert!(
+                market.policies.contains_key(key),
+                "{key} on {}",
+                market.name
+            );
+            assert!(market.policies.contains_key(&format!("{key}_sampled")));
+        }
+    }
+    let keys: Vec<&str> = report.others.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(keys, ["transformer", "task_inference"]);
+    let transformer = &report.others[0];
+    assert_eq!(
+        (
+            transformer.against_rl2.b.as_str(),
+            transformer.against_mlp.b.as_str()
+        ),
+        ("rl2", "mlp")
+    );
+    // Two held-out markets of one seed, each with a Sharpe ratio or not.
+    assert_eq!(transformer.against_rl2.pairs_total, 2);
+    assert!(
+        transformer
+            .line
+            .starts_with("the Transformer (greedy) on mean held-out Sharpe"),
+        "{}",
+        transformer.line
+    );
+    assert!(transformer.line.contains("RL²") && transformer.line.contains("the MLP"));
+    assert!(
+        report.others[1]
+            .adaptation
+            .line
+            .contains("the task-inference agent")
+    );
+    let markdown = std::fs::read_to_string(dir.path().join("study.md")).unwrap();
+    assert!(markdown.contains(&transformer.line));
 }

@@ -28,6 +28,10 @@ pub struct Policies<'a> {
     /// The oracle of a synthetic market whose true law is known ([`MarketOracle`],
     /// reported as `oracle`); built for this market's series.
     pub oracle: Option<MarketOracle>,
+    /// Further agents compared on the same windows, each reported under its key (e.g.
+    /// `transformer`, `task_inference`: [`PolicyKind::as_str`](mrl_agent::PolicyKind::as_str)).
+    /// A key may not repeat or take the name of another policy of the report.
+    pub others: Vec<(&'static str, &'a Policy)>,
 }
 
 impl<'a> Policies<'a> {
@@ -37,6 +41,7 @@ impl<'a> Policies<'a> {
             rl2,
             mlp: None,
             oracle: None,
+            others: Vec::new(),
         }
     }
 }
@@ -64,13 +69,20 @@ enum Stream {
     Mlp = 2,
     Random = 3,
     Bootstrap = 4,
+    /// The first of [`Policies::others`]; the `i`-th draws from stream `Others + i`.
+    Others = 5,
 }
 
 /// The generator of `stream`, run `run`: `ChaCha8Rng::seed_from_u64(seed)` on stream
 /// `(stream << 32) | run`.
 fn stream_rng(seed: u64, stream: Stream, run: usize) -> ChaCha8Rng {
+    stream_rng_at(seed, stream as u64, run)
+}
+
+/// [`stream_rng`] by stream number.
+fn stream_rng_at(seed: u64, stream: u64, run: usize) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(((stream as u64) << 32) | run as u64);
+    rng.set_stream((stream << 32) | run as u64);
     rng
 }
 
@@ -110,6 +122,18 @@ pub fn backtest_market(
     if let Some(mlp) = policies.mlp {
         check_policy(mlp, "mlp", config)?;
     }
+    for (i, &(name, policy)) in policies.others.iter().enumerate() {
+        let taken = crate::POLICY_ORDER.contains(&name)
+            || policies.others[..i].iter().any(|(other, _)| *other == name);
+        if taken {
+            return Err(crate::Error::InvalidConfig {
+                field: "policies.others",
+                value: name.to_owned(),
+                reason: "the key repeats, or is the name of another policy of the report",
+            });
+        }
+        check_policy(policy, name, config)?;
+    }
     let periods_per_year = market.periods_per_year().unwrap_or(1.0);
     let _span = tracing::info_span!(
         "backtest",
@@ -120,20 +144,26 @@ pub fn backtest_market(
 
     let runs_per_policy = config.mode.runs();
     let mut runs: BTreeMap<String, Vec<PolicyRun>> = BTreeMap::new();
-    let agent_runs = |policy: &Policy, stream: Stream| -> Result<Vec<PolicyRun>> {
+    let agent_runs = |policy: &Policy, stream: u64| -> Result<Vec<PolicyRun>> {
         match config.mode {
             ActionMode::Greedy => Ok(vec![run_policy(market, &windows, policy, config, None)?]),
             ActionMode::Sampled { seeds } => (0..seeds)
                 .map(|s| {
-                    let mut rng = stream_rng(config.seed, stream, s);
+                    let mut rng = stream_rng_at(config.seed, stream, s);
                     run_policy(market, &windows, policy, config, Some(&mut rng))
                 })
                 .collect(),
         }
     };
-    runs.insert("rl2".into(), agent_runs(policies.rl2, Stream::Rl2)?);
+    runs.insert("rl2".into(), agent_runs(policies.rl2, Stream::Rl2 as u64)?);
     if let Some(mlp) = policies.mlp {
-        runs.insert("mlp".into(), agent_runs(mlp, Stream::Mlp)?);
+        runs.insert("mlp".into(), agent_runs(mlp, Stream::Mlp as u64)?);
+    }
+    for (i, &(name, policy)) in policies.others.iter().enumerate() {
+        runs.insert(
+            name.into(),
+            agent_runs(policy, Stream::Others as u64 + i as u64)?,
+        );
     }
     let mut baselines = vec![Baseline::BuyAndHold, Baseline::Flat, Baseline::Random];
     baselines.extend(TraderRule::standard(market.periods_per_year()).map(Baseline::Rule));

@@ -243,6 +243,7 @@ fn oracle_and_mlp_join_the_report_and_the_oracle_profits_from_momentum() {
         rl2: &rl2,
         mlp: Some(&mlp),
         oracle: Some(oracle),
+        others: vec![],
     };
     let bt = backtest(&series, &policies, &config(400)).unwrap();
     let keys: Vec<&str> = bt.report.policies.keys().map(String::as_str).collect();
