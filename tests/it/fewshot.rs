@@ -1,5 +1,5 @@
-//! `mrl meta-train` → `mrl adapt` → `mrl backtest` end to end on a tiny network and a short
-//! synthetic market (seconds in the debug profile).
+//! `mrl meta-train` → `mrl adapt` → `mrl backtest` end to end, and `mrl eval fewshot`, on a
+//! tiny network and short synthetic markets (seconds in the debug profile).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -135,4 +135,89 @@ fn meta_train_then_adapt_then_backtest() {
         stderr.contains("window of 700 bars is longer than") && stderr.contains("(600 bars)"),
         "{stderr}"
     );
+}
+
+#[test]
+fn eval_fewshot_writes_its_report_deterministically_and_names_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("meta.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let run = |out: &Path, ks: &str, extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "fewshot",
+            "--config",
+            s(&config),
+            "--seeds",
+            "1,2",
+            "--ks",
+            ks,
+            "--tasks",
+            "1",
+            "--adaptation-bars",
+            "120",
+            "--eval-bars",
+            "100",
+            "--resamples",
+            "50",
+            "--out",
+            s(out),
+        ];
+        args.extend_from_slice(extra);
+        mrl(&args)
+    };
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for out in [&a, &b] {
+        let done = run(out, "0,2", &[]);
+        assert!(
+            done.status.success(),
+            "{}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+    }
+    for file in [
+        "fewshot.json",
+        "fewshot.md",
+        "fewshot.csv",
+        "fewshot.png",
+        "fewshot.svg",
+    ] {
+        assert!(a.join(file).is_file(), "{file}");
+    }
+    let json = std::fs::read(a.join("fewshot.json")).unwrap();
+    assert_eq!(json, std::fs::read(b.join("fewshot.json")).unwrap());
+    let report: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(report["format"], "mrl-fewshot-benchmark");
+    let names: Vec<&str> = report["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &names[..5],
+        ["meta", "pretrain", "scratch", "rl2", "oracle"]
+    );
+    // Bad input fails before any work, naming the value.
+    let cases: [(&str, &[&str], &str); 3] = [
+        (
+            "",
+            &[],
+            "ks = [] (give at least one number of adaptation steps)",
+        ),
+        (
+            "0",
+            &["--methods", "meta,maml"],
+            "methods = maml (unknown method",
+        ),
+        ("0", &[], "holds a benchmark already"),
+    ];
+    for (ks, extra, message) in cases {
+        let failed = run(&a, ks, extra);
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        assert!(
+            !failed.status.success() && stderr.contains(message),
+            "{stderr}"
+        );
+    }
 }
