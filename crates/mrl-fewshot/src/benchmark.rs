@@ -491,7 +491,8 @@ pub struct BenchmarkSettings {
     pub meta_iterations: u64,
     /// Env-steps of meta-training per seed.
     pub meta_env_steps: u64,
-    /// PPO iterations of pretrain (and a trained RL²) per seed, matching `meta_env_steps`.
+    /// PPO iterations of pretrain (and a trained RL²) per seed: the env-steps of the
+    /// config's `[meta]` training, also when the meta base was given.
     pub pretrain_iterations: u64,
     /// Where the meta base came from.
     pub meta_source: String,
