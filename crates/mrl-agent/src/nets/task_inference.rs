@@ -7,7 +7,8 @@
 //! e_t = relu(x_t W_encᵀ + b_enc)                              encoder.0.{weight,bias}
 //! h_t = GRU(e_t, h_{t−1})          (h reset at a trial start)  gru.*_l0
 //! b_t = h_t W_bᵀ + b_b = [μ_t, log σ²_t]  (Gaussian) or z_t    belief_head.{weight,bias}
-//! f_t = relu([s_t, b_t] W_bodyᵀ + b_body)                     body.0.{weight,bias}
+//! f_t = relu([s_t, b_t] W_b0ᵀ + b_b0)                          body.0.{weight,bias}
+//! f_t ← relu(f_t W_b2ᵀ + b_b2)     (second layer, default)      body.2.{weight,bias}
 //! logits = f_t W_πᵀ + b_π,   V = f_t w_Vᵀ + b_V               policy_head, value_head
 //! ```
 //!
@@ -43,8 +44,9 @@ pub const DECODER_PARAM_NAMES: [&str; 4] = [
     "decoder.2.bias",
 ];
 
-/// Parameter names of the task-inference network, in `state_dict` order.
-pub const TASK_INFERENCE_PARAM_NAMES: [&str; 14] = [
+/// Parameter names of the task-inference network with its default two-layer body, in
+/// `state_dict` order (a one-layer body has no `body.2.*`).
+pub const TASK_INFERENCE_PARAM_NAMES: [&str; 16] = [
     "encoder.0.weight",
     "encoder.0.bias",
     "gru.weight_ih_l0",
@@ -55,6 +57,8 @@ pub const TASK_INFERENCE_PARAM_NAMES: [&str; 14] = [
     "belief_head.bias",
     "body.0.weight",
     "body.0.bias",
+    "body.2.weight",
+    "body.2.bias",
     "policy_head.weight",
     "policy_head.bias",
     "value_head.weight",
@@ -80,6 +84,8 @@ pub(crate) struct TaskInferenceNet {
     pub(crate) gru: Gru,
     pub(crate) belief_head: Linear,
     pub(crate) body: Linear,
+    /// The body's second layer (`body_layers = 2`).
+    pub(crate) body2: Option<Linear>,
     pub(crate) policy_head: Linear,
     pub(crate) value_head: Linear,
     /// The reward decoder (reconstruction objective only).
@@ -104,6 +110,11 @@ impl TaskInferenceNet {
         let gru = Gru::init(hidden, hidden, rng, device)?;
         let belief_head = Linear::init(hidden, width, rng, device)?;
         let body = Linear::init(config.obs_dim + width, hidden, rng, device)?;
+        let body2 = if ti.body_layers >= 2 {
+            Some(Linear::init(hidden, hidden, rng, device)?)
+        } else {
+            None
+        };
         let policy_head = Linear::init(hidden, actions, rng, device)?;
         let value_head = Linear::init(hidden, 1, rng, device)?;
         let decoder = match ti.target {
@@ -118,6 +129,7 @@ impl TaskInferenceNet {
             gru,
             belief_head,
             body,
+            body2,
             policy_head,
             value_head,
             decoder,
@@ -130,24 +142,30 @@ impl TaskInferenceNet {
     /// Every parameter with its name, in [`TASK_INFERENCE_PARAM_NAMES`] order.
     pub(crate) fn named_vars(&self) -> Vec<(&'static str, &Var)> {
         let [w_ih, w_hh, b_ih, b_hh] = self.gru.vars();
+        let body2 = self.body2.as_ref();
         let vars = [
-            self.encoder.weight(),
-            self.encoder.bias(),
-            w_ih,
-            w_hh,
-            b_ih,
-            b_hh,
-            self.belief_head.weight(),
-            self.belief_head.bias(),
-            self.body.weight(),
-            self.body.bias(),
-            self.policy_head.weight(),
-            self.policy_head.bias(),
-            self.value_head.weight(),
-            self.value_head.bias(),
+            Some(self.encoder.weight()),
+            Some(self.encoder.bias()),
+            Some(w_ih),
+            Some(w_hh),
+            Some(b_ih),
+            Some(b_hh),
+            Some(self.belief_head.weight()),
+            Some(self.belief_head.bias()),
+            Some(self.body.weight()),
+            Some(self.body.bias()),
+            body2.map(Linear::weight),
+            body2.map(Linear::bias),
+            Some(self.policy_head.weight()),
+            Some(self.policy_head.bias()),
+            Some(self.value_head.weight()),
+            Some(self.value_head.bias()),
         ];
-        let mut named: Vec<(&'static str, &Var)> =
-            TASK_INFERENCE_PARAM_NAMES.into_iter().zip(vars).collect();
+        let mut named: Vec<(&'static str, &Var)> = TASK_INFERENCE_PARAM_NAMES
+            .into_iter()
+            .zip(vars)
+            .filter_map(|(name, var)| Some((name, var?)))
+            .collect();
         if let Some((d0, d2)) = &self.decoder {
             let vars = [d0.weight(), d0.bias(), d2.weight(), d2.bias()];
             named.extend(DECODER_PARAM_NAMES.into_iter().zip(vars));
@@ -210,7 +228,10 @@ impl TaskInferenceNet {
         let raw = self.belief_head.forward(h)?; // (..., width)
         let obs = x.narrow(D::Minus1, 0, self.obs_dim)?; // (..., obs_dim): s_t
         let body_in = Tensor::cat(&[&obs, &raw], D::Minus1)?; // (..., obs_dim + width)
-        let features = self.body.forward(&body_in)?.relu()?;
+        let mut features = self.body.forward(&body_in)?.relu()?;
+        if let Some(body2) = &self.body2 {
+            features = body2.forward(&features)?.relu()?;
+        }
         let belief = match self.belief {
             BeliefKind::Gaussian => Belief {
                 mean: raw.narrow(D::Minus1, 0, self.latent)?,

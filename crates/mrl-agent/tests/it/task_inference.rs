@@ -78,8 +78,21 @@ fn parameters_are_named_shaped_and_seeded() {
     assert_eq!(shape("belief_head.weight"), vec![4, 8]); // μ and log σ² of 2 parameters
     assert_eq!(shape("body.0.weight"), vec![8, 4 + 4]); // [s_t, μ_t, log σ²_t]
     assert_eq!(shape("policy_head.weight"), vec![3, 8]);
-    // (8·9 + 8) + (24·8 + 24·8 + 48) + (4·8 + 4) + (8·8 + 8) + (3·8 + 3) + (8 + 1)
-    assert_eq!(p.n_params(), 80 + 432 + 36 + 72 + 27 + 9);
+    assert_eq!(shape("body.2.weight"), vec![8, 8]);
+    // (8·9 + 8) + (24·8 + 24·8 + 48) + (4·8 + 4) + (8·8 + 8) + (8·8 + 8) + (3·8 + 3) + (8 + 1)
+    assert_eq!(p.n_params(), 80 + 432 + 36 + 72 + 72 + 27 + 9);
+    // A one-layer body has no body.2.
+    let one = AgentConfig {
+        task_inference: TaskInferenceConfig {
+            body_layers: 1,
+            ..c.task_inference.clone()
+        },
+        ..c.clone()
+    };
+    let one = Policy::new(&one, &Device::Cpu, 5).unwrap();
+    let names: Vec<&str> = one.parameters().iter().map(|(n, _)| *n).collect();
+    assert!(!names.contains(&"body.2.weight") && names.len() == 14);
+    assert_eq!(one.n_params(), p.n_params() - 72);
     let point = Policy::new(&config(BeliefKind::Point, 2), &Device::Cpu, 5).unwrap();
     let body = point.param_shapes()[8].1.clone();
     assert_eq!(body, vec![8, 4 + 2]);
@@ -260,15 +273,16 @@ fn the_reward_decoder_reads_the_belief_before_the_step() {
             belief: BeliefKind::Gaussian,
             latent: 2,
             target: BeliefTarget::Reward,
+            ..Default::default()
         },
         ..config(BeliefKind::Gaussian, 2)
     };
     let p = Policy::new(&c, &Device::Cpu, 12).unwrap();
     let names: Vec<&str> = p.parameters().iter().map(|(n, _)| *n).collect();
-    assert_eq!(&names[..14], &TASK_INFERENCE_PARAM_NAMES);
-    assert_eq!(&names[14..], &DECODER_PARAM_NAMES);
+    assert_eq!(&names[..16], &TASK_INFERENCE_PARAM_NAMES);
+    assert_eq!(&names[16..], &DECODER_PARAM_NAMES);
     // [b_{t−1} (μ, log σ²: 4), s_t (4), one_hot(a_t) (3)] → 8 → 1.
-    assert_eq!(p.param_shapes()[14].1, vec![8, 4 + 4 + 3]);
+    assert_eq!(p.param_shapes()[16].1, vec![8, 4 + 4 + 3]);
     // The supervised network's weights are drawn first, in the same order.
     let supervised = Policy::new(&config(BeliefKind::Gaussian, 2), &Device::Cpu, 12).unwrap();
     let (a, b) = (p.tensors(), supervised.tensors());

@@ -520,6 +520,7 @@ fn reward_agent() -> AgentConfig {
             belief: BeliefKind::Gaussian,
             latent: 2,
             target: BeliefTarget::Reward,
+            ..Default::default()
         },
         ..agent(BeliefKind::Gaussian, 2)
     }
@@ -627,7 +628,7 @@ fn reconstruction_trains_end_to_end_where_the_task_is_unknown() {
     );
     let policy = mrl_ppo::load_policy(&dir.path().join(CHECKPOINT_DIR), &Device::Cpu).unwrap();
     let names: Vec<&str> = policy.parameters().iter().map(|(n, _)| *n).collect();
-    assert_eq!(&names[14..], &mrl_agent::DECODER_PARAM_NAMES);
+    assert_eq!(&names[16..], &mrl_agent::DECODER_PARAM_NAMES);
 }
 
 #[test]
