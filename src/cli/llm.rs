@@ -1,13 +1,17 @@
-//! `mrl llm …`: the language-model trader. For now one actor decision (`mrl llm ask`); the
-//! self-improvement loop and its evaluation are not built yet.
+//! `mrl llm …`: the language-model trader: one actor decision (`mrl llm ask`), the
+//! self-improvement loop (`mrl llm train`) and its walk-forward evaluation (`mrl llm eval`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use mrl::data::BarSeries;
 use mrl_llm::{
-    Backend, ContextBuilder, ContextConfig, EmbeddedBackend, GenerateConfig, Sampling,
-    ServerBackend, ServerConfig, Weights, default_model_path, parse_prediction, read_news, roles,
+    ADAPTERS_JSON, Backend, ContextBuilder, ContextConfig, EmbeddedBackend, EvalReport,
+    GenerateConfig, Message, Role, RoundLog, Sampling, ServerBackend, ServerConfig, TrainConfig,
+    Weights, actor_decisions, actor_row, complete_rounds, constrained_actor, default_model_path,
+    load_round_adapters, parse_prediction, read_news, roles, round_dir, test_bars,
 };
 
 use super::print;
@@ -18,6 +22,68 @@ pub enum LlmCommand {
     /// Ask the actor for a forecast and a position at one bar of a series; prints the
     /// prompt's context, the reply, the parsed prediction and (embedded model) tokens/s.
     Ask(AskArgs),
+    /// Self-improvement: rounds of actor candidates, judge scores (with the realised
+    /// return of the training period), meta-judge verdicts and DPO on LoRA adapters of the
+    /// actor and the judge; adapters and logs per round in --out.
+    Train(TrainArgs),
+    /// Walk-forward evaluation on held-out bars: the plain model and the trained actor (and
+    /// optionally a server model) beside buy-and-hold, flat and the trader rules.
+    Eval(EvalArgs),
+}
+
+/// Arguments of `mrl llm train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The loop's settings (configs/llm-quick.toml, configs/llm-experiment.toml).
+    #[arg(long)]
+    config: PathBuf,
+    /// Output directory (config, logs, one round-NNNN/ per round).
+    #[arg(long)]
+    out: PathBuf,
+    /// A bar file to train on (its first train_share) instead of the synthetic markets.
+    #[arg(long, conflicts_with = "data_dir")]
+    data: Option<PathBuf>,
+    /// A directory of bar files (.csv, .parquet) to train on.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Continue after the last complete round in --out (same config and data).
+    #[arg(long)]
+    resume: bool,
+    /// GGUF model file (default: $MRL_LLM_MODEL, else the cache of scripts/fetch-smollm2).
+    #[arg(long)]
+    model: Option<PathBuf>,
+}
+
+/// Arguments of `mrl llm eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A run directory of `mrl llm train` (its last complete round) or one of its
+    /// round-NNNN directories.
+    #[arg(long)]
+    adapter: PathBuf,
+    /// A bar file to evaluate on (its last eval.test_share); default: the held-out
+    /// synthetic market of the run's config (seed eval.market_seed).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Output directory (eval.json, eval.md).
+    #[arg(long)]
+    out: PathBuf,
+    /// Decisions to evaluate (default: the config's eval.decisions).
+    #[arg(long)]
+    decisions: Option<usize>,
+    /// GGUF model file (default: $MRL_LLM_MODEL, else the cache of scripts/fetch-smollm2).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Also evaluate a model behind an OpenAI-compatible server (free-text replies with
+    /// repair), e.g. http://127.0.0.1:8080/v1.
+    #[arg(long)]
+    server: Option<String>,
+    /// Model name on the server.
+    #[arg(long, default_value = "default", requires = "server")]
+    server_model: String,
+    /// Environment variable holding the server's API key.
+    #[arg(long, requires = "server")]
+    api_key_env: Option<String>,
 }
 
 /// Arguments of `mrl llm ask`.
@@ -67,7 +133,202 @@ pub struct AskArgs {
 pub fn run(command: LlmCommand) -> anyhow::Result<()> {
     match command {
         LlmCommand::Ask(args) => ask(args),
+        LlmCommand::Train(args) => train(args),
+        LlmCommand::Eval(args) => eval(args),
     }
+}
+
+fn model_path(model: Option<&Path>) -> anyhow::Result<PathBuf> {
+    model
+        .map(Path::to_path_buf)
+        .or_else(default_model_path)
+        .context("no model: pass --model, or set MRL_LLM_MODEL or HOME")
+}
+
+fn read_data_dir(dir: &Path) -> anyhow::Result<Vec<BarSeries>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "csv" || e == "parquet"))
+        .collect();
+    files.sort();
+    anyhow::ensure!(
+        !files.is_empty(),
+        "{} holds no .csv or .parquet file",
+        dir.display()
+    );
+    files
+        .iter()
+        .map(|f| mrl::data::read_bars(f).with_context(|| format!("reading {}", f.display())))
+        .collect()
+}
+
+fn train(args: TrainArgs) -> anyhow::Result<()> {
+    let config = TrainConfig::from_toml_file(&args.config)?;
+    let model = model_path(args.model.as_deref())?;
+    let series = match (&args.data, &args.data_dir) {
+        (Some(file), _) => vec![mrl::data::read_bars(file)?],
+        (None, Some(dir)) => read_data_dir(dir)?,
+        (None, None) => config.market.generate(config.market.seed)?,
+    };
+    let start = Instant::now();
+    print(format!(
+        "mrl llm train: {} round(s) of {} contexts × {} candidates on {} series, model {}",
+        config.rounds,
+        config.contexts,
+        config.candidates,
+        series.len(),
+        model.display()
+    ));
+    let mut show = |log: &RoundLog| print(round_line(log));
+    let logs = mrl_llm::train(&model, &series, &config, &args.out, args.resume, &mut show)?;
+    print(format!(
+        "{} round(s) in {}; logs in {}",
+        logs.len(),
+        human_secs(start.elapsed().as_secs_f64()),
+        args.out.join("rounds.csv").display()
+    ));
+    Ok(())
+}
+
+fn human_secs(secs: f64) -> String {
+    if secs < 120.0 {
+        format!("{secs:.1} s")
+    } else {
+        format!("{:.0} min {:.0} s", (secs / 60.0).floor(), secs % 60.0)
+    }
+}
+
+fn round_line(log: &RoundLog) -> String {
+    let dpo = |d: Option<mrl_llm::DpoStats>| {
+        d.map_or("no pairs".to_string(), |d| {
+            format!(
+                "loss {:.3} -> {:.3}, margin {:+.3}",
+                d.loss_first_epoch, d.loss_last_epoch, d.margin_last_epoch
+            )
+        })
+    };
+    format!(
+        "round {}: actor pairs {} ({}), judge pairs {} ({}), judge-outcome Spearman {}, parse failures actor {}/{} judge {}/{} meta {}/{}, {}",
+        log.round,
+        log.actor_pairs,
+        dpo(log.actor_dpo),
+        log.judge_pairs,
+        dpo(log.judge_dpo),
+        log.judge_outcome_spearman
+            .map_or("–".to_string(), |r| format!("{r:+.2}")),
+        log.actor_replies.failed,
+        log.actor_replies.total(),
+        log.judge_replies.failed,
+        log.judge_replies.total(),
+        log.meta_judge_replies.failed,
+        log.meta_judge_replies.total(),
+        human_secs(log.seconds)
+    )
+}
+
+/// The run directory and the round directory named by `--adapter`.
+fn resolve_adapter(adapter: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    if adapter.join(ADAPTERS_JSON).is_file() {
+        let run = adapter
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        return Ok((run, adapter.to_path_buf()));
+    }
+    let rounds = complete_rounds(adapter);
+    anyhow::ensure!(
+        rounds > 0,
+        "{} is neither a round directory (with {ADAPTERS_JSON}) nor a run directory with a complete round",
+        adapter.display()
+    );
+    Ok((adapter.to_path_buf(), round_dir(adapter, rounds)))
+}
+
+fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    let (run_dir, round) = resolve_adapter(&args.adapter)?;
+    let mut config = TrainConfig::from_toml_file(&run_dir.join("config.toml"))?;
+    if let Some(n) = args.decisions {
+        config.eval.decisions = n;
+    }
+    let model = model_path(args.model.as_deref())?;
+    let series = match &args.data {
+        Some(file) => mrl::data::read_bars(file)?,
+        None => config
+            .market
+            .synthetic
+            .generate(config.market.n_bars, config.eval.market_seed)?
+            .series
+            .with_symbol(format!("synthetic-{}", config.eval.market_seed)),
+    };
+    let first = ContextBuilder::new(&series, Vec::new(), config.context)?.first_bar();
+    let bars = test_bars(&series, &config.eval, first)?;
+    print(format!(
+        "mrl llm eval: {} bars {}..{} ({} decisions), adapters {}",
+        series.symbol().unwrap_or("series"),
+        bars.start,
+        bars.end,
+        bars.len(),
+        round.display()
+    ));
+    let round_name = round
+        .file_name()
+        .map_or("trained".into(), |n| n.to_string_lossy().replace('-', " "));
+    let mut rows = Vec::new();
+    let mut evaluate = |name: &str,
+                        decide: &mut dyn FnMut(&[Message]) -> mrl_llm::Result<String>|
+     -> anyhow::Result<()> {
+        let start = Instant::now();
+        let decisions = actor_decisions(&series, config.context, bars.clone(), decide)?;
+        let row = actor_row(name, &series, &decisions, config.eval.cost_rate);
+        print(format!(
+            "{name}: {} decisions in {}, {} unparsed",
+            decisions.len(),
+            human_secs(start.elapsed().as_secs_f64()),
+            row.parse_failures.unwrap_or(0)
+        ));
+        rows.push(row);
+        Ok(())
+    };
+    {
+        let mut base = EmbeddedBackend::load(&model, config.generation_weights)?;
+        evaluate(
+            "base (round 0)",
+            &mut constrained_actor(&mut base, config.rationale_tokens),
+        )?;
+    }
+    {
+        let actor = load_round_adapters(&model, &round, Role::Actor)?;
+        let mut adapted = actor.merged_backend(&model, config.generation_weights)?;
+        drop(actor);
+        evaluate(
+            &round_name,
+            &mut constrained_actor(&mut adapted, config.rationale_tokens),
+        )?;
+    }
+    if let Some(url) = &args.server {
+        let mut backend = ServerBackend::new(ServerConfig {
+            base_url: url.clone(),
+            model: args.server_model.clone(),
+            api_key_env: args.api_key_env.clone(),
+            ..ServerConfig::default()
+        })?;
+        let generate = GenerateConfig::greedy(128);
+        evaluate(&format!("server {}", args.server_model), &mut |messages| {
+            Ok(backend.chat(messages, &generate)?.text)
+        })?;
+    }
+    let report = EvalReport::new(&series, bars, config.eval.cost_rate, rows)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    mrl::data::write_file_atomic(
+        &args.out.join("eval.json"),
+        &serde_json::to_vec_pretty(&report)?,
+    )?;
+    let table = report.markdown();
+    mrl::data::write_file_atomic(&args.out.join("eval.md"), table.as_bytes())?;
+    print(table);
+    Ok(())
 }
 
 fn ask(args: AskArgs) -> anyhow::Result<()> {
@@ -104,11 +365,7 @@ fn ask(args: AskArgs) -> anyhow::Result<()> {
             (backend.chat(&messages, &config)?, None)
         }
         None => {
-            let path = args
-                .model
-                .clone()
-                .or_else(default_model_path)
-                .context("no model: pass --model, or set MRL_LLM_MODEL or HOME")?;
+            let path = model_path(args.model.as_deref())?;
             let weights = if args.f32 {
                 Weights::DequantizedF32
             } else {

@@ -22,6 +22,13 @@ fn every_shipped_config_loads_and_validates() {
             // Meta-training configs (`mrl meta-train`) are a train config plus `[meta]`.
             let text = std::fs::read_to_string(&path).unwrap();
             let table: toml::Table = toml::from_str(&text).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with("llm-") {
+                // The language-model trader's configs (`mrl llm train`) belong to mrl-llm.
+                mrl_llm::TrainConfig::from_toml_file(&path).unwrap_or_else(|e| panic!("{e}"));
+                names.push(name);
+                continue;
+            }
             let config = if table.contains_key("meta") {
                 mrl_fewshot::MetaTrainConfig::load(&path)
                     .unwrap_or_else(|e| panic!("{e}"))
@@ -50,6 +57,8 @@ fn every_shipped_config_loads_and_validates() {
         "fewshot-reptile-ar1.toml",
         "fewshot-fomaml-ar1.toml",
         "fewshot-reptile-lora-ar1.toml",
+        "llm-quick.toml",
+        "llm-experiment.toml",
     ] {
         assert!(names.iter().any(|n| n == required), "{required} is missing");
     }

@@ -101,3 +101,93 @@ fn ask_names_the_problem_when_the_model_or_server_is_missing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot connect"), "{stderr}");
 }
+
+#[test]
+fn train_then_eval_on_the_tiny_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    mrl_llm::write_tiny_model(&model, 1).unwrap();
+    let model = model.display().to_string();
+    let config = dir.path().join("llm.toml");
+    std::fs::write(
+        &config,
+        "rounds = 1\ncontexts = 1\ncandidates = 2\njudgments = 2\nrationale_tokens = 2\n\
+         [context]\nreturns_window = 3\nregime_window = 10\nmax_news = 0\n\
+         [dpo]\nepochs = 1\n\
+         [market]\nn_markets = 1\nn_bars = 60\nseed = 1\n\
+         [eval]\nmarket_seed = 50\ndecisions = 3\n",
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let (config, run_arg) = (config.display().to_string(), run.display().to_string());
+    let train = [
+        "llm", "train", "--config", &config, "--out", &run_arg, "--model", &model,
+    ];
+    let out = mrl(&train);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("round 1: actor pairs"), "{stdout}");
+    assert!(run.join("round-0001/actor.safetensors").is_file());
+    assert!(run.join("rounds.csv").is_file());
+    // A second run into the same directory needs --resume.
+    let again = mrl(&train);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+
+    let eval_dir = dir.path().join("eval");
+    let eval_arg = eval_dir.display().to_string();
+    let out = mrl(&[
+        "llm",
+        "eval",
+        "--adapter",
+        &run_arg,
+        "--out",
+        &eval_arg,
+        "--model",
+        &model,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = std::fs::read_to_string(eval_dir.join("eval.md")).unwrap();
+    assert!(
+        table.starts_with("synthetic-50: decision bars 42–44"),
+        "{table}"
+    );
+    // Constrained decoding: the tiny model's answers all parse.
+    assert!(table.contains("| base (round 0) | 3 | 0 |"), "{table}");
+    assert!(table.contains("| round 0001 | 3 | 0 |"), "{table}");
+    assert!(table.contains("| buy_and_hold | 3 | – |"), "{table}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(eval_dir.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(report["rows"].as_array().unwrap().len(), 2 + 6);
+    // A bar file of the user's through the same command.
+    let out = mrl(&[
+        "llm",
+        "eval",
+        "--adapter",
+        &format!("{run_arg}/round-0001"),
+        "--data",
+        &bars(),
+        "--decisions",
+        "2",
+        "--out",
+        &eval_arg,
+        "--model",
+        &model,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(eval_dir.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(report["rows"][1]["decisions"], 2);
+}

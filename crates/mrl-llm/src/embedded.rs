@@ -348,7 +348,7 @@ impl EmbeddedBackend {
             .unwrap_or(self.stop_ids[0])
     }
 
-    /// Generates a reply that follows `template` ([`crate::constrained`]): literals are
+    /// Generates a reply that follows `template` ([`Template`]): literals are
     /// forced, slots are filled by the model under masks, with greedy or seeded nucleus
     /// choices as in [`generate`](Self::generate). The reply always ends with the
     /// template's last literal; `finish` is [`FinishReason::Stop`].
