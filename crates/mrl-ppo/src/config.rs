@@ -47,7 +47,8 @@ pub struct AgentSection {
     /// when `kind = "transformer"`.
     #[serde(skip_serializing_if = "TransformerConfig::is_default")]
     pub transformer: TransformerConfig,
-    /// Task-inference settings (`[agent.task_inference]`: belief, latent, target), read when
+    /// Task-inference settings (`[agent.task_inference]`: belief, latent, target,
+    /// body_layers), read when
     /// `kind = "task_inference"`; the weight of its auxiliary loss is `ppo.belief_coef`.
     #[serde(skip_serializing_if = "TaskInferenceConfig::is_default")]
     pub task_inference: TaskInferenceConfig,
