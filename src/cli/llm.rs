@@ -65,7 +65,7 @@ pub struct EvalArgs {
     /// synthetic market of the run's config (seed eval.market_seed).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Output directory (eval.json, eval.md).
+    /// Output directory (eval.json, eval.md, decisions.jsonl).
     #[arg(long)]
     out: PathBuf,
     /// Decisions to evaluate (default: the config's eval.decisions).
@@ -275,6 +275,8 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         .file_name()
         .map_or("trained".into(), |n| n.to_string_lossy().replace('-', " "));
     let mut rows = Vec::new();
+    // One JSON line per decision of each model (eval/decisions.jsonl).
+    let mut lines = String::new();
     let mut evaluate = |name: &str,
                         decide: &mut dyn FnMut(&[Message]) -> mrl_llm::Result<String>|
      -> anyhow::Result<()> {
@@ -288,6 +290,10 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
             row.parse_failures.unwrap_or(0)
         ));
         rows.push(row);
+        for d in &decisions {
+            lines.push_str(&serde_json::json!({ "policy": name, "decision": d }).to_string());
+            lines.push('\n');
+        }
         Ok(())
     };
     {
@@ -327,6 +333,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
     )?;
     let table = report.markdown();
     mrl::data::write_file_atomic(&args.out.join("eval.md"), table.as_bytes())?;
+    mrl::data::write_file_atomic(&args.out.join("decisions.jsonl"), lines.as_bytes())?;
     print(table);
     Ok(())
 }

@@ -167,6 +167,11 @@ fn train_then_eval_on_the_tiny_model() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(eval_dir.join("eval.json")).unwrap()).unwrap();
     assert_eq!(report["rows"].as_array().unwrap().len(), 2 + 6);
+    let decisions = std::fs::read_to_string(eval_dir.join("decisions.jsonl")).unwrap();
+    assert_eq!(decisions.lines().count(), 2 * 3);
+    let first: serde_json::Value = serde_json::from_str(decisions.lines().next().unwrap()).unwrap();
+    assert_eq!(first["policy"], "base (round 0)");
+    assert_eq!(first["decision"]["bar"], 42);
     // A bar file of the user's through the same command.
     let out = mrl(&[
         "llm",
