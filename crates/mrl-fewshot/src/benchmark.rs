@@ -489,7 +489,8 @@ pub struct BenchmarkSettings {
     pub env_steps_per_inner_step: u64,
     /// Meta-iterations per seed (0 when the base was given).
     pub meta_iterations: u64,
-    /// Env-steps of meta-training per seed.
+    /// Env-steps of the config's meta-training per seed, the budget pretrain matches (not
+    /// spent in the run when the meta base was given: see `meta_iterations`).
     pub meta_env_steps: u64,
     /// PPO iterations of pretrain (and a trained RL²) per seed: the env-steps of the
     /// config's `[meta]` training, also when the meta base was given.
@@ -850,7 +851,7 @@ where
             inner: inner.clone(),
             env_steps_per_inner_step: (inner.n_envs * trial_len) as u64,
             meta_iterations,
-            meta_env_steps: if meta.is_some() { 0 } else { meta_steps },
+            meta_env_steps: meta_steps,
             pretrain_iterations,
             meta_source,
             rl2_source,
