@@ -551,7 +551,8 @@ fn train_pooled<D: TaskDistribution>(
     })
 }
 
-/// Runs the benchmark: per seed, trains what was not given (into `out_dir/seed-<s>/`), then
+/// Runs the benchmark: per seed, trains what was not given (into `out_dir/seed-<s>/`: `meta/`
+/// with its checkpoint and [`META_LOG_FILE`](crate::META_LOG_FILE), `pretrain/`, `rl2/`), then
 /// adapts and evaluates every method on every held-out task, and the baselines once.
 ///
 /// `config` is the meta-training config (its train part fixes the network, PPO loss, GAE,
@@ -648,11 +649,16 @@ where
                     what: "meta",
                     total: config.meta.iterations,
                 });
+                let mut log = String::new();
                 for iteration in 0..config.meta.iterations {
-                    learner.step()?;
+                    let stats = learner.step()?;
+                    log.push_str(&serde_json::to_string(&stats).unwrap_or_default());
+                    log.push('\n');
                     progress(BenchmarkProgress::Iteration { seed, iteration });
                 }
-                learner.save_checkpoint(&seed_dir.join("meta"))?;
+                let meta_dir = seed_dir.join("meta");
+                learner.save_checkpoint(&meta_dir)?;
+                mrl_agent::write_atomic(&meta_dir.join(crate::META_LOG_FILE), log.as_bytes())?;
                 meta_source = format!(
                     "{}: {} iterations × {} tasks",
                     config.meta.algorithm.as_str(),

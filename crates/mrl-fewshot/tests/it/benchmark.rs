@@ -445,6 +445,8 @@ fn the_benchmark_is_deterministic_by_seed() {
             .exists()
     );
     assert!(a.path().join("seed-1/rl2/checkpoint/agent.json").exists());
+    let log = std::fs::read_to_string(a.path().join("seed-2/meta/meta_log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 2, "one line per meta-iteration");
 }
 
 #[test]
