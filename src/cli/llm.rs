@@ -46,7 +46,8 @@ pub struct TrainArgs {
     /// A directory of bar files (.csv, .parquet) to train on.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Continue after the last complete round in --out (same config and data).
+    /// Continue after the last complete round in --out (same config and data; `rounds` may
+    /// grow).
     #[arg(long)]
     resume: bool,
     /// GGUF model file (default: $MRL_LLM_MODEL, else the cache of scripts/fetch-smollm2).

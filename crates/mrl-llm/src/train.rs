@@ -780,7 +780,8 @@ fn rounds_csv(logs: &[RoundLog]) -> String {
 /// `model_path`, writing to `out`: `config.toml`, `data.json`, `rounds.json`, `rounds.csv`
 /// and one `round-NNNN/` per round (`actor.safetensors`, `judge.safetensors`,
 /// `adapters.json`, `round.json`, `pairs.jsonl`). With `resume`, continues after the last
-/// complete round (same config and data required); `on_round` sees each round's log.
+/// complete round (same config and data required, except that `rounds` may grow);
+/// `on_round` sees each round's log.
 ///
 /// # Errors
 /// [`Error::OutputExists`] (rounds present without `resume`), [`Error::ConfigMismatch`],
@@ -809,16 +810,27 @@ pub fn train(
             rounds: done,
         });
     }
+    // A resumed run may ask for more rounds; everything else must be as saved.
+    let same_run = |saved: &str, name: &str| -> bool {
+        if name != CONFIG_FILE {
+            return saved == data_text;
+        }
+        toml::from_str::<TrainConfig>(saved).is_ok_and(|saved| {
+            TrainConfig {
+                rounds: config.rounds,
+                ..saved
+            } == *config
+        })
+    };
     for (name, text) in [(CONFIG_FILE, &config_text), (DATA_FILE, &data_text)] {
         let path = out.join(name);
         if done > 0 {
             let saved = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-            if &saved != text {
+            if !same_run(&saved, name) {
                 return Err(Error::ConfigMismatch { path });
             }
-        } else {
-            write_atomic(&path, text.as_bytes())?;
         }
+        write_atomic(&path, text.as_bytes())?;
     }
     let actor = LoraLlama::load(model_path, &role_lora(config, Role::Actor), DType::F32)?;
     let judge = LoraLlama::load(model_path, &role_lora(config, Role::Judge), DType::F32)?;

@@ -175,6 +175,19 @@ fn resume_equals_an_uninterrupted_run() {
     assert_eq!(seen, vec![2], "only round 2 runs again");
     assert_eq!(without_time(resumed), without_time(logs));
     assert_eq!(adapters(stopped.path(), 2), adapters(whole.path(), 2));
+    // More rounds may be asked of a finished run: only round 3 runs.
+    let mut seen = Vec::new();
+    let longer = train(
+        &model,
+        &series,
+        &config(3, 9),
+        stopped.path(),
+        true,
+        &mut |log| seen.push(log.round),
+    )
+    .unwrap();
+    assert_eq!(seen, vec![3]);
+    assert_eq!(longer.len(), 3);
 }
 
 #[test]
