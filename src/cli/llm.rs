@@ -76,7 +76,15 @@ pub struct EvalArgs {
     #[arg(long)]
     model: Option<PathBuf>,
     /// Also evaluate a model behind an OpenAI-compatible server (free-text replies with
-    /// repair), e.g. http://127.0.0.1:8080/v1.
+    /// repair).
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// The OpenAI-compatible server of `mrl llm ask` and `mrl llm eval`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1.
     #[arg(long)]
     server: Option<String>,
     /// Model name on the server.
@@ -85,6 +93,21 @@ pub struct EvalArgs {
     /// Environment variable holding the server's API key.
     #[arg(long, requires = "server")]
     api_key_env: Option<String>,
+}
+
+impl ServerArgs {
+    /// The server backend, when --server is given.
+    fn backend(&self) -> anyhow::Result<Option<ServerBackend>> {
+        let Some(url) = &self.server else {
+            return Ok(None);
+        };
+        Ok(Some(ServerBackend::new(ServerConfig {
+            base_url: url.clone(),
+            model: self.server_model.clone(),
+            api_key_env: self.api_key_env.clone(),
+            ..ServerConfig::default()
+        })?))
+    }
 }
 
 /// Arguments of `mrl llm ask`.
@@ -106,16 +129,9 @@ pub struct AskArgs {
     /// faster than the quantised kernels).
     #[arg(long, conflicts_with = "server")]
     f32: bool,
-    /// Base URL of an OpenAI-compatible server (e.g. http://127.0.0.1:8080/v1) instead of
-    /// the embedded model.
-    #[arg(long)]
-    server: Option<String>,
-    /// Model name on the server.
-    #[arg(long, default_value = "default", requires = "server")]
-    server_model: String,
-    /// Environment variable holding the server's API key.
-    #[arg(long, requires = "server")]
-    api_key_env: Option<String>,
+    /// Ask a model behind an OpenAI-compatible server instead of the embedded model.
+    #[command(flatten)]
+    server: ServerArgs,
     /// Token budget of the reply.
     #[arg(long, default_value_t = 96)]
     max_new_tokens: usize,
@@ -313,15 +329,10 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
             &mut constrained_actor(&mut adapted, config.rationale_tokens),
         )?;
     }
-    if let Some(url) = &args.server {
-        let mut backend = ServerBackend::new(ServerConfig {
-            base_url: url.clone(),
-            model: args.server_model.clone(),
-            api_key_env: args.api_key_env.clone(),
-            ..ServerConfig::default()
-        })?;
+    if let Some(mut backend) = args.server.backend()? {
         let generate = GenerateConfig::greedy(128);
-        evaluate(&format!("server {}", args.server_model), &mut |messages| {
+        let name = format!("server {}", args.server.server_model);
+        evaluate(&name, &mut |messages| {
             Ok(backend.chat(messages, &generate)?.text)
         })?;
     }
@@ -362,16 +373,8 @@ fn ask(args: AskArgs) -> anyhow::Result<()> {
     };
     let messages = roles::actor_messages(&context);
     print(context.to_prompt());
-    let (completion, timing) = match &args.server {
-        Some(url) => {
-            let mut backend = ServerBackend::new(ServerConfig {
-                base_url: url.clone(),
-                model: args.server_model.clone(),
-                api_key_env: args.api_key_env.clone(),
-                ..ServerConfig::default()
-            })?;
-            (backend.chat(&messages, &config)?, None)
-        }
+    let (completion, timing) = match args.server.backend()? {
+        Some(mut backend) => (backend.chat(&messages, &config)?, None),
         None => {
             let path = model_path(args.model.as_deref())?;
             let weights = if args.f32 {
