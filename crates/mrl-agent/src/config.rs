@@ -95,8 +95,8 @@ pub struct TaskInferenceConfig {
     /// Hidden layers (Linear + ReLU, width `hidden`) between `[s_t, belief_t]` and the heads:
     /// 1 or 2. Default 2, the depth of the MLP baseline's body: the action of an AR(1)
     /// trader depends on the product of the belief and the last return, which one ReLU
-    /// layer approximates poorly (measured: one layer reached held-out Sharpe 6.8 where
-    /// RL² reached 15.1, see the README).
+    /// layer approximates poorly (measured on `configs/synthetic-ar1-belief.toml`, seed 1,
+    /// 16 held-out markets: held-out Sharpe 6.8 with one layer, 13.7 with two; RL² 15.1).
     pub body_layers: usize,
 }
 
