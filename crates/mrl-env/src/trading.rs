@@ -680,12 +680,12 @@ pub(crate) mod tests {
             ..config(10)
         };
         let mut env = TradingEnv::new(market(&wave(100)), cfg).unwrap();
-        env.schedule_starts(&[40, 25]).unwrap();
+        env.schedule_starts(&[40, 30]).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         env.reset(&mut rng).unwrap();
         while !env.step(2).unwrap().done() {}
         env.reset_next_episode(&mut rng).unwrap();
-        assert_eq!(env.state().start, 25);
+        assert_eq!(env.state().start, 30);
         let text = serde_json::to_string(&config(10)).unwrap();
         assert!(!text.contains("episode_starts"), "{text}");
     }
