@@ -2479,7 +2479,7 @@ mod tests {
                 .contains("RL²'s return per episode changes from episode 1 to 3")
         );
         // A baseline that rises as much as the agent leaves no gain.
-        let same = vec![curves_result(1, &[(&[0.0, 0.02], &[0.01, 0.03])])];
+        let same = vec![curves_result(1, &[(&[0.0, 0.5], &[0.25, 0.75])])];
         let g = adaptation_gain(&same, "rl2", "mlp", 50, 0.95, &mut rng);
         let gain = g.gain.unwrap();
         assert!(gain.mean.abs() < 1e-12 && gain.lo.abs() < 1e-12 && gain.hi.abs() < 1e-12);

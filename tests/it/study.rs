@@ -285,6 +285,8 @@ fn bad_seeds_and_tasks_are_named_before_anything_runs() {
 fn other_agents_train_beside_rl2_and_are_compared_with_it() {
     let mut config = tiny_study(vec![2]);
     config.others = vec![PolicyKind::Transformer, PolicyKind::TaskInference];
+    // Regime markets have two hidden parameters per bar (the state's drift and volatility).
+    config.train.agent.task_inference.latent = 2;
     let dir = tempfile::tempdir().unwrap();
     let report = run_study(&config, dir.path(), |_| {}).unwrap();
     for key in ["transformer", "task_inference"] {
