@@ -1,14 +1,18 @@
-//! The causal Transformer beside the RL² GRU at the same width (H = 128), on the CPU.
+//! The causal Transformer and the task-inference agent beside the RL² GRU at the same width
+//! (H = 128), on the CPU.
 //!
 //! Group `rollout_step/cpu`: one [`RolloutWorkspace::step`] for `B` trials (input rows,
 //! network, softmax, sampling). The GRU runs its fused step; the Transformer (2 blocks,
 //! 4 heads, context 256) its KV-cache step with the cache already full, so every timed
 //! step attends over 256 cached steps per layer and head (the steady state of a long
-//! trial). Throughput is `Elements(B)`: env-steps per second.
+//! trial). The task-inference agent (GRU context encoder, Gaussian belief of one parameter,
+//! two-layer body) steps on candle tensors. Throughput is `Elements(B)`: env-steps per
+//! second.
 //!
 //! Group `update/cpu`: one forward and backward pass of a `(B, T)` batch of whole trials
 //! (what a PPO minibatch costs before the optimiser): the GRU's fused training op
-//! ([`Policy::forward_seq_train`]) against the Transformer's candle-autograd forward.
+//! ([`Policy::forward_seq_train`]) against the Transformer's candle-autograd forward and the
+//! task-inference agent's (fused GRU op, candle autograd for the belief, body and heads).
 //! Throughput is `Elements(B · T)`.
 //!
 //! `cargo bench -p mrl-agent --bench policy_kinds -- --quick` for a short run.
@@ -24,23 +28,26 @@ use rand_chacha::ChaCha8Rng;
 /// Trials per rollout step.
 const BATCHES: [usize; 3] = [1, 16, 256];
 
-/// The two policies compared, at the default width.
+/// The policies compared, at the default width.
 fn policies() -> Vec<(&'static str, Policy)> {
-    [PolicyKind::Rl2, PolicyKind::Transformer]
-        .into_iter()
-        .map(|kind| {
-            let config = AgentConfig {
-                kind,
-                ..Default::default()
-            };
-            let name = if kind == PolicyKind::Rl2 {
-                "gru"
-            } else {
-                "transformer"
-            };
-            (name, Policy::new(&config, &Device::Cpu, 0).unwrap())
-        })
-        .collect()
+    [
+        PolicyKind::Rl2,
+        PolicyKind::Transformer,
+        PolicyKind::TaskInference,
+    ]
+    .into_iter()
+    .map(|kind| {
+        let config = AgentConfig {
+            kind,
+            ..Default::default()
+        };
+        let name = match kind {
+            PolicyKind::Rl2 => "gru",
+            other => other.as_str(),
+        };
+        (name, Policy::new(&config, &Device::Cpu, 0).unwrap())
+    })
+    .collect()
 }
 
 /// Uniform `[-1, 1)` values from a seeded stream.
