@@ -1921,6 +1921,15 @@ fn write_outputs(report: &StudyReport, out_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `1 seed`, `3 seeds`.
+pub fn seeds_phrase(n: usize) -> String {
+    if n == 1 {
+        "1 seed".into()
+    } else {
+        format!("{n} seeds")
+    }
+}
+
 /// The `adaptation` and `training` charts (min–max bands across seeds).
 #[cfg(feature = "plot")]
 fn write_charts(report: &StudyReport, out_dir: &Path) -> Result<()> {
@@ -1963,8 +1972,8 @@ fn write_charts(report: &StudyReport, out_dir: &Path) -> Result<()> {
         out_dir,
         "adaptation",
         &format!(
-            "Adaptation on held-out markets, greedy ({} seeds)",
-            report.per_seed.len()
+            "Adaptation on held-out markets, greedy ({})",
+            seeds_phrase(report.per_seed.len())
         ),
         &[adaptation],
     )
@@ -1996,8 +2005,8 @@ fn write_charts(report: &StudyReport, out_dir: &Path) -> Result<()> {
         out_dir,
         "training",
         &format!(
-            "Training diagnostics (band: min–max across {} seeds)",
-            report.per_seed.len()
+            "Training diagnostics (band: min–max across {})",
+            seeds_phrase(report.per_seed.len())
         ),
         &panels,
     )

@@ -163,8 +163,8 @@ pub fn run_with_progress(config: &StudyConfig, out: &Path) -> anyhow::Result<Stu
 /// Prints the pooled table, the verdict, the deployment line and where the files are.
 pub fn print_report(report: &StudyReport, out: &Path) {
     print(format!(
-        "{} seeds × {} held-out markets ({})\n",
-        report.per_seed.len(),
+        "{} × {} held-out markets ({})\n",
+        mrl::study::seeds_phrase(report.per_seed.len()),
         report.settings.markets.len(),
         report.settings.held_out
     ));
