@@ -1153,11 +1153,12 @@ pub fn adaptation_gain(
     confidence: f64,
     rng: &mut ChaCha8Rng,
 ) -> AdaptationGain {
-    let curves = |m: &MarketResult| {
-        let a = &m.policies.get(agent)?.adaptation_curve;
-        let b = &m.policies.get(baseline)?.adaptation_curve;
-        (a.len() >= 2 && a.len() == b.len()).then_some((a.clone(), b.clone()))
-    };
+    fn pair<'m>(m: &'m MarketResult, a: &str, b: &str) -> Option<(&'m [f64], &'m [f64])> {
+        let a = &m.policies.get(a)?.adaptation_curve;
+        let b = &m.policies.get(b)?.adaptation_curve;
+        (a.len() >= 2 && a.len() == b.len()).then_some((a.as_slice(), b.as_slice()))
+    }
+    let curves = |m| pair(m, agent, baseline);
     let episodes = per_seed
         .iter()
         .flat_map(|s| &s.markets)
@@ -1172,7 +1173,7 @@ pub fn adaptation_gain(
                     .map(|m| {
                         curves(m)
                             .filter(|(a, _)| a.len() == episodes)
-                            .map(|(a, b)| f(&a, &b))
+                            .map(|(a, b)| f(a, b))
                     })
                     .collect()
             })
@@ -1275,20 +1276,11 @@ impl OtherAgent {
         against_mlp: Comparison,
         adaptation: AdaptationGain,
     ) -> Self {
-        let clause = |c: &Comparison| {
-            let head = match sign_of(c) {
-                Some(true) => "beats",
-                Some(false) => "is beaten by",
-                None if c.interval.is_some() => "is not distinguishable from",
-                None => "cannot be compared with",
-            };
-            format!("{head} {}: Δ Sharpe {}", prose_name(&c.b), describe_diff(c))
-        };
         let line = format!(
             "{} (greedy) on mean held-out Sharpe {}; {}.",
             agent_name(key),
-            clause(&against_rl2),
-            clause(&against_mlp)
+            comparison_clause(&against_rl2),
+            comparison_clause(&against_mlp)
         );
         Self {
             key: key.into(),
@@ -1377,13 +1369,24 @@ fn sign_of(c: &Comparison) -> Option<bool> {
 /// A baseline's name in prose.
 fn prose_name(key: &str) -> String {
     match key {
-        "mlp" => "the MLP".into(),
         "mlp_sampled" => "the sampled MLP".into(),
         "buy_and_hold" => "buy-and-hold".into(),
         "rl2_sampled" => "sampled RL²".into(),
-        "rl2" | "transformer" | "task_inference" => agent_name(key),
+        agent if is_agent_key(agent) => agent_name(agent),
         rule => format!("the best trader rule ({rule})"),
     }
+}
+
+/// `beats the MLP: Δ Sharpe +0.12 (95% CI …)`: whether `c.a` beats `c.b` on mean Sharpe, by
+/// the interval of the difference, with that interval.
+fn comparison_clause(c: &Comparison) -> String {
+    let head = match sign_of(c) {
+        Some(true) => "beats",
+        Some(false) => "is beaten by",
+        None if c.interval.is_some() => "is not distinguishable from",
+        None => "cannot be compared with",
+    };
+    format!("{head} {}: Δ Sharpe {}", prose_name(&c.b), describe_diff(c))
 }
 
 /// The verdict line of `comparisons` (RL² against each baseline, greedy actions): for each
@@ -1394,13 +1397,7 @@ pub fn verdict(comparisons: &[&Comparison]) -> String {
     let mut weaker = Vec::new();
     for c in comparisons {
         let name = prose_name(&c.b);
-        let head = match sign_of(c) {
-            Some(true) => format!("beats {name}"),
-            Some(false) => format!("is beaten by {name}"),
-            None if c.interval.is_some() => format!("is not distinguishable from {name}"),
-            None => format!("cannot be compared with {name}"),
-        };
-        clauses.push(format!("{head}: Δ Sharpe {}", describe_diff(c)));
+        clauses.push(comparison_clause(c));
         if !c.weaker_seeds.is_empty() {
             let seeds: Vec<String> = c.weaker_seeds.iter().map(u64::to_string).collect();
             let plural = if seeds.len() == 1 { "" } else { "s" };
