@@ -363,8 +363,8 @@ fn store_task_targets<D: TaskDistribution>(
                 "the task distribution does not know its hidden parameters (supervised belief \
                  training needs e.g. the synthetic AR(1) family or bandits)"
             } else {
-                "must equal the number of the task's hidden parameters (1 for AR(1) φ, k for \
-                 k-armed bandits)"
+                "must equal the number of the task's hidden parameters (1 for AR(1) φ, 2 for \
+                 regime markets' drift and volatility, k for k-armed bandits)"
             };
             return Err(Error::InvalidConfig {
                 field: "agent.task_inference.latent",
