@@ -14,8 +14,8 @@ use anyhow::Context;
 use clap::Args;
 use mrl::ppo::{CONFIG_FILE, TaskKind, TrainConfig};
 use mrl_fewshot::{
-    AdaptSetup, DEFAULT_ADAPTATION_BARS, FixedTask, InnerConfig, LoraConfig, META_FILE, MetaConfig,
-    MetaIterationStats, MetaTrainConfig,
+    AdaptSetup, DEFAULT_ADAPTATION_BARS, FixedTask, HeldOutTask, InnerConfig, LoraConfig,
+    META_FILE, MetaConfig, MetaIterationStats, MetaTrainConfig, OnlineSetup,
 };
 use serde::Serialize;
 
@@ -115,6 +115,15 @@ pub struct AdaptArgs {
     /// Seed of the episode starts, the sampled actions and the adapters' initialisation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// After adapting, trade the bars after the window walk-forward (greedy) while adapting
+    /// online (the run's `[meta.online]`, else its defaults): writes online.json (every
+    /// update, and the metrics beside those of the adapted policy left as it is) and
+    /// online/checkpoint/ (the policy after the last update, for the bars after the file).
+    #[arg(long)]
+    online: bool,
+    /// Test bars between online updates (default: the run's `[meta.online]`, else 100).
+    #[arg(long, requires = "online")]
+    online_every: Option<usize>,
 }
 
 /// What `mrl adapt` did (`adapt.json`).
@@ -146,19 +155,21 @@ fn run_and_checkpoint(path: &Path) -> (PathBuf, PathBuf) {
     (run, checkpoint)
 }
 
-/// The inner loop of the base's meta-training run (`meta.toml`), or the default, with the
-/// command line's overrides.
-fn inner_config(run_dir: &Path, args: &AdaptArgs) -> anyhow::Result<InnerConfig> {
+/// The `[meta]` settings of the base's meta-training run (`meta.toml`), or the defaults for
+/// a run of `mrl train`.
+fn run_meta(run_dir: &Path) -> anyhow::Result<MetaConfig> {
     let path = run_dir.join(META_FILE);
-    let mut inner = if path.exists() {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let meta: MetaConfig =
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        meta.inner
-    } else {
-        InnerConfig::default()
-    };
+    if !path.exists() {
+        return Ok(MetaConfig::default());
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// The inner loop of the base's run (`meta`), with the command line's overrides.
+fn inner_config(meta: &MetaConfig, args: &AdaptArgs) -> anyhow::Result<InnerConfig> {
+    let mut inner = meta.inner.clone();
     inner.steps = args.steps;
     if let Some(lr) = args.lr {
         inner.lr = lr;
@@ -202,7 +213,8 @@ pub fn run_adapt(args: AdaptArgs) -> anyhow::Result<()> {
         "{} holds a checkpoint already; choose another --out",
         args.out.display()
     );
-    let inner = inner_config(&run_dir, &args)?;
+    let meta_config = run_meta(&run_dir)?;
+    let inner = inner_config(&meta_config, &args)?;
     let base = super::backtest::load_policy(&args.checkpoint)?;
     let return_scale = mrl_fewshot::return_scale_of(&checkpoint_dir, &train)?;
     let setup = AdaptSetup::from_train(&train, return_scale);
@@ -211,15 +223,7 @@ pub fn run_adapt(args: AdaptArgs) -> anyhow::Result<()> {
         .with_context(|| format!("adaptation window of {}", args.data.display()))?;
     let adapted = mrl_fewshot::adapt(&base, Arc::new(task), &inner, &setup, args.seed)
         .with_context(|| format!("adapting to {}", args.data.display()))?;
-    std::fs::create_dir_all(&out_checkpoint)
-        .with_context(|| format!("creating {}", out_checkpoint.display()))?;
-    mrl::agent::write_atomic(&args.out.join(CONFIG_FILE), train.to_toml().as_bytes())?;
-    mrl::agent::write_atomic(
-        &out_checkpoint.join("model.safetensors"),
-        &adapted.policy.to_safetensors()?,
-    )?;
-    let meta = serde_json::to_vec_pretty(&adapted.policy.checkpoint_meta())?;
-    mrl::agent::write_atomic(&out_checkpoint.join("agent.json"), &meta)?;
+    write_run(&args.out, &train, &adapted.policy)?;
     if let Some(adapter) = &adapted.adapter {
         adapter.save(&args.out.join("adapter.safetensors"), &base)?;
     }
@@ -231,7 +235,7 @@ pub fn run_adapt(args: AdaptArgs) -> anyhow::Result<()> {
         last_adaptation_timestamp_ms: series.timestamps()[args.bars - 1],
         steps: args.steps,
         seed: args.seed,
-        inner,
+        inner: inner.clone(),
         first_rollout_return: adapted.first_return(),
         last_rollout_return: adapted.last_return(),
         seconds: start.elapsed().as_secs_f64(),
@@ -239,6 +243,19 @@ pub fn run_adapt(args: AdaptArgs) -> anyhow::Result<()> {
     };
     let json = serde_json::to_vec_pretty(&report)?;
     mrl::agent::write_atomic(&args.out.join("adapt.json"), &json)?;
+    if args.online {
+        let mut online = meta_config.online.clone();
+        if let Some(every) = args.online_every {
+            online.every_bars = every;
+        }
+        let setup = OnlineSetup {
+            online,
+            inner,
+            setup,
+            trading: train.task.trading.clone(),
+        };
+        run_online(&adapted.policy, series.clone(), &train, &setup, &args)?;
+    }
     let held_out = (series.len() - args.bars) as f64 / series.len() as f64;
     print(format!(
         "adapted {} to the first {} of {} bars of {} with {} steps in {:.2} s{}\n\
@@ -266,6 +283,95 @@ pub fn run_adapt(args: AdaptArgs) -> anyhow::Result<()> {
         args.out.display(),
         args.data.display(),
         (held_out * 100.0).floor() / 100.0
+    ));
+    Ok(())
+}
+
+/// Writes `policy` as a run directory `mrl backtest` reads: `dir/config.toml` and
+/// `dir/checkpoint/{model.safetensors, agent.json}`, each atomically; returns the checkpoint
+/// directory.
+fn write_run(
+    dir: &Path,
+    train: &TrainConfig,
+    policy: &mrl::agent::Policy,
+) -> anyhow::Result<PathBuf> {
+    let checkpoint = dir.join(mrl::ppo::CHECKPOINT_DIR);
+    std::fs::create_dir_all(&checkpoint)
+        .with_context(|| format!("creating {}", checkpoint.display()))?;
+    mrl::agent::write_atomic(&dir.join(CONFIG_FILE), train.to_toml().as_bytes())?;
+    mrl::agent::write_atomic(
+        &checkpoint.join("model.safetensors"),
+        &policy.to_safetensors()?,
+    )?;
+    let meta = serde_json::to_vec_pretty(&policy.checkpoint_meta())?;
+    mrl::agent::write_atomic(&checkpoint.join("agent.json"), &meta)?;
+    Ok(checkpoint)
+}
+
+/// What `mrl adapt --online` did (`online.json`).
+#[derive(Debug, Serialize)]
+struct OnlineReport {
+    /// First test bar (the first bar after the adaptation window).
+    test_start: usize,
+    windows: usize,
+    online: mrl_fewshot::OnlineConfig,
+    accepted: usize,
+    /// The online book's metrics.
+    metrics_online: mrl::backtest::Metrics,
+    /// The adapted policy's, left as it is, on the same windows.
+    metrics_static: mrl::backtest::Metrics,
+    updates: Vec<mrl_fewshot::OnlineUpdate>,
+    seconds: f64,
+}
+
+/// `mrl adapt --online`: trades the bars after the window with online updates from
+/// `adapted`, writes online.json and online/ (config.toml, checkpoint/).
+fn run_online(
+    adapted: &mrl::agent::Policy,
+    series: mrl::data::BarSeries,
+    train: &TrainConfig,
+    setup: &OnlineSetup,
+    args: &AdaptArgs,
+) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    let walk_forward = mrl::backtest::WalkForwardConfig {
+        test_start: mrl::backtest::TestStart::Index(args.bars),
+        ..mrl::walk_forward_config(train)
+    };
+    let task = HeldOutTask {
+        name: args.data.display().to_string(),
+        market: Arc::new(mrl::env::MarketData::new(series)?),
+        oracle: None,
+    };
+    let run = mrl_fewshot::trade_online(adapted, &task.market, &walk_forward, setup, args.seed)
+        .with_context(|| format!("trading {} online", args.data.display()))?;
+    let report = OnlineReport {
+        test_start: args.bars,
+        windows: run.windows.len(),
+        online: setup.online.clone(),
+        accepted: run.accepted(),
+        metrics_online: run.metrics(&task.market, walk_forward.cost_rate),
+        metrics_static: mrl_fewshot::evaluate_policy(adapted, &task, &walk_forward)?,
+        updates: run.updates.clone(),
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    let checkpoint = write_run(&args.out.join("online"), train, &run.policy)?;
+    let json = serde_json::to_vec_pretty(&report)?;
+    mrl::agent::write_atomic(&args.out.join("online.json"), &json)?;
+    let sharpe = |m: &mrl::backtest::Metrics| m.sharpe.map_or("-".into(), |x| format!("{x:.2}"));
+    print(format!(
+        "online: {} windows from bar {}, {} of {} updates kept; greedy Sharpe {} online, {} \
+         without updates; return {:.2} % online, {:.2} % without\n\
+         policy after the last update (for the bars after the file): {}",
+        report.windows,
+        report.test_start,
+        report.accepted,
+        report.updates.len(),
+        sharpe(&report.metrics_online),
+        sharpe(&report.metrics_static),
+        report.metrics_online.total_return * 100.0,
+        report.metrics_static.total_return * 100.0,
+        checkpoint.display()
     ));
     Ok(())
 }

@@ -39,7 +39,9 @@ pub struct FewshotArgs {
     /// Adaptation steps K to report, comma separated.
     #[arg(long, default_value = "0,1,10,100,500")]
     ks: String,
-    /// Methods, comma separated: meta, pretrain, scratch, rl2.
+    /// Methods, comma separated: meta, pretrain, scratch, rl2, and the online rows
+    /// meta_online, pretrain_online (the K-step policy then adapted while it trades, the
+    /// config's `[meta.online]`).
     #[arg(long, default_value = "meta,pretrain,scratch,rl2")]
     methods: String,
     /// Data directory of a multi-asset config (held-out assets: the config's split).
@@ -335,14 +337,14 @@ mod tests {
         let err = parse_ks("0,ten").unwrap_err();
         assert_eq!(err.to_string(), "--ks: `ten` is not a number of steps");
         assert_eq!(
-            parse_methods("meta,rl2").unwrap(),
-            vec![Method::Meta, Method::Rl2]
+            parse_methods("meta,rl2, meta_online").unwrap(),
+            vec![Method::Meta, Method::Rl2, Method::MetaOnline]
         );
         let err = parse_methods("meta,maml").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid config: methods = maml (unknown method; expected meta, pretrain, scratch \
-             or rl2)"
+            "invalid config: methods = maml (unknown method; expected meta, meta_online, \
+             pretrain, pretrain_online, scratch or rl2)"
         );
     }
 }

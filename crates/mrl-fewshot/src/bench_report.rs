@@ -182,6 +182,8 @@ impl FewshotReport {
         match (m.name.as_str(), m.kind) {
             ("meta", _) => format!("meta ({})", self.settings.algorithm.as_str()),
             ("pretrain", _) => "pretrain + fine-tune".into(),
+            ("meta_online", _) => format!("meta ({}) + online", self.settings.algorithm.as_str()),
+            ("pretrain_online", _) => "pretrain + fine-tune + online".into(),
             (name, RowKind::ZeroStep) => format!("{name} (0 steps)"),
             (name, _) => name.to_owned(),
         }
@@ -221,6 +223,22 @@ impl FewshotReport {
             s.meta_env_steps,
             self.interval
         );
+        if let Some(o) = &s.online {
+            let _ = writeln!(
+                out,
+                "Online rows: after the K steps, an update every {} test bars ({} inner steps on \
+                 the {} bars before the most recent {}, step size {}, update norm ≤ {}), kept \
+                 only when the return on those {} bars does not fall by more than {}.\n",
+                o.every_bars,
+                o.steps,
+                o.train_bars,
+                o.validation_bars,
+                o.step_size,
+                o.max_update_norm,
+                o.validation_bars,
+                o.tolerance
+            );
+        }
         out.push_str(
             "Rows without gradient steps (rl2 and the baselines) repeat their one value in every \
              K column.\n\n",

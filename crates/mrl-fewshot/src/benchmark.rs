@@ -33,8 +33,7 @@ use std::sync::Arc;
 use candle_core::Device;
 use mrl_agent::{Policy, PolicyKind};
 use mrl_backtest::{
-    Metrics, Policies, TestStart, WalkForwardConfig, backtest_market, book_test_period,
-    plan_windows, run_policy,
+    Metrics, Policies, TestStart, WalkForwardConfig, backtest_market, plan_windows, run_policy,
 };
 use mrl_env::{
     Env, MarketData, MarketOracle, ProcessSource, Split, SyntheticTasks, TaskDistribution,
@@ -46,6 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::inner::{AdaptSetup, adapt_snapshots};
 use crate::meta::{MetaAlgorithm, MetaLearner, MetaTrainConfig, return_scale_of};
+use crate::online::{OnlineConfig, OnlineSetup, book_metrics, trade_online};
 use crate::task::{DEFAULT_ADAPTATION_BARS, FixedTask};
 use crate::{Error, Result};
 
@@ -57,28 +57,46 @@ pub const DEFAULT_KS: [usize; 5] = [0, 1, 10, 100, 500];
 
 /// An initialisation under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Method {
     /// Meta-learned (Reptile or first-order MAML), then K inner steps.
     Meta,
+    /// [`Method::Meta`] after K steps, then adapted online while it trades the test bars
+    /// ([`trade_online`](crate::trade_online), the config's `[meta.online]`).
+    MetaOnline,
     /// Freshly initialised, then K inner steps.
     Scratch,
     /// PPO on the pooled training tasks, then K inner steps.
     Pretrain,
+    /// [`Method::Pretrain`] after K steps, then adapted online while it trades.
+    PretrainOnline,
     /// An RL² policy with zero gradient steps (it adapts by its memory).
     Rl2,
 }
 
 impl Method {
     /// Every method, in report order.
-    pub const ALL: [Method; 4] = [Self::Meta, Self::Pretrain, Self::Scratch, Self::Rl2];
+    pub const ALL: [Method; 6] = [
+        Self::Meta,
+        Self::MetaOnline,
+        Self::Pretrain,
+        Self::PretrainOnline,
+        Self::Scratch,
+        Self::Rl2,
+    ];
 
-    /// `meta`, `scratch`, `pretrain` or `rl2`.
+    /// The methods a benchmark runs unless told otherwise (the online rows cost an inner
+    /// loop per update and are asked for by name).
+    pub const DEFAULT: [Method; 4] = [Self::Meta, Self::Pretrain, Self::Scratch, Self::Rl2];
+
+    /// `meta`, `meta_online`, `pretrain`, `pretrain_online`, `scratch` or `rl2`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Meta => "meta",
+            Self::MetaOnline => "meta_online",
             Self::Scratch => "scratch",
             Self::Pretrain => "pretrain",
+            Self::PretrainOnline => "pretrain_online",
             Self::Rl2 => "rl2",
         }
     }
@@ -86,6 +104,21 @@ impl Method {
     /// Whether the method takes gradient steps on the held-out task.
     pub fn adapts(self) -> bool {
         self != Self::Rl2
+    }
+
+    /// The initialisation the method starts from (itself, or the offline method an online
+    /// one continues).
+    pub fn init(self) -> Method {
+        match self {
+            Self::MetaOnline => Self::Meta,
+            Self::PretrainOnline => Self::Pretrain,
+            other => other,
+        }
+    }
+
+    /// Whether the method keeps adapting while it trades.
+    pub fn online(self) -> bool {
+        self.init() != self
     }
 }
 
@@ -100,7 +133,8 @@ impl FromStr for Method {
                 Error::invalid(
                     "methods",
                     s.to_owned(),
-                    "unknown method; expected meta, pretrain, scratch or rl2",
+                    "unknown method; expected meta, meta_online, pretrain, pretrain_online, \
+                     scratch or rl2",
                 )
             })
     }
@@ -114,7 +148,7 @@ pub struct BenchmarkConfig {
     pub seeds: Vec<u64>,
     /// Adaptation steps K to report (default [`DEFAULT_KS`]); sorted ascending on validation.
     pub ks: Vec<usize>,
-    /// The initialisations (default all of [`Method::ALL`]).
+    /// The initialisations (default [`Method::DEFAULT`]).
     pub methods: Vec<Method>,
     /// Held-out synthetic markets (default 8; real assets: the config's held-out list).
     pub tasks: usize,
@@ -137,7 +171,7 @@ impl Default for BenchmarkConfig {
         Self {
             seeds: vec![1, 2, 3],
             ks: DEFAULT_KS.to_vec(),
-            methods: Method::ALL.to_vec(),
+            methods: Method::DEFAULT.to_vec(),
             tasks: 8,
             adaptation_bars: DEFAULT_ADAPTATION_BARS,
             eval_bars: 1000,
@@ -352,20 +386,7 @@ pub fn evaluate_policy(
     let market = &task.market;
     let windows = plan_windows(market.timestamps(), walk_forward)?;
     let run = run_policy(market, &windows, policy, walk_forward, None)?;
-    let book = book_test_period(
-        market.timestamps(),
-        market.closes(),
-        &windows,
-        &run,
-        walk_forward.cost_rate,
-    );
-    let returns: Vec<f64> = book.iter().map(|r| r.reward).collect();
-    let positions: Vec<f64> = book.iter().map(|r| r.position).collect();
-    Ok(Metrics::compute(
-        &returns,
-        &positions,
-        market.periods_per_year().unwrap_or(1.0),
-    ))
+    Ok(book_metrics(market, &windows, &run, walk_forward.cost_rate))
 }
 
 /// A policy given instead of trained in the run (a checkpoint the caller loaded).
@@ -501,6 +522,9 @@ pub struct BenchmarkSettings {
     pub rl2_source: String,
     /// What the held-out tasks are.
     pub held_out: String,
+    /// The online adaptation of the `*_online` rows, when any ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<OnlineConfig>,
 }
 
 /// The raw results of [`run_benchmark`].
@@ -601,12 +625,21 @@ where
     let wants = |m: Method| bench.methods.contains(&m);
     let rl2_is_pretrain = rl2.is_none() && train.agent.kind == PolicyKind::Rl2;
     let (n_seeds, n_tasks) = (bench.seeds.len(), held_out.len());
-    let adapted_methods: Vec<Method> = bench
-        .methods
-        .iter()
-        .copied()
-        .filter(|m| m.adapts())
-        .collect();
+    // The initialisations to adapt: every adapting method's, once (an online method
+    // continues its offline method's snapshots).
+    let mut adapted_methods: Vec<Method> = Vec::new();
+    for m in bench.methods.iter().filter(|m| m.adapts()) {
+        if !adapted_methods.contains(&m.init()) {
+            adapted_methods.push(m.init());
+        }
+    }
+    let wants_online = bench.methods.iter().any(|m| m.online());
+    let online_setup = |return_scale: f64| OnlineSetup {
+        online: config.meta.online.clone(),
+        inner: config.meta.inner.clone(),
+        setup: AdaptSetup::from_train(train, return_scale),
+        trading: train.task.trading.clone(),
+    };
     let mut cells: BTreeMap<Method, Vec<Cell>> = BTreeMap::new();
     for &m in &bench.methods {
         let ks: &[usize] = if m.adapts() { &bench.ks } else { &[0] };
@@ -628,6 +661,7 @@ where
         let mut master = ChaCha8Rng::seed_from_u64(seed);
         let scratch_seed = master.next_u64();
         let task_seeds: Vec<u64> = (0..n_tasks).map(|_| master.next_u64()).collect();
+        let online_seeds: Vec<u64> = (0..n_tasks).map(|_| master.next_u64()).collect();
 
         // The meta-learned base (also the template of scratch and the baselines' runner).
         let trained_meta;
@@ -678,7 +712,10 @@ where
             checkpoint_every: pretrain_iterations,
             ..train_s.clone()
         };
-        let pretrain = if wants(Method::Pretrain) || (wants(Method::Rl2) && rl2_is_pretrain) {
+        let pretrain = if wants(Method::Pretrain)
+            || wants(Method::PretrainOnline)
+            || (wants(Method::Rl2) && rl2_is_pretrain)
+        {
             Some(train_pooled(
                 &pooled_config,
                 dist.clone(),
@@ -735,8 +772,8 @@ where
         };
         let init_of = |m: Method| -> Option<&GivenPolicy> {
             match m {
-                Method::Meta => Some(meta_base),
-                Method::Pretrain => pretrain.as_ref(),
+                Method::Meta | Method::MetaOnline => Some(meta_base),
+                Method::Pretrain | Method::PretrainOnline => pretrain.as_ref(),
                 Method::Scratch => scratch.as_ref(),
                 Method::Rl2 => rl2_policy,
             }
@@ -757,9 +794,24 @@ where
                     task_seeds[ti],
                     &bench.ks,
                 )?;
-                let row = cells.entry(m).or_default();
-                for (cell, policy) in row.iter_mut().zip(&snapshots) {
-                    cell.set(si, ti, &evaluate_policy(policy, task, wf)?);
+                if wants(m) {
+                    let row = cells.entry(m).or_default();
+                    for (cell, policy) in row.iter_mut().zip(&snapshots) {
+                        cell.set(si, ti, &evaluate_policy(policy, task, wf)?);
+                    }
+                }
+                let online = match m {
+                    Method::Meta => Method::MetaOnline,
+                    Method::Pretrain => Method::PretrainOnline,
+                    _ => continue,
+                };
+                if wants(online) {
+                    let setup = online_setup(init.return_scale);
+                    let row = cells.entry(online).or_default();
+                    for (cell, policy) in row.iter_mut().zip(&snapshots) {
+                        let run = trade_online(policy, &task.market, wf, &setup, online_seeds[ti])?;
+                        cell.set(si, ti, &run.metrics(&task.market, wf.cost_rate));
+                    }
                 }
             }
             if let Some(given) = rl2_policy {
@@ -862,6 +914,7 @@ where
             meta_source,
             rl2_source,
             held_out: held_out_text,
+            online: wants_online.then(|| config.meta.online.clone()),
         },
         tasks: held_out.iter().map(|t| t.name.clone()).collect(),
         rows,

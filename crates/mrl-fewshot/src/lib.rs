@@ -10,6 +10,9 @@
 //! Reptile      θ ← θ + ε · mean_i (θ'_i − θ)                            reptile_step
 //! FOMAML       θ ← Adam(θ, mean_i ∇θ' L(θ'_i) on a fresh query rollout) fomaml_gradient
 //! adapters     W = W_base + (α/r)·B·A on encoder, GRU and heads         LowRankAdapter
+//! online       while trading walk-forward: every N bars, adapt on the   trade_online
+//!                recent bars, θ ← θ + clip(ε·(θ' − θ)), keep it only if
+//!                the most recent bars' return does not degrade
 //! ```
 //!
 //! Full MAML would differentiate through the inner steps; candle's backward pass records
@@ -26,6 +29,9 @@
 //! - [`reptile_step`], [`fomaml_gradient`], [`MetaLearner`], [`meta_train`]: the
 //!   meta-learners and the training loop ([`MetaTrainConfig`]: an `mrl train` config plus
 //!   a `[meta]` table).
+//! - [`trade_online`] / [`OnlineConfig`]: online adaptation while a policy trades a
+//!   held-out series walk-forward, with a step-norm limit and rollback on a validation
+//!   window of the most recent bars.
 //! - [`run_benchmark`] / [`FewshotReport`]: the few-shot benchmark (`mrl eval fewshot`):
 //!   meta, pretrain-then-fine-tune and scratch after K steps on held-out tasks beside RL²
 //!   with zero steps and the baselines, pooled over seeds × tasks, steps to reach a target
@@ -59,6 +65,7 @@ mod benchmark;
 mod error;
 mod inner;
 mod meta;
+mod online;
 mod task;
 
 pub use adapter::{ADAPTER_FORMAT, AdapterMeta, LoraConfig, LowRankAdapter};
@@ -80,5 +87,8 @@ pub use meta::{
     MetaAlgorithm, MetaConfig, MetaIterationStats, MetaLearner, MetaSummary, MetaTrainConfig,
     TaskGradient, fomaml_gradient, fomaml_task_gradient, meta_train, meta_train_on, reptile_step,
     return_scale_of,
+};
+pub use online::{
+    OnlineConfig, OnlineRun, OnlineSetup, OnlineUpdate, UpdateOutcome, limited_step, trade_online,
 };
 pub use task::{DEFAULT_ADAPTATION_BARS, FixedTask};

@@ -38,6 +38,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::inner::{AdaptSetup, Adapted, InnerConfig, TaskRollouts, TaskSeeds, adapt};
+use crate::online::OnlineConfig;
 use crate::task::FixedTask;
 use crate::{Error, Result};
 
@@ -88,6 +89,9 @@ pub struct MetaConfig {
     pub checkpoint_every: u64,
     /// The inner loop.
     pub inner: InnerConfig,
+    /// Online adaptation while trading a held-out series (`[meta.online]`; used by the
+    /// benchmark's `meta_online` / `pretrain_online` rows and `mrl adapt --online`).
+    pub online: OnlineConfig,
 }
 
 impl Default for MetaConfig {
@@ -99,6 +103,7 @@ impl Default for MetaConfig {
             outer_lr: None,
             checkpoint_every: 25,
             inner: InnerConfig::default(),
+            online: OnlineConfig::default(),
         }
     }
 }
@@ -154,7 +159,8 @@ impl MetaConfig {
                 "Reptile needs at least one inner step",
             ));
         }
-        self.inner.validate()
+        self.inner.validate()?;
+        self.online.validate()
     }
 }
 

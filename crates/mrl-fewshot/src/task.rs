@@ -1,6 +1,7 @@
 //! [`FixedTask`]: one task as a task distribution, so that the trial machinery of mrl-env
 //! and the rollouts of mrl-ppo run on it unchanged.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use mrl_data::BarSeries;
@@ -62,29 +63,42 @@ impl FixedTask<TradingEnv> {
     /// [`Error::TooFewBars`] when the window holds fewer than `WARMUP + max_steps + 1` bars,
     /// env and data errors.
     pub fn first_bars(series: &BarSeries, n_bars: usize, trading: TradingConfig) -> Result<Self> {
+        Self::bars(series, 0..n_bars, trading)
+    }
+
+    /// The bars `range` of `series` as one task (features computed on the slice alone, so
+    /// its first bars are warm-up): episodes of `trading.max_steps` steps start at random
+    /// inside the slice, and nothing outside it is ever seen. Online adaptation trains on
+    /// the most recent bars this way.
+    ///
+    /// # Errors
+    /// [`Error::WindowBeyondSeries`] when `range` ends after the series,
+    /// [`Error::TooFewBars`] when the slice holds fewer than `WARMUP + max_steps + 1` bars,
+    /// env and data errors.
+    pub fn bars(series: &BarSeries, range: Range<usize>, trading: TradingConfig) -> Result<Self> {
         let needed = trading.min_bars();
         let what = series.symbol().unwrap_or("series").to_owned();
-        let too_few = |available| Error::TooFewBars {
-            what: what.clone(),
-            available,
-            needed,
-            warmup: feature_warmup(&trading),
-            max_steps: trading.max_steps,
-        };
-        if series.len() < n_bars {
+        if series.len() < range.end {
             return Err(Error::WindowBeyondSeries {
                 what,
-                bars: n_bars,
+                bars: range.end,
                 available: series.len(),
             });
         }
-        if n_bars < needed {
-            return Err(too_few(n_bars));
+        if range.len() < needed {
+            return Err(Error::TooFewBars {
+                what,
+                available: range.len(),
+                needed,
+                warmup: feature_warmup(&trading),
+                max_steps: trading.max_steps,
+            });
         }
-        let window = series.slice(0..n_bars)?;
+        let name = format!("{what}[{}..{}]", range.start, range.end);
+        let window = series.slice(range)?;
         let market = Arc::new(MarketData::new(window)?);
         let env = TradingEnv::new(market, trading)?;
-        Ok(Self::new(format!("{what}[..{n_bars}]"), env))
+        Ok(Self::new(name, env))
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use mrl_agent::PolicyKind;
 use mrl_backtest::WalkForwardConfig;
-use mrl_data::{Bar, BarSeries, SyntheticConfig};
+use mrl_data::{BarSeries, SyntheticConfig};
 use mrl_env::{Ar1Family, MarketData, TradingConfig};
 use mrl_fewshot::{
     BenchmarkConfig, BenchmarkRaw, Cell, Error, FewshotReport, HeldOutTask, InnerConfig, Interval,
@@ -17,9 +17,9 @@ use mrl_ppo::{AgentSection, NormalizeConfig, PpoConfig, TaskKind, TaskSection, T
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::common::{MAX_STEPS, flat, policy, setup};
+use crate::common::{MAX_STEPS, flat, perturbed_from, policy, setup};
 
-fn series(n: usize, seed: u64) -> BarSeries {
+pub(crate) fn series(n: usize, seed: u64) -> BarSeries {
     SyntheticConfig::default()
         .generate_with_rng(n, &mut ChaCha8Rng::seed_from_u64(seed))
         .unwrap()
@@ -34,7 +34,7 @@ fn held_out(series: BarSeries) -> HeldOutTask {
     }
 }
 
-fn trading() -> TradingConfig {
+pub(crate) fn trading() -> TradingConfig {
     TradingConfig {
         max_steps: MAX_STEPS,
         reward_scale: 100.0,
@@ -42,7 +42,7 @@ fn trading() -> TradingConfig {
     }
 }
 
-fn walk_forward() -> WalkForwardConfig {
+pub(crate) fn walk_forward() -> WalkForwardConfig {
     WalkForwardConfig {
         window_len: MAX_STEPS,
         adaptation_episodes: 0,
@@ -110,21 +110,7 @@ fn snapshots_equal_separate_adaptations_bit_for_bit() {
 fn adaptation_never_sees_the_evaluation_bars() {
     // The same 300 bars, then the bars from 120 on (the evaluation period) perturbed.
     let original = series(300, 4);
-    let bars: Vec<Bar> = original
-        .iter()
-        .enumerate()
-        .map(|(i, mut b)| {
-            if i >= 120 {
-                let f = 1.0 + 0.3 * ((i as f64) * 0.7).sin();
-                b.open *= f;
-                b.high *= f * 1.01;
-                b.low *= f * 0.99;
-                b.close *= f;
-            }
-            b
-        })
-        .collect();
-    let perturbed = BarSeries::new(&bars).unwrap();
+    let perturbed = perturbed_from(&original, 120);
     let inner = InnerConfig {
         n_envs: 2,
         lr: 1e-2,
@@ -211,6 +197,7 @@ fn hand_made(rows: &[Row<'_>]) -> BenchmarkRaw {
             meta_source: "reptile".into(),
             rl2_source: "rl2".into(),
             held_out: "two markets".into(),
+            online: None,
         },
         tasks: vec!["a".into(), "b".into()],
         rows: rows
@@ -344,7 +331,7 @@ fn the_report_json_round_trips() {
 
 /// A tiny meta-training config: MLP of width 8, 20-step episodes on 200-bar AR(1) markets,
 /// two meta-iterations.
-fn tiny_config() -> MetaTrainConfig {
+pub(crate) fn tiny_config() -> MetaTrainConfig {
     MetaTrainConfig {
         train: TrainConfig {
             seed: 1,
@@ -388,7 +375,7 @@ fn tiny_config() -> MetaTrainConfig {
     }
 }
 
-fn tiny_bench() -> BenchmarkConfig {
+pub(crate) fn tiny_bench() -> BenchmarkConfig {
     BenchmarkConfig {
         seeds: vec![1, 2],
         ks: vec![0, 2],
@@ -469,9 +456,14 @@ fn bad_input_is_named() {
     );
     assert_eq!(
         "maml".parse::<Method>().unwrap_err().to_string(),
-        "invalid config: methods = maml (unknown method; expected meta, pretrain, scratch or rl2)"
+        "invalid config: methods = maml (unknown method; expected meta, meta_online, pretrain, \
+         pretrain_online, scratch or rl2)"
     );
     assert_eq!("rl2".parse::<Method>().unwrap(), Method::Rl2);
+    assert_eq!(
+        "pretrain_online".parse::<Method>().unwrap(),
+        Method::PretrainOnline
+    );
 
     // A data directory whose held-out asset has too few bars for the window and one
     // evaluation window (336 + 20 + 1 needed).

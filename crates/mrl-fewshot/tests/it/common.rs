@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use candle_core::Device;
 use mrl_agent::{AgentConfig, Policy, PolicyKind};
+use mrl_data::{Bar, BarSeries};
 use mrl_env::{Ar1Family, ProcessSource, Split, SyntheticTasks, TaskEnv, TradingConfig};
 use mrl_fewshot::{AdaptSetup, FixedTask};
 use mrl_ppo::{PpoConfig, TrainConfig};
@@ -57,4 +58,24 @@ pub fn flat(policy: &Policy) -> Vec<Vec<f32>> {
         .iter()
         .map(|(_, v)| v.flatten_all().unwrap().to_vec1::<f32>().unwrap())
         .collect()
+}
+
+/// `series` with every bar from `from` on scaled by a factor between 0.7 and 1.3 (the
+/// future a look-ahead test perturbs); the bars before `from` are untouched.
+pub fn perturbed_from(series: &BarSeries, from: usize) -> BarSeries {
+    let bars: Vec<Bar> = series
+        .iter()
+        .enumerate()
+        .map(|(i, mut b)| {
+            if i >= from {
+                let f = 1.0 + 0.3 * ((i as f64) * 0.7).sin();
+                b.open *= f;
+                b.high *= f * 1.01;
+                b.low *= f * 0.99;
+                b.close *= f;
+            }
+            b
+        })
+        .collect();
+    BarSeries::new(&bars).unwrap()
 }

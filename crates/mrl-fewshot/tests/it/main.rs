@@ -6,3 +6,4 @@ mod benchmark;
 mod common;
 mod inner;
 mod meta;
+mod online;
