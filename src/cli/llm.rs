@@ -8,10 +8,11 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use mrl::data::BarSeries;
 use mrl_llm::{
-    ADAPTERS_JSON, Backend, ContextBuilder, ContextConfig, EmbeddedBackend, EvalReport,
-    GenerateConfig, Message, Role, RoundLog, Sampling, ServerBackend, ServerConfig, TrainConfig,
-    Weights, actor_decisions, actor_row, complete_rounds, constrained_actor, default_model_path,
-    load_round_adapters, parse_prediction, read_news, roles, round_dir, test_bars,
+    ADAPTERS_JSON, BASE_VALIDATION_JSON, Backend, ContextBuilder, ContextConfig, EmbeddedBackend,
+    EvalReport, EvalRow, GenerateConfig, Message, Role, RoundLog, Sampling, ServerBackend,
+    ServerConfig, TrainConfig, Weights, actor_decisions, actor_row, complete_rounds,
+    constrained_actor, default_model_path, load_round_adapters, parse_prediction, read_news, roles,
+    round_dir, test_bars,
 };
 
 use super::print;
@@ -27,7 +28,8 @@ pub enum LlmCommand {
     /// actor and the judge; adapters and logs per round in --out.
     Train(TrainArgs),
     /// Walk-forward evaluation on held-out bars: the plain model and the trained actor (and
-    /// optionally a server model) beside buy-and-hold, flat and the trader rules.
+    /// optionally a server model and trained RL agents) beside buy-and-hold, flat and the
+    /// trader rules.
     Eval(EvalArgs),
 }
 
@@ -79,6 +81,11 @@ pub struct EvalArgs {
     /// repair).
     #[command(flatten)]
     server: ServerArgs,
+    /// A run directory of `mrl train` (RL², the MLP, any agent kind) to trade the same
+    /// decision bars through mrl-backtest's walk-forward (its trial settings, the eval's
+    /// cost); repeat for several agents.
+    #[arg(long = "agent", alias = "rl-checkpoint", value_name = "DIR")]
+    agents: Vec<PathBuf>,
 }
 
 /// The OpenAI-compatible server of `mrl llm ask` and `mrl llm eval`.
@@ -199,6 +206,9 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
     ));
     let mut show = |log: &RoundLog| print(round_line(log));
     let logs = mrl_llm::train(&model, &series, &config, &args.out, args.resume, &mut show)?;
+    if config.eval.validation_decisions > 0 {
+        print(validation_curve(&args.out, &logs)?);
+    }
     print(format!(
         "{} round(s) in {}; logs in {}",
         logs.len(),
@@ -241,7 +251,47 @@ fn round_line(log: &RoundLog) -> String {
         log.meta_judge_replies.failed,
         log.meta_judge_replies.total(),
         human_secs(log.seconds)
+    ) + &log.validation.as_ref().map_or(String::new(), |row| {
+        format!("; validation {}", validation_line(row))
+    })
+}
+
+/// One validation row in a line.
+fn validation_line(row: &EvalRow) -> String {
+    format!(
+        "Sharpe {}, return {:+.2}%, MAE {} pp, unparsed {}/{}",
+        row.metrics
+            .sharpe
+            .map_or("–".to_string(), |v| format!("{v:.2}")),
+        row.metrics.total_return * 100.0,
+        row.mae_pct.map_or("–".to_string(), |v| format!("{v:.3}")),
+        row.parse_failures.unwrap_or(0),
+        row.decisions
     )
+}
+
+/// The validation rows of the plain actor and of every round, one line each.
+fn validation_curve(out: &Path, logs: &[RoundLog]) -> anyhow::Result<String> {
+    let path = out.join(BASE_VALIDATION_JSON);
+    let base: EvalRow = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", path.display()))?;
+    let mut text = format!(
+        "validation ({} decisions):\n  round 0: {}",
+        base.decisions,
+        validation_line(&base)
+    );
+    for log in logs {
+        if let Some(row) = &log.validation {
+            text.push_str(&format!(
+                "\n  round {}: {}",
+                log.round,
+                validation_line(row)
+            ));
+        }
+    }
+    Ok(text)
 }
 
 /// The run directory and the round directory named by `--adapter`.
@@ -268,6 +318,23 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
     if let Some(n) = args.decisions {
         config.eval.decisions = n;
     }
+    // The agents load first, so that a bad run directory fails before the model runs.
+    let agents = args
+        .agents
+        .iter()
+        .map(|dir| {
+            let policy = super::backtest::load_policy(dir)?;
+            let walk = super::backtest::run_config(dir)
+                .map_or_else(mrl::backtest::WalkForwardConfig::default, |c| {
+                    mrl::walk_forward_config(&c)
+                });
+            let stem = dir.file_name().map_or_else(
+                || dir.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            Ok((format!("{} ({stem})", policy.kind().as_str()), policy, walk))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let model = model_path(args.model.as_deref())?;
     let series = match &args.data {
         Some(file) => mrl::data::read_bars(file)?,
@@ -288,6 +355,17 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         bars.len(),
         round.display()
     ));
+    // The agents trade first (seconds), so that a window that does not fit fails early.
+    let mut agent_rows = Vec::with_capacity(agents.len());
+    for (name, policy, walk) in &agents {
+        let row = mrl_llm::agent_row(name, &series, &bars, policy, walk, config.eval.cost_rate)
+            .with_context(|| format!("walk-forward of the agent {name}"))?;
+        print(format!(
+            "{name}: {} decisions after {} adaptation episode(s) of {} bars",
+            row.decisions, walk.adaptation_episodes, walk.adaptation_len
+        ));
+        agent_rows.push(row);
+    }
     let round_name = round
         .file_name()
         .map_or("trained".into(), |n| n.to_string_lossy().replace('-', " "));
@@ -336,6 +414,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
             Ok(backend.chat(messages, &generate)?.text)
         })?;
     }
+    rows.extend(agent_rows);
     let report = EvalReport::new(&series, bars, config.eval.cost_rate, rows)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;

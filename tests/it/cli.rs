@@ -811,7 +811,7 @@ fn eval_bandits_names_a_missing_checkpoint() {
 
 /// Trains a tiny RL² trading agent (one iteration) and an MLP the same way; returns their
 /// run directories.
-fn tiny_trading_runs(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn tiny_trading_runs(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let mut runs = Vec::new();
     for kind in ["rl2", "mlp"] {
         let config = dir.join(format!("{kind}.toml"));

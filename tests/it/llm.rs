@@ -14,6 +14,17 @@ fn mrl(args: &[&str]) -> Output {
         .expect("the mrl binary runs")
 }
 
+/// Runs `mrl` and checks that it succeeded; its standard output.
+fn mrl_ok(args: &[&str]) -> String {
+    let out = mrl(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn bars() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/synthetic/gbm_1h.csv")
@@ -115,7 +126,7 @@ fn train_then_eval_on_the_tiny_model() {
          [context]\nreturns_window = 3\nregime_window = 10\nmax_news = 0\n\
          [dpo]\nepochs = 1\n\
          [market]\nn_markets = 1\nn_bars = 60\nseed = 1\n\
-         [eval]\nmarket_seed = 50\ndecisions = 3\n",
+         [eval]\nmarket_seed = 50\ndecisions = 3\nvalidation_decisions = 2\n",
     )
     .unwrap();
     let run = dir.path().join("run");
@@ -131,6 +142,14 @@ fn train_then_eval_on_the_tiny_model() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("round 1: actor pairs"), "{stdout}");
+    // The validation before and after the round, in the round's line and the curve.
+    assert!(stdout.contains("; validation Sharpe"), "{stdout}");
+    assert!(
+        stdout.contains("validation (2 decisions):\n  round 0: Sharpe"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\n  round 1: Sharpe"), "{stdout}");
+    assert!(run.join("validation-base.json").is_file());
     assert!(run.join("round-0001/actor.safetensors").is_file());
     assert!(run.join("rounds.csv").is_file());
     // A second run into the same directory needs --resume.
@@ -140,7 +159,7 @@ fn train_then_eval_on_the_tiny_model() {
 
     let eval_dir = dir.path().join("eval");
     let eval_arg = eval_dir.display().to_string();
-    let out = mrl(&[
+    let eval = [
         "llm",
         "eval",
         "--adapter",
@@ -149,12 +168,8 @@ fn train_then_eval_on_the_tiny_model() {
         &eval_arg,
         "--model",
         &model,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ];
+    mrl_ok(&eval);
     let table = std::fs::read_to_string(eval_dir.join("eval.md")).unwrap();
     assert!(
         table.starts_with("synthetic-50: decision bars 42–44"),
@@ -195,4 +210,48 @@ fn train_then_eval_on_the_tiny_model() {
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(eval_dir.join("eval.json")).unwrap()).unwrap();
     assert_eq!(report["rows"][1]["decisions"], 2);
+
+    // Trained agents on the same decision bars: tiny RL² and MLP runs (trials of 3
+    // episodes of 10 bars; the bar file's test period leaves room for the adaptation).
+    let (rl2, mlp) = super::cli::tiny_trading_runs(dir.path());
+    let (rl2, mlp) = (rl2.display().to_string(), mlp.display().to_string());
+    mrl_ok(&[
+        "llm",
+        "eval",
+        "--adapter",
+        &run_arg,
+        "--data",
+        &bars(),
+        "--decisions",
+        "3",
+        "--out",
+        &eval_arg,
+        "--model",
+        &model,
+        "--agent",
+        &rl2,
+        "--rl-checkpoint",
+        &mlp,
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(eval_dir.join("eval.json")).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2 + 2 + 6);
+    assert_eq!(rows[2]["name"], "rl2 (run-rl2)");
+    assert_eq!(rows[3]["name"], "mlp (run-mlp)");
+    for row in &rows[2..4] {
+        assert_eq!(row["decisions"], 3);
+        assert!(row["parse_failures"].is_null() && row["mae_pct"].is_null());
+    }
+    let table = std::fs::read_to_string(eval_dir.join("eval.md")).unwrap();
+    assert!(table.contains("| rl2 (run-rl2) | 3 | – |"), "{table}");
+    // A missing run directory is named.
+    let missing = dir.path().join("no-such-run").display().to_string();
+    let out = mrl(&[&eval[..], &["--agent", &missing]].concat());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no-such-run") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
 }

@@ -97,16 +97,22 @@ pub struct EvalConfig {
     pub decisions: usize,
     /// Proportional cost per unit of position traded (mrl-backtest's default, 10 bps).
     pub cost_rate: f64,
+    /// Decisions of the validation evaluation of `mrl llm train` before the first round and
+    /// after every round (0: none): the actor, greedy and constrained, on the first
+    /// series' bars right after its training period (never drawn for training), booked at
+    /// `cost_rate` as in `mrl llm eval`.
+    pub validation_decisions: usize,
 }
 
 impl Default for EvalConfig {
-    /// Seed 1000, the last 30 % held out, 24 decisions, 10 bps.
+    /// Seed 1000, the last 30 % held out, 24 decisions, 10 bps, no validation.
     fn default() -> Self {
         Self {
             market_seed: 1000,
             test_share: 0.3,
             decisions: 24,
             cost_rate: 0.001,
+            validation_decisions: 0,
         }
     }
 }

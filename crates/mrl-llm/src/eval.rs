@@ -1,5 +1,6 @@
-//! Walk-forward evaluation of the actor (`mrl llm eval`) beside buy-and-hold, flat and the
-//! trader rules, with mrl-backtest's booking and metrics at the same cost.
+//! Walk-forward evaluation of the actor (`mrl llm eval`) beside trained RL agents (RL², the
+//! MLP), buy-and-hold, flat and the trader rules, with mrl-backtest's booking and metrics at
+//! the same cost.
 //!
 //! The held-out bars are the last `test_share` of a series (or a market never trained
 //! on); at each decision bar `t` the actor sees the context of bars at or before `t`
@@ -8,14 +9,22 @@
 //! Direction accuracy counts an `up` (`down`) call right when the next return is positive
 //! (negative) and is taken over the non-flat calls; the error of the predicted return is the
 //! mean absolute difference, in percent, over the parsed replies.
+//!
+//! A trained agent ([`agent_row`]) trades the same decision bars through mrl-backtest's
+//! walk-forward engine: RL² trials whose adaptation episodes run on the bars just before
+//! each evaluation window ([`plan_windows`] with the test period starting at the first
+//! decision bar), greedy actions, the same cost; its positions are booked with the same
+//! continuous book as the actor's.
 
 use std::ops::Range;
 
+use mrl_agent::Policy;
 use mrl_backtest::{
-    Baseline, DEFAULT_PERIODS_PER_YEAR, Metrics, PolicyRun, TraderRule, WalkForwardConfig, Window,
-    book_test_period, run_baseline,
+    ActionMode, Baseline, DEFAULT_PERIODS_PER_YEAR, Metrics, PolicyRun, TestStart, TraderRule,
+    WalkForwardConfig, Window, book_test_period, plan_windows, run_baseline, run_policy,
 };
 use mrl_data::BarSeries;
+use mrl_env::MarketData;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -166,16 +175,92 @@ fn book(series: &BarSeries, bars: &Range<usize>, positions: Vec<f64>, cost_rate:
     let run = PolicyRun {
         positions: vec![vec![positions]],
     };
+    book_windows(series, &[window], &run, cost_rate)
+}
+
+/// Books the evaluation windows of `run` as one continuous strategy and computes the
+/// metrics (mrl-backtest's [`book_test_period`]).
+fn book_windows(
+    series: &BarSeries,
+    windows: &[Window],
+    run: &PolicyRun,
+    cost_rate: f64,
+) -> Metrics {
     let records = book_test_period(
         series.timestamps(),
         series.closes(),
-        &[window],
-        &run,
+        windows,
+        run,
         cost_rate,
     );
     let returns: Vec<f64> = records.iter().map(|r| r.reward).collect();
     let held: Vec<f64> = records.iter().map(|r| r.position).collect();
     Metrics::compute(&returns, &held, periods_per_year(series))
+}
+
+/// The walk-forward windows of an agent on the decision bars `bars`: mrl-backtest's
+/// [`plan_windows`] with the test period starting at `bars.start`, cut at `bars.end`.
+///
+/// # Errors
+/// [`Error::Backtest`] when the adaptation episodes before the first window do not fit
+/// after the feature warm-up (it names the lengths) or the config is invalid.
+pub fn agent_windows(
+    series: &BarSeries,
+    bars: &Range<usize>,
+    config: &WalkForwardConfig,
+) -> Result<Vec<Window>> {
+    let config = WalkForwardConfig {
+        test_start: TestStart::Index(bars.start),
+        ..config.clone()
+    };
+    Ok(plan_windows(series.timestamps(), &config)?
+        .into_iter()
+        .filter(|w| w.eval.start < bars.end)
+        .map(|mut w| {
+            w.eval.end = w.eval.end.min(bars.end);
+            w
+        })
+        .collect())
+}
+
+/// The table row of a trained agent (RL², the MLP, any mrl-agent [`Policy`]) on the
+/// decision bars `bars`: greedy actions through mrl-backtest's walk-forward engine
+/// ([`run_policy`] over [`agent_windows`]; `config` carries the agent's trial settings,
+/// e.g. from its training run), the env and the book charged `cost_rate` (which replaces
+/// `config.cost_rate`, so that every row pays the same cost). The forecast columns are
+/// `None`: an agent chooses positions, not predictions.
+///
+/// # Errors
+/// [`Error::Backtest`] for a policy that does not read the env's inputs, adaptation
+/// episodes that do not fit before `bars`, env and agent errors.
+pub fn agent_row(
+    name: &str,
+    series: &BarSeries,
+    bars: &Range<usize>,
+    policy: &Policy,
+    config: &WalkForwardConfig,
+    cost_rate: f64,
+) -> Result<EvalRow> {
+    let config = WalkForwardConfig {
+        cost_rate,
+        mode: ActionMode::Greedy,
+        ..config.clone()
+    };
+    let windows = agent_windows(series, bars, &config)?;
+    let market = MarketData::new(series.clone())
+        .map_err(mrl_backtest::Error::from)?
+        .shared();
+    let run = run_policy(&market, &windows, policy, &config, None)?;
+    tracing::debug!(name, windows = windows.len(), "agent booked");
+    Ok(EvalRow {
+        name: name.to_string(),
+        decisions: bars.len(),
+        parse_failures: None,
+        direction_accuracy: None,
+        flat_share: None,
+        mae_pct: None,
+        metrics: book_windows(series, &windows, &run, cost_rate),
+    })
 }
 
 /// The table row of a model's decisions.
@@ -408,6 +493,78 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("| flat | 3 | – |"), "{table}");
+    }
+
+    /// A random RL² agent (hidden 8) and the settings of a 3-episode trial of 10 bars.
+    fn agent() -> (Policy, WalkForwardConfig) {
+        let config = mrl_agent::AgentConfig {
+            hidden: 8,
+            ..mrl_agent::AgentConfig::default()
+        };
+        let policy = Policy::new(&config, &candle_core::Device::Cpu, 1).unwrap();
+        let walk = WalkForwardConfig {
+            window_len: 10,
+            adaptation_len: 10,
+            adaptation_episodes: 2,
+            ..WalkForwardConfig::default()
+        };
+        (policy, walk)
+    }
+
+    /// Closes that wander: 100 · exp(0.02 · sin(0.7 t) + 0.001 t).
+    fn wandering(n: usize) -> BarSeries {
+        let closes: Vec<f64> = (0..n)
+            .map(|t| 100.0 * (0.02 * (0.7 * t as f64).sin() + 0.001 * t as f64).exp())
+            .collect();
+        series(&closes)
+    }
+
+    #[test]
+    fn agent_windows_cover_the_decision_bars_after_their_adaptation() {
+        let s = wandering(300);
+        let (_, walk) = agent();
+        let windows = agent_windows(&s, &(250..265), &walk).unwrap();
+        assert_eq!(windows.len(), 2);
+        assert_eq!(windows[0].eval, 250..260);
+        assert_eq!(windows[0].adaptation, vec![230..240, 240..250]);
+        assert_eq!(windows[1].eval, 260..265);
+        assert_eq!(windows[1].adaptation, vec![240..250, 250..260]);
+        // Two adaptation episodes of 10 bars cannot start inside the 26-bar warm-up.
+        assert!(matches!(
+            agent_windows(&s, &(40..50), &walk),
+            Err(Error::Backtest(mrl_backtest::Error::SeriesTooShort { .. }))
+        ));
+    }
+
+    #[test]
+    fn an_agent_row_books_what_mrl_backtest_books() {
+        let s = wandering(300);
+        let (policy, walk) = agent();
+        // The whole held-out period: the same windows as mrl-backtest's own backtest.
+        let bars = 210..299;
+        let backtest_config = WalkForwardConfig {
+            test_start: TestStart::Index(bars.start),
+            cost_rate: 0.002,
+            ..walk.clone()
+        };
+        let backtest =
+            mrl_backtest::backtest(&s, &mrl_backtest::Policies::new(&policy), &backtest_config)
+                .unwrap();
+        let want = &backtest.report.policies["rl2"].metrics;
+        // The row's cost replaces the config's (10 bps there).
+        let row = agent_row("rl2", &s, &bars, &policy, &walk, 0.002).unwrap();
+        assert_eq!(row.decisions, 89);
+        assert_eq!(row.parse_failures, None);
+        assert_eq!(row.mae_pct, None);
+        assert!((row.metrics.total_return - want.total_return).abs() < 1e-12);
+        assert_eq!(row.metrics.trades, want.trades);
+        assert!(row.metrics.trades > 0, "this random agent takes a position");
+        assert!(row.metrics.total_return.abs() > 1e-3);
+        // A shorter span books the first bars of the same trials.
+        let short = agent_row("rl2", &s, &(210..225), &policy, &walk, 0.002).unwrap();
+        let records = &backtest.records["rl2"][..15];
+        let equity = records.last().unwrap().equity;
+        assert!((short.metrics.total_return - (equity - 1.0)).abs() < 1e-12);
     }
 
     #[test]

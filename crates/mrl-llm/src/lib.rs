@@ -28,7 +28,8 @@
 //! judge pairs from the meta-judge's verdicts, and trains one LoRA adapter per role with
 //! DPO for several rounds ([`TrainConfig`], per-round [`RoundLog`], resumable).
 //! [`EvalReport`] (`mrl llm eval`) books the actor's positions on held-out bars through
-//! mrl-backtest beside buy-and-hold, flat and the trader rules.
+//! mrl-backtest beside trained RL agents ([`agent_row`]: RL², the MLP), buy-and-hold, flat
+//! and the trader rules.
 //!
 //! Decoding is greedy (exact) or seeded nucleus sampling ([`Sampling`]) within a token
 //! budget ([`GenerateConfig`]).
@@ -84,8 +85,8 @@ pub use embedded::{
 };
 pub use error::{Error, Result};
 pub use eval::{
-    Decision, EvalReport, EvalRow, actor_decisions, actor_row, baseline_rows, constrained_actor,
-    test_bars,
+    Decision, EvalReport, EvalRow, actor_decisions, actor_row, agent_row, agent_windows,
+    baseline_rows, constrained_actor, test_bars,
 };
 pub use lora::{Lora, LoraConfig, LoraLlama};
 pub use reply::{
@@ -99,8 +100,8 @@ pub use server::{ApiKey, ServerBackend, ServerConfig};
 pub use tiny::{TINY_HIDDEN, TINY_LAYERS, tiny_vocabulary, write_tiny_model};
 pub use tokenizer::GgufTokenizer;
 pub use train::{
-    ACTOR_ADAPTERS, ADAPTERS_JSON, AdapterInfo, DpoStats, JUDGE_ADAPTERS, PreferencePair, RoundLog,
-    SHOWN_RATIONALE_CHARS, TrainingData, TrainingExample, UNPARSED_SCORE, canonical_judgment,
-    canonical_prediction, complete_rounds, derive_seed, load_round_adapters, role_lora, round_dir,
-    select_pair, spearman, train,
+    ACTOR_ADAPTERS, ADAPTERS_JSON, AdapterInfo, BASE_VALIDATION_JSON, DpoStats, JUDGE_ADAPTERS,
+    PreferencePair, RoundLog, SHOWN_RATIONALE_CHARS, TrainingData, TrainingExample, UNPARSED_SCORE,
+    canonical_judgment, canonical_prediction, complete_rounds, derive_seed, load_round_adapters,
+    role_lora, round_dir, select_pair, spearman, train, validation_bars,
 };

@@ -38,6 +38,7 @@
 //! written under a temporary name and renamed, so a resumed run equals an uninterrupted
 //! one.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -56,6 +57,7 @@ use crate::context::{ContextBuilder, MarketContext};
 use crate::dpo::{dpo_loss, response_logprob};
 use crate::embedded::EmbeddedBackend;
 use crate::error::{Error, Result};
+use crate::eval::{EvalRow, actor_decisions, actor_row, constrained_actor};
 use crate::lora::{LoraConfig, LoraLlama};
 use crate::reply::{
     Direction, Judgment, ParseStats, Prediction, Preference, parse_judgment, parse_meta_judgment,
@@ -333,6 +335,11 @@ pub struct RoundLog {
     pub mean_score: Option<f64>,
     /// Mean tokens of the actor's answers.
     pub mean_answer_tokens: f64,
+    /// The actor after this round on the validation bars ([`validation_bars`]; `None`
+    /// when `eval.validation_decisions` is 0): Sharpe, return, error of the predicted
+    /// return, unparsed replies.
+    #[serde(default)]
+    pub validation: Option<EvalRow>,
     /// Wall time of the round, seconds (the one field a resumed run does not reproduce).
     pub seconds: f64,
 }
@@ -662,6 +669,8 @@ const CONFIG_FILE: &str = "config.toml";
 const DATA_FILE: &str = "data.json";
 const ROUNDS_JSON: &str = "rounds.json";
 const ROUNDS_CSV: &str = "rounds.csv";
+/// The validation of the plain actor (before round 1) in a run directory.
+pub const BASE_VALIDATION_JSON: &str = "validation-base.json";
 /// Files of a round directory.
 pub const ACTOR_ADAPTERS: &str = "actor.safetensors";
 /// The judge's adapters in a round directory.
@@ -742,7 +751,7 @@ fn data_fingerprint(series: &[BarSeries]) -> serde_json::Value {
 
 fn rounds_csv(logs: &[RoundLog]) -> String {
     let mut out = String::from(
-        "round,contexts,actor_clean,actor_repaired,actor_failed,judge_failed,meta_failed,actor_pairs,judge_pairs,actor_loss_first,actor_loss_last,actor_margin,judge_loss_first,judge_loss_last,judge_margin,judge_outcome_spearman,mean_score,mean_answer_tokens,seconds\n",
+        "round,contexts,actor_clean,actor_repaired,actor_failed,judge_failed,meta_failed,actor_pairs,judge_pairs,actor_loss_first,actor_loss_last,actor_margin,judge_loss_first,judge_loss_last,judge_margin,judge_outcome_spearman,mean_score,mean_answer_tokens,val_sharpe,val_return,val_mae_pct,val_unparsed_share,seconds\n",
     );
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
     for l in logs {
@@ -754,8 +763,20 @@ fn rounds_csv(logs: &[RoundLog]) -> String {
             ]
             .join(",")
         };
+        let validation = l.validation.as_ref();
+        let unparsed_share = validation.and_then(|v| {
+            v.parse_failures
+                .map(|k| k as f64 / v.decisions.max(1) as f64)
+        });
+        let validation = [
+            opt(validation.and_then(|v| v.metrics.sharpe)),
+            opt(validation.map(|v| v.metrics.total_return)),
+            opt(validation.and_then(|v| v.mae_pct)),
+            opt(unparsed_share),
+        ]
+        .join(",");
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.2}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.2}\n",
             l.round,
             l.contexts,
             l.actor_replies.clean,
@@ -770,10 +791,63 @@ fn rounds_csv(logs: &[RoundLog]) -> String {
             opt(l.judge_outcome_spearman),
             opt(l.mean_score),
             format_args!("{:.2}", l.mean_answer_tokens),
+            validation,
             l.seconds
         ));
     }
     out
+}
+
+/// The validation decision bars: the first `eval.validation_decisions` bars of `series`
+/// from the end of its training period (`⌊len · train_share⌋`, and no earlier than the
+/// context warm-up), each with a next bar. Training draws only bars whose next bar lies
+/// before that end, so these are never trained on.
+///
+/// # Errors
+/// [`Error::NoData`] when no such bar exists; context-builder errors.
+pub fn validation_bars(series: &BarSeries, config: &TrainConfig) -> Result<Range<usize>> {
+    let first = ContextBuilder::new(series, Vec::new(), config.context)?.first_bar();
+    let n = series.len();
+    let start = ((n as f64 * config.train_share).floor() as usize).max(first);
+    let end = (start + config.eval.validation_decisions).min(n.saturating_sub(1));
+    if start >= end {
+        return Err(Error::NoData {
+            reason: format!(
+                "{n} bars leave no validation decision after the training period ({} of the series)",
+                config.train_share
+            ),
+        });
+    }
+    Ok(start..end)
+}
+
+/// The actor (`model` with its current adapters merged) on the validation bars of
+/// `series`, greedy under constrained decoding, booked at `eval.cost_rate`.
+fn validate(
+    model_path: &Path,
+    model: &LoraLlama,
+    series: &BarSeries,
+    bars: &Range<usize>,
+    config: &TrainConfig,
+    name: &str,
+) -> Result<EvalRow> {
+    let mut backend = model.merged_backend(model_path, config.generation_weights)?;
+    let decisions = actor_decisions(
+        series,
+        config.context,
+        bars.clone(),
+        &mut constrained_actor(&mut backend, config.rationale_tokens),
+    )?;
+    let row = actor_row(name, series, &decisions, config.eval.cost_rate);
+    tracing::info!(
+        name,
+        sharpe = row.metrics.sharpe,
+        total_return = row.metrics.total_return,
+        mae_pct = row.mae_pct,
+        unparsed = row.parse_failures,
+        "validation"
+    );
+    Ok(row)
 }
 
 /// Runs the loop on `series` (their training periods) with the GGUF model at
@@ -852,6 +926,19 @@ pub fn train(
     let model_name = model_path
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let validation = match config.eval.validation_decisions {
+        0 => None,
+        _ => Some(validation_bars(&series[0], config)?),
+    };
+    if let (Some(bars), 0) = (&validation, done) {
+        let row = validate(model_path, &actor, &series[0], bars, config, "round 0")?;
+        let path = out.join(BASE_VALIDATION_JSON);
+        let json = serde_json::to_vec_pretty(&row).map_err(|e| Error::Config {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&path, &json)?;
+    }
     for round in done + 1..=config.rounds {
         let start = Instant::now();
         let _span = tracing::info_span!("round", round).entered();
@@ -874,6 +961,7 @@ pub fn train(
             judge_outcome_spearman: None,
             mean_score: None,
             mean_answer_tokens: 0.0,
+            validation: None,
             seconds: 0.0,
         };
         let pairs = collect_pairs(
@@ -901,6 +989,12 @@ pub fn train(
                     epochs: config.dpo.epochs,
                     seed: derive_seed(config.seed, &[round as u64, 5, tag]),
                 },
+            )?);
+        }
+        if let Some(bars) = &validation {
+            let name = format!("round {round}");
+            log.validation = Some(validate(
+                model_path, &actor, &series[0], bars, config, &name,
             )?);
         }
         log.seconds = start.elapsed().as_secs_f64();

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use mrl_data::{Bar, BarSeries};
 use mrl_llm::{
-    ACTOR_ADAPTERS, Error, JUDGE_ADAPTERS, MarketConfig, RoundLog, TrainConfig, TrainingData,
-    roles, round_dir, train, write_tiny_model,
+    ACTOR_ADAPTERS, BASE_VALIDATION_JSON, EmbeddedBackend, Error, EvalRow, JUDGE_ADAPTERS,
+    MarketConfig, RoundLog, TrainConfig, TrainingData, Weights, actor_decisions, actor_row,
+    constrained_actor, roles, round_dir, train, validation_bars, write_tiny_model,
 };
 
 fn tiny() -> (tempfile::TempDir, PathBuf) {
@@ -38,6 +39,10 @@ fn config(rounds: usize, seed: u64) -> TrainConfig {
         dpo: mrl_llm::DpoConfig {
             epochs: 1,
             ..mrl_llm::DpoConfig::default()
+        },
+        eval: mrl_llm::EvalConfig {
+            validation_decisions: 2,
+            ..mrl_llm::EvalConfig::default()
         },
         ..TrainConfig::default()
     }
@@ -99,6 +104,38 @@ fn one_round_runs_end_to_end_with_finite_losses_and_is_deterministic() {
     assert!(csv.starts_with("round,contexts,"));
     let pairs = std::fs::read_to_string(round_dir(out.path(), 1).join("pairs.jsonl")).unwrap();
     assert_eq!(pairs.lines().count(), log.actor_pairs + log.judge_pairs);
+    // The validation after the round: bars 42 and 43, right after the training period
+    // (the first 42 of 60 bars), booked like mrl llm eval.
+    let series = config(1, 3).market.generate(1).unwrap();
+    assert_eq!(validation_bars(&series[0], &config(1, 3)).unwrap(), 42..44);
+    let validation = log.validation.as_ref().unwrap();
+    assert_eq!(validation.name, "round 1");
+    assert_eq!(
+        (validation.decisions, validation.parse_failures),
+        (2, Some(0))
+    );
+    assert!(validation.mae_pct.unwrap().is_finite());
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .contains(",val_sharpe,val_return,val_mae_pct,val_unparsed_share,")
+    );
+    let unparsed_share = csv.lines().nth(1).unwrap().split(',').nth(21).unwrap();
+    assert_eq!(unparsed_share, "0.000000");
+    // Before round 1: the plain model, the same row as mrl llm eval's for the base model.
+    let base: EvalRow =
+        serde_json::from_slice(&std::fs::read(out.path().join(BASE_VALIDATION_JSON)).unwrap())
+            .unwrap();
+    let mut plain = EmbeddedBackend::load(&model, Weights::DequantizedF32).unwrap();
+    let decisions = actor_decisions(
+        &series[0],
+        config(1, 3).context,
+        42..44,
+        &mut constrained_actor(&mut plain, 3),
+    )
+    .unwrap();
+    assert_eq!(base, actor_row("round 0", &series[0], &decisions, 0.001));
     // Trained adapters differ from the zero-initialised B matrices of round 0.
     let (actor, judge) = adapters(out.path(), 1);
     assert_ne!(actor, judge);
@@ -175,6 +212,7 @@ fn resume_equals_an_uninterrupted_run() {
     assert_eq!(seen, vec![2], "only round 2 runs again");
     assert_eq!(without_time(resumed), without_time(logs));
     assert_eq!(adapters(stopped.path(), 2), adapters(whole.path(), 2));
+    assert!(resumed_validation_is_logged(stopped.path()));
     // More rounds may be asked of a finished run: only round 3 runs.
     let mut seen = Vec::new();
     let longer = train(
@@ -188,6 +226,15 @@ fn resume_equals_an_uninterrupted_run() {
     .unwrap();
     assert_eq!(seen, vec![3]);
     assert_eq!(longer.len(), 3);
+}
+
+/// Every round of the resumed run's `rounds.json` carries its validation.
+fn resumed_validation_is_logged(out: &Path) -> bool {
+    let rounds: Vec<RoundLog> =
+        serde_json::from_slice(&std::fs::read(out.join("rounds.json")).unwrap()).unwrap();
+    rounds
+        .iter()
+        .all(|r| r.validation.as_ref().is_some_and(|v| v.decisions == 2))
 }
 
 #[test]
