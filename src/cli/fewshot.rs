@@ -44,7 +44,8 @@ pub struct FewshotArgs {
     /// config's `[meta.online]`).
     #[arg(long, default_value = "meta,pretrain,scratch,rl2")]
     methods: String,
-    /// Data directory of a multi-asset config (held-out assets: the config's split).
+    /// Data directory of a multi-asset config (held-out assets: the config's split) and of
+    /// a `[transfer]` table's assets of another class.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// A meta-trained run (`mrl meta-train`) to use as the meta base for every seed instead
@@ -123,14 +124,22 @@ pub fn run(args: FewshotArgs) -> anyhow::Result<()> {
         config.meta.validate()?;
     }
     if let Some(dir) = &args.data_dir {
-        match &mut config.train.task.kind {
-            TaskKind::MultiAsset { data_dir, .. } => *data_dir = dir.clone(),
-            other => anyhow::bail!(
-                "--data-dir needs a multi-asset config (held-out assets in task.split); {} is {}",
-                args.config.display(),
-                other.name()
-            ),
+        let mut used = false;
+        if let TaskKind::MultiAsset { data_dir, .. } = &mut config.train.task.kind {
+            *data_dir = dir.clone();
+            used = true;
         }
+        if let Some(transfer) = &mut config.transfer {
+            transfer.set_data_dir(dir);
+            used = true;
+        }
+        anyhow::ensure!(
+            used,
+            "--data-dir needs a multi-asset config (held-out assets in task.split) or a \
+             [transfer] table; {} is {} without one",
+            args.config.display(),
+            config.train.task.kind.name()
+        );
     }
     let mut bench = BenchmarkConfig {
         seeds: args.seeds.clone(),
@@ -142,6 +151,7 @@ pub fn run(args: FewshotArgs) -> anyhow::Result<()> {
         market_seed: args.market_seed,
         target_fraction: args.target_fraction,
         walk_forward: mrl::walk_forward_config(&config.train),
+        transfer: config.transfer.clone(),
     };
     bench.validate()?;
     anyhow::ensure!(

@@ -161,6 +161,7 @@ fn main() -> anyhow::Result<()> {
         let config = MetaTrainConfig {
             train: train.clone(),
             meta: meta.clone(),
+            transfer: None,
         };
         let mut learner = MetaLearner::new(config, dist.clone())?;
         for it in 0..meta.iterations {

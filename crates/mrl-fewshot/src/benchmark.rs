@@ -47,6 +47,7 @@ use crate::inner::{AdaptSetup, adapt_snapshots};
 use crate::meta::{MetaAlgorithm, MetaLearner, MetaTrainConfig, return_scale_of};
 use crate::online::{OnlineConfig, OnlineSetup, book_metrics, trade_online};
 use crate::task::{DEFAULT_ADAPTATION_BARS, FixedTask};
+use crate::transfer::{TransferConfig, read_asset};
 use crate::{Error, Result};
 
 /// Format tag of a [`FewshotReport`](crate::FewshotReport).
@@ -164,6 +165,10 @@ pub struct BenchmarkConfig {
     /// The walk-forward settings of the evaluation (validation sets its `test_start` to the
     /// first bar after the adaptation window and its actions to greedy).
     pub walk_forward: WalkForwardConfig,
+    /// Held-out assets of another asset class (domain generalisation; a config's
+    /// `[transfer]` table) instead of the training kind's own held-out tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<TransferConfig>,
 }
 
 impl Default for BenchmarkConfig {
@@ -178,6 +183,7 @@ impl Default for BenchmarkConfig {
             market_seed: 2024,
             target_fraction: 0.9,
             walk_forward: WalkForwardConfig::default(),
+            transfer: None,
         }
     }
 }
@@ -288,12 +294,14 @@ impl HeldOutTask {
     }
 }
 
-/// The held-out tasks of a run: generated test-split markets for the synthetic kinds, the
-/// split's held-out assets for `multi-asset` (read as training reads them).
+/// The held-out tasks of a run: the assets of [`BenchmarkConfig::transfer`] when set (another
+/// asset class, whatever the training kind), else generated test-split markets for the
+/// synthetic kinds and the split's held-out assets for `multi-asset` (read as training reads
+/// them).
 ///
 /// # Errors
 /// [`Error::InvalidConfig`] for other kinds or a multi-asset config without held-out
-/// assets, [`Error::HeldOutTooShort`] naming a series shorter than the window plus one
+/// assets, a transfer table naming a training asset ([`TransferConfig::validate`]), [`Error::HeldOutTooShort`] naming a series shorter than the window plus one
 /// evaluation window, data and env errors.
 pub fn held_out_tasks(train: &TrainConfig, bench: &BenchmarkConfig) -> Result<Vec<HeldOutTask>> {
     let trading = &train.task.trading;
@@ -315,20 +323,27 @@ pub fn held_out_tasks(train: &TrainConfig, bench: &BenchmarkConfig) -> Result<Ve
             })
             .collect()
     };
-    let tasks = match &train.task.kind {
-        TaskKind::SyntheticAr1 { family, .. } => {
+    let tasks = match (&bench.transfer, &train.task.kind) {
+        (Some(transfer), _) => {
+            transfer.validate(train)?;
+            transfer.held_out()?
+        }
+        (None, TaskKind::SyntheticAr1 { family, .. }) => {
             synthetic(ProcessSource::Ar1(family.clone()), "ar1")?
         }
-        TaskKind::Synthetic { randomization, .. } => synthetic(
+        (None, TaskKind::Synthetic { randomization, .. }) => synthetic(
             ProcessSource::Randomized(randomization.clone()),
             "synthetic",
         )?,
-        TaskKind::MultiAsset {
-            data_dir,
-            interval,
-            split,
-            ..
-        } => {
+        (
+            None,
+            TaskKind::MultiAsset {
+                data_dir,
+                interval,
+                split,
+                ..
+            },
+        ) => {
             if split.held_out.is_empty() {
                 return Err(Error::invalid(
                     "task.split.held_out",
@@ -339,23 +354,15 @@ pub fn held_out_tasks(train: &TrainConfig, bench: &BenchmarkConfig) -> Result<Ve
             split
                 .held_out
                 .iter()
-                .map(|asset| {
-                    let path = mrl_ppo::asset_path(data_dir, interval, asset);
-                    let series = mrl_data::read_bars(&path)?.with_symbol(asset.clone());
-                    let market = Arc::new(MarketData::new(series)?);
-                    Ok(HeldOutTask {
-                        name: asset.clone(),
-                        market,
-                        oracle: None,
-                    })
-                })
+                .map(|asset| read_asset(&mrl_ppo::asset_path(data_dir, interval, asset), asset))
                 .collect::<Result<Vec<_>>>()?
         }
-        other => {
+        (None, other) => {
             return Err(Error::invalid(
                 "task.kind",
                 other.name().to_owned(),
-                "the benchmark supports synthetic-ar1, synthetic and multi-asset",
+                "without a [transfer] table the benchmark supports synthetic-ar1, synthetic \
+                 and multi-asset",
             ));
         }
     };
@@ -675,6 +682,7 @@ where
                     MetaTrainConfig {
                         train: train_s.clone(),
                         meta: config.meta.clone(),
+                        transfer: None,
                     },
                     dist.clone(),
                 )?;
@@ -884,8 +892,17 @@ where
             .unwrap_or(order.len())
     });
     rows.extend(baseline_rows);
-    let held_out_text = match &train.task.kind {
-        TaskKind::MultiAsset { .. } => format!(
+    let held_out_text = match (&bench.transfer, &train.task.kind) {
+        (Some(t), _) => format!(
+            "{} held-out {} assets ({}, another class than the {} training tasks): adaptation \
+             on the first {} bars, walk-forward on the bars after them",
+            held_out.len(),
+            t.class,
+            t.interval,
+            train.task.kind.name(),
+            bench.adaptation_bars
+        ),
+        (None, TaskKind::MultiAsset { .. }) => format!(
             "{} held-out assets: adaptation on the first {} bars, walk-forward on the bars after them",
             held_out.len(),
             bench.adaptation_bars

@@ -67,6 +67,7 @@ mod inner;
 mod meta;
 mod online;
 mod task;
+mod transfer;
 
 pub use adapter::{ADAPTER_FORMAT, AdapterMeta, LoraConfig, LowRankAdapter};
 pub use bench_report::{
@@ -92,3 +93,4 @@ pub use online::{
     OnlineConfig, OnlineRun, OnlineSetup, OnlineUpdate, UpdateOutcome, limited_step, trade_online,
 };
 pub use task::{DEFAULT_ADAPTATION_BARS, FixedTask};
+pub use transfer::TransferConfig;

@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use crate::inner::{AdaptSetup, Adapted, InnerConfig, TaskRollouts, TaskSeeds, adapt};
 use crate::online::OnlineConfig;
 use crate::task::FixedTask;
+use crate::transfer::TransferConfig;
 use crate::{Error, Result};
 
 /// File name of the meta-learner's settings inside a run directory.
@@ -165,13 +166,17 @@ impl MetaConfig {
 }
 
 /// A meta-training config file: an `mrl train` config (network, PPO loss, GAE, task
-/// distribution, normalisation, seed) plus a `[meta]` table ([`MetaConfig`]).
+/// distribution, normalisation, seed) plus a `[meta]` table ([`MetaConfig`]) and, for the
+/// benchmark, an optional `[transfer]` table ([`TransferConfig`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetaTrainConfig {
     /// Everything but `[meta]`.
     pub train: TrainConfig,
     /// The `[meta]` table.
     pub meta: MetaConfig,
+    /// The `[transfer]` table: held-out assets of another class for the few-shot benchmark
+    /// (domain generalisation); unused by meta-training itself.
+    pub transfer: Option<TransferConfig>,
 }
 
 impl MetaTrainConfig {
@@ -192,10 +197,21 @@ impl MetaTrainConfig {
             )));
         };
         let meta: MetaConfig = meta.try_into().map_err(toml_error)?;
+        let transfer: Option<TransferConfig> = table
+            .remove("transfer")
+            .map(|t| t.try_into().map_err(toml_error))
+            .transpose()?;
         let rest = toml::to_string(&table).unwrap_or_default();
         let train = TrainConfig::from_toml_str(&rest, path)?;
         meta.validate()?;
-        Ok(Self { train, meta })
+        if let Some(t) = &transfer {
+            t.validate(&train)?;
+        }
+        Ok(Self {
+            train,
+            meta,
+            transfer,
+        })
     }
 
     /// Reads and validates a config file.

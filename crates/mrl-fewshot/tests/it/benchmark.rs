@@ -372,6 +372,7 @@ pub(crate) fn tiny_config() -> MetaTrainConfig {
             },
             ..Default::default()
         },
+        transfer: None,
     }
 }
 
@@ -388,13 +389,20 @@ pub(crate) fn tiny_bench() -> BenchmarkConfig {
 }
 
 fn run_tiny(dir: &std::path::Path) -> BenchmarkRaw {
-    let config = tiny_config();
-    let bench = tiny_bench();
+    run_on(&tiny_config(), &tiny_bench(), dir)
+}
+
+/// The benchmark of `config` on its own training tasks and held-out tasks, into `dir`.
+pub(crate) fn run_on(
+    config: &MetaTrainConfig,
+    bench: &BenchmarkConfig,
+    dir: &std::path::Path,
+) -> BenchmarkRaw {
     let dist = Arc::new(
         mrl_ppo::trading_tasks(&config.train.task.kind, &config.train.task.trading).unwrap(),
     );
-    let tasks = held_out_tasks(&config.train, &bench).unwrap();
-    run_benchmark(&config, &bench, dist, &tasks, None, None, dir, |_| {}).unwrap()
+    let tasks = held_out_tasks(&config.train, bench).unwrap();
+    run_benchmark(config, bench, dist, &tasks, None, None, dir, |_| {}).unwrap()
 }
 
 #[test]

@@ -7,3 +7,4 @@ mod common;
 mod inner;
 mod meta;
 mod online;
+mod transfer;

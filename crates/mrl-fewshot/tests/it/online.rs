@@ -8,10 +8,10 @@ use mrl_backtest::{TestStart, WalkForwardConfig, run_policy};
 use mrl_env::MarketData;
 use mrl_fewshot::{
     InnerConfig, MetaTrainConfig, Method, OnlineConfig, OnlineRun, OnlineSetup, UpdateOutcome,
-    held_out_tasks, run_benchmark, trade_online,
+    trade_online,
 };
 
-use crate::benchmark::{series, tiny_bench, tiny_config, trading, walk_forward};
+use crate::benchmark::{run_on, series, tiny_bench, tiny_config, trading, walk_forward};
 use crate::common::{flat, perturbed_from, policy, setup};
 
 /// Test bars from 120 on, windows of 20 bars, an update every 40 bars on the 60 bars
@@ -144,22 +144,8 @@ fn bench_with_online(tolerance: f64) -> mrl_fewshot::BenchmarkRaw {
         methods: vec![Method::MetaOnline, Method::Meta],
         ..tiny_bench()
     };
-    let dist = Arc::new(
-        mrl_ppo::trading_tasks(&config.train.task.kind, &config.train.task.trading).unwrap(),
-    );
-    let tasks = held_out_tasks(&config.train, &bench).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    run_benchmark(
-        &config,
-        &bench,
-        dist,
-        &tasks,
-        None,
-        None,
-        dir.path(),
-        |_| {},
-    )
-    .unwrap()
+    run_on(&config, &bench, dir.path())
 }
 
 #[test]
