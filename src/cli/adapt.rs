@@ -2,10 +2,12 @@
 //!
 //! `mrl meta-train --config FILE --out DIR` meta-learns an initialisation with Reptile or
 //! first-order MAML (the config is an `mrl train` config plus a `[meta]` table) and writes a
-//! run directory `mrl backtest` and `mrl adapt` read. `mrl adapt --checkpoint DIR --data FILE
+//! run directory `mrl backtest` and `mrl adapt` read; `--resume` continues an interrupted run
+//! exactly where it stopped. `mrl adapt --checkpoint DIR --data FILE
 //! --steps K --out DIR` adapts a base (from either command) to a new asset with K gradient
 //! steps on the first `--bars` bars of FILE only, and writes the adapted policy as a run
-//! directory (plus the adapter file when low-rank adapters were trained).
+//! directory (plus the adapter file when low-rank adapters were trained); with `--online` it
+//! then trades the rest of FILE walk-forward while adapting online.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +38,10 @@ pub struct MetaTrainArgs {
     /// Override the seed of the config.
     #[arg(long)]
     seed: Option<u64>,
+    /// Continue the run in --out from its last checkpoint, exactly where it stopped (the
+    /// config must be the run's; --iterations may extend it).
+    #[arg(long)]
+    resume: bool,
 }
 
 /// Runs `mrl meta-train` with a progress bar.
@@ -63,7 +69,11 @@ pub fn run_meta_train(args: MetaTrainArgs) -> anyhow::Result<()> {
             stats.pre_return, stats.post_return, stats.update_norm
         ));
     };
-    let summary = mrl_fewshot::meta_train(&config, &args.out, progress);
+    let summary = if args.resume {
+        mrl_fewshot::meta_train_resume(&config, &args.out, progress)
+    } else {
+        mrl_fewshot::meta_train(&config, &args.out, progress)
+    };
     bar.finish_and_clear();
     let summary = summary.with_context(|| format!("meta-training into {}", args.out.display()))?;
     print(format!(

@@ -16,6 +16,14 @@ pub enum Error {
         /// What is expected.
         reason: &'static str,
     },
+    /// `--resume` where there is no meta-training checkpoint to continue.
+    #[error("nothing to resume in {dir}: {reason}; drop --resume to start a new run there")]
+    NothingToResume {
+        /// The run directory.
+        dir: PathBuf,
+        /// Why.
+        reason: &'static str,
+    },
     /// A series too short for the adaptation window or for one episode in it.
     #[error(
         "too few bars for adaptation: {what} has {available} bars, {needed} needed \

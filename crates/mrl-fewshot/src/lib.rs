@@ -85,9 +85,9 @@ pub use inner::{
 };
 pub use meta::{
     FEWSHOT_STATE_FILE, FEWSHOT_STATE_FORMAT, FewshotState, META_FILE, META_LOG_FILE,
-    MetaAlgorithm, MetaConfig, MetaIterationStats, MetaLearner, MetaSummary, MetaTrainConfig,
-    TaskGradient, fomaml_gradient, fomaml_task_gradient, meta_train, meta_train_on, reptile_step,
-    return_scale_of,
+    META_OPTIMIZER_FILE, MetaAlgorithm, MetaConfig, MetaIterationStats, MetaLearner, MetaSummary,
+    MetaTrainConfig, TaskGradient, fomaml_gradient, fomaml_task_gradient, meta_train,
+    meta_train_on, meta_train_resume, meta_train_resume_on, reptile_step, return_scale_of,
 };
 pub use online::{
     OnlineConfig, OnlineRun, OnlineSetup, OnlineUpdate, UpdateOutcome, limited_step, trade_online,

@@ -51,6 +51,12 @@ pub const META_LOG_FILE: &str = "meta_log.jsonl";
 pub const FEWSHOT_STATE_FILE: &str = "fewshot.json";
 /// Format tag of [`FEWSHOT_STATE_FILE`].
 pub const FEWSHOT_STATE_FORMAT: &str = "mrl-fewshot-state";
+/// File name of the outer Adam's moments (first-order MAML) inside the checkpoint directory.
+pub const META_OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// The checkpoint being written, swapped in for `checkpoint/` once complete.
+const TMP_DIR: &str = ".checkpoint.tmp";
+/// The previous checkpoint while the new one is swapped in.
+const OLD_DIR: &str = ".checkpoint.old";
 
 /// The meta-learner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -235,6 +241,13 @@ pub struct FewshotState {
     pub iteration: u64,
     /// The return scale fitted at warm-up (1 without return normalisation).
     pub return_scale: f64,
+    /// The stream that draws every iteration's tasks and adaptation seeds, where the next
+    /// iteration continues it (absent in checkpoints written before resuming existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_rng: Option<ChaCha8Rng>,
+    /// Steps of the outer Adam (first-order MAML; 0 for Reptile).
+    #[serde(default)]
+    pub adam_step: u64,
 }
 
 /// The factor on rewards before GAE that the base of `run_dir` was trained with: from a
@@ -477,6 +490,71 @@ where
         let agent = agent_config(&config.train, dist.as_ref());
         let mut base = Policy::new(&agent, &Device::Cpu, weights_seed)?;
         let return_scale = warm_up(&config.train, &dist, &mut base, warmup_seed)?;
+        Self::assemble(
+            config,
+            dist,
+            base,
+            return_scale,
+            ChaCha8Rng::seed_from_u64(task_seed),
+        )
+    }
+
+    /// Continues the run in `run_dir` from its last checkpoint, exactly where it stopped:
+    /// the base's weights and input statistics, the return scale, the task stream, the
+    /// outer Adam's moments and step, the iteration count. `config` must equal the saved
+    /// `config.toml` and `meta.toml` except for `meta.iterations`.
+    ///
+    /// # Errors
+    /// [`Error::NothingToResume`] when `run_dir` holds no checkpoint of meta-training (or
+    /// one written before resuming existed), [`Error::InvalidConfig`] naming `config` when
+    /// the config differs from the run's; I/O, JSON, agent and PPO errors.
+    pub fn resume(config: MetaTrainConfig, dist: Arc<D>, run_dir: &Path) -> Result<Self> {
+        config.meta.validate()?;
+        config.train.validate()?;
+        let dir = mrl_ppo::checkpoint_dir(run_dir);
+        let state_path = dir.join(FEWSHOT_STATE_FILE);
+        let nothing = |reason| Error::NothingToResume {
+            dir: run_dir.to_path_buf(),
+            reason,
+        };
+        if !state_path.exists() {
+            return Err(nothing("holds no meta-training checkpoint to resume"));
+        }
+        let state: FewshotState = read_json(&state_path)?;
+        let Some(task_rng) = state.task_rng.clone() else {
+            return Err(nothing(
+                "holds a checkpoint written before meta-training could resume (no task stream)",
+            ));
+        };
+        check_same_config(&config, run_dir)?;
+        if state.format != FEWSHOT_STATE_FORMAT || state.algorithm != config.meta.algorithm {
+            return Err(Error::invalid(
+                "checkpoint",
+                state_path.display().to_string(),
+                "not a checkpoint of this config's meta-learner",
+            ));
+        }
+        let base = mrl_ppo::load_policy(&dir, &Device::Cpu)?;
+        let mut learner = Self::assemble(config, dist, base, state.return_scale, task_rng)?;
+        if let Some(adam) = &mut learner.adam {
+            let path = dir.join(META_OPTIMIZER_FILE);
+            let bytes = fs::read(&path).map_err(Error::io(&path))?;
+            let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
+            adam.load_state(tensors, state.adam_step)?;
+        }
+        learner.iteration = state.iteration;
+        tracing::info!(iteration = state.iteration, dir = %dir.display(), "resumed meta-training");
+        Ok(learner)
+    }
+
+    /// The learner around `base`: its parameters, the outer Adam (FOMAML), the setup.
+    fn assemble(
+        config: MetaTrainConfig,
+        dist: Arc<D>,
+        base: Policy,
+        return_scale: f64,
+        task_rng: ChaCha8Rng,
+    ) -> Result<Self> {
         let params: Vec<Var> = base.parameters().into_iter().map(|(_, v)| v).collect();
         let adam = match config.meta.algorithm {
             MetaAlgorithm::Fomaml => {
@@ -504,9 +582,14 @@ where
             params,
             adam,
             setup,
-            task_rng: ChaCha8Rng::seed_from_u64(task_seed),
+            task_rng,
             iteration: 0,
         })
+    }
+
+    /// Meta-iterations completed.
+    pub fn iteration(&self) -> u64 {
+        self.iteration
     }
 
     /// The base being meta-learned.
@@ -593,26 +676,81 @@ where
         Ok(stats)
     }
 
-    /// Writes the base as a checkpoint `mrl backtest` and `mrl adapt` read:
-    /// `run_dir/checkpoint/{model.safetensors, agent.json, fewshot.json}`, each file
-    /// atomically.
+    /// Writes the base as a checkpoint `mrl backtest` and `mrl adapt` read, with what
+    /// [`MetaLearner::resume`] needs: `run_dir/checkpoint/{model.safetensors, agent.json,
+    /// fewshot.json}` and, for first-order MAML, `optimizer.safetensors`. The files are
+    /// written into a temporary directory that then replaces `checkpoint/` (the previous one
+    /// kept as `.checkpoint.old` until the swap is done), so a crash leaves the old or the
+    /// new checkpoint, never a mix.
     ///
     /// # Errors
-    /// I/O, JSON and agent errors.
+    /// I/O, JSON, safetensors and agent errors.
     pub fn save_checkpoint(&self, run_dir: &Path) -> Result<PathBuf> {
-        let dir = run_dir.join(CHECKPOINT_DIR);
-        fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-        write_atomic(&dir.join("model.safetensors"), &self.base.to_safetensors()?)?;
-        write_json(&dir.join("agent.json"), &self.base.checkpoint_meta())?;
+        let tmp = run_dir.join(TMP_DIR);
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(Error::io(&tmp))?;
+        }
+        fs::create_dir_all(&tmp).map_err(Error::io(&tmp))?;
+        write_atomic(&tmp.join("model.safetensors"), &self.base.to_safetensors()?)?;
+        write_json(&tmp.join("agent.json"), &self.base.checkpoint_meta())?;
+        if let Some(adam) = &self.adam {
+            let tensors: std::collections::HashMap<String, Tensor> =
+                adam.state_tensors().into_iter().collect();
+            candle_core::safetensors::save(&tensors, tmp.join(META_OPTIMIZER_FILE))?;
+        }
         let state = FewshotState {
             format: FEWSHOT_STATE_FORMAT.to_owned(),
             algorithm: self.config.meta.algorithm,
             iteration: self.iteration,
             return_scale: self.setup.return_scale,
+            task_rng: Some(self.task_rng.clone()),
+            adam_step: self.adam.as_ref().map_or(0, Adam::step_count),
         };
-        write_json(&dir.join(FEWSHOT_STATE_FILE), &state)?;
+        write_json(&tmp.join(FEWSHOT_STATE_FILE), &state)?;
+        let dir = run_dir.join(CHECKPOINT_DIR);
+        let old = run_dir.join(OLD_DIR);
+        if old.exists() {
+            fs::remove_dir_all(&old).map_err(Error::io(&old))?;
+        }
+        if dir.exists() {
+            fs::rename(&dir, &old).map_err(Error::io(&dir))?;
+        }
+        fs::rename(&tmp, &dir).map_err(Error::io(&dir))?;
+        if old.exists() {
+            fs::remove_dir_all(&old).map_err(Error::io(&old))?;
+        }
         Ok(dir)
     }
+}
+
+/// Checks that `config` is the run's in `run_dir` (its `config.toml` and `meta.toml`) but for
+/// `meta.iterations`.
+fn check_same_config(config: &MetaTrainConfig, run_dir: &Path) -> Result<()> {
+    let differs = |file: &str| {
+        Error::invalid(
+            "config",
+            run_dir.join(file).display().to_string(),
+            "differs from the config given; only meta.iterations may change on resume",
+        )
+    };
+    let saved = TrainConfig::load(&run_dir.join(CONFIG_FILE))?;
+    if saved != config.train {
+        return Err(differs(CONFIG_FILE));
+    }
+    let path = run_dir.join(META_FILE);
+    let text = fs::read_to_string(&path).map_err(Error::io(&path))?;
+    let saved: MetaConfig = toml::from_str(&text).map_err(|source| Error::Toml {
+        path: path.clone(),
+        source,
+    })?;
+    if (MetaConfig {
+        iterations: config.meta.iterations,
+        ..saved
+    }) != config.meta
+    {
+        return Err(differs(META_FILE));
+    }
+    Ok(())
 }
 
 /// Fits the normalisation statistics on rollouts of the training split with the initial
@@ -672,17 +810,61 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 }
 
 /// Runs meta-training as `config` says into `out_dir` (`config.toml` with the train part,
-/// `meta.toml`, `meta_log.jsonl`, `checkpoint/`); `progress` sees every iteration. Resuming
-/// is not supported: an existing checkpoint in `out_dir` is an error.
+/// `meta.toml`, `meta_log.jsonl`, `checkpoint/`); `progress` sees every iteration.
 ///
 /// # Errors
-/// [`Error::InvalidConfig`] when `out_dir` holds a checkpoint; as [`MetaLearner::new`] and
-/// [`MetaLearner::step`].
+/// [`Error::InvalidConfig`] when `out_dir` holds a checkpoint (continue it with
+/// [`meta_train_resume`]); as [`MetaLearner::new`] and [`MetaLearner::step`].
 pub fn meta_train(
     config: &MetaTrainConfig,
     out_dir: &Path,
     progress: impl FnMut(&MetaIterationStats),
 ) -> Result<MetaSummary> {
+    on_task_kind(config, out_dir, false, progress)
+}
+
+/// Continues the meta-training run in `out_dir` from its last checkpoint up to
+/// `config.meta.iterations`, exactly as if it had not stopped: the result equals an
+/// uninterrupted [`meta_train`], byte for byte. Log lines written after the checkpoint are
+/// dropped (those iterations run again). `config` must be the run's but for
+/// `meta.iterations`, which may grow.
+///
+/// # Errors
+/// As [`MetaLearner::resume`]; [`Error::InvalidConfig`] naming `meta.iterations` when it is
+/// below the iterations the checkpoint holds; as [`MetaLearner::step`].
+pub fn meta_train_resume(
+    config: &MetaTrainConfig,
+    out_dir: &Path,
+    progress: impl FnMut(&MetaIterationStats),
+) -> Result<MetaSummary> {
+    on_task_kind(config, out_dir, true, progress)
+}
+
+/// Builds the config's task distribution and runs [`meta_train_on`] or
+/// [`meta_train_resume_on`] on it.
+fn on_task_kind(
+    config: &MetaTrainConfig,
+    out_dir: &Path,
+    resume: bool,
+    progress: impl FnMut(&MetaIterationStats),
+) -> Result<MetaSummary> {
+    fn run<D>(
+        config: &MetaTrainConfig,
+        dist: Arc<D>,
+        out_dir: &Path,
+        resume: bool,
+        progress: impl FnMut(&MetaIterationStats),
+    ) -> Result<MetaSummary>
+    where
+        D: TaskDistribution,
+        D::Env: Clone + Sync + Env,
+    {
+        if resume {
+            meta_train_resume_on(config, dist, out_dir, progress)
+        } else {
+            meta_train_on(config, dist, out_dir, progress)
+        }
+    }
     match &config.train.task.kind {
         TaskKind::Bandits {
             arms,
@@ -690,11 +872,11 @@ pub fn meta_train(
             observe_time,
         } => {
             let dist = BanditDistribution::new(*arms, *pulls)?.with_time_observation(*observe_time);
-            meta_train_on(config, Arc::new(dist), out_dir, progress)
+            run(config, Arc::new(dist), out_dir, resume, progress)
         }
         kind => {
             let dist = trading_tasks(kind, &config.train.task.trading)?;
-            meta_train_on(config, Arc::new(dist), out_dir, progress)
+            run(config, Arc::new(dist), out_dir, resume, progress)
         }
     }
 }
@@ -707,7 +889,7 @@ pub fn meta_train_on<D>(
     config: &MetaTrainConfig,
     dist: Arc<D>,
     out_dir: &Path,
-    mut progress: impl FnMut(&MetaIterationStats),
+    progress: impl FnMut(&MetaIterationStats),
 ) -> Result<MetaSummary>
 where
     D: TaskDistribution,
@@ -717,7 +899,7 @@ where
         return Err(Error::invalid(
             "out",
             out_dir.display().to_string(),
-            "holds a checkpoint already; choose another directory",
+            "holds a checkpoint already; choose another directory or resume it",
         ));
     }
     let start = Instant::now();
@@ -726,19 +908,94 @@ where
         &out_dir.join(CONFIG_FILE),
         config.train.to_toml().as_bytes(),
     )?;
-    let meta_toml = toml::to_string_pretty(&config.meta).unwrap_or_default();
-    write_atomic(&out_dir.join(META_FILE), meta_toml.as_bytes())?;
+    write_meta_toml(config, out_dir)?;
+    write_atomic(&out_dir.join(META_LOG_FILE), b"")?;
+    let learner = MetaLearner::new(config.clone(), dist)?;
+    run_iterations(learner, config, out_dir, Vec::new(), start, progress)
+}
+
+/// [`meta_train_resume`] on an explicit task distribution.
+///
+/// # Errors
+/// As [`meta_train_resume`].
+pub fn meta_train_resume_on<D>(
+    config: &MetaTrainConfig,
+    dist: Arc<D>,
+    out_dir: &Path,
+    progress: impl FnMut(&MetaIterationStats),
+) -> Result<MetaSummary>
+where
+    D: TaskDistribution,
+    D::Env: Clone + Sync + Env,
+{
+    let start = Instant::now();
+    let learner = MetaLearner::resume(config.clone(), dist, out_dir)?;
+    let done = learner.iteration();
+    if config.meta.iterations < done {
+        return Err(Error::invalid(
+            "meta.iterations",
+            config.meta.iterations.to_string(),
+            "below the iterations the checkpoint holds already",
+        ));
+    }
+    // The log keeps the iterations the checkpoint holds; later ones run again.
     let log_path = out_dir.join(META_LOG_FILE);
-    write_atomic(&log_path, b"")?;
-    let mut learner = MetaLearner::new(config.clone(), dist)?;
+    let text = fs::read_to_string(&log_path).map_err(Error::io(&log_path))?;
+    let mut kept = String::new();
+    let mut history = Vec::new();
+    for line in text.lines().take(done as usize) {
+        let stats: MetaIterationStats =
+            serde_json::from_str(line).map_err(|source| Error::Json {
+                path: log_path.clone(),
+                source,
+            })?;
+        history.push((stats.pre_return, stats.post_return));
+        kept.push_str(line);
+        kept.push('\n');
+    }
+    if history.len() as u64 != done {
+        return Err(Error::invalid(
+            "out",
+            log_path.display().to_string(),
+            "holds fewer log lines than the checkpoint's iterations",
+        ));
+    }
+    write_atomic(&log_path, kept.as_bytes())?;
+    write_meta_toml(config, out_dir)?;
+    run_iterations(learner, config, out_dir, history, start, progress)
+}
+
+fn write_meta_toml(config: &MetaTrainConfig, out_dir: &Path) -> Result<()> {
+    let meta_toml = toml::to_string_pretty(&config.meta).unwrap_or_default();
+    Ok(write_atomic(
+        &out_dir.join(META_FILE),
+        meta_toml.as_bytes(),
+    )?)
+}
+
+/// The iterations from the learner's up to `config.meta.iterations`, each logged, with a
+/// checkpoint every `checkpoint_every` and at the end; `history` holds the (pre, post)
+/// returns of the iterations before.
+fn run_iterations<D>(
+    mut learner: MetaLearner<D>,
+    config: &MetaTrainConfig,
+    out_dir: &Path,
+    mut history: Vec<(f64, f64)>,
+    start: Instant,
+    mut progress: impl FnMut(&MetaIterationStats),
+) -> Result<MetaSummary>
+where
+    D: TaskDistribution,
+    D::Env: Clone + Sync + Env,
+{
+    let log_path = out_dir.join(META_LOG_FILE);
     let mut log = fs::OpenOptions::new()
         .append(true)
         .open(&log_path)
         .map_err(Error::io(&log_path))?;
-    let mut history = Vec::new();
     let iterations = config.meta.iterations;
     let mut checkpoint = out_dir.join(CHECKPOINT_DIR);
-    for it in 0..iterations {
+    for it in learner.iteration()..iterations {
         let stats = learner.step()?;
         let line = serde_json::to_string(&stats).map_err(|source| Error::Json {
             path: log_path.clone(),

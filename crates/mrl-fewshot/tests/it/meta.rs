@@ -197,30 +197,10 @@ fn shipped_configs_parse_and_a_plain_train_config_is_refused() {
 
 #[test]
 fn meta_training_writes_a_loadable_checkpoint_deterministically() {
-    let text = r#"
-seed = 3
-n_envs = 4
-[agent]
-kind = "rl2"
-hidden = 8
-[task]
-kind = "synthetic-ar1"
-bars = 80
-episodes_per_trial = 1
-trading = { max_steps = 20, reward_scale = 100.0 }
-[normalize]
-inputs = "fixed"
-returns = true
-[meta]
-algorithm = "fomaml"
-iterations = 2
-meta_batch = 2
-checkpoint_every = 1
-[meta.inner]
-steps = 1
-n_envs = 2
-"#;
-    let config = MetaTrainConfig::from_toml_str(text, Path::new("t.toml")).unwrap();
+    let mut config = resumable("fomaml", 2);
+    config.train.seed = 3;
+    config.meta.checkpoint_every = 1;
+
     let run = |dir: &Path| {
         let mut seen = Vec::new();
         let summary = mrl_fewshot::meta_train(&config, dir, |s| seen.push(s.iteration)).unwrap();
@@ -252,4 +232,121 @@ n_envs = 2
         mrl_fewshot::meta_train(&config, a.path(), |_| {}),
         Err(Error::InvalidConfig { field: "out", .. })
     ));
+}
+
+/// A tiny meta-training config of `algorithm` (RL² of width 8, 20-step AR(1) episodes, 2
+/// tasks × 1 inner step per iteration), a checkpoint every 2 iterations.
+fn resumable(algorithm: &str, iterations: u64) -> MetaTrainConfig {
+    let text = format!(
+        r#"
+seed = 5
+n_envs = 4
+[agent]
+kind = "rl2"
+hidden = 8
+[task]
+kind = "synthetic-ar1"
+bars = 80
+episodes_per_trial = 1
+trading = {{ max_steps = 20, reward_scale = 100.0 }}
+[normalize]
+inputs = "fixed"
+returns = true
+[meta]
+algorithm = "{algorithm}"
+iterations = {iterations}
+meta_batch = 2
+checkpoint_every = 2
+[meta.inner]
+steps = 1
+n_envs = 2
+"#
+    );
+    MetaTrainConfig::from_toml_str(&text, Path::new("t.toml")).unwrap()
+}
+
+/// The checkpoint's files, and the log's (pre, post, update norm) without its wall-clock
+/// seconds.
+type Outcome = (Vec<Vec<u8>>, Vec<(f64, f64, f64)>);
+
+/// The [`Outcome`] of the run in `dir`.
+fn outcome(dir: &Path) -> Outcome {
+    let files = ["model.safetensors", "agent.json", "fewshot.json"]
+        .iter()
+        .map(|f| std::fs::read(dir.join("checkpoint").join(f)).unwrap())
+        .chain(std::fs::read(dir.join("checkpoint/optimizer.safetensors")).ok())
+        .collect();
+    let log = std::fs::read_to_string(dir.join("meta_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let s: mrl_fewshot::MetaIterationStats = serde_json::from_str(l).unwrap();
+            (s.pre_return, s.post_return, s.update_norm)
+        })
+        .collect();
+    (files, log)
+}
+
+#[test]
+fn resumed_meta_training_ends_with_the_bytes_of_an_uninterrupted_run() {
+    for algorithm in ["fomaml", "reptile"] {
+        let whole = tempfile::tempdir().unwrap();
+        mrl_fewshot::meta_train(&resumable(algorithm, 4), whole.path(), |_| {}).unwrap();
+        let parts = tempfile::tempdir().unwrap();
+        mrl_fewshot::meta_train(&resumable(algorithm, 2), parts.path(), |_| {}).unwrap();
+        // A crash after a third iteration was logged but before its checkpoint.
+        let log = parts.path().join("meta_log.jsonl");
+        let mut text = std::fs::read_to_string(&log).unwrap();
+        let first = text.lines().next().unwrap().to_owned();
+        text.push_str(&first);
+        text.push('\n');
+        std::fs::write(&log, text).unwrap();
+        let mut seen = Vec::new();
+        let summary = mrl_fewshot::meta_train_resume(&resumable(algorithm, 4), parts.path(), |s| {
+            seen.push(s.iteration)
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            [2, 3],
+            "{algorithm}: the run continues at iteration 2"
+        );
+        assert_eq!(summary.iterations, 4);
+        let (a, b) = (outcome(whole.path()), outcome(parts.path()));
+        assert_eq!(a.0.len(), if algorithm == "fomaml" { 4 } else { 3 });
+        assert!(a.0 == b.0, "{algorithm}: checkpoint files differ");
+        assert_eq!(a.1.len(), 4);
+        assert_eq!(a.1, b.1, "{algorithm}: the log's values identical");
+    }
+}
+
+#[test]
+fn resume_names_what_is_missing_or_different() {
+    let empty = tempfile::tempdir().unwrap();
+    let err =
+        mrl_fewshot::meta_train_resume(&resumable("reptile", 2), empty.path(), |_| {}).unwrap_err();
+    assert!(matches!(err, Error::NothingToResume { .. }));
+    assert!(
+        err.to_string().ends_with(
+            "holds no meta-training checkpoint to resume; drop --resume to start a new run there"
+        ),
+        "{err}"
+    );
+    let run = tempfile::tempdir().unwrap();
+    mrl_fewshot::meta_train(&resumable("reptile", 2), run.path(), |_| {}).unwrap();
+    let mut other = resumable("reptile", 4);
+    other.meta.meta_batch = 3;
+    assert!(matches!(
+        mrl_fewshot::meta_train_resume(&other, run.path(), |_| {}),
+        Err(Error::InvalidConfig {
+            field: "config",
+            ..
+        })
+    ));
+    let err =
+        mrl_fewshot::meta_train_resume(&resumable("reptile", 1), run.path(), |_| {}).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid config: meta.iterations = 1 (below the iterations the checkpoint holds already)"
+    );
 }
