@@ -230,8 +230,8 @@ fn round_line(log: &RoundLog) -> String {
     let dpo = |d: Option<mrl_llm::DpoStats>| {
         d.map_or("no pairs".to_string(), |d| {
             format!(
-                "loss {:.3} -> {:.3}, margin {:+.3}",
-                d.loss_first_epoch, d.loss_last_epoch, d.margin_last_epoch
+                "loss {:.3} -> {:.3}, after {:.3}, margin after {:+.3}",
+                d.loss_first_epoch, d.loss_last_epoch, d.loss_after, d.margin_after
             )
         })
     };

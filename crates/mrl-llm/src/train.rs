@@ -305,6 +305,14 @@ pub struct DpoStats {
     pub chosen_reward: f64,
     /// Mean implicit reward of the rejected responses, last epoch.
     pub rejected_reward: f64,
+    /// Mean loss over the pairs with the adapters after the last step (each epoch's losses
+    /// are taken before that pair's step, so with one epoch they sit near ln 2 whatever the
+    /// optimiser does; this one shows what the round's steps achieved).
+    #[serde(default)]
+    pub loss_after: f64,
+    /// Mean reward margin `r_w − r_l` after the last step.
+    #[serde(default)]
+    pub margin_after: f64,
 }
 
 /// The log of one round.
@@ -388,26 +396,32 @@ fn dpo_train(model: &LoraLlama, pairs: &[PreferencePair], run: DpoRun) -> Result
         margin_last_epoch: 0.0,
         chosen_reward: 0.0,
         rejected_reward: 0.0,
+        loss_after: 0.0,
+        margin_after: 0.0,
     };
     let n = pairs.len() as f64;
+    let pair_loss = |k: usize| -> Result<crate::dpo::DpoLoss> {
+        let p = &pairs[k];
+        let chosen = logprob(&p.prompt_ids, &p.chosen_ids)?;
+        let rejected = logprob(&p.prompt_ids, &p.rejected_ids)?;
+        dpo_loss(
+            &chosen,
+            &rejected,
+            &reference[k].0,
+            &reference[k].1,
+            run.beta,
+        )
+    };
+    let scalar = |t: &Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
     for epoch in 0..run.epochs {
         let mut order: Vec<usize> = (0..pairs.len()).collect();
         order.shuffle(&mut rng);
         let (mut loss_sum, mut margin_sum, mut chosen_sum, mut rejected_sum) = (0.0, 0.0, 0.0, 0.0);
         for k in order {
-            let p = &pairs[k];
-            let chosen = logprob(&p.prompt_ids, &p.chosen_ids)?;
-            let rejected = logprob(&p.prompt_ids, &p.rejected_ids)?;
-            let out = dpo_loss(
-                &chosen,
-                &rejected,
-                &reference[k].0,
-                &reference[k].1,
-                run.beta,
-            )?;
+            let out = pair_loss(k)?;
             optimiser.backward_step(&out.loss)?;
             stats.steps += 1;
-            loss_sum += out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            loss_sum += scalar(&out.loss)?;
             margin_sum += out.mean_margin();
             chosen_sum += out.chosen_rewards[0];
             rejected_sum += out.rejected_rewards[0];
@@ -426,6 +440,16 @@ fn dpo_train(model: &LoraLlama, pairs: &[PreferencePair], run: DpoRun) -> Result
         stats.chosen_reward = chosen_sum / n;
         stats.rejected_reward = rejected_sum / n;
     }
+    for k in 0..pairs.len() {
+        let out = pair_loss(k)?;
+        stats.loss_after += scalar(&out.loss)? / n;
+        stats.margin_after += out.mean_margin() / n;
+    }
+    tracing::debug!(
+        loss = stats.loss_after,
+        margin = stats.margin_after,
+        "dpo after the last step"
+    );
     Ok(stats)
 }
 
@@ -751,7 +775,7 @@ fn data_fingerprint(series: &[BarSeries]) -> serde_json::Value {
 
 fn rounds_csv(logs: &[RoundLog]) -> String {
     let mut out = String::from(
-        "round,contexts,actor_clean,actor_repaired,actor_failed,judge_failed,meta_failed,actor_pairs,judge_pairs,actor_loss_first,actor_loss_last,actor_margin,judge_loss_first,judge_loss_last,judge_margin,judge_outcome_spearman,mean_score,mean_answer_tokens,val_sharpe,val_return,val_mae_pct,val_unparsed_share,seconds\n",
+        "round,contexts,actor_clean,actor_repaired,actor_failed,judge_failed,meta_failed,actor_pairs,judge_pairs,actor_loss_first,actor_loss_last,actor_margin,actor_loss_after,actor_margin_after,judge_loss_first,judge_loss_last,judge_margin,judge_loss_after,judge_margin_after,judge_outcome_spearman,mean_score,mean_answer_tokens,val_sharpe,val_return,val_mae_pct,val_unparsed_share,seconds\n",
     );
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
     for l in logs {
@@ -760,6 +784,8 @@ fn rounds_csv(logs: &[RoundLog]) -> String {
                 opt(d.map(|d| d.loss_first_epoch)),
                 opt(d.map(|d| d.loss_last_epoch)),
                 opt(d.map(|d| d.margin_last_epoch)),
+                opt(d.map(|d| d.loss_after)),
+                opt(d.map(|d| d.margin_after)),
             ]
             .join(",")
         };
@@ -907,7 +933,8 @@ pub fn train(
         write_atomic(&path, text.as_bytes())?;
     }
     let actor = LoraLlama::load(model_path, &role_lora(config, Role::Actor), DType::F32)?;
-    let judge = LoraLlama::load(model_path, &role_lora(config, Role::Judge), DType::F32)?;
+    // One copy of the frozen base weights for both roles.
+    let judge = actor.with_new_adapters(&role_lora(config, Role::Judge))?;
     let mut logs: Vec<RoundLog> = Vec::new();
     if done > 0 {
         let last = round_dir(out, done);
@@ -1106,6 +1133,65 @@ pub fn load_round_adapters(model_path: &Path, round_dir: &Path, role: Role) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// DPO on one fixed pair of the tiny random model for `epochs` steps.
+    fn dpo_steps(model_path: &Path, epochs: usize) -> DpoStats {
+        let lora = LoraConfig {
+            seed: 7,
+            ..LoraConfig::default()
+        };
+        let model = LoraLlama::load(model_path, &lora, DType::F32).unwrap();
+        let pair = PreferencePair {
+            role: Role::Actor,
+            context: 0,
+            prompt_ids: (40..52).collect(),
+            chosen_ids: vec![70, 71, 72, 73, 2],
+            rejected_ids: vec![90, 91, 92, 2],
+            chosen: String::new(),
+            rejected: String::new(),
+        };
+        let run = DpoRun {
+            beta: 0.1,
+            learning_rate: 5e-4,
+            weight_decay: 0.0,
+            epochs,
+            seed: 0,
+        };
+        let before: Vec<Vec<f32>> = model
+            .adapters()
+            .iter()
+            .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+            .collect();
+        let stats = dpo_train(&model, &[pair], run).unwrap();
+        // Every adapter matrix moved: A (through B ≠ 0 after the first step) and B.
+        for (v, b) in model.adapters().iter().zip(&before) {
+            let after: Vec<f32> = v.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            assert!(after.iter().zip(b).any(|(x, y)| x != y));
+        }
+        stats
+    }
+
+    #[test]
+    fn dpo_steps_raise_the_margin_of_the_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        crate::tiny::write_tiny_model(&path, 5).unwrap();
+        let ln2 = std::f64::consts::LN_2;
+        let mut last_margin = 0.0;
+        for epochs in [2, 4, 8] {
+            let stats = dpo_steps(&path, epochs);
+            assert_eq!(stats.steps, epochs);
+            // The first step is at the reference: loss ln 2, margin 0.
+            assert!((stats.loss_first_epoch - ln2).abs() < 1e-6, "{stats:?}");
+            // Afterwards the chosen answer's log-ratio is above the rejected one's, and
+            // more so after more steps; the loss falls below ln 2 accordingly.
+            assert!(stats.margin_after > last_margin, "{epochs}: {stats:?}");
+            assert!(stats.loss_after < ln2, "{stats:?}");
+            let want = (1.0 + (-stats.margin_after).exp()).ln();
+            assert!((stats.loss_after - want).abs() < 1e-5, "{stats:?}");
+            last_margin = stats.margin_after;
+        }
+    }
 
     #[test]
     fn pairs_prefer_the_shortest_near_best_and_reject_the_worst() {

@@ -177,6 +177,18 @@ fn merged_adapters_generate_from_the_adapted_model() {
     );
 }
 
+/// `max |a − b|` of two f32 tensors of one shape.
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 #[test]
 fn forward_rows_are_the_tail_of_the_full_forward() {
     let (_dir, path) = tiny();
@@ -185,14 +197,7 @@ fn forward_rows_are_the_tail_of_the_full_forward() {
     let all = model.forward(&ids).unwrap();
     let tail = model.forward_rows(&ids, 4).unwrap();
     assert_eq!(tail.dims(), [3, 267]);
-    let diff = (all.narrow(0, 4, 3).unwrap() - &tail)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_abs_diff(&all.narrow(0, 4, 3).unwrap(), &tail);
     assert!(diff < 1e-5, "{diff}");
     // The DPO log-probability from the tail equals the one from every row.
     let full = response_logprob(&all, &ids, 5)
@@ -205,4 +210,55 @@ fn forward_rows_are_the_tail_of_the_full_forward() {
         .unwrap();
     assert!((full - short).abs() < 1e-4, "{full} vs {short}");
     assert!(model.forward_rows(&ids, 7).is_err());
+}
+
+#[test]
+fn new_adapters_on_the_shared_base_equal_a_fresh_load() {
+    let (_dir, path) = tiny();
+    let first = LoraConfig {
+        seed: 1,
+        ..LoraConfig::default()
+    };
+    let second = LoraConfig {
+        rank: 4,
+        seed: 2,
+        ..LoraConfig::default()
+    };
+    let actor = LoraLlama::load(&path, &first, DType::F32).unwrap();
+    let judge = actor.with_new_adapters(&second).unwrap();
+    let loaded = LoraLlama::load(&path, &second, DType::F32).unwrap();
+    let values = |m: &LoraLlama| -> Vec<(String, Vec<f32>)> {
+        m.adapter_tensors()
+            .into_iter()
+            .map(|(name, t)| (name, t.flatten_all().unwrap().to_vec1().unwrap()))
+            .collect()
+    };
+    assert_eq!(values(&judge), values(&loaded));
+    assert_eq!(judge.adapters()[0].dims(), [4, 64]);
+    // The adapters are the judge's own: training one role leaves the other's unchanged.
+    let b = judge.adapters()[1];
+    b.set(&b.as_tensor().ones_like().unwrap()).unwrap();
+    assert_eq!(
+        values(&loaded),
+        values(&actor.with_new_adapters(&second).unwrap())
+    );
+    assert_ne!(values(&judge), values(&loaded));
+    assert!(
+        values(&actor)
+            .iter()
+            .filter(|(name, _)| name.ends_with(".b"))
+            .all(|(_, v)| v.iter().all(|&x| x == 0.0))
+    );
+    assert!(matches!(
+        actor.with_new_adapters(&LoraConfig {
+            rank: 0,
+            ..LoraConfig::default()
+        }),
+        Err(mrl_llm::Error::InvalidSetting { field: "rank", .. })
+    ));
+    // The shared base: both roles give the same logits while their B matrices are zero.
+    let ids = [5u32, 6, 7, 8];
+    let fresh = actor.with_new_adapters(&second).unwrap();
+    let diff = max_abs_diff(&actor.forward(&ids).unwrap(), &fresh.forward(&ids).unwrap());
+    assert_eq!(diff, 0.0);
 }

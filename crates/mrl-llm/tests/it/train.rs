@@ -121,7 +121,7 @@ fn one_round_runs_end_to_end_with_finite_losses_and_is_deterministic() {
             .unwrap()
             .contains(",val_sharpe,val_return,val_mae_pct,val_unparsed_share,")
     );
-    let unparsed_share = csv.lines().nth(1).unwrap().split(',').nth(21).unwrap();
+    let unparsed_share = csv.lines().nth(1).unwrap().split(',').nth(25).unwrap();
     assert_eq!(unparsed_share, "0.000000");
     // Before round 1: the plain model, the same row as mrl llm eval's for the base model.
     let base: EvalRow =
