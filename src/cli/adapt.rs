@@ -385,3 +385,78 @@ fn run_online(
     ));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+seed = 2
+n_envs = 2
+[agent]
+kind = "mlp"
+hidden = 8
+[task]
+kind = "synthetic-ar1"
+bars = 120
+episodes_per_trial = 1
+trading = { max_steps = 20, reward_scale = 100.0 }
+[meta]
+iterations = 1
+meta_batch = 2
+[meta.inner]
+steps = 1
+n_envs = 2
+[meta.online]
+steps = 1
+"#;
+
+    #[test]
+    fn adapt_online_writes_every_update_and_the_last_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = MetaTrainConfig::from_toml_str(CONFIG, Path::new("t.toml")).unwrap();
+        let run = dir.path().join("run");
+        mrl_fewshot::meta_train(&config, &run, |_| {}).unwrap();
+        let series = mrl::data::SyntheticConfig::default()
+            .generate_with_rng(400, &mut rand::SeedableRng::seed_from_u64(4))
+            .unwrap()
+            .series;
+        let data = dir.path().join("NEW_1h.csv");
+        mrl::data::write_csv(&series, &data).unwrap();
+        let out = dir.path().join("out");
+        run_adapt(AdaptArgs {
+            checkpoint: run,
+            data,
+            steps: 1,
+            out: out.clone(),
+            bars: 120,
+            rank: None,
+            lr: None,
+            n_envs: None,
+            seed: 0,
+            online: true,
+            online_every: Some(60),
+        })
+        .unwrap();
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("online.json")).unwrap()).unwrap();
+        assert_eq!(report["test_start"], 120);
+        // Windows of 20 bars from 120; an update before the windows at 180, 240, 300, 360.
+        assert_eq!(report["windows"], 14);
+        let bars: Vec<u64> = report["updates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["bar"].as_u64().unwrap())
+            .collect();
+        assert_eq!(bars, [180, 240, 300, 360]);
+        assert_eq!(report["online"]["every_bars"], 60);
+        assert!(report["metrics_online"]["total_return"].is_f64());
+        let policy = mrl::ppo::load_policy(
+            &out.join("online").join(mrl::ppo::CHECKPOINT_DIR),
+            &candle_core::Device::Cpu,
+        );
+        assert!(policy.is_ok(), "the last online policy loads");
+        assert!(out.join("online").join(CONFIG_FILE).exists());
+    }
+}
