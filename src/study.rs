@@ -251,6 +251,16 @@ impl StudyConfig {
         let mut config = self.train.clone();
         config.seed = seed;
         config.agent.kind = kind;
+        // Each agent's run keeps only the tables it reads, so that adding another agent's
+        // table to the config later (for `--others`) leaves the finished runs resumable.
+        let defaults = TrainConfig::default();
+        if kind != PolicyKind::Transformer {
+            config.agent.transformer = defaults.agent.transformer;
+        }
+        if kind != PolicyKind::TaskInference {
+            config.agent.task_inference = defaults.agent.task_inference;
+            config.ppo.belief_coef = defaults.ppo.belief_coef;
+        }
         if let Some(iterations) = self.iterations {
             config.iterations = iterations;
         }
@@ -2600,6 +2610,27 @@ mod tests {
         assert_eq!(b.min, vec![1.0, 0.0]);
         assert_eq!(b.max, vec![3.0, 2.0]);
         assert_eq!(curve_band(&[]), None);
+    }
+
+    #[test]
+    fn each_run_keeps_only_the_agent_tables_it_reads() {
+        let mut train = TrainConfig::default();
+        train.agent.task_inference.latent = 2;
+        train.agent.transformer.layers = 3;
+        train.ppo.belief_coef = 0.5;
+        let config = StudyConfig::new(train, vec![7]);
+        let rl2 = config.train_config(7, PolicyKind::Rl2);
+        assert_eq!(rl2.seed, 7);
+        assert_eq!(rl2.agent.task_inference.latent, 1);
+        assert_eq!(rl2.agent.transformer.layers, 2);
+        assert_eq!(rl2.ppo.belief_coef, 1.0);
+        let belief = config.train_config(7, PolicyKind::TaskInference);
+        assert_eq!(belief.agent.task_inference.latent, 2);
+        assert_eq!(belief.ppo.belief_coef, 0.5);
+        assert_eq!(belief.agent.transformer.layers, 2);
+        let transformer = config.train_config(7, PolicyKind::Transformer);
+        assert_eq!(transformer.agent.transformer.layers, 3);
+        assert_eq!(transformer.agent.task_inference.latent, 1);
     }
 
     #[test]
