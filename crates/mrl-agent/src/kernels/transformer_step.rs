@@ -1,4 +1,6 @@
-//! The causal Transformer's rollout step with a key/value cache, in f32 on the host.
+//! The causal Transformer's kernels in f32 on the host: the rollout step with a key/value
+//! cache, and sliding-window attention over whole trials as a candle custom op with a
+//! hand-written backward ([`window_attention`], what PPO's forward uses on the CPU).
 //!
 //! One call advances `B` trials by one step each. Per step and trial the work is the
 //! matrix products of one row (done for all `B` rows at once through `gemm`) plus
@@ -19,8 +21,14 @@
 //!
 //! LayerNorm is PyTorch's (biased variance, ε = 1e-5).
 
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
 use super::gemm::matmul_nn;
-use super::math::{dot, softmax_row};
+use super::gru_seq::{f32_slice, with_cpu_f32};
+use super::math::{dot, exp_f32, softmax_row};
 
 /// LayerNorm ε, as `torch.nn.LayerNorm`.
 pub(crate) const LN_EPS: f32 = 1e-5;
@@ -373,6 +381,242 @@ pub(crate) fn step(
             *p += 1;
         }
     }
+}
+
+/// `y ← y + a · x`.
+#[inline(always)]
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
+/// Sizes of one [`window_attention`] call.
+#[derive(Clone, Copy, Debug)]
+struct WindowShape {
+    /// `B · heads` independent sequences.
+    rows: usize,
+    seq_len: usize,
+    head_dim: usize,
+    context: usize,
+    scale: f32,
+}
+
+impl WindowShape {
+    /// First key step that step `t` sees: `max(0, t + 1 − C)`.
+    #[inline(always)]
+    fn first(&self, t: usize) -> usize {
+        (t + 1).saturating_sub(self.context)
+    }
+}
+
+/// Forward of one sequence: `o` `(T, d)` and the log-sum-exp of each row's scores `(T)`.
+fn window_forward_row(
+    shape: WindowShape,
+    (q, k, v): (&[f32], &[f32], &[f32]),
+    o: &mut [f32],
+    lse: &mut [f32],
+) {
+    let d = shape.head_dim;
+    let mut scores = vec![0.0f32; shape.context.min(shape.seq_len)];
+    let mut probs = scores.clone();
+    for t in 0..shape.seq_len {
+        let lo = shape.first(t);
+        let n = t + 1 - lo;
+        let q_t = &q[t * d..(t + 1) * d];
+        for (j, s) in scores[..n].iter_mut().enumerate() {
+            *s = dot(q_t, &k[(lo + j) * d..(lo + j + 1) * d]) * shape.scale;
+        }
+        lse[t] = softmax_row(&scores[..n], &mut probs[..n]);
+        let o_t = &mut o[t * d..(t + 1) * d];
+        o_t.fill(0.0);
+        for (j, &p) in probs[..n].iter().enumerate() {
+            axpy(o_t, p, &v[(lo + j) * d..(lo + j + 1) * d]);
+        }
+    }
+}
+
+/// Backward of one sequence, recomputing the probabilities from the saved log-sum-exps
+/// (as FlashAttention, Dao et al. 2022): with `p_tj = exp(s_tj − lse_t)` and
+/// `D_t = dO_t · o_t`,
+/// `dv_j += p_tj dO_t`, `ds_tj = p_tj (dO_t · v_j − D_t)`, `dq_t += scale Σ_j ds_tj k_j`,
+/// `dk_j += scale ds_tj q_t`. Writes (overwrites) `dq`, `dk`, `dv`, each `(T, d)`.
+fn window_backward_row(
+    shape: WindowShape,
+    (q, k, v, o, d_o, lse): (&[f32], &[f32], &[f32], &[f32], &[f32], &[f32]),
+    (dq, dk, dv): (&mut [f32], &mut [f32], &mut [f32]),
+) {
+    let d = shape.head_dim;
+    dq.fill(0.0);
+    dk.fill(0.0);
+    dv.fill(0.0);
+    for t in 0..shape.seq_len {
+        let lo = shape.first(t);
+        let (q_t, do_t) = (&q[t * d..(t + 1) * d], &d_o[t * d..(t + 1) * d]);
+        let delta = dot(do_t, &o[t * d..(t + 1) * d]);
+        for j in lo..=t {
+            let (k_j, v_j) = (&k[j * d..(j + 1) * d], &v[j * d..(j + 1) * d]);
+            let p = exp_f32(dot(q_t, k_j) * shape.scale - lse[t]);
+            axpy(&mut dv[j * d..(j + 1) * d], p, do_t);
+            let ds = p * (dot(do_t, v_j) - delta) * shape.scale;
+            axpy(&mut dq[t * d..(t + 1) * d], ds, k_j);
+            axpy(&mut dk[j * d..(j + 1) * d], ds, q_t);
+        }
+    }
+}
+
+/// The custom op; keeps the forward's log-sum-exps for its backward.
+struct WindowAttentionOp {
+    context: usize,
+    lse: Mutex<Option<Vec<f32>>>,
+}
+
+impl WindowAttentionOp {
+    fn shape(&self, dims: &[usize]) -> candle_core::Result<WindowShape> {
+        let &[batch, heads, seq_len, head_dim] = dims else {
+            candle_core::bail!("window_attention: q must be (B, heads, T, d), got {dims:?}");
+        };
+        Ok(WindowShape {
+            rows: batch * heads,
+            seq_len,
+            head_dim,
+            context: self.context,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+        })
+    }
+}
+
+impl CustomOp3 for WindowAttentionOp {
+    fn name(&self) -> &'static str {
+        "window-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        if l2.shape() != l1.shape() || l3.shape() != l1.shape() {
+            candle_core::bail!(
+                "window_attention: q {:?}, k {:?}, v {:?} differ in shape",
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            );
+        }
+        let shape = self.shape(l1.shape().dims())?;
+        let q = f32_slice("window_attention: q", s1, l1)?;
+        let k = f32_slice("window_attention: k", s2, l2)?;
+        let v = f32_slice("window_attention: v", s3, l3)?;
+        let row = shape.seq_len * shape.head_dim;
+        let mut o = vec![0.0f32; q.len()];
+        let mut lse = vec![0.0f32; shape.rows * shape.seq_len];
+        if row > 0 {
+            o.par_chunks_mut(row)
+                .zip(lse.par_chunks_mut(shape.seq_len))
+                .enumerate()
+                .for_each(|(r, (o, lse))| {
+                    let at = r * row..(r + 1) * row;
+                    let qkv = (&q[at.clone()], &k[at.clone()], &v[at]);
+                    window_forward_row(shape, qkv, o, lse);
+                });
+        }
+        match self.lse.lock() {
+            Ok(mut slot) => *slot = Some(lse),
+            Err(_) => candle_core::bail!("window_attention: saved-state lock poisoned"),
+        }
+        Ok((CpuStorage::F32(o), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let shape = self.shape(q.dims())?;
+        let grad_res = grad_res.contiguous()?;
+        let Ok(slot) = self.lse.lock() else {
+            candle_core::bail!("window_attention: saved-state lock poisoned");
+        };
+        let Some(lse) = slot.as_ref() else {
+            candle_core::bail!("window_attention: backward before forward");
+        };
+        let named = [
+            ("q", q),
+            ("k", k),
+            ("v", v),
+            ("o", res),
+            ("grad", &grad_res),
+        ];
+        let (dq, dk, dv) = with_cpu_f32("window_attention", named, |[q, k, v, o, d_o]| {
+            let row = shape.seq_len * shape.head_dim;
+            let (mut dq, mut dk, mut dv) = (
+                vec![0.0f32; q.len()],
+                vec![0.0f32; q.len()],
+                vec![0.0f32; q.len()],
+            );
+            if row > 0 {
+                dq.par_chunks_mut(row)
+                    .zip(dk.par_chunks_mut(row))
+                    .zip(dv.par_chunks_mut(row))
+                    .enumerate()
+                    .for_each(|(r, ((dq, dk), dv))| {
+                        let at = r * row..(r + 1) * row;
+                        let lse = &lse[r * shape.seq_len..(r + 1) * shape.seq_len];
+                        let inputs = (
+                            &q[at.clone()],
+                            &k[at.clone()],
+                            &v[at.clone()],
+                            &o[at.clone()],
+                            &d_o[at],
+                            lse,
+                        );
+                        window_backward_row(shape, inputs, (dq, dk, dv));
+                    });
+            }
+            Ok((dq, dk, dv))
+        })?;
+        let (device, dims) = (q.device(), q.dims());
+        Ok((
+            Some(Tensor::from_vec(dq, dims, device)?),
+            Some(Tensor::from_vec(dk, dims, device)?),
+            Some(Tensor::from_vec(dv, dims, device)?),
+        ))
+    }
+}
+
+/// Causal attention over a sliding window as one autograd node (CPU, f32): step `t`
+/// attends to steps `max(0, t − C + 1) ..= t` of its own sequence,
+/// `o_t = Σ_j softmax_j(q_t · k_j / √d) v_j`. Nothing of size `T × T` is stored: the forward
+/// keeps one log-sum-exp per step and the backward recomputes the probabilities, so memory
+/// and work are linear in `T · min(T, C)`. Sequences run in parallel on the rayon pool.
+///
+/// # Shapes
+/// `q`, `k`, `v` `(B, heads, T, d)` → `(B, heads, T, d)`. Gradients flow to all three.
+///
+/// # Errors
+/// Candle errors for tensors that are not f32 on the CPU or whose shapes differ.
+pub(crate) fn window_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    context: usize,
+) -> candle_core::Result<Tensor> {
+    q.contiguous()?.apply_op3(
+        &k.contiguous()?,
+        &v.contiguous()?,
+        WindowAttentionOp {
+            context,
+            lse: Mutex::new(None),
+        },
+    )
 }
 
 #[cfg(test)]

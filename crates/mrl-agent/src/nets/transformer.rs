@@ -14,8 +14,10 @@
 //! Pre-norm blocks as GPT-2 (Radford et al. 2019) and Xiong et al. 2020, "On Layer
 //! Normalization in the Transformer Architecture"; rotary positions from Su et al. 2021,
 //! "RoFormer"; the ReLU feed-forward of Vaswani et al. 2017. The full-sequence forward is
-//! plain candle autograd (a first version: its memory grows with `B · heads · T²`, where
-//! the GRU has a fused kernel); the rollout step is the cached host kernel.
+//! candle autograd; on the CPU in f32 its attention is one fused node over the sliding
+//! window ([`window_attention`](crate::kernels::transformer_step::window_attention): work
+//! and memory linear in `T · min(T, C)`, nothing of size `T × T`), elsewhere the masked
+//! `(T, T)` score matrix. The rollout step is the cached host kernel.
 
 use std::sync::Mutex;
 
@@ -27,7 +29,9 @@ use super::policy::host_vec as host;
 use crate::config::AgentConfig;
 use crate::error::Result;
 use crate::kernels::gemm::transpose;
-use crate::kernels::transformer_step::{BlockWeights, LN_EPS, TransformerWeights, rotary_angles};
+use crate::kernels::transformer_step::{
+    BlockWeights, LN_EPS, TransformerWeights, rotary_angles, window_attention,
+};
 
 /// `torch.nn.LayerNorm(width)`: weight 1, bias 0 at initialisation.
 #[derive(Clone, Debug)]
@@ -160,8 +164,11 @@ impl TransformerNet {
         let (heads, head_dim) = (self.heads, width / self.heads);
         let device = x.device();
         let (cos, sin) = rotary_tables(seq_len, head_dim, device)?; // (T, d) each
-        let mask = window_mask(seq_len, self.context, device)?; // (T, T)
-        let scale = 1.0 / (head_dim as f64).sqrt();
+        let fused = device.is_cpu() && x.dtype() == DType::F32;
+        let mask = match fused {
+            true => None,
+            false => Some(window_mask(seq_len, self.context, device)?), // (T, T)
+        };
         let mut e = self.embed.forward(x)?; // (B, T, D)
         for blk in &self.blocks {
             let a = blk.ln1.forward(&e)?;
@@ -176,14 +183,11 @@ impl TransformerNet {
             let q = rotary(&split(0)?, &cos, &sin)?;
             let k = rotary(&split(1)?, &cos, &sin)?;
             let v = split(2)?;
-            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&mask)?; // (B, heads, T, T)
-            let max = scores.max_keepdim(D::Minus1)?.detach();
-            let weights = scores.broadcast_sub(&max)?.exp()?;
-            let probs = weights.broadcast_div(&weights.sum_keepdim(D::Minus1)?)?;
-            let att = probs
-                .matmul(&v)? // (B, heads, T, d)
-                .transpose(1, 2)?
-                .reshape((batch, seq_len, width))?;
+            let att = match &mask {
+                None => window_attention(&q, &k, &v, self.context)?,
+                Some(mask) => masked_attention(&q, &k, &v, mask)?,
+            }; // (B, heads, T, d)
+            let att = att.transpose(1, 2)?.reshape((batch, seq_len, width))?;
             e = (e + blk.out.forward(&att)?)?;
             let m = blk.ln2.forward(&e)?;
             e = (e + blk.ff2.forward(&blk.ff0.forward(&m)?.relu()?)?)?;
@@ -309,6 +313,20 @@ fn rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
 }
 
+/// Attention through the full `(T, T)` score matrix with an additive mask (any device):
+/// `softmax(q kᵀ / √d + mask) v`, the max subtracted (and not differentiated) for stability.
+///
+/// # Shapes
+/// `q`, `k`, `v` `(B, heads, T, d)`, `mask` `(T, T)` → `(B, heads, T, d)`.
+fn masked_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
+    let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(mask)?; // (B, heads, T, T)
+    let max = scores.max_keepdim(D::Minus1)?.detach();
+    let weights = scores.broadcast_sub(&max)?.exp()?;
+    let probs = weights.broadcast_div(&weights.sum_keepdim(D::Minus1)?)?;
+    Ok(probs.matmul(v)?)
+}
+
 /// Additive attention mask `(T, T)`: 0 where step `t` may attend to step `j`
 /// (`t − C < j ≤ t`), −∞ elsewhere.
 fn window_mask(seq_len: usize, context: usize, device: &Device) -> Result<Tensor> {
@@ -328,7 +346,59 @@ fn window_mask(seq_len: usize, context: usize, device: &Device) -> Result<Tensor
 
 #[cfg(test)]
 mod tests {
+    use candle_core::Var;
+    use rand::{RngExt, SeedableRng};
+
     use super::*;
+
+    /// A `(2, 2, 9, 4)` tensor of seeded uniform `[-2, 2)` values.
+    fn random(seed: u64) -> Tensor {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let v: Vec<f32> = (0..2 * 2 * 9 * 4)
+            .map(|_| rng.random_range(-2.0f32..2.0))
+            .collect();
+        Tensor::from_vec(v, (2, 2, 9, 4), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn fused_window_attention_equals_the_masked_score_matrix() {
+        // T = 9 steps, context 4: the window slides for steps 4..9.
+        let (seq_len, context) = (9, 4);
+        let [q, k, v] = [1, 2, 3].map(|s| Var::from_tensor(&random(s)).unwrap());
+        let g = random(4); // dL/do
+        let mask = window_mask(seq_len, context, &Device::Cpu).unwrap();
+        let fused = window_attention(&q, &k, &v, context).unwrap();
+        let masked = masked_attention(&q, &k, &v, &mask).unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            assert_eq!(a.len(), b.len());
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    (x - y).abs() <= 1e-5 + 1e-5 * y.abs(),
+                    "{what}[{i}]: {x} vs {y}"
+                );
+            }
+        };
+        close(&flat(&fused), &flat(&masked), "o");
+        // Step 0 sees only itself: its output is v_0 exactly.
+        let o0 = flat(&fused.narrow(2, 0, 1).unwrap());
+        let v0 = flat(&v.as_tensor().narrow(2, 0, 1).unwrap());
+        close(&o0, &v0, "o_0");
+        let grads_f = (fused * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let grads_m = (masked * &g)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, var) in [("dq", &q), ("dk", &k), ("dv", &v)] {
+            let (a, b) = (grads_f.get(var).unwrap(), grads_m.get(var).unwrap());
+            close(&flat(a), &flat(b), name);
+        }
+        // The last key lies outside every earlier window: only step 8 reads it.
+        let dk_last = flat(&grads_f.get(&k).unwrap().narrow(2, 8, 1).unwrap());
+        assert!(dk_last.iter().any(|x| x.abs() > 1e-4), "{dk_last:?}");
+    }
 
     #[test]
     fn window_mask_keeps_the_last_context_steps() {
