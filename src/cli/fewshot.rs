@@ -1,6 +1,6 @@
 //! `mrl eval fewshot --config FILE --seeds 1,2,3 --out DIR`: the few-shot benchmark of
 //! mrl-fewshot ([`mrl_fewshot::run_benchmark`]) with progress bars, pooled with the two-way
-//! (seed × task) bootstrap of [`mrl::study::crossed_bootstrap_ci`], written as
+//! (seed × task) bootstrap of [`mrl::backtest::crossed_bootstrap_ci`], written as
 //! `fewshot.json`, `fewshot.md`, `fewshot.csv` and a chart (`fewshot.png` / `.svg`).
 
 use std::path::{Path, PathBuf};
@@ -256,7 +256,7 @@ pub fn pool(
         confidence * 100.0
     );
     FewshotReport::new(raw, &text, |values| {
-        mrl::study::crossed_bootstrap_ci(values, resamples, confidence, &mut rng).map(|d| {
+        mrl::backtest::crossed_bootstrap_ci(values, resamples, confidence, &mut rng).map(|d| {
             Interval {
                 mean: d.mean,
                 lo: d.lo,
