@@ -177,6 +177,10 @@ fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     Ok(x.contiguous()?.apply_op1(FrozenLinear { w: w.clone() })?)
 }
 
+/// The keys and values of one layer for the positions run so far, after the rotary
+/// embedding and before the grouped-query repeat: each `[kv_heads, T, d]`.
+type LayerCache = (Tensor, Tensor);
+
 /// `x / sqrt(mean(x²) + eps) · w` over the last dimension.
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
@@ -515,11 +519,74 @@ impl LoraLlama {
         if t > 0 && from >= t {
             return Err(Error::setting("from", from, "a position of the sequence"));
         }
-        if t == 0 || t > self.cos.dim(0)? {
+        let (x, _) = self.run_layers(ids, None)?;
+        self.logits(&x.narrow(0, from, t - from)?)
+    }
+
+    /// Logits of several continuations of one shared prefix: the prefix runs through the
+    /// layers once, and each continuation attends to its keys and values (the same graph
+    /// for all, so backward passes through the prefix once). Row `i` of continuation `c`
+    /// equals row `P + i` of [`forward`](Self::forward) over `prefix ++ c`.
+    ///
+    /// For DPO the prompt is the shared prefix of the chosen and the rejected response:
+    /// the prompt's activations are held once instead of twice.
+    ///
+    /// # Shapes
+    /// `prefix`: `[P]` (may be empty), each continuation `[R_c]`, `R_c ≥ 1` → one
+    /// `[R_c, vocab]` per continuation.
+    ///
+    /// # Errors
+    /// [`Error::ContextOverflow`] for an empty continuation or a sequence longer than the
+    /// context; candle errors.
+    pub fn forward_continuations(
+        &self,
+        prefix: &[u32],
+        continuations: &[&[u32]],
+    ) -> Result<Vec<Tensor>> {
+        let cache = match prefix.is_empty() {
+            true => None,
+            false => Some(self.run_layers(prefix, None)?.1),
+        };
+        continuations
+            .iter()
+            .map(|ids| {
+                let (x, _) = self.run_layers(ids, cache.as_deref())?;
+                self.logits(&x)
+            })
+            .collect()
+    }
+
+    /// The output head: final RMSNorm and the (frozen) output projection.
+    ///
+    /// # Shapes
+    /// `x`: `[T, D]` → `[T, vocab]`.
+    fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        linear(&rms_norm(x, &self.norm, self.eps)?, &self.output)
+    }
+
+    /// Runs the layers over `ids` at the positions after `past` (the keys and values of
+    /// the earlier positions, one pair per layer, or none): the hidden states of `ids` and
+    /// every layer's keys and values extended by them.
+    ///
+    /// # Shapes
+    /// `ids`: `[T]`; each cached key or value `[kv_heads, P, d]` → `[T, D]` and
+    /// `[kv_heads, P + T, d]` per layer.
+    fn run_layers(
+        &self,
+        ids: &[u32],
+        past: Option<&[LayerCache]>,
+    ) -> Result<(Tensor, Vec<LayerCache>)> {
+        let t = ids.len();
+        let p = match past.and_then(|c| c.first()) {
+            Some((k, _)) => k.dim(1)?,
+            None => 0,
+        };
+        let context = self.cos.dim(0)?;
+        if t == 0 || p + t > context {
             return Err(Error::ContextOverflow {
-                prompt_tokens: t,
+                prompt_tokens: p + t,
                 max_new_tokens: 0,
-                context: self.cos.dim(0)?,
+                context,
             });
         }
         let device = Device::Cpu;
@@ -527,21 +594,24 @@ impl LoraLlama {
         // No adapter precedes the embedding: detached, so that backward never builds the
         // vocabulary-sized gradient of the frozen table.
         let mut x = self.embed.index_select(&index, 0)?.detach(); // [T, D]
-        let cos = self.cos.narrow(0, 0, t)?;
-        let sin = self.sin.narrow(0, 0, t)?;
-        let mask: Vec<f64> = (0..t * t)
+        let cos = self.cos.narrow(0, p, t)?;
+        let sin = self.sin.narrow(0, p, t)?;
+        // Row i (position p + i) sees columns 0 ..= p + i.
+        let cols = p + t;
+        let mask: Vec<f64> = (0..t * cols)
             .map(|k| {
-                if k % t > k / t {
+                if k % cols > p + k / cols {
                     f64::NEG_INFINITY
                 } else {
                     0.0
                 }
             })
             .collect();
-        let mask = Tensor::from_vec(mask, (t, t), &device)?.to_dtype(self.dtype)?;
+        let mask = Tensor::from_vec(mask, (t, cols), &device)?.to_dtype(self.dtype)?;
         let n_rep = self.n_head / self.n_kv_head;
         let hd = self.head_dim;
-        for layer in &self.layers {
+        let mut caches = Vec::with_capacity(self.layers.len());
+        for (i, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &layer.attn_norm, self.eps)?;
             let q = (linear(&h, &layer.wq)? + layer.lora_q.forward(&h)?)?;
             let k = linear(&h, &layer.wk)?;
@@ -561,9 +631,17 @@ impl LoraLlama {
                 .contiguous()?;
             let q = rope_interleaved(&q, &cos, &sin)?;
             let k = rope_interleaved(&k, &cos, &sin)?;
+            let (k, v) = match past {
+                Some(cache) => (
+                    Tensor::cat(&[&cache[i].0, &k], 1)?,
+                    Tensor::cat(&[&cache[i].1, &v], 1)?,
+                ),
+                None => (k, v),
+            };
+            caches.push((k.clone(), v.clone()));
             // Query head j reads key/value head j / n_rep.
-            let k = Tensor::cat(&vec![&k; n_rep], 1)?.reshape((self.n_head, t, hd))?;
-            let v = Tensor::cat(&vec![&v; n_rep], 1)?.reshape((self.n_head, t, hd))?;
+            let k = Tensor::cat(&vec![&k; n_rep], 1)?.reshape((self.n_head, cols, hd))?;
+            let v = Tensor::cat(&vec![&v; n_rep], 1)?.reshape((self.n_head, cols, hd))?;
             let att = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(&mask)?;
             let y = softmax(&att)?.matmul(&v)?; // [heads, T, d]
             let y = y.transpose(0, 1)?.reshape((t, self.n_head * hd))?;
@@ -573,7 +651,6 @@ impl LoraLlama {
             let up = linear(&h, &layer.w_up)?;
             x = (x + linear(&(gate * up)?, &layer.w_down)?)?;
         }
-        let x = rms_norm(&x.narrow(0, from, t - from)?, &self.norm, self.eps)?;
-        linear(&x, &self.output)
+        Ok((x, caches))
     }
 }

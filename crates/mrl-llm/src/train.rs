@@ -365,19 +365,22 @@ struct DpoRun {
 /// DPO on `pairs` for `model`'s adapters: the reference log-probabilities are the model's
 /// before the first step; one AdamW step per pair, `epochs` passes in seeded order.
 fn dpo_train(model: &LoraLlama, pairs: &[PreferencePair], run: DpoRun) -> Result<DpoStats> {
-    // Only the rows from the prompt's last position on predict the response.
-    let logprob = |prompt: &[u32], response: &[u32]| -> Result<Tensor> {
-        let ids = [prompt, response].concat();
-        let from = prompt.len() - 1;
-        response_logprob(&model.forward_rows(&ids, from)?, &ids[from..], 1)?
-            .reshape(1)
-            .map_err(Error::from)
+    // Summed log-probabilities of the chosen and the rejected response: the prompt (but its
+    // last token) runs once as their shared prefix; the rows from the prompt's last
+    // position on predict the responses.
+    let logprobs = |p: &PreferencePair| -> Result<(Tensor, Tensor)> {
+        let from = p.prompt_ids.len().saturating_sub(1);
+        let tails = [&p.chosen_ids, &p.rejected_ids].map(|r| [&p.prompt_ids[from..], r].concat());
+        let rows = model.forward_continuations(&p.prompt_ids[..from], &[&tails[0], &tails[1]])?;
+        let logprob = |k: usize| -> Result<Tensor> {
+            Ok(response_logprob(&rows[k], &tails[k], 1)?.reshape(1)?)
+        };
+        Ok((logprob(0)?, logprob(1)?))
     };
     let mut reference = Vec::with_capacity(pairs.len());
     for p in pairs {
-        let c = logprob(&p.prompt_ids, &p.chosen_ids)?.detach();
-        let r = logprob(&p.prompt_ids, &p.rejected_ids)?.detach();
-        reference.push((c, r));
+        let (c, r) = logprobs(p)?;
+        reference.push((c.detach(), r.detach()));
     }
     let vars = model.adapters().into_iter().cloned().collect();
     let mut optimiser = AdamW::new(
@@ -401,9 +404,7 @@ fn dpo_train(model: &LoraLlama, pairs: &[PreferencePair], run: DpoRun) -> Result
     };
     let n = pairs.len() as f64;
     let pair_loss = |k: usize| -> Result<crate::dpo::DpoLoss> {
-        let p = &pairs[k];
-        let chosen = logprob(&p.prompt_ids, &p.chosen_ids)?;
-        let rejected = logprob(&p.prompt_ids, &p.rejected_ids)?;
+        let (chosen, rejected) = logprobs(&pairs[k])?;
         dpo_loss(
             &chosen,
             &rejected,

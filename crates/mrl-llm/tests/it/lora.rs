@@ -262,3 +262,64 @@ fn new_adapters_on_the_shared_base_equal_a_fresh_load() {
     let diff = max_abs_diff(&actor.forward(&ids).unwrap(), &fresh.forward(&ids).unwrap());
     assert_eq!(diff, 0.0);
 }
+
+#[test]
+fn continuations_of_a_shared_prefix_equal_whole_forwards_in_value_and_gradient() {
+    let (_dir, path) = tiny();
+    let model = LoraLlama::load(&path, &LoraConfig::default(), DType::F32).unwrap();
+    // Non-zero B, so that the adapters act on the prefix's keys and values.
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for var in model.adapters() {
+        let values: Vec<f32> = (0..var.elem_count())
+            .map(|_| rng.random_range(-0.2f32..0.2))
+            .collect();
+        var.set(&Tensor::from_vec(values, var.dims(), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+    let prefix = [1u32, 50, 60, 70, 80];
+    let (chosen, rejected) = ([2u32, 90, 91], [2u32, 100, 101, 102]);
+    let rows = model
+        .forward_continuations(&prefix, &[&chosen, &rejected])
+        .unwrap();
+    assert_eq!(rows[0].dims(), [3, 267]);
+    assert_eq!(rows[1].dims(), [4, 267]);
+    let whole = |tail: &[u32]| model.forward(&[&prefix[..], tail].concat()).unwrap();
+    let (whole_chosen, whole_rejected) = (whole(&chosen), whole(&rejected));
+    // Float rounding of other matmul shapes only.
+    assert!(max_abs_diff(&rows[0], &whole_chosen.narrow(0, 5, 3).unwrap()) < 1e-4);
+    assert!(max_abs_diff(&rows[1], &whole_rejected.narrow(0, 5, 4).unwrap()) < 1e-4);
+    // The same loss through the shared prefix and through two whole forwards: the same
+    // adapter gradients (the prefix's graph is shared by both branches).
+    let loss = |c: &Tensor, r: &Tensor| {
+        let c = response_logprob(c, &chosen, 1).unwrap();
+        let r = response_logprob(r, &rejected, 1).unwrap();
+        (c - r).unwrap()
+    };
+    let shared = loss(&rows[0], &rows[1]).backward().unwrap();
+    let separate = loss(
+        &whole_chosen.narrow(0, 5, 3).unwrap(),
+        &whole_rejected.narrow(0, 5, 4).unwrap(),
+    )
+    .backward()
+    .unwrap();
+    for var in model.adapters() {
+        let a = shared.get(var).unwrap();
+        let b = separate.get(var).unwrap();
+        let scale = b
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(scale > 0.0);
+        assert!(max_abs_diff(a, b) < 1e-4 * scale.max(1.0), "{var:?}");
+    }
+    // No prefix: the continuation alone.
+    let alone = model.forward_continuations(&[], &[&chosen]).unwrap();
+    assert!(max_abs_diff(&alone[0], &model.forward(&chosen).unwrap()) < 1e-6);
+    assert!(matches!(
+        model.forward_continuations(&prefix, &[&[]]),
+        Err(mrl_llm::Error::ContextOverflow { .. })
+    ));
+}
