@@ -238,6 +238,17 @@ impl FewshotReport {
                 o.validation_bars,
                 o.tolerance
             );
+            for t in &s.online_updates {
+                let _ = writeln!(
+                    out,
+                    "- {}: {} updates kept, {} rolled back (validation return fell), {} rolled \
+                     back (non-finite), over every seed, task and K",
+                    t.method, t.accepted, t.degraded, t.non_finite
+                );
+            }
+            if !s.online_updates.is_empty() {
+                out.push('\n');
+            }
         }
         out.push_str(
             "Rows without gradient steps (rl2 and the baselines) repeat their one value in every \

@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::inner::{AdaptSetup, adapt_snapshots};
 use crate::meta::{MetaAlgorithm, MetaLearner, MetaTrainConfig, return_scale_of};
-use crate::online::{OnlineConfig, OnlineSetup, book_metrics, trade_online};
+use crate::online::{OnlineConfig, OnlineSetup, UpdateOutcome, book_metrics, trade_online};
 use crate::task::{DEFAULT_ADAPTATION_BARS, FixedTask};
 use crate::transfer::{TransferConfig, read_asset};
 use crate::{Error, Result};
@@ -532,6 +532,23 @@ pub struct BenchmarkSettings {
     /// The online adaptation of the `*_online` rows, when any ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub online: Option<OnlineConfig>,
+    /// What the guard did with the online rows' updates, per row, over every seed, task
+    /// and K.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub online_updates: Vec<OnlineTally>,
+}
+
+/// How many of an online row's scheduled updates the guard kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnlineTally {
+    /// The row (`meta_online`, `pretrain_online`).
+    pub method: String,
+    /// Updates kept.
+    pub accepted: usize,
+    /// Updates rolled back because the validation return degraded.
+    pub degraded: usize,
+    /// Updates rolled back because the inner loop went non-finite.
+    pub non_finite: usize,
 }
 
 /// The raw results of [`run_benchmark`].
@@ -656,6 +673,7 @@ where
         );
     }
     let mut baselines: BTreeMap<String, Cell> = BTreeMap::new();
+    let mut tallies: BTreeMap<Method, OnlineTally> = BTreeMap::new();
     let mut meta_source = String::new();
     let mut rl2_source = String::new();
 
@@ -816,9 +834,22 @@ where
                 if wants(online) {
                     let setup = online_setup(init.return_scale);
                     let row = cells.entry(online).or_default();
+                    let tally = tallies.entry(online).or_insert_with(|| OnlineTally {
+                        method: online.as_str().to_owned(),
+                        accepted: 0,
+                        degraded: 0,
+                        non_finite: 0,
+                    });
                     for (cell, policy) in row.iter_mut().zip(&snapshots) {
                         let run = trade_online(policy, &task.market, wf, &setup, online_seeds[ti])?;
                         cell.set(si, ti, &run.metrics(&task.market, wf.cost_rate));
+                        for u in &run.updates {
+                            match u.outcome {
+                                UpdateOutcome::Accepted => tally.accepted += 1,
+                                UpdateOutcome::Degraded => tally.degraded += 1,
+                                UpdateOutcome::NonFinite => tally.non_finite += 1,
+                            }
+                        }
                     }
                 }
             }
@@ -932,6 +963,7 @@ where
             rl2_source,
             held_out: held_out_text,
             online: wants_online.then(|| config.meta.online.clone()),
+            online_updates: tallies.into_values().collect(),
         },
         tasks: held_out.iter().map(|t| t.name.clone()).collect(),
         rows,

@@ -75,7 +75,7 @@ pub use bench_report::{
 };
 pub use benchmark::{
     BENCHMARK_FORMAT, BenchmarkConfig, BenchmarkProgress, BenchmarkRaw, BenchmarkSettings, Cell,
-    DEFAULT_KS, GivenPolicy, HeldOutTask, Method, MethodRaw, RowKind, evaluate_policy,
+    DEFAULT_KS, GivenPolicy, HeldOutTask, Method, MethodRaw, OnlineTally, RowKind, evaluate_policy,
     held_out_tasks, run_benchmark,
 };
 pub use error::{Error, Result};

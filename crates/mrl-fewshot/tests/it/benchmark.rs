@@ -198,6 +198,7 @@ fn hand_made(rows: &[Row<'_>]) -> BenchmarkRaw {
             rl2_source: "rl2".into(),
             held_out: "two markets".into(),
             online: None,
+            online_updates: Vec::new(),
         },
         tasks: vec!["a".into(), "b".into()],
         rows: rows

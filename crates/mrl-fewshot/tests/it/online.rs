@@ -155,8 +155,15 @@ fn the_benchmark_reports_online_rows_that_equal_offline_when_every_update_is_rol
     assert_eq!(&names[..3], ["meta", "meta_online", "oracle"]);
     assert_eq!(raw.settings.online.as_ref().unwrap().every_bars, 20);
     assert_eq!(raw.rows[0].cells, raw.rows[1].cells);
+    // Updates before the windows at 80 and 100, for 2 tasks × 2 K: all rolled back.
+    let tally = |raw: &mrl_fewshot::BenchmarkRaw| {
+        let t = &raw.settings.online_updates[0];
+        (t.method.clone(), t.accepted, t.degraded, t.non_finite)
+    };
+    assert_eq!(tally(&raw), ("meta_online".into(), 0, 8, 0));
     // With every update kept, the online row trades differently somewhere.
     let kept = bench_with_online(1e9);
     assert_eq!(kept.rows[0].cells, raw.rows[0].cells, "meta is unaffected");
     assert_ne!(kept.rows[1].cells, kept.rows[0].cells);
+    assert_eq!(tally(&kept), ("meta_online".into(), 8, 0, 0));
 }
