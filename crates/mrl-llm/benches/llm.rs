@@ -7,8 +7,10 @@
 //!   the short prompt's pass is included).
 //! - `dpo_step/lora_r8_f32`: one DPO step's forward and backward passes through `LoraLlama`
 //!   (f32, rank-8 adapters on q and v) for one pair: a 64-token prompt with two 32-token
-//!   responses (four 96-token sequences: policy chosen/rejected with gradients; the reference
-//!   log-probs are constants here).
+//!   responses, the prompt run once as their shared prefix as the loop does
+//!   ([`LoraLlama::forward_continuations`]; the reference log-probs are constants here).
+//!
+//! `benches/round.rs` times a whole round of the loop by phase.
 
 use std::hint::black_box;
 
@@ -62,23 +64,33 @@ fn bench_llm(c: &mut Criterion) {
     group.finish();
 
     let lora = LoraLlama::load(&path, &LoraConfig::default(), DType::F32).expect("loads");
-    let prompt: Vec<u32> = ids[..64].to_vec();
-    let chosen: Vec<u32> = [prompt.as_slice(), &ids[64..96]].concat();
-    let rejected: Vec<u32> = [prompt.as_slice(), &ids[96..128]].concat();
+    // The prompt but its last token is the shared prefix; each tail is that token and a
+    // 32-token response.
+    let prefix = &ids[..63];
+    let chosen: Vec<u32> = [&ids[63..64], &ids[64..96]].concat();
+    let rejected: Vec<u32> = [&ids[63..64], &ids[96..128]].concat();
     let reference = Tensor::new(&[-80.0f32], &Device::Cpu).expect("tensor");
     let mut group = c.benchmark_group("llm/cpu/dpo_step");
     group.sample_size(10);
     group.bench_function("lora_r8_f32_pair_96_tokens", |b| {
         b.iter(|| {
-            let lp = |seq: &[u32]| {
-                let logits = lora.forward(seq).expect("forward");
-                response_logprob(&logits, seq, 64)
+            let rows = lora
+                .forward_continuations(prefix, &[&chosen, &rejected])
+                .expect("forward");
+            let lp = |k: usize, tail: &[u32]| {
+                response_logprob(&rows[k], tail, 1)
                     .expect("log-prob")
                     .reshape(1)
                     .expect("reshape")
             };
-            let out =
-                dpo_loss(&lp(&chosen), &lp(&rejected), &reference, &reference, 0.1).expect("loss");
+            let out = dpo_loss(
+                &lp(0, &chosen),
+                &lp(1, &rejected),
+                &reference,
+                &reference,
+                0.1,
+            )
+            .expect("loss");
             black_box(out.loss.backward().expect("backward"))
         })
     });

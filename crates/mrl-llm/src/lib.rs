@@ -101,7 +101,7 @@ pub use tiny::{TINY_HIDDEN, TINY_LAYERS, tiny_vocabulary, write_tiny_model};
 pub use tokenizer::GgufTokenizer;
 pub use train::{
     ACTOR_ADAPTERS, ADAPTERS_JSON, AdapterInfo, BASE_VALIDATION_JSON, DpoStats, JUDGE_ADAPTERS,
-    PreferencePair, RoundLog, SHOWN_RATIONALE_CHARS, TrainingData, TrainingExample, UNPARSED_SCORE,
-    canonical_judgment, canonical_prediction, complete_rounds, derive_seed, load_round_adapters,
-    role_lora, round_dir, select_pair, spearman, train, validation_bars,
+    PhaseSeconds, PreferencePair, RoundLog, SHOWN_RATIONALE_CHARS, TrainingData, TrainingExample,
+    UNPARSED_SCORE, canonical_judgment, canonical_prediction, complete_rounds, derive_seed,
+    load_round_adapters, role_lora, round_dir, select_pair, spearman, train, validation_bars,
 };

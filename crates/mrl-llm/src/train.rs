@@ -348,8 +348,27 @@ pub struct RoundLog {
     /// return, unparsed replies.
     #[serde(default)]
     pub validation: Option<EvalRow>,
-    /// Wall time of the round, seconds (the one field a resumed run does not reproduce).
+    /// Wall time of the round, seconds (with [`phase_seconds`](Self::phase_seconds), the
+    /// fields a resumed run does not reproduce).
     pub seconds: f64,
+    /// Wall time of each phase of the round, seconds.
+    #[serde(default)]
+    pub phase_seconds: PhaseSeconds,
+}
+
+/// Wall time of the phases of one round, seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseSeconds {
+    /// Sampling the actor's candidates (with loading the adapted actor).
+    pub actor: f64,
+    /// The judge's scores and the meta-judge's verdicts (with loading the adapted judge).
+    pub judge: f64,
+    /// DPO of the actor (reference pass, steps, the pass after the last step).
+    pub dpo_actor: f64,
+    /// DPO of the judge.
+    pub dpo_judge: f64,
+    /// The validation after the round.
+    pub validation: f64,
 }
 
 /// AdamW settings and β of [`dpo_train`].
@@ -511,6 +530,7 @@ fn collect_pairs(
     log: &mut RoundLog,
 ) -> Result<Vec<PreferencePair>> {
     let r = round as u64;
+    let start = Instant::now();
     let mut actor_backend = actor.merged_backend(model_path, config.generation_weights)?;
     let mut candidates: Vec<Vec<Candidate>> = Vec::with_capacity(examples.len());
     let mut answer_tokens = 0usize;
@@ -548,6 +568,8 @@ fn collect_pairs(
         "actor answers sampled"
     );
     log.mean_answer_tokens = answer_tokens as f64 / (examples.len() * config.candidates) as f64;
+    log.phase_seconds.actor = start.elapsed().as_secs_f64();
+    let start = Instant::now();
 
     let mut judge_backend = judge.merged_backend(model_path, config.generation_weights)?;
     let mut pairs = Vec::new();
@@ -683,6 +705,7 @@ fn collect_pairs(
         pairs = pairs.len(),
         "judged"
     );
+    log.phase_seconds.judge = start.elapsed().as_secs_f64();
     log.judge_outcome_spearman = spearman(&scores_seen, &pnl_seen);
     log.mean_score = (!scores_seen.is_empty())
         .then(|| scores_seen.iter().sum::<f64>() / scores_seen.len() as f64);
@@ -991,6 +1014,7 @@ pub fn train(
             mean_answer_tokens: 0.0,
             validation: None,
             seconds: 0.0,
+            phase_seconds: PhaseSeconds::default(),
         };
         let pairs = collect_pairs(
             model_path, &actor, &judge, &examples, config, round, &mut log,
@@ -999,13 +1023,26 @@ pub fn train(
             pairs.iter().cloned().partition(|p| p.role == Role::Actor);
         log.actor_pairs = actor_pairs.len();
         log.judge_pairs = judge_pairs.len();
-        for (model, role_pairs, tag, slot) in [
-            (&actor, &actor_pairs, 1u64, &mut log.actor_dpo),
-            (&judge, &judge_pairs, 2u64, &mut log.judge_dpo),
+        for (model, role_pairs, tag, slot, seconds) in [
+            (
+                &actor,
+                &actor_pairs,
+                1u64,
+                &mut log.actor_dpo,
+                &mut log.phase_seconds.dpo_actor,
+            ),
+            (
+                &judge,
+                &judge_pairs,
+                2u64,
+                &mut log.judge_dpo,
+                &mut log.phase_seconds.dpo_judge,
+            ),
         ] {
             if role_pairs.is_empty() {
                 continue;
             }
+            let dpo_start = Instant::now();
             tracing::info!(pairs = role_pairs.len(), role = tag, "dpo");
             *slot = Some(dpo_train(
                 model,
@@ -1018,12 +1055,15 @@ pub fn train(
                     seed: derive_seed(config.seed, &[round as u64, 5, tag]),
                 },
             )?);
+            *seconds = dpo_start.elapsed().as_secs_f64();
         }
         if let Some(bars) = &validation {
+            let validation_start = Instant::now();
             let name = format!("round {round}");
             log.validation = Some(validate(
                 model_path, &actor, &series[0], bars, config, &name,
             )?);
+            log.phase_seconds.validation = validation_start.elapsed().as_secs_f64();
         }
         log.seconds = start.elapsed().as_secs_f64();
         save_round(

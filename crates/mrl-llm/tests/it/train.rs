@@ -56,6 +56,7 @@ fn run(model: &Path, config: &TrainConfig, out: &Path, resume: bool) -> Vec<Roun
 fn without_time(mut logs: Vec<RoundLog>) -> Vec<RoundLog> {
     for log in &mut logs {
         log.seconds = 0.0;
+        log.phase_seconds = mrl_llm::PhaseSeconds::default();
     }
     logs
 }
@@ -77,6 +78,15 @@ fn one_round_runs_end_to_end_with_finite_losses_and_is_deterministic() {
     let log = &logs[0];
     assert_eq!(log.round, 1);
     assert_eq!(log.contexts, 2);
+    let phases = log.phase_seconds;
+    let phase_sum =
+        phases.actor + phases.judge + phases.dpo_actor + phases.dpo_judge + phases.validation;
+    assert!(phases.actor > 0.0 && phases.dpo_actor > 0.0 && phases.validation > 0.0);
+    assert!(
+        phase_sum <= log.seconds,
+        "{phases:?} within {} s",
+        log.seconds
+    );
     // Constrained decoding: every reply of every role parses, even from random weights.
     assert_eq!(log.actor_replies.total(), 4);
     assert_eq!(log.actor_replies.failed, 0);
