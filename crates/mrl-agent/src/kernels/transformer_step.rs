@@ -26,7 +26,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::matmul_nn;
+use super::gemm::{matmul, matmul_nn};
 use super::gru_seq::{f32_slice, with_cpu_f32};
 use super::math::{dot, exp_f32, softmax_row};
 
@@ -383,14 +383,6 @@ pub(crate) fn step(
     }
 }
 
-/// `y ← y + a · x`.
-#[inline(always)]
-fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    for (yi, &xi) in y.iter_mut().zip(x) {
-        *yi += a * xi;
-    }
-}
-
 /// Sizes of one [`window_attention`] call.
 #[derive(Clone, Copy, Debug)]
 struct WindowShape {
@@ -410,7 +402,70 @@ impl WindowShape {
     }
 }
 
-/// Forward of one sequence: `o` `(T, d)` and the log-sum-exp of each row's scores `(T)`.
+/// Query steps per block of the blocked attention: each block multiplies its queries with
+/// the keys of its window (at most `C + QUERY_BLOCK − 1` of them) through `gemm`.
+const QUERY_BLOCK: usize = 64;
+
+/// One block of queries `t0..t1` and the keys `lo..t1` their windows cover.
+#[derive(Clone, Copy, Debug)]
+struct Block {
+    t0: usize,
+    t1: usize,
+    lo: usize,
+}
+
+impl Block {
+    fn n_queries(&self) -> usize {
+        self.t1 - self.t0
+    }
+
+    fn n_keys(&self) -> usize {
+        self.t1 - self.lo
+    }
+
+    /// The blocks of a sequence, in order.
+    fn all(shape: WindowShape) -> impl Iterator<Item = Block> {
+        (0..shape.seq_len)
+            .step_by(QUERY_BLOCK)
+            .map(move |t0| Block {
+                t0,
+                t1: (t0 + QUERY_BLOCK).min(shape.seq_len),
+                lo: shape.first(t0),
+            })
+    }
+
+    /// Columns of row `i` (query step `t0 + i`) inside its window, relative to `lo`.
+    fn window(&self, shape: WindowShape, i: usize) -> std::ops::Range<usize> {
+        let t = self.t0 + i;
+        shape.first(t) - self.lo..t + 1 - self.lo
+    }
+}
+
+/// Two buffers that hold a block's `(n_q, n_k)` scores or probabilities.
+fn block_buffers(shape: WindowShape) -> (Vec<f32>, Vec<f32>) {
+    let cap = QUERY_BLOCK * (shape.context + QUERY_BLOCK);
+    (vec![0.0f32; cap], vec![0.0f32; cap])
+}
+
+/// Scaled scores `S = scale · Q Kᵀ` of a block into `scores` `(n_q, n_k)`.
+fn block_scores(shape: WindowShape, blk: Block, q: &[f32], k: &[f32], scores: &mut [f32]) {
+    let d = shape.head_dim;
+    let (nq, nk) = (blk.n_queries(), blk.n_keys());
+    matmul(
+        scores,
+        (&q[blk.t0 * d..], false),
+        (&k[blk.lo * d..], true),
+        (nq, d, nk),
+        false,
+        false,
+    );
+    for s in &mut scores[..nq * nk] {
+        *s *= shape.scale;
+    }
+}
+
+/// Forward of one sequence: `o` `(T, d)` and the log-sum-exp of each row's scores `(T)`,
+/// a block of queries at a time (`S = Q Kᵀ` and `O = P V` through `gemm`).
 fn window_forward_row(
     shape: WindowShape,
     (q, k, v): (&[f32], &[f32], &[f32]),
@@ -418,50 +473,111 @@ fn window_forward_row(
     lse: &mut [f32],
 ) {
     let d = shape.head_dim;
-    let mut scores = vec![0.0f32; shape.context.min(shape.seq_len)];
-    let mut probs = scores.clone();
-    for t in 0..shape.seq_len {
-        let lo = shape.first(t);
-        let n = t + 1 - lo;
-        let q_t = &q[t * d..(t + 1) * d];
-        for (j, s) in scores[..n].iter_mut().enumerate() {
-            *s = dot(q_t, &k[(lo + j) * d..(lo + j + 1) * d]) * shape.scale;
+    let (mut scores, mut probs) = block_buffers(shape);
+    for blk in Block::all(shape) {
+        let (nq, nk) = (blk.n_queries(), blk.n_keys());
+        block_scores(shape, blk, q, k, &mut scores);
+        for i in 0..nq {
+            let cols = blk.window(shape, i);
+            let (s_row, p_row) = (
+                &scores[i * nk..(i + 1) * nk],
+                &mut probs[i * nk..(i + 1) * nk],
+            );
+            p_row.fill(0.0);
+            lse[blk.t0 + i] = softmax_row(&s_row[cols.clone()], &mut p_row[cols]);
         }
-        lse[t] = softmax_row(&scores[..n], &mut probs[..n]);
-        let o_t = &mut o[t * d..(t + 1) * d];
-        o_t.fill(0.0);
-        for (j, &p) in probs[..n].iter().enumerate() {
-            axpy(o_t, p, &v[(lo + j) * d..(lo + j + 1) * d]);
-        }
+        matmul(
+            &mut o[blk.t0 * d..],
+            (&probs, false),
+            (&v[blk.lo * d..], false),
+            (nq, nk, d),
+            false,
+            false,
+        );
     }
 }
 
 /// Backward of one sequence, recomputing the probabilities from the saved log-sum-exps
-/// (as FlashAttention, Dao et al. 2022): with `p_tj = exp(s_tj − lse_t)` and
-/// `D_t = dO_t · o_t`,
-/// `dv_j += p_tj dO_t`, `ds_tj = p_tj (dO_t · v_j − D_t)`, `dq_t += scale Σ_j ds_tj k_j`,
-/// `dk_j += scale ds_tj q_t`. Writes (overwrites) `dq`, `dk`, `dv`, each `(T, d)`.
+/// (as FlashAttention, Dao et al. 2022), a block of queries at a time: with
+/// `P = exp(S − lse)` and `D_t = dO_t · o_t`,
+/// `dV += Pᵀ dO`, `dS = P ⊙ (dO Vᵀ − D)`, `dQ = scale · dS K`, `dK += scale · dSᵀ Q`.
+/// Writes (overwrites) `dq`, `dk`, `dv`, each `(T, d)`.
 fn window_backward_row(
     shape: WindowShape,
     (q, k, v, o, d_o, lse): (&[f32], &[f32], &[f32], &[f32], &[f32], &[f32]),
     (dq, dk, dv): (&mut [f32], &mut [f32], &mut [f32]),
 ) {
     let d = shape.head_dim;
-    dq.fill(0.0);
     dk.fill(0.0);
     dv.fill(0.0);
-    for t in 0..shape.seq_len {
-        let lo = shape.first(t);
-        let (q_t, do_t) = (&q[t * d..(t + 1) * d], &d_o[t * d..(t + 1) * d]);
-        let delta = dot(do_t, &o[t * d..(t + 1) * d]);
-        for j in lo..=t {
-            let (k_j, v_j) = (&k[j * d..(j + 1) * d], &v[j * d..(j + 1) * d]);
-            let p = exp_f32(dot(q_t, k_j) * shape.scale - lse[t]);
-            axpy(&mut dv[j * d..(j + 1) * d], p, do_t);
-            let ds = p * (dot(do_t, v_j) - delta) * shape.scale;
-            axpy(&mut dq[t * d..(t + 1) * d], ds, k_j);
-            axpy(&mut dk[j * d..(j + 1) * d], ds, q_t);
+    let (mut probs, mut d_probs) = block_buffers(shape);
+    for blk in Block::all(shape) {
+        let (nq, nk) = (blk.n_queries(), blk.n_keys());
+        block_scores(shape, blk, q, k, &mut probs);
+        for i in 0..nq {
+            let cols = blk.window(shape, i);
+            let row = &mut probs[i * nk..(i + 1) * nk];
+            let l = lse[blk.t0 + i];
+            for (j, p) in row.iter_mut().enumerate() {
+                *p = if cols.contains(&j) {
+                    exp_f32(*p - l)
+                } else {
+                    0.0
+                };
+            }
         }
+        let (do_blk, q_blk) = (&d_o[blk.t0 * d..], &q[blk.t0 * d..]);
+        // dV (n_k, d) += Pᵀ dO
+        let at = blk.lo * d..blk.t1 * d;
+        let shapes = (nk, nq, d);
+        matmul(
+            &mut dv[at.clone()],
+            (&probs, true),
+            (do_blk, false),
+            shapes,
+            true,
+            false,
+        );
+        // dP (n_q, n_k) = dO Vᵀ
+        let v_blk = &v[blk.lo * d..];
+        matmul(
+            &mut d_probs,
+            (do_blk, false),
+            (v_blk, true),
+            (nq, d, nk),
+            false,
+            false,
+        );
+        for i in 0..nq {
+            let t = blk.t0 + i;
+            let delta = dot(&d_o[t * d..(t + 1) * d], &o[t * d..(t + 1) * d]);
+            let (p_row, dp_row) = (
+                &probs[i * nk..(i + 1) * nk],
+                &mut d_probs[i * nk..(i + 1) * nk],
+            );
+            for (dp, &p) in dp_row.iter_mut().zip(p_row) {
+                *dp = p * (*dp - delta) * shape.scale;
+            }
+        }
+        // dQ (n_q, d) = dS K;  dK (n_k, d) += dSᵀ Q
+        let k_blk = &k[blk.lo * d..];
+        let dq_blk = &mut dq[blk.t0 * d..blk.t1 * d];
+        matmul(
+            dq_blk,
+            (&d_probs, false),
+            (k_blk, false),
+            (nq, nk, d),
+            false,
+            false,
+        );
+        matmul(
+            &mut dk[at],
+            (&d_probs, true),
+            (q_blk, false),
+            shapes,
+            true,
+            false,
+        );
     }
 }
 
@@ -596,7 +712,9 @@ impl CustomOp3 for WindowAttentionOp {
 /// attends to steps `max(0, t − C + 1) ..= t` of its own sequence,
 /// `o_t = Σ_j softmax_j(q_t · k_j / √d) v_j`. Nothing of size `T × T` is stored: the forward
 /// keeps one log-sum-exp per step and the backward recomputes the probabilities, so memory
-/// and work are linear in `T · min(T, C)`. Sequences run in parallel on the rayon pool.
+/// and work are linear in `T · min(T, C + 64)`: queries go in blocks of 64, each multiplied
+/// with its window's keys and values through `gemm`. Sequences (`B · heads`) run in
+/// parallel on the rayon pool.
 ///
 /// # Shapes
 /// `q`, `k`, `v` `(B, heads, T, d)` → `(B, heads, T, d)`. Gradients flow to all three.

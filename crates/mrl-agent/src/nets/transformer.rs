@@ -351,21 +351,19 @@ mod tests {
 
     use super::*;
 
-    /// A `(2, 2, 9, 4)` tensor of seeded uniform `[-2, 2)` values.
-    fn random(seed: u64) -> Tensor {
+    /// A `(2, 2, T, 4)` tensor of seeded uniform `[-2, 2)` values.
+    fn random(seq_len: usize, seed: u64) -> Tensor {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let v: Vec<f32> = (0..2 * 2 * 9 * 4)
+        let v: Vec<f32> = (0..2 * 2 * seq_len * 4)
             .map(|_| rng.random_range(-2.0f32..2.0))
             .collect();
-        Tensor::from_vec(v, (2, 2, 9, 4), &Device::Cpu).unwrap()
+        Tensor::from_vec(v, (2, 2, seq_len, 4), &Device::Cpu).unwrap()
     }
 
-    #[test]
-    fn fused_window_attention_equals_the_masked_score_matrix() {
-        // T = 9 steps, context 4: the window slides for steps 4..9.
-        let (seq_len, context) = (9, 4);
-        let [q, k, v] = [1, 2, 3].map(|s| Var::from_tensor(&random(s)).unwrap());
-        let g = random(4); // dL/do
+    /// The fused op against the masked score matrix: outputs and q/k/v gradients.
+    fn check_fused_attention(seq_len: usize, context: usize) {
+        let [q, k, v] = [1, 2, 3].map(|s| Var::from_tensor(&random(seq_len, s)).unwrap());
+        let g = random(seq_len, 4); // dL/do
         let mask = window_mask(seq_len, context, &Device::Cpu).unwrap();
         let fused = window_attention(&q, &k, &v, context).unwrap();
         let masked = masked_attention(&q, &k, &v, &mask).unwrap();
@@ -375,7 +373,7 @@ mod tests {
             for (i, (x, y)) in a.iter().zip(b).enumerate() {
                 assert!(
                     (x - y).abs() <= 1e-5 + 1e-5 * y.abs(),
-                    "{what}[{i}]: {x} vs {y}"
+                    "T {seq_len}, C {context}, {what}[{i}]: {x} vs {y}"
                 );
             }
         };
@@ -384,20 +382,27 @@ mod tests {
         let o0 = flat(&fused.narrow(2, 0, 1).unwrap());
         let v0 = flat(&v.as_tensor().narrow(2, 0, 1).unwrap());
         close(&o0, &v0, "o_0");
-        let grads_f = (fused * &g).unwrap().sum_all().unwrap().backward().unwrap();
-        let grads_m = (masked * &g)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let backward = |o: Tensor| (o * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let (grads_f, grads_m) = (backward(fused), backward(masked));
         for (name, var) in [("dq", &q), ("dk", &k), ("dv", &v)] {
             let (a, b) = (grads_f.get(var).unwrap(), grads_m.get(var).unwrap());
             close(&flat(a), &flat(b), name);
         }
-        // The last key lies outside every earlier window: only step 8 reads it.
-        let dk_last = flat(&grads_f.get(&k).unwrap().narrow(2, 8, 1).unwrap());
+        // The last key is read by the last step only, and still gets a gradient.
+        let last = grads_f.get(&k).unwrap().narrow(2, seq_len - 1, 1).unwrap();
+        let dk_last = flat(&last);
         assert!(dk_last.iter().any(|x| x.abs() > 1e-4), "{dk_last:?}");
+    }
+
+    #[test]
+    fn fused_window_attention_equals_the_masked_score_matrix() {
+        // One block of queries; the window slides for steps 4..9.
+        check_fused_attention(9, 4);
+        // Three blocks of 64 queries (the last partial), each reading keys from the block
+        // before it through a sliding 40-step window.
+        check_fused_attention(150, 40);
+        // A context longer than the trial: plain causal attention over two blocks.
+        check_fused_attention(70, 256);
     }
 
     #[test]
