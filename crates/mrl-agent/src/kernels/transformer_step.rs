@@ -497,6 +497,17 @@ fn window_forward_row(
     }
 }
 
+/// What the backward of one sequence reads: its inputs and output `(T, d)`, the output's
+/// gradient `(T, d)` and the forward's log-sum-exps `(T)`.
+struct BackwardRow<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    o: &'a [f32],
+    d_o: &'a [f32],
+    lse: &'a [f32],
+}
+
 /// Backward of one sequence, recomputing the probabilities from the saved log-sum-exps
 /// (as FlashAttention, Dao et al. 2022), a block of queries at a time: with
 /// `P = exp(S − lse)` and `D_t = dO_t · o_t`,
@@ -504,9 +515,17 @@ fn window_forward_row(
 /// Writes (overwrites) `dq`, `dk`, `dv`, each `(T, d)`.
 fn window_backward_row(
     shape: WindowShape,
-    (q, k, v, o, d_o, lse): (&[f32], &[f32], &[f32], &[f32], &[f32], &[f32]),
+    saved: BackwardRow<'_>,
     (dq, dk, dv): (&mut [f32], &mut [f32], &mut [f32]),
 ) {
+    let BackwardRow {
+        q,
+        k,
+        v,
+        o,
+        d_o,
+        lse,
+    } = saved;
     let d = shape.head_dim;
     dk.fill(0.0);
     dv.fill(0.0);
@@ -686,15 +705,15 @@ impl CustomOp3 for WindowAttentionOp {
                     .for_each(|(r, ((dq, dk), dv))| {
                         let at = r * row..(r + 1) * row;
                         let lse = &lse[r * shape.seq_len..(r + 1) * shape.seq_len];
-                        let inputs = (
-                            &q[at.clone()],
-                            &k[at.clone()],
-                            &v[at.clone()],
-                            &o[at.clone()],
-                            &d_o[at],
+                        let saved = BackwardRow {
+                            q: &q[at.clone()],
+                            k: &k[at.clone()],
+                            v: &v[at.clone()],
+                            o: &o[at.clone()],
+                            d_o: &d_o[at],
                             lse,
-                        );
-                        window_backward_row(shape, inputs, (dq, dk, dv));
+                        };
+                        window_backward_row(shape, saved, (dq, dk, dv));
                     });
             }
             Ok((dq, dk, dv))
