@@ -83,6 +83,22 @@ pub struct FewshotReport {
     pub reach: Reach,
     /// The raw (seed × task) values behind every entry.
     pub raw: Vec<MethodRaw>,
+    /// Each online row's paired Sharpe difference against its offline row
+    /// (`meta_online − meta`, …) at every K, pooled like the cells.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub online_gain: Vec<OnlineGain>,
+}
+
+/// An online row's paired Sharpe difference against the row it continues, per K.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OnlineGain {
+    /// The online row (`meta_online`, `pretrain_online`).
+    pub online: String,
+    /// The offline row (`meta`, `pretrain`).
+    pub offline: String,
+    /// `(K, mean and interval of online − offline over the (seed, task) pairs where both
+    /// are defined)`.
+    pub sharpe: Vec<(usize, Option<Interval>)>,
 }
 
 /// The fewest steps `k` of `curve` (ascending in `k`) whose value is at least `target`;
@@ -125,6 +141,7 @@ impl FewshotReport {
                 steps_to_reach: None,
             })
             .collect();
+        let online_gain = online_gains(&raw.rows, &mut interval);
         let fraction = raw.settings.benchmark.target_fraction;
         let mut report = Self {
             format: BENCHMARK_FORMAT.to_owned(),
@@ -139,6 +156,7 @@ impl FewshotReport {
                 target_sharpe: None,
             },
             raw: raw.rows,
+            online_gain,
         };
         report.fill_reach();
         report
@@ -302,6 +320,33 @@ impl FewshotReport {
             }
             out.push('\n');
         }
+        if !self.online_gain.is_empty() {
+            out.push_str(
+                "## Online minus offline: paired Sharpe difference after K steps\n\n| rows |",
+            );
+            for k in &ks {
+                let _ = write!(out, " K = {k} |");
+            }
+            out.push_str("\n|---|");
+            out.push_str(&"---|".repeat(ks.len()));
+            out.push('\n');
+            for g in &self.online_gain {
+                let _ = write!(out, "| {} − {} |", g.online, g.offline);
+                for k in &ks {
+                    let text = g
+                        .sharpe
+                        .iter()
+                        .find(|(gk, _)| gk == k)
+                        .and_then(|(_, i)| *i)
+                        .map_or("–".to_owned(), |i| {
+                            format!("{:+.2} [{:+.2}, {:+.2}]", i.mean, i.lo, i.hi)
+                        });
+                    let _ = write!(out, " {text} |");
+                }
+                out.push('\n');
+            }
+            out.push('\n');
+        }
         let _ = writeln!(out, "{}", self.reach_line());
         out
     }
@@ -364,4 +409,42 @@ impl FewshotReport {
         }
         out
     }
+}
+
+/// The paired Sharpe differences of every `<name>_online` row against `<name>`, per K,
+/// through `interval`.
+fn online_gains(
+    rows: &[MethodRaw],
+    interval: &mut impl FnMut(&[Vec<Option<f64>>]) -> Option<Interval>,
+) -> Vec<OnlineGain> {
+    rows.iter()
+        .filter_map(|online| {
+            let offline_name = online.name.strip_suffix("_online")?;
+            let offline = rows.iter().find(|r| r.name == offline_name)?;
+            let sharpe = online
+                .cells
+                .iter()
+                .filter_map(|a| {
+                    let b = offline.cells.iter().find(|b| b.k == a.k)?;
+                    let diffs: Vec<Vec<Option<f64>>> = a
+                        .sharpe
+                        .iter()
+                        .zip(&b.sharpe)
+                        .map(|(ra, rb)| {
+                            ra.iter()
+                                .zip(rb)
+                                .map(|(x, y)| Some((*x)? - (*y)?))
+                                .collect()
+                        })
+                        .collect();
+                    Some((a.k, interval(&diffs)))
+                })
+                .collect();
+            Some(OnlineGain {
+                online: online.name.clone(),
+                offline: offline_name.to_owned(),
+                sharpe,
+            })
+        })
+        .collect()
 }

@@ -71,7 +71,7 @@ mod transfer;
 
 pub use adapter::{ADAPTER_FORMAT, AdapterMeta, LoraConfig, LowRankAdapter};
 pub use bench_report::{
-    CellSummary, FewshotReport, Interval, MethodSummary, Reach, steps_to_reach,
+    CellSummary, FewshotReport, Interval, MethodSummary, OnlineGain, Reach, steps_to_reach,
 };
 pub use benchmark::{
     BENCHMARK_FORMAT, BenchmarkConfig, BenchmarkProgress, BenchmarkRaw, BenchmarkSettings, Cell,

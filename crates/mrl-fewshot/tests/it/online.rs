@@ -7,8 +7,8 @@ use mrl_agent::{Policy, PolicyKind};
 use mrl_backtest::{TestStart, WalkForwardConfig, run_policy};
 use mrl_env::MarketData;
 use mrl_fewshot::{
-    InnerConfig, MetaTrainConfig, Method, OnlineConfig, OnlineRun, OnlineSetup, UpdateOutcome,
-    trade_online,
+    FewshotReport, InnerConfig, Interval, MetaTrainConfig, Method, OnlineConfig, OnlineRun,
+    OnlineSetup, UpdateOutcome, trade_online,
 };
 
 use crate::benchmark::{run_on, series, tiny_bench, tiny_config, trading, walk_forward};
@@ -128,6 +128,15 @@ fn an_update_never_moves_further_than_the_norm_limit() {
     assert!(moved > 0.0 && moved <= 4e-3 * (1.0 + 1e-3), "moved {moved}");
 }
 
+/// Mean, minimum and maximum of the defined values.
+fn spread(values: &[Vec<Option<f64>>]) -> Option<Interval> {
+    let v: Vec<f64> = values.iter().flatten().flatten().copied().collect();
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (!v.is_empty()).then_some(Interval { mean, lo, hi })
+}
+
 fn bench_with_online(tolerance: f64) -> mrl_fewshot::BenchmarkRaw {
     let mut config: MetaTrainConfig = tiny_config();
     config.meta.inner.lr = 5e-2; // steps large enough to change greedy decisions
@@ -161,9 +170,37 @@ fn the_benchmark_reports_online_rows_that_equal_offline_when_every_update_is_rol
         (t.method.clone(), t.accepted, t.degraded, t.non_finite)
     };
     assert_eq!(tally(&raw), ("meta_online".into(), 0, 8, 0));
+    // The report's paired difference online − offline: 0 at every K, on every pair.
+    let report = FewshotReport::new(raw.clone(), "min–max", spread);
+    let gain = &report.online_gain;
+    assert_eq!(gain.len(), 1);
+    assert_eq!(
+        (gain[0].online.as_str(), gain[0].offline.as_str()),
+        ("meta_online", "meta")
+    );
+    let zero = Interval {
+        mean: 0.0,
+        lo: 0.0,
+        hi: 0.0,
+    };
+    assert_eq!(gain[0].sharpe, [(0, Some(zero)), (2, Some(zero))]);
+    assert!(
+        report
+            .to_markdown()
+            .contains("| meta_online − meta | +0.00 [+0.00, +0.00] | +0.00 [+0.00, +0.00] |")
+    );
     // With every update kept, the online row trades differently somewhere.
     let kept = bench_with_online(1e9);
     assert_eq!(kept.rows[0].cells, raw.rows[0].cells, "meta is unaffected");
     assert_ne!(kept.rows[1].cells, kept.rows[0].cells);
     assert_eq!(tally(&kept), ("meta_online".into(), 8, 0, 0));
+    let report = FewshotReport::new(kept, "min–max", spread);
+    assert!(
+        report.online_gain[0]
+            .sharpe
+            .iter()
+            .any(|(_, i)| i.is_some_and(|i| i.lo != 0.0 || i.hi != 0.0)),
+        "{:?}",
+        report.online_gain
+    );
 }
