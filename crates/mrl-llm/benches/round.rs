@@ -6,6 +6,7 @@
 //! names another GGUF file). `MRL_ROUND_TINY=1` runs it on the tiny random model instead
 //! (seconds; for checking the bench itself). One run, not a statistic: a round takes
 //! minutes with the real model on 2 cores.
+#![allow(clippy::print_stdout)] // A bench is a binary: it prints its table.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
