@@ -29,7 +29,7 @@ use mrl_backtest::{ActionMode, Policies, Spread, TestStart, WalkForwardConfig};
 pub use mrl_backtest::{DiffInterval, crossed_bootstrap_ci};
 use mrl_env::{MarketData, MarketOracle, ProcessSource, Split, SyntheticTasks};
 use mrl_ppo::{IterationStats, TaskKind, TrainConfig};
-use rand::{RngExt, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
