@@ -44,8 +44,8 @@ const RESTRICTED: [(&str, &[&str]); 8] = [
     ("tokio", &["mrl-data", "mrl-llm"]),
     ("candle-transformers", &["mrl-llm"]),
     ("tokenizers", &["mrl-llm"]),
-    // The language-model trader sits on data, features and the backtester; only the CLI
-    // uses it.
+    // The language-model trader sits on data, features, the env, the agents and the
+    // backtester (trained agents trade beside it in its evaluation); only the CLI uses it.
     ("mrl-llm", &["mrl"]),
 ];
 
