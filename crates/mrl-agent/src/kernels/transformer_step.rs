@@ -155,8 +155,6 @@ impl TransformerWeights {
 #[derive(Clone, Debug)]
 pub(crate) struct KvCache {
     batch_size: usize,
-    context: usize,
-    width: usize,
     /// `(layers, B, C, D)`.
     keys: Vec<f32>,
     /// `(layers, B, C, D)`.
@@ -171,8 +169,6 @@ impl KvCache {
         let n = net.blocks.len() * batch_size * net.context * net.width;
         Self {
             batch_size,
-            context: net.context,
-            width: net.width,
             keys: vec![0.0; n],
             values: vec![0.0; n],
             positions: vec![0; batch_size],
@@ -194,10 +190,6 @@ impl KvCache {
         &self.positions
     }
 
-    /// Offset of slot `slot` of trial `b` in layer `layer`.
-    fn offset(&self, layer: usize, b: usize, slot: usize) -> usize {
-        ((layer * self.batch_size + b) * self.context + slot) * self.width
-    }
 }
 
 /// Working buffers of one step, sized once for `B` rows.
@@ -209,8 +201,6 @@ pub(crate) struct StepScratch {
     att: Vec<f32>,
     proj: Vec<f32>,
     ff: Vec<f32>,
-    scores: Vec<f32>,
-    probs: Vec<f32>,
     cos: Vec<f32>,
     sin: Vec<f32>,
 }
@@ -227,8 +217,6 @@ impl StepScratch {
             att: vec![0.0; b * d],
             proj: vec![0.0; b * d],
             ff: vec![0.0; b * net.ff],
-            scores: vec![0.0; net.context],
-            probs: vec![0.0; net.context],
             cos: vec![0.0; b * half],
             sin: vec![0.0; b * half],
         }
@@ -267,6 +255,57 @@ impl CachedStep {
     }
 }
 
+/// Trials per rayon task in the step's attention: below this many the step runs on one
+/// thread (a task costs about as much as the attention of a few trials).
+const PAR_MIN_TRIALS: usize = 8;
+
+/// One trial's ring of cached keys and values in one layer, `(C, D)` each, and its position.
+struct TrialCache<'a> {
+    keys: &'a mut [f32],
+    values: &'a mut [f32],
+    pos: usize,
+}
+
+/// Attention of one trial at one layer: rotates its q and k (`row` = `[q | k | v]`, `(3D)`)
+/// by the angles of its position, writes k and v into slot `pos mod C` of its ring, and
+/// writes `o_h = Σ_j softmax_j(q_h·k_{h,j} / √d) v_{h,j}` over the window into `att` `(D)`.
+/// `scores` and `probs` are buffers of `C` values.
+fn attend(
+    net: &TransformerWeights,
+    row: &mut [f32],
+    (cos, sin): (&[f32], &[f32]),
+    trial: TrialCache<'_>,
+    att: &mut [f32],
+    (scores, probs): (&mut [f32], &mut [f32]),
+) {
+    let (d, ctx, hd) = (net.width, net.context, net.head_dim());
+    let scale = 1.0 / (hd as f32).sqrt();
+    for h in 0..net.heads {
+        rotate(&mut row[h * hd..(h + 1) * hd], cos, sin); // q
+        rotate(&mut row[d + h * hd..d + (h + 1) * hd], cos, sin); // k
+    }
+    let at = (trial.pos % ctx) * d;
+    trial.keys[at..at + d].copy_from_slice(&row[d..2 * d]);
+    trial.values[at..at + d].copy_from_slice(&row[2 * d..3 * d]);
+    // Slots in the window: 0..=pos before the ring fills, all of them after.
+    let n_slots = (trial.pos + 1).min(ctx);
+    for h in 0..net.heads {
+        let q = &row[h * hd..(h + 1) * hd];
+        for (j, score) in scores[..n_slots].iter_mut().enumerate() {
+            *score = dot(q, &trial.keys[j * d + h * hd..j * d + (h + 1) * hd]) * scale;
+        }
+        softmax_row(&scores[..n_slots], &mut probs[..n_slots]);
+        let o = &mut att[h * hd..(h + 1) * hd];
+        o.fill(0.0);
+        for (j, &p) in probs[..n_slots].iter().enumerate() {
+            let v = &trial.values[j * d + h * hd..j * d + (h + 1) * hd];
+            for (oi, &vi) in o.iter_mut().zip(v) {
+                *oi += p * vi;
+            }
+        }
+    }
+}
+
 /// Outputs of a step, `(B, A)` logits and probabilities, `(B)` values and log-sum-exps.
 pub(crate) struct StepRows<'a> {
     pub(crate) logits: &'a mut [f32],
@@ -291,7 +330,7 @@ pub(crate) fn step(
     advance: bool,
 ) {
     let (batch, d, ctx) = (cache.batch_size, net.width, net.context);
-    let (n_heads, hd) = (net.heads, net.head_dim());
+    let hd = net.head_dim();
     let half = hd / 2;
     let s = scratch;
     // Embedding (B, in) · (in, D).
@@ -304,47 +343,34 @@ pub(crate) fn step(
         );
         rotary_angles(cache.positions[b], hd, cos, sin);
     }
-    let scale = 1.0 / (hd as f32).sqrt();
     for (layer, blk) in net.blocks.iter().enumerate() {
         layer_norm(&s.e, &blk.ln1_w, &blk.ln1_b, &mut s.a);
         matmul_nn(&mut s.qkv, &s.a, &blk.w_qkv_t, batch, d, 3 * d); // (B, 3D)
         add_bias(&mut s.qkv, &blk.b_qkv);
-        for b in 0..batch {
-            let pos = cache.positions[b];
-            let (cos, sin) = (
-                &s.cos[b * half..(b + 1) * half],
-                &s.sin[b * half..(b + 1) * half],
-            );
-            let row = &mut s.qkv[b * 3 * d..(b + 1) * 3 * d];
-            for h in 0..n_heads {
-                rotate(&mut row[h * hd..(h + 1) * hd], cos, sin); // q
-                rotate(&mut row[d + h * hd..d + (h + 1) * hd], cos, sin); // k
-            }
-            let slot = pos % ctx;
-            let at = cache.offset(layer, b, slot);
-            cache.keys[at..at + d].copy_from_slice(&row[d..2 * d]);
-            cache.values[at..at + d].copy_from_slice(&row[2 * d..3 * d]);
-            // Slots in the window: 0..=pos before the ring fills, all of them after.
-            let n_slots = (pos + 1).min(ctx);
-            let base = cache.offset(layer, b, 0);
-            for h in 0..n_heads {
-                let q = &row[h * hd..(h + 1) * hd];
-                for j in 0..n_slots {
-                    let k = &cache.keys[base + j * d + h * hd..base + j * d + (h + 1) * hd];
-                    s.scores[j] = dot(q, k) * scale;
-                }
-                softmax_row(&s.scores[..n_slots], &mut s.probs[..n_slots]);
-                let o = &mut s.att[b * d + h * hd..b * d + (h + 1) * hd];
-                o.fill(0.0);
-                for j in 0..n_slots {
-                    let p = s.probs[j];
-                    let v = &cache.values[base + j * d + h * hd..base + j * d + (h + 1) * hd];
-                    for (oi, &vi) in o.iter_mut().zip(v) {
-                        *oi += p * vi;
-                    }
-                }
-            }
-        }
+        // Attention of each trial over its own cache, in parallel over trials for large B.
+        let region = batch * ctx * d;
+        let keys = &mut cache.keys[layer * region..(layer + 1) * region];
+        let values = &mut cache.values[layer * region..(layer + 1) * region];
+        let trials = s
+            .qkv
+            .par_chunks_mut(3 * d)
+            .zip(s.att.par_chunks_mut(d))
+            .zip(keys.par_chunks_mut(ctx * d))
+            .zip(values.par_chunks_mut(ctx * d))
+            .zip(cache.positions.par_iter())
+            .enumerate()
+            .with_min_len(PAR_MIN_TRIALS);
+        trials.for_each_init(
+            || (vec![0.0f32; ctx], vec![0.0f32; ctx]),
+            |(scores, probs), (b, ((((row, att), keys), values), &pos))| {
+                let angles = (
+                    &s.cos[b * half..(b + 1) * half],
+                    &s.sin[b * half..(b + 1) * half],
+                );
+                let trial = TrialCache { keys, values, pos };
+                attend(net, row, angles, trial, att, (scores, probs));
+            },
+        );
         matmul_nn(&mut s.proj, &s.att, &blk.w_o_t, batch, d, d);
         add_bias(&mut s.proj, &blk.b_o);
         for (e, p) in s.e.iter_mut().zip(&s.proj) {
