@@ -271,27 +271,11 @@ impl Params {
     }
 }
 
-/// Rows per partial sum of [`column_sums`]: a fixed split, so that the result does not
-/// depend on the thread count.
-const SUM_CHUNK_ROWS: usize = 1024;
-
-/// Column sums of a row-major `(rows, cols)` matrix, on all rayon threads: partial sums
-/// over chunks of [`SUM_CHUNK_ROWS`] rows in parallel, then added in chunk order (the same
-/// numbers for any thread count).
+/// Column sums of a row-major `(rows, cols)` matrix.
 pub(crate) fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
-    let partial = |chunk: &[f32]| {
-        let mut sums = vec![0.0f32; cols];
-        for row in chunk.chunks_exact(cols) {
-            for (acc, v) in sums.iter_mut().zip(row) {
-                *acc += v;
-            }
-        }
-        sums
-    };
-    let partials: Vec<Vec<f32>> = m.par_chunks(SUM_CHUNK_ROWS * cols).map(partial).collect();
     let mut sums = vec![0.0f32; cols];
-    for p in &partials {
-        for (acc, v) in sums.iter_mut().zip(p) {
+    for row in m.chunks_exact(cols) {
+        for (acc, v) in sums.iter_mut().zip(row) {
             *acc += v;
         }
     }
@@ -718,19 +702,6 @@ mod tests {
             assert!(close(&grads.1, &grads_1.1), "dh0, {per} per block");
             assert!(close(&grads.2, &grads_1.2), "d params, {per} per block");
         }
-    }
-
-    #[test]
-    fn column_sums_add_every_row_across_chunks() {
-        // 2500 rows span three chunks of SUM_CHUNK_ROWS; row r is [r, 1, -r / 2] (exact in
-        // f32 for these magnitudes).
-        let rows = 2 * SUM_CHUNK_ROWS + 452;
-        let m: Vec<f32> = (0..rows)
-            .flat_map(|r| [r as f32, 1.0, -(r as f32) / 2.0])
-            .collect();
-        let total = (rows * (rows - 1) / 2) as f32;
-        assert_eq!(column_sums(&m, 3), vec![total, rows as f32, -total / 2.0]);
-        assert_eq!(column_sums(&[], 3), vec![0.0; 3]);
     }
 
     #[test]
