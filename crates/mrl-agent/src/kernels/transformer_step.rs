@@ -189,7 +189,6 @@ impl KvCache {
     pub(crate) fn positions(&self) -> &[usize] {
         &self.positions
     }
-
 }
 
 /// Working buffers of one step, sized once for `B` rows.
