@@ -53,10 +53,9 @@ pub const FEWSHOT_STATE_FILE: &str = "fewshot.json";
 pub const FEWSHOT_STATE_FORMAT: &str = "mrl-fewshot-state";
 /// File name of the outer Adam's moments (first-order MAML) inside the checkpoint directory.
 pub const META_OPTIMIZER_FILE: &str = "optimizer.safetensors";
-/// The checkpoint being written, swapped in for `checkpoint/` once complete.
+/// The checkpoint being written, swapped in for `checkpoint/` once complete
+/// ([`mrl_ppo::swap_in_checkpoint`]).
 const TMP_DIR: &str = ".checkpoint.tmp";
-/// The previous checkpoint while the new one is swapped in.
-const OLD_DIR: &str = ".checkpoint.old";
 
 /// The meta-learner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -707,19 +706,7 @@ where
             adam_step: self.adam.as_ref().map_or(0, Adam::step_count),
         };
         write_json(&tmp.join(FEWSHOT_STATE_FILE), &state)?;
-        let dir = run_dir.join(CHECKPOINT_DIR);
-        let old = run_dir.join(OLD_DIR);
-        if old.exists() {
-            fs::remove_dir_all(&old).map_err(Error::io(&old))?;
-        }
-        if dir.exists() {
-            fs::rename(&dir, &old).map_err(Error::io(&dir))?;
-        }
-        fs::rename(&tmp, &dir).map_err(Error::io(&dir))?;
-        if old.exists() {
-            fs::remove_dir_all(&old).map_err(Error::io(&old))?;
-        }
-        Ok(dir)
+        Ok(mrl_ppo::swap_in_checkpoint(run_dir, &tmp)?)
     }
 }
 

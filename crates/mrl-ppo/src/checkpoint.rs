@@ -170,6 +170,32 @@ pub fn resumable_checkpoint(run_dir: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Makes the complete checkpoint written into `tmp` (a directory inside `run_dir`) the run's
+/// checkpoint, `run_dir/checkpoint`: the previous one is renamed aside (`.checkpoint.old`),
+/// `tmp` renamed into place, and the old one removed, with the renames synced. A crash at
+/// any point leaves the old or the new checkpoint whole, never a mix, and
+/// [`checkpoint_dir`] finds whichever is there. Returns the checkpoint directory.
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn swap_in_checkpoint(run_dir: &Path, tmp: &Path) -> Result<PathBuf> {
+    sync_dir(tmp);
+    let dir = run_dir.join(CHECKPOINT_DIR);
+    let old = run_dir.join(OLD_DIR);
+    if old.exists() {
+        fs::remove_dir_all(&old).map_err(Error::io(&old))?;
+    }
+    if dir.exists() {
+        fs::rename(&dir, &old).map_err(Error::io(&dir))?;
+    }
+    fs::rename(tmp, &dir).map_err(Error::io(&dir))?;
+    sync_dir(run_dir);
+    if old.exists() {
+        fs::remove_dir_all(&old).map_err(Error::io(&old))?;
+    }
+    Ok(dir)
+}
+
 /// Writes a checkpoint into `run_dir/checkpoint` atomically.
 ///
 /// # Errors
@@ -203,21 +229,7 @@ pub fn save_checkpoint(
     write_synced(&opt_path, &opt)?;
     let state_path = tmp.join("state.json");
     write_synced(&state_path, &json_bytes(state, &state_path)?)?;
-    sync_dir(&tmp);
-
-    let dir = run_dir.join(CHECKPOINT_DIR);
-    let old = run_dir.join(OLD_DIR);
-    if old.exists() {
-        fs::remove_dir_all(&old).map_err(Error::io(&old))?;
-    }
-    if dir.exists() {
-        fs::rename(&dir, &old).map_err(Error::io(&dir))?;
-    }
-    fs::rename(&tmp, &dir).map_err(Error::io(&dir))?;
-    sync_dir(run_dir);
-    if old.exists() {
-        fs::remove_dir_all(&old).map_err(Error::io(&old))?;
-    }
+    let dir = swap_in_checkpoint(run_dir, &tmp)?;
     tracing::info!(dir = %dir.display(), iteration = state.iteration, "checkpoint written");
     Ok(())
 }

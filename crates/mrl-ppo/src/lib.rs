@@ -86,7 +86,8 @@ pub use belief::{
 };
 pub use checkpoint::{
     CHECKPOINT_DIR, CHECKPOINT_FILES, LoadedCheckpoint, STATE_FORMAT, TrainState, checkpoint_dir,
-    load_checkpoint, load_policy, resumable_checkpoint, save_checkpoint, write_file_atomic,
+    load_checkpoint, load_policy, resumable_checkpoint, save_checkpoint, swap_in_checkpoint,
+    write_file_atomic,
 };
 pub use config::{
     AgentSection, DATA_DIR_ENV, MixtureComponent, TaskKind, TaskSection, TrainConfig, asset_path,
