@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mrl_agent::{Policy, PolicyKind};
+use mrl_backtest::mean_defined;
 use mrl_backtest::{ActionMode, Policies, Spread, TestStart, WalkForwardConfig};
 pub use mrl_backtest::{DiffInterval, crossed_bootstrap_ci};
 use mrl_env::{MarketData, MarketOracle, ProcessSource, Split, SyntheticTasks};
@@ -992,15 +993,6 @@ pub fn policy_label(key: &str) -> String {
         None if is_agent_key(key) => format!("{key} (greedy)"),
         None => key.to_string(),
     }
-}
-
-/// Mean of the defined values; `None` when none is.
-fn mean_defined(values: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
-    let (sum, n) = values
-        .into_iter()
-        .flatten()
-        .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
-    (n > 0).then(|| sum / n as f64)
 }
 
 /// Paired Sharpe differences of `a` against `b` over every seed and market of `per_seed`.

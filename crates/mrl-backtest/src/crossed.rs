@@ -77,8 +77,9 @@ pub fn crossed_bootstrap_ci(
     })
 }
 
-/// Mean of the defined values; `None` when none is.
-fn mean_defined(values: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+/// Mean of the defined values (a Sharpe ratio is undefined for a book that never trades);
+/// `None` when none is.
+pub fn mean_defined(values: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
     let (sum, n) = values
         .into_iter()
         .flatten()

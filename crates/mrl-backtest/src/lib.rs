@@ -87,7 +87,7 @@ pub use metrics::{
 pub use adaptation::{AdaptationSummary, recovered_share, summarize_adaptation};
 pub use backtest::{Backtest, Policies, PolicyRecords, backtest, backtest_market};
 pub use config::{ActionMode, BootstrapConfig, TestStart, WalkForwardConfig};
-pub use crossed::{DiffInterval, crossed_bootstrap_ci};
+pub use crossed::{DiffInterval, crossed_bootstrap_ci, mean_defined};
 pub use engine::{
     Baseline, PolicyRun, StepRecord, adaptation_curve, book_test_period, episode_return,
     run_baseline, run_policy,
