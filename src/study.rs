@@ -29,7 +29,7 @@ use mrl_backtest::mean_defined;
 use mrl_backtest::{ActionMode, Policies, Spread, TestStart, WalkForwardConfig};
 pub use mrl_backtest::{DiffInterval, crossed_bootstrap_ci};
 use mrl_env::{MarketData, MarketOracle, ProcessSource, Split, SyntheticTasks};
-use mrl_ppo::{IterationStats, TaskKind, TrainConfig};
+use mrl_ppo::{AdamConfig, AgentSection, IterationStats, PpoConfig, TaskKind, TrainConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -84,6 +84,13 @@ pub enum Error {
         agent: &'static str,
         /// The trainer's error.
         source: Box<mrl_ppo::Error>,
+    },
+    /// An agent's own settings ([`AgentSettings`]) do not fit the study.
+    AgentSettings {
+        /// The agent (`transformer`, `task_inference`).
+        agent: &'static str,
+        /// What is wrong.
+        reason: String,
     },
     /// A line of a run's `train_log.jsonl` could not be read.
     TrainLog {
@@ -148,6 +155,9 @@ impl fmt::Display for Error {
                 agent,
                 source,
             } => write!(f, "training {agent} with seed {seed}: {source}"),
+            Self::AgentSettings { agent, reason } => {
+                write!(f, "the own settings of {agent}: {reason}")
+            }
             Self::TrainLog { path, line, reason } => {
                 write!(f, "{} line {line}: {reason}", path.display())
             }
@@ -202,6 +212,61 @@ impl Default for HeldOutConfig {
     }
 }
 
+/// An agent's own network, PPO and optimiser settings in a study: the `[agent]`, `[ppo]`
+/// and `[optim]` tables of its own training config, used in place of the study config's.
+///
+/// Agents differ in the step size they train at (the causal Transformer needs a smaller
+/// one than the GRU: see `configs/synthetic-ar1-transformer.toml`), so a fair comparison
+/// gives each its own tuned optimiser. Everything that defines the problem stays the
+/// study's: the task and its trading settings, GAE, normalisation, iterations and trials
+/// per rollout (equal env-steps), seeds and the held-out evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSettings {
+    /// The network (`kind` is the agent's).
+    pub agent: AgentSection,
+    /// The PPO update.
+    pub ppo: PpoConfig,
+    /// Adam.
+    pub optim: AdamConfig,
+}
+
+impl AgentSettings {
+    /// Takes the `[agent]`, `[ppo]` and `[optim]` tables of `own`, the agent's own training
+    /// config, for the study of `study`.
+    ///
+    /// # Errors
+    /// [`Error::AgentSettings`] when `own` trains another kind of agent, or trains on
+    /// another task, GAE or normalisation than `study` (the comparison would not be on the
+    /// same problem).
+    pub fn from_config(kind: PolicyKind, own: &TrainConfig, study: &TrainConfig) -> Result<Self> {
+        let agent = kind.as_str();
+        let fail = |reason: String| Err(Error::AgentSettings { agent, reason });
+        if own.agent.kind != kind {
+            return fail(format!(
+                "its config trains `{}`, not `{agent}`",
+                own.agent.kind.as_str()
+            ));
+        }
+        for (table, same) in [
+            ("[task]", own.task == study.task),
+            ("[gae]", own.gae == study.gae),
+            ("[normalize]", own.normalize == study.normalize),
+        ] {
+            if !same {
+                return fail(format!(
+                    "its {table} differs from the study config's; every agent of a study \
+                     trains on the same problem (only [agent], [ppo] and [optim] may differ)"
+                ));
+            }
+        }
+        Ok(Self {
+            agent: own.agent.clone(),
+            ppo: own.ppo.clone(),
+            optim: own.optim.clone(),
+        })
+    }
+}
+
 /// Settings of a study: the training config shared by both agents, the seeds, overrides
 /// and the evaluation.
 #[derive(Debug, Clone, PartialEq)]
@@ -229,6 +294,9 @@ pub struct StudyConfig {
     /// Further agents trained the same way beside RL² and the MLP (the Transformer, the
     /// task-inference agent), each compared with RL² and the MLP. Default none.
     pub others: Vec<PolicyKind>,
+    /// Own settings of some of [`StudyConfig::others`] (at most one per agent); the others
+    /// train with the study config's `[agent]`, `[ppo]` and `[optim]`. Default none.
+    pub agent_settings: Vec<(PolicyKind, AgentSettings)>,
 }
 
 impl StudyConfig {
@@ -245,13 +313,26 @@ impl StudyConfig {
             confidence: 0.95,
             resume: false,
             others: Vec::new(),
+            agent_settings: Vec::new(),
         }
+    }
+
+    /// The own settings of `kind`, if it has any.
+    pub fn own_settings(&self, kind: PolicyKind) -> Option<&AgentSettings> {
+        self.agent_settings
+            .iter()
+            .find_map(|(k, s)| (*k == kind).then_some(s))
     }
 
     /// The training config of one agent and seed, overrides applied (`data_dir` too).
     pub fn train_config(&self, seed: u64, kind: PolicyKind) -> TrainConfig {
         let mut config = self.train.clone();
         config.seed = seed;
+        if let Some(own) = self.own_settings(kind) {
+            config.agent = own.agent.clone();
+            config.ppo = own.ppo.clone();
+            config.optim = own.optim.clone();
+        }
         config.agent.kind = kind;
         // Each agent's run keeps only the tables it reads, so that adding another agent's
         // table to the config later (for `--others`) leaves the finished runs resumable.
@@ -327,6 +408,17 @@ impl StudyConfig {
                     "others",
                     kind.as_str().into(),
                     "RL² and the MLP are always trained; each other agent may appear once",
+                );
+            }
+        }
+        for (i, (kind, _)) in self.agent_settings.iter().enumerate() {
+            if !self.others.contains(kind)
+                || self.agent_settings[..i].iter().any(|(k, _)| k == kind)
+            {
+                return bad(
+                    "others",
+                    kind.as_str().into(),
+                    "own settings are for the further agents of the study, at most once each",
                 );
             }
         }
@@ -911,6 +1003,10 @@ pub struct StudySettings {
     /// The RL² run's training config as TOML (the MLP's differs by `agent.kind`; `seed`
     /// by seed).
     pub train_config: String,
+    /// The training configs (TOML, first seed) of the further agents that train with their
+    /// own [`AgentSettings`], by policy key; empty (and left out of `study.json`) when none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub own_settings: BTreeMap<String, String>,
 }
 
 /// The result of [`run_study`], written as `study.json`.
@@ -1743,6 +1839,17 @@ fn assemble(
         resamples: config.resamples,
         confidence: config.confidence,
         train_config: base.to_toml(),
+        own_settings: config
+            .agent_settings
+            .iter()
+            .map(|(kind, _)| {
+                let seed = config.seeds.first().copied().unwrap_or(0);
+                (
+                    kind.as_str().to_string(),
+                    config.train_config(seed, *kind).to_toml(),
+                )
+            })
+            .collect(),
     };
     StudyReport {
         settings,
@@ -1756,6 +1863,18 @@ fn assemble(
         adaptation_gain: Some(gain),
         others,
         deployment,
+    }
+}
+
+/// An agent's own settings in words (hidden width, step size, epochs, minibatch trials,
+/// entropy), read back from its training config; the TOML itself when it does not parse.
+fn own_settings_summary(toml: &str) -> String {
+    match TrainConfig::from_toml_str(toml, Path::new("study.json")) {
+        Ok(c) => format!(
+            "hidden {}, lr {}, {} epochs × {} trials per minibatch, entropy {}",
+            c.agent.hidden, c.optim.lr, c.ppo.epochs, c.ppo.minibatch_trials, c.ppo.entropy_coef
+        ),
+        Err(_) => toml.replace('\n', "; "),
     }
 }
 
@@ -2078,6 +2197,9 @@ impl StudyReport {
                 s.iterations, s.n_envs, s.episodes_per_trial, s.hidden
             ),
         );
+        for (key, toml) in &s.own_settings {
+            row(&format!("{key}'s own settings"), own_settings_summary(toml));
+        }
         row("held-out markets", s.held_out.clone());
         row(
             "walk-forward",
@@ -2503,6 +2625,100 @@ mod tests {
         let transformer = config.train_config(7, PolicyKind::Transformer);
         assert_eq!(transformer.agent.transformer.layers, 3);
         assert_eq!(transformer.agent.task_inference.latent, 1);
+    }
+
+    #[test]
+    fn own_settings_replace_only_that_agents_tables() {
+        let mut train = TrainConfig::default();
+        train.task.kind = TaskKind::Synthetic {
+            bars: 2000,
+            randomization: Default::default(),
+        };
+        let mut own = train.clone();
+        own.agent.kind = PolicyKind::Transformer;
+        own.agent.hidden = 64;
+        own.agent.transformer.context = 32;
+        own.optim.lr = 5e-4;
+        own.ppo.epochs = 2;
+        own.iterations = 999; // the study's iterations win (equal env-steps)
+        let settings = AgentSettings::from_config(PolicyKind::Transformer, &own, &train).unwrap();
+        let mut config = StudyConfig::new(train.clone(), vec![3]);
+        config.others = vec![PolicyKind::Transformer, PolicyKind::TaskInference];
+        config.agent_settings = vec![(PolicyKind::Transformer, settings.clone())];
+        config.validate().unwrap();
+        let t = config.train_config(3, PolicyKind::Transformer);
+        assert_eq!(
+            (
+                t.agent.hidden,
+                t.agent.transformer.context,
+                t.optim.lr,
+                t.ppo.epochs
+            ),
+            (64, 32, 5e-4, 2)
+        );
+        assert_eq!((t.iterations, t.seed), (train.iterations, 3));
+        for kind in [PolicyKind::Rl2, PolicyKind::Mlp, PolicyKind::TaskInference] {
+            let c = config.train_config(3, kind);
+            assert_eq!(
+                (c.agent.hidden, c.optim.lr),
+                (train.agent.hidden, train.optim.lr)
+            );
+            assert_eq!(c.agent.kind, kind);
+        }
+        // Own settings for an agent that is not trained, or twice, are refused.
+        config
+            .agent_settings
+            .push((PolicyKind::Transformer, settings.clone()));
+        assert!(matches!(
+            config.validate(),
+            Err(Error::InvalidSetting {
+                field: "others",
+                ..
+            })
+        ));
+        config.others = vec![PolicyKind::TaskInference];
+        config.agent_settings.truncate(1);
+        assert!(matches!(
+            config.validate(),
+            Err(Error::InvalidSetting {
+                field: "others",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn own_settings_must_train_that_agent_on_the_same_problem() {
+        let study = TrainConfig::default();
+        let mut own = study.clone();
+        own.agent.kind = PolicyKind::Rl2;
+        let err = AgentSettings::from_config(PolicyKind::Transformer, &own, &study).unwrap_err();
+        assert!(
+            err.to_string().contains("trains `rl2`, not `transformer`"),
+            "{err}"
+        );
+        own.agent.kind = PolicyKind::Transformer;
+        own.gae.gamma = 0.5;
+        let err = AgentSettings::from_config(PolicyKind::Transformer, &own, &study).unwrap_err();
+        assert!(err.to_string().contains("[gae] differs"), "{err}");
+        own.gae = study.gae.clone();
+        own.task.episodes_per_trial += 1;
+        let err = AgentSettings::from_config(PolicyKind::Transformer, &own, &study).unwrap_err();
+        assert!(err.to_string().contains("[task] differs"), "{err}");
+    }
+
+    #[test]
+    fn own_settings_are_summarised_from_their_config() {
+        let mut c = TrainConfig::default();
+        c.agent.hidden = 64;
+        c.optim.lr = 5e-4;
+        c.ppo.minibatch_trials = 16;
+        c.ppo.entropy_coef = 0.003;
+        assert_eq!(
+            own_settings_summary(&c.to_toml()),
+            "hidden 64, lr 0.0005, 4 epochs × 16 trials per minibatch, entropy 0.003"
+        );
+        assert_eq!(own_settings_summary("x = \n"), "x = ; ");
     }
 
     #[test]

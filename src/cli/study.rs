@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use mrl::ppo::TrainConfig;
-use mrl::study::{Progress, StudyConfig, StudyReport};
+use mrl::study::{AgentSettings, Progress, StudyConfig, StudyReport};
 
 use super::print;
 
@@ -49,8 +49,10 @@ pub struct StudyArgs {
     #[arg(long)]
     resume: bool,
     /// Further agents trained the same way and compared with RL² and the MLP, comma
-    /// separated: `transformer`, `task_inference` (their `[agent.*]` tables come from the
-    /// config, defaults otherwise).
+    /// separated: `transformer`, `task_inference`. `NAME` takes the agent's `[agent.*]`
+    /// table from --config (defaults otherwise); `NAME=FILE` takes its `[agent]`, `[ppo]`
+    /// and `[optim]` tables from its own training config FILE (its own step size), which
+    /// must have the same `[task]`, `[gae]` and `[normalize]` as --config.
     #[arg(long, value_delimiter = ',')]
     others: Vec<String>,
 }
@@ -74,20 +76,27 @@ pub fn run(args: StudyArgs) -> anyhow::Result<()> {
     config.held_out.data_dir = args.data_dir;
     config.sampled_runs = args.sampled_runs;
     config.resume = args.resume;
-    config.others = args
-        .others
-        .iter()
-        .map(|name| {
-            mrl::study::AGENT_KINDS
-                .into_iter()
-                .find(|k| k.as_str() == name)
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "--others: unknown agent {name:?}; expected transformer or task_inference"
-                    )
-                })
-        })
-        .collect::<anyhow::Result<_>>()?;
+    for spec in &args.others {
+        let (name, file) = match spec.split_once('=') {
+            Some((name, file)) => (name, Some(Path::new(file))),
+            None => (spec.as_str(), None),
+        };
+        let kind = mrl::study::AGENT_KINDS
+            .into_iter()
+            .find(|k| k.as_str() == name)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--others: unknown agent {name:?}; expected transformer or task_inference"
+                )
+            })?;
+        config.others.push(kind);
+        if let Some(file) = file {
+            let own = TrainConfig::load(file)?;
+            let settings = AgentSettings::from_config(kind, &own, &config.train)
+                .map_err(|e| anyhow::anyhow!("--others {spec}: {e}"))?;
+            config.agent_settings.push((kind, settings));
+        }
+    }
     config.validate()?;
 
     let report = run_with_progress(&config, &args.out)?;
