@@ -1,6 +1,9 @@
-//! The task-inference agent: parameter names and shapes, seeded initialisation, the step
-//! against the sequence forward (logits, values and belief at every position, the hidden
-//! state carried over episode boundaries), the rollout workspace, heads that read only
+//! The task-inference agent: outputs and gradients against the PyTorch reference
+//! (fixtures/golden/task_inference.json, written by gen_task_inference.py) for a Gaussian
+//! and a point belief and the reward decoder, the step with its carried hidden state against
+//! the reference at every position, parameter names and shapes, seeded initialisation, the
+//! step against the sequence forward (logits, values and belief at every position, the
+//! hidden state carried over episode boundaries), the rollout workspace, heads that read only
 //! `[s_t, belief_t]`, and checkpoints that name their kind.
 
 use candle_core::{D, DType, Device, Tensor};
@@ -10,8 +13,9 @@ use mrl_agent::{
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
 
-use crate::golden::flat;
+use crate::golden::{ABS, REL, array, assert_close, f32s, flat, load, shape, tensor, tensor_map};
 
 fn config(belief: BeliefKind, latent: usize) -> AgentConfig {
     AgentConfig {
@@ -330,4 +334,241 @@ fn the_reward_decoder_reads_the_belief_before_the_step() {
             ..
         })
     ));
+}
+
+/// A golden case's network: the file's sizes, the case's belief, objective and body depth.
+fn golden_config(g: &Value, case: &Value) -> AgentConfig {
+    let c = &g["config"];
+    let size = |v: &Value| v.as_u64().unwrap() as usize;
+    let belief = match case["belief"].as_str().unwrap() {
+        "gaussian" => BeliefKind::Gaussian,
+        "point" => BeliefKind::Point,
+        other => panic!("belief {other}"),
+    };
+    let target = match case["target"].as_str().unwrap() {
+        "task" => BeliefTarget::Task,
+        "reward" => BeliefTarget::Reward,
+        other => panic!("target {other}"),
+    };
+    AgentConfig {
+        kind: PolicyKind::TaskInference,
+        obs_dim: size(&c["obs_dim"]),
+        n_actions: size(&c["n_actions"]),
+        hidden: size(&c["hidden"]),
+        task_inference: TaskInferenceConfig {
+            belief,
+            latent: size(&c["latent"]),
+            target,
+            body_layers: size(&case["body_layers"]),
+        },
+        ..Default::default()
+    }
+}
+
+/// The golden inputs as columns per step: `steps[t]` holds step `t` of every trial.
+struct GoldenSteps {
+    obs: Vec<Vec<f32>>,
+    prev_actions: Vec<Vec<Option<usize>>>,
+    prev_rewards: Vec<Vec<f32>>,
+    prev_dones: Vec<Vec<bool>>,
+}
+
+impl GoldenSteps {
+    fn new(inputs: &Value) -> Self {
+        let (batch, seq_len) = (shape(&inputs["obs"])[0], shape(&inputs["obs"])[1]);
+        let column = |name: &str, b: usize, t: usize| array(&inputs[name][b][t]).1;
+        let mut steps = Self {
+            obs: Vec::new(),
+            prev_actions: Vec::new(),
+            prev_rewards: Vec::new(),
+            prev_dones: Vec::new(),
+        };
+        for t in 0..seq_len {
+            let trials = 0..batch;
+            steps.obs.push(
+                trials
+                    .clone()
+                    .flat_map(|b| column("obs", b, t))
+                    .map(|v| v as f32)
+                    .collect(),
+            );
+            let action = |b| column("prev_action", b, t)[0];
+            steps.prev_actions.push(
+                trials
+                    .clone()
+                    .map(|b| (action(b) >= 0.0).then(|| action(b) as usize))
+                    .collect(),
+            );
+            let reward = |b| column("prev_reward", b, t)[0] as f32;
+            steps
+                .prev_rewards
+                .push(trials.clone().map(reward).collect());
+            let done = |b| column("prev_done", b, t)[0] != 0.0;
+            steps.prev_dones.push(trials.map(done).collect());
+        }
+        steps
+    }
+
+    fn at(&self, t: usize) -> PolicyInputs<'_> {
+        PolicyInputs {
+            obs: &self.obs[t],
+            prev_actions: &self.prev_actions[t],
+            prev_rewards: &self.prev_rewards[t],
+            prev_dones: &self.prev_dones[t],
+        }
+    }
+}
+
+/// Step `t` of every trial of a golden `(B, T, ...)` array, flattened.
+fn golden_at(v: &Value, t: usize) -> Vec<f64> {
+    let batch = shape(v)[0];
+    (0..batch).flat_map(|b| array(&v[b][t]).1).collect()
+}
+
+/// `one_hot(a_t)` `(B, T, A)` of the golden actions taken.
+fn golden_actions_one_hot(g: &Value) -> Tensor {
+    let actions = &g["inputs"]["actions"];
+    let dims = shape(actions);
+    let n_actions = g["config"]["n_actions"].as_u64().unwrap() as usize;
+    let mut one_hot = vec![0.0f32; dims[0] * dims[1] * n_actions];
+    for (i, a) in array(actions).1.into_iter().enumerate() {
+        one_hot[i * n_actions + a as usize] = 1.0;
+    }
+    Tensor::from_vec(one_hot, (dims[0], dims[1], n_actions), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn outputs_and_gradients_match_torch() {
+    let g = load("task_inference.json");
+    let inputs = &g["inputs"];
+    let cases = g["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 3);
+    let (batch, seq_len) = (3, 7);
+    let actions = golden_actions_one_hot(&g);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let config = golden_config(&g, case);
+        let policy =
+            Policy::from_tensors(&config, &tensor_map(&case["weights"]), &Device::Cpu).unwrap();
+        // The rows of the reference are those of mrl's input layout (done flag at step 4).
+        let x = InputLayout::new(&config)
+            .sequence_tensor(
+                &PolicyInputs {
+                    obs: &f32s(&inputs["obs"]),
+                    prev_actions: &array(&inputs["prev_action"])
+                        .1
+                        .iter()
+                        .map(|&a| (a >= 0.0).then_some(a as usize))
+                        .collect::<Vec<_>>(),
+                    prev_rewards: &f32s(&inputs["prev_reward"]),
+                    prev_dones: &array(&inputs["prev_done"])
+                        .1
+                        .iter()
+                        .map(|&d| d != 0.0)
+                        .collect::<Vec<_>>(),
+                },
+                batch,
+                seq_len,
+                &Device::Cpu,
+            )
+            .unwrap();
+        assert_eq!(flat(&x), f32s(&inputs["x"]), "{name}: input rows");
+        let want = &case["outputs"];
+        let expected = case["linear_grads"].as_object().unwrap();
+        let params = policy.parameters();
+        assert_eq!(params.len(), expected.len(), "{name}: parameter count");
+        for fused in [false, true] {
+            let what = |part: &str| format!("{name} (fused {fused}): {part}");
+            let out = if fused {
+                policy.forward_seq_fused(&x, None).unwrap()
+            } else {
+                policy.forward_seq(&x, None).unwrap()
+            };
+            let belief = out.belief.clone().unwrap();
+            let check = |part: &str, t: &Tensor| {
+                let (shape, values) = array(&want[part]);
+                assert_eq!(t.dims(), shape.as_slice(), "{}", what(part));
+                assert_close(&what(part), &flat(t), &values, REL, ABS);
+            };
+            check("logits", &out.logits);
+            check("values", &out.values);
+            check("h_n", out.h_n.as_ref().unwrap());
+            check("belief_mean", &belief.mean);
+            match (&belief.log_var, want.get("belief_log_var")) {
+                (Some(log_var), Some(_)) => check("belief_log_var", log_var),
+                (None, None) => {}
+                _ => panic!("{}", what("log-variance present in one only")),
+            }
+            // L = Σ logits·G_l + Σ values·G_v + Σ μ·G_μ (+ Σ log σ²·G_s) (+ Σ r̂·G_r).
+            let dot = |t: &Tensor, g: &str| (t * tensor(&inputs[g])).unwrap().sum_all().unwrap();
+            let mut loss = (dot(&out.logits, "g_logits") + dot(&out.values, "g_values")).unwrap();
+            loss = (loss + dot(&belief.mean, "g_mean")).unwrap();
+            if let Some(log_var) = &belief.log_var {
+                loss = (loss + dot(log_var, "g_log_var")).unwrap();
+            }
+            if config.task_inference.target == BeliefTarget::Reward {
+                let r_hat = policy.reconstruct_rewards(&x, &belief, &actions).unwrap();
+                check("predicted_rewards", &r_hat);
+                loss = (loss + dot(&r_hat, "g_rewards")).unwrap();
+            } else {
+                assert!(want.get("predicted_rewards").is_none());
+            }
+            let grads = loss.backward().unwrap();
+            for (param, var) in &params {
+                let grad = grads
+                    .get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("{}", what(param)));
+                let (shape, values) = array(&expected[*param]);
+                assert_eq!(grad.dims(), shape.as_slice(), "{}", what(param));
+                assert_close(&what(param), &flat(grad), &values, REL, ABS);
+            }
+        }
+        // PPO's training path: the same logits and values.
+        let (logits, values) = policy.forward_seq_train(&x, None).unwrap();
+        assert_close(name, &flat(&logits), &array(&want["logits"]).1, REL, ABS);
+        assert_close(name, &flat(&values), &array(&want["values"]).1, REL, ABS);
+    }
+}
+
+#[test]
+fn the_step_with_its_carried_state_matches_torch_at_every_position() {
+    let g = load("task_inference.json");
+    let steps = GoldenSteps::new(&g["inputs"]);
+    let (batch, seq_len) = (3, 7);
+    for case in g["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let config = golden_config(&g, case);
+        let policy =
+            Policy::from_tensors(&config, &tensor_map(&case["weights"]), &Device::Cpu).unwrap();
+        let want = &case["outputs"];
+        let layout = InputLayout::new(&config);
+        let mut row = vec![0.0f32; batch * layout.width()];
+        let mut workspace = RolloutWorkspace::new(&policy, batch).unwrap();
+        let mut h: Option<Tensor> = None;
+        for t in 0..seq_len {
+            let what = |part: &str| format!("{name} step {t}: {part}");
+            // Policy::step on candle tensors, h carried (over the episode end at t = 4 too).
+            layout.write_rows(&steps.at(t), &mut row).unwrap();
+            let x_t = Tensor::from_slice(&row, (batch, layout.width()), &Device::Cpu).unwrap();
+            let out = policy.step(&x_t, h.as_ref()).unwrap();
+            let check = |part: &str, actual: &[f32]| {
+                assert_close(&what(part), actual, &golden_at(&want[part], t), REL, ABS);
+            };
+            check("logits", &flat(&out.logits));
+            check("values", &flat(&out.values));
+            let belief = out.belief.unwrap();
+            check("belief_mean", &flat(&belief.mean));
+            if let Some(log_var) = &belief.log_var {
+                check("belief_log_var", &flat(log_var));
+            }
+            h = out.h;
+            // The rollout workspace's step.
+            let view = workspace.step_greedy(&steps.at(t)).unwrap();
+            check("logits", view.logits);
+            check("values", view.values);
+        }
+        let h_n = array(&want["h_n"]).1;
+        assert_close(name, &flat(&h.unwrap()), &h_n, REL, ABS);
+        assert_close(name, workspace.hidden().unwrap(), &h_n, REL, ABS);
+    }
 }
