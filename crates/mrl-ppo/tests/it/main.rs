@@ -1,6 +1,7 @@
 //! Integration tests of mrl-ppo.
 
 mod belief;
+mod belief_golden;
 mod gae_golden;
 mod json;
 mod loss_golden;
