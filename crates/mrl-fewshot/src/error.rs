@@ -86,6 +86,46 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A class feature name that is not a feature of mrl-features.
+    #[error("class {class}: unknown feature {feature:?} (known: {known})")]
+    UnknownFeature {
+        /// The class (`[classes.NAME]`).
+        class: String,
+        /// The name given.
+        feature: String,
+        /// The known names, comma-separated.
+        known: String,
+    },
+    /// A class without features.
+    #[error("class {class}: empty feature set (name at least one feature)")]
+    EmptyFeatureSet {
+        /// The class.
+        class: String,
+    },
+    /// A class naming a feature twice.
+    #[error("class {class}: feature {feature:?} named twice")]
+    RepeatedFeature {
+        /// The class.
+        class: String,
+        /// The feature.
+        feature: String,
+    },
+    /// Class embeddings that do not fit the config or the policy.
+    #[error("class embeddings do not fit ({source_name}): {}", problems.join("; "))]
+    EmbeddingMismatch {
+        /// Where the embeddings came from (a file, a class).
+        source_name: String,
+        /// One line per problem.
+        problems: Vec<String>,
+    },
+    /// An embeddings file that is not one.
+    #[error("bad class embeddings file {path}: {reason}")]
+    BadEmbeddingFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A loss or gradient that is NaN or infinite; the parameters keep their last finite
     /// values.
     #[error("non-finite {what} at inner step {step}")]

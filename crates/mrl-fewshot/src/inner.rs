@@ -42,6 +42,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::adapter::{LoraConfig, LowRankAdapter};
+use crate::embedding::{ClassEmbedding, EmbeddingTraining};
 use crate::{Error, Result};
 
 /// The optimiser of the inner loop.
@@ -74,6 +75,11 @@ pub struct InnerConfig {
     /// Low-rank adapters on a frozen base instead of every parameter (default: none, every
     /// parameter adapts).
     pub adapter: Option<LoraConfig>,
+    /// With class embeddings (`[classes]`): whether adapting to a new asset also trains its
+    /// class's meta-learned embedding (default frozen). Meta-training always trains it, and
+    /// so does the inner loop of a class without a meta-learned embedding.
+    #[serde(skip_serializing_if = "EmbeddingTraining::is_frozen")]
+    pub embedding: EmbeddingTraining,
 }
 
 impl Default for InnerConfig {
@@ -85,6 +91,7 @@ impl Default for InnerConfig {
             lr: 1e-3,
             optimizer: InnerOptimizer::Adam,
             adapter: None,
+            embedding: EmbeddingTraining::Frozen,
         }
     }
 }
@@ -269,6 +276,12 @@ pub struct Adapted {
     pub adapter: Option<LowRankAdapter>,
     /// One entry per inner step.
     pub steps: Vec<InnerStep>,
+    /// The class embedding after the inner loop (trained or as given), when the
+    /// adaptation ran through one ([`adapt_class`]); `policy` is then the composed policy.
+    pub embedding: Option<ClassEmbedding>,
+    /// With a class embedding: the adapted weights before composition (the shared base's
+    /// space, adapters merged), what Reptile moves the base towards.
+    pub unembedded: Option<Policy>,
 }
 
 impl Adapted {
@@ -313,7 +326,32 @@ pub fn adapt<D: TaskDistribution>(
     setup: &AdaptSetup,
     seed: u64,
 ) -> Result<Adapted> {
-    adapt_observed(base, task, inner, setup, seed, |_, _| Ok(()))
+    adapt_observed(base, None, task, inner, setup, seed, |_, _| Ok(()))
+}
+
+/// [`adapt`] through a class embedding (`embedding.rs`): the rollouts and gradients run on
+/// `base` composed with `embedding`, the gradients are pulled back onto the base's weights
+/// (or adapters) and, unless `training` is frozen, onto the embedding, which then trains
+/// beside them. [`Adapted::policy`] is the composed policy (an ordinary policy on the env's
+/// observations, as `mrl backtest` reads it), [`Adapted::embedding`] the embedding after the
+/// loop, [`Adapted::unembedded`] the adapted weights before composition. Neither `base` nor
+/// `embedding` is modified.
+///
+/// # Errors
+/// [`Error::EmbeddingMismatch`] for a policy kind the embedding cannot compose with; as
+/// [`adapt`].
+#[allow(clippy::too_many_arguments)]
+pub fn adapt_class<D: TaskDistribution>(
+    base: &Policy,
+    embedding: &ClassEmbedding,
+    training: EmbeddingTraining,
+    task: Arc<D>,
+    inner: &InnerConfig,
+    setup: &AdaptSetup,
+    seed: u64,
+) -> Result<Adapted> {
+    let class = Some((embedding, training));
+    adapt_observed(base, class, task, inner, setup, seed, |_, _| Ok(()))
 }
 
 /// Copies of the policy after each of `ks` inner steps of one adaptation run (in the order
@@ -343,7 +381,7 @@ pub fn adapt_snapshots<D: TaskDistribution>(
         ..inner.clone()
     };
     let mut snapshots: Vec<Option<Policy>> = ks.iter().map(|_| None).collect();
-    adapt_observed(base, task, &inner, setup, seed, |done, policy| {
+    adapt_observed(base, None, task, &inner, setup, seed, |done, policy| {
         for (slot, _) in snapshots.iter_mut().zip(ks).filter(|(_, k)| **k == done) {
             *slot = Some(detached_copy(policy)?);
         }
@@ -353,9 +391,10 @@ pub fn adapt_snapshots<D: TaskDistribution>(
 }
 
 /// [`adapt`], calling `observe(k, policy)` with the policy after `k` steps for `k = 0..=K`
-/// (adapters merged).
+/// (adapters merged, the class embedding composed when there is one).
 fn adapt_observed<D: TaskDistribution>(
     base: &Policy,
+    class: Option<(&ClassEmbedding, EmbeddingTraining)>,
     task: Arc<D>,
     inner: &InnerConfig,
     setup: &AdaptSetup,
@@ -371,7 +410,7 @@ fn adapt_observed<D: TaskDistribution>(
         .as_ref()
         .map(|c| LowRankAdapter::new(c, base, &mut ChaCha8Rng::seed_from_u64(seeds.adapter)))
         .transpose()?;
-    let (names, vars): (Vec<String>, Vec<Var>) = match &adapter {
+    let (mut names, mut vars): (Vec<String>, Vec<Var>) = match &adapter {
         Some(a) => (a.names(), a.vars()),
         None => working
             .parameters()
@@ -379,6 +418,18 @@ fn adapt_observed<D: TaskDistribution>(
             .map(|(n, v)| (n.to_string(), v))
             .unzip(),
     };
+    // With a class embedding the network acts through `composed`; `working` keeps the
+    // weights before composition.
+    let embedding = class.map(|(e, _)| e.detached()).transpose()?;
+    let train_embedding = class.is_some_and(|(_, t)| t == EmbeddingTraining::Adapted);
+    if let (Some(e), true) = (&embedding, train_embedding) {
+        names.extend(e.names());
+        vars.extend(e.vars());
+    }
+    let mut composed = embedding
+        .as_ref()
+        .map(|e| e.composed_policy(&working))
+        .transpose()?;
     let mut adam = match inner.optimizer {
         InnerOptimizer::Adam => Some(Adam::new(
             names,
@@ -400,31 +451,46 @@ fn adapt_observed<D: TaskDistribution>(
     )?;
     let loss_config = setup.ppo.loss();
     // The working weights are the merged ones before every step and after the last.
-    if let Some(a) = &adapter {
-        working.set_tensors(&a.merge(&base_tensors)?, "adapter")?;
-    }
-    observe(0, &working)?;
+    let sync = |working: &mut Policy, composed: Option<&mut Policy>| {
+        sync_weights(
+            working,
+            composed,
+            adapter.as_ref(),
+            embedding.as_ref(),
+            &base_tensors,
+        )
+    };
+    sync(&mut working, composed.as_mut())?;
+    observe(0, composed.as_ref().unwrap_or(&working))?;
     let mut current: Option<PpoBatch> = None;
     let mut steps = Vec::with_capacity(inner.steps);
     for step in 0..inner.steps {
         let mut rollout_return = None;
         let batch = match (step % inner.steps_per_rollout, current.take()) {
             (0, _) | (_, None) => {
-                let (stats, b) = rollouts.collect(&working, setup)?;
+                let (stats, b) = rollouts.collect(composed.as_ref().unwrap_or(&working), setup)?;
                 rollout_return = Some(stats.mean_trial_return);
                 b
             }
             (_, Some(b)) => b,
         };
-        let g = ppo_gradients(&working, &batch, &loss_config)?;
+        let g = ppo_gradients(composed.as_ref().unwrap_or(&working), &batch, &loss_config)?;
         current = Some(batch);
         if !g.loss.total.is_finite() {
             return Err(Error::NonFinite { what: "loss", step });
         }
-        let mut grads: Vec<Tensor> = match &adapter {
-            Some(a) => a.pullback(&g.grads)?,
-            None => g.grads.into_iter().map(|(_, t)| t).collect(),
+        let (base_grads, embedding_grads) = match &embedding {
+            Some(e) => {
+                let (b, eg) = e.pullback(&working, &working.tensors(), &g.grads)?;
+                (b, train_embedding.then_some(eg))
+            }
+            None => (g.grads, None),
         };
+        let mut grads: Vec<Tensor> = match &adapter {
+            Some(a) => a.pullback(&base_grads)?,
+            None => base_grads.into_iter().map(|(_, t)| t).collect(),
+        };
+        grads.extend(embedding_grads.into_iter().flatten());
         let grad_norm = clip_grad_norm(&mut grads, setup.ppo.max_grad_norm)?;
         if !grad_norm.is_finite() {
             return Err(Error::NonFinite {
@@ -442,21 +508,43 @@ fn adapt_observed<D: TaskDistribution>(
             loss: g.loss,
             grad_norm,
         });
-        if let Some(a) = &adapter {
-            working.set_tensors(&a.merge(&base_tensors)?, "adapter")?;
-        }
-        observe(step + 1, &working)?;
+        sync(&mut working, composed.as_mut())?;
+        observe(step + 1, composed.as_ref().unwrap_or(&working))?;
     }
     tracing::debug!(
         steps = inner.steps,
         adapter = adapter.is_some(),
         "adapted to one task"
     );
+    let (policy, unembedded) = match composed {
+        Some(c) => (c, Some(working)),
+        None => (working, None),
+    };
     Ok(Adapted {
-        policy: working,
+        policy,
         adapter,
         steps,
+        embedding,
+        unembedded,
     })
+}
+
+/// Writes the adapters' merged weights into `working` (when there are adapters) and
+/// `working` composed with the class embedding into `composed` (when there is one).
+fn sync_weights(
+    working: &mut Policy,
+    composed: Option<&mut Policy>,
+    adapter: Option<&LowRankAdapter>,
+    embedding: Option<&ClassEmbedding>,
+    base_tensors: &std::collections::HashMap<String, Tensor>,
+) -> Result<()> {
+    if let Some(a) = adapter {
+        working.set_tensors(&a.merge(base_tensors)?, "adapter")?;
+    }
+    if let (Some(c), Some(e)) = (composed, embedding) {
+        c.set_tensors(&e.compose(working, &working.tensors())?, "class embedding")?;
+    }
+    Ok(())
 }
 
 /// `θ ← θ − lr·g` for every parameter.

@@ -62,6 +62,7 @@
 mod adapter;
 mod bench_report;
 mod benchmark;
+mod embedding;
 mod error;
 mod inner;
 mod meta;
@@ -78,10 +79,14 @@ pub use benchmark::{
     DEFAULT_KS, GivenPolicy, HeldOutTask, Method, MethodRaw, OnlineTally, RowKind, evaluate_policy,
     held_out_tasks, run_benchmark,
 };
+pub use embedding::{
+    COMMON_WIDTH, ClassConfig, ClassEmbedding, ClassEmbeddings, EMBEDDINGS_FILE, EMBEDDINGS_FORMAT,
+    EmbeddingTraining, EmbeddingsMeta, parse_features, validate_classes,
+};
 pub use error::{Error, Result};
 pub use inner::{
     AdaptSetup, Adapted, InnerConfig, InnerOptimizer, InnerStep, TaskRollouts, TaskSeeds, adapt,
-    adapt_snapshots, detached_copy, sgd_step,
+    adapt_class, adapt_snapshots, detached_copy, sgd_step,
 };
 pub use meta::{
     FEWSHOT_STATE_FILE, FEWSHOT_STATE_FORMAT, FewshotState, META_FILE, META_LOG_FILE,

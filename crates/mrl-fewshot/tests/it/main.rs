@@ -4,6 +4,7 @@
 mod adapter;
 mod benchmark;
 mod common;
+mod embedding;
 mod inner;
 mod meta;
 mod online;
