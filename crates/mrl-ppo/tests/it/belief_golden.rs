@@ -3,13 +3,16 @@
 //! [`Learner::gradient_step_with_belief`] on three trials of seven steps (two episodes, one
 //! padding step) for a Gaussian belief and a point belief on the task's parameters and a
 //! Gaussian belief trained by reward reconstruction. The PPO parts, the auxiliary loss, the
-//! gradient norm and every clipped gradient (f32) against the float64 reference.
+//! gradient norm and every clipped gradient (f32) against the float64 reference; and the
+//! Gaussian belief's negative log-likelihood alone over variances from `e^−16` to `e^10`.
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Tensor};
-use mrl_agent::{AgentConfig, BeliefKind, BeliefTarget, Policy, PolicyKind, TaskInferenceConfig};
-use mrl_ppo::{AuxTargets, Learner, PpoConfig, PpoTargets};
+use candle_core::{DType, Device, Tensor, Var};
+use mrl_agent::{
+    AgentConfig, Belief, BeliefKind, BeliefTarget, Policy, PolicyKind, TaskInferenceConfig,
+};
+use mrl_ppo::{AuxTargets, Learner, PpoConfig, PpoTargets, belief_loss, gaussian_nll};
 use serde_json::Value;
 
 use crate::json::{assert_close, flat, golden, num, shape};
@@ -163,4 +166,45 @@ fn the_training_loss_and_its_gradients_match_torch() {
         n_clipped, 2,
         "the Gaussian and point task cases are clipped"
     );
+}
+
+#[test]
+fn the_gaussian_nll_matches_torch_from_tiny_to_large_variances() {
+    // Variances exp(−16) … exp(10): the raw log-variance is used as it is (no clamp, as
+    // VariBAD), where torch's gaussian_nll_loss would clamp the variance at its eps (1e-6).
+    let g = golden("task_inference.json");
+    let v = &g["variance"];
+    let dims = shape(&v["mean"]);
+    let var = |key: &str| Var::from_tensor(&f32_tensor(&v[key], &dims)).unwrap();
+    let (mean, log_var) = (var("mean"), var("log_var"));
+    let target = f32_tensor(&v["target"], &dims);
+    let mask = f32_tensor(&v["mask"], &[dims[0]]);
+    let to_f64 = |t: &Tensor| -> Vec<f64> {
+        let t = t.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
+        t.to_vec1().unwrap()
+    };
+    let nll = gaussian_nll(mean.as_tensor(), log_var.as_tensor(), &target).unwrap();
+    assert_close("nll", &to_f64(&nll), &flat(&v["nll"]), ABS, REL);
+    // Only the smallest variance (below torch's default eps) tells the two apart.
+    let clamped = flat(&v["nll_torch_default_eps"]);
+    assert!((clamped[0] - to_f64(&nll)[0]).abs() > 0.5, "{clamped:?}");
+    let belief = Belief {
+        mean: mean.as_tensor().clone(),
+        log_var: Some(log_var.as_tensor().clone()),
+    };
+    let loss = belief_loss(&belief, &target, Some(&mask)).unwrap();
+    assert_close("loss", &to_f64(&loss), &[num(&v["loss"])], ABS, REL);
+    let grads = loss.backward().unwrap();
+    let grad = |x: &Var| to_f64(grads.get(x.as_tensor()).unwrap());
+    assert_close("grad mean", &grad(&mean), &flat(&v["grad_mean"]), ABS, REL);
+    let grad_log_var = grad(&log_var);
+    assert_close(
+        "grad log var",
+        &grad_log_var,
+        &flat(&v["grad_log_var"]),
+        ABS,
+        REL,
+    );
+    // The masked row gets no gradient.
+    assert_eq!(&grad_log_var[10..], &[0.0, 0.0]);
 }
