@@ -162,6 +162,7 @@ fn main() -> anyhow::Result<()> {
             train: train.clone(),
             meta: meta.clone(),
             transfer: None,
+            classes: Default::default(),
         };
         let mut learner = MetaLearner::new(config, dist.clone())?;
         for it in 0..meta.iterations {

@@ -701,6 +701,7 @@ where
                         train: train_s.clone(),
                         meta: config.meta.clone(),
                         transfer: None,
+                        classes: BTreeMap::new(),
                     },
                     dist.clone(),
                 )?;

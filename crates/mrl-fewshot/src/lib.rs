@@ -89,10 +89,11 @@ pub use inner::{
     adapt_class, adapt_snapshots, detached_copy, sgd_step,
 };
 pub use meta::{
-    FEWSHOT_STATE_FILE, FEWSHOT_STATE_FORMAT, FewshotState, META_FILE, META_LOG_FILE,
+    CLASSES_FILE, FEWSHOT_STATE_FILE, FEWSHOT_STATE_FORMAT, FewshotState, META_FILE, META_LOG_FILE,
     META_OPTIMIZER_FILE, MetaAlgorithm, MetaConfig, MetaIterationStats, MetaLearner, MetaSummary,
-    MetaTrainConfig, TaskGradient, fomaml_gradient, fomaml_task_gradient, meta_train,
-    meta_train_on, meta_train_resume, meta_train_resume_on, reptile_step, return_scale_of,
+    MetaTrainConfig, TaskGradient, class_tasks, fomaml_gradient, fomaml_task_gradient, meta_train,
+    meta_train_on, meta_train_resume, meta_train_resume_on, reptile_step, reptile_step_classes,
+    return_scale_of,
 };
 pub use online::{
     OnlineConfig, OnlineRun, OnlineSetup, OnlineUpdate, UpdateOutcome, limited_step, trade_online,

@@ -19,6 +19,7 @@
 //! towards `W + s·B'A'` (the adapted effective weights), FOMAML uses `∂L/∂W_eff`, which is
 //! `∂L/∂W_base` since `W_eff = W_base + s·B·A`.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,11 +34,12 @@ use mrl_ppo::{
     RolloutBuffer, TaskKind, TrainConfig, TrainState, agent_config, clip_grad_norm,
     collect_rollout, ppo_gradients, trading_tasks,
 };
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::inner::{AdaptSetup, Adapted, InnerConfig, TaskRollouts, TaskSeeds, adapt};
+use crate::embedding::{ClassConfig, ClassEmbeddings, EmbeddingTraining, validate_classes};
+use crate::inner::{AdaptSetup, Adapted, InnerConfig, TaskRollouts, TaskSeeds, adapt, adapt_class};
 use crate::online::OnlineConfig;
 use crate::task::FixedTask;
 use crate::transfer::TransferConfig;
@@ -53,6 +55,8 @@ pub const FEWSHOT_STATE_FILE: &str = "fewshot.json";
 pub const FEWSHOT_STATE_FORMAT: &str = "mrl-fewshot-state";
 /// File name of the outer Adam's moments (first-order MAML) inside the checkpoint directory.
 pub const META_OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// File name of the `[classes]` tables inside a run directory (with class embeddings).
+pub const CLASSES_FILE: &str = "classes.toml";
 /// The checkpoint being written, swapped in for `checkpoint/` once complete
 /// ([`mrl_ppo::swap_in_checkpoint`]).
 const TMP_DIR: &str = ".checkpoint.tmp";
@@ -172,7 +176,9 @@ impl MetaConfig {
 
 /// A meta-training config file: an `mrl train` config (network, PPO loss, GAE, task
 /// distribution, normalisation, seed) plus a `[meta]` table ([`MetaConfig`]) and, for the
-/// benchmark, an optional `[transfer]` table ([`TransferConfig`]).
+/// benchmark, an optional `[transfer]` table ([`TransferConfig`]), and optional
+/// `[classes.NAME]` tables ([`ClassConfig`]: asset classes with their own feature sets and
+/// meta-learned embeddings).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetaTrainConfig {
     /// Everything but `[meta]`.
@@ -182,6 +188,9 @@ pub struct MetaTrainConfig {
     /// The `[transfer]` table: held-out assets of another class for the few-shot benchmark
     /// (domain generalisation); unused by meta-training itself.
     pub transfer: Option<TransferConfig>,
+    /// The `[classes.NAME]` tables, by name; empty: no class embeddings (every task reads
+    /// the policy's eleven features directly).
+    pub classes: BTreeMap<String, ClassConfig>,
 }
 
 impl MetaTrainConfig {
@@ -206,17 +215,63 @@ impl MetaTrainConfig {
             .remove("transfer")
             .map(|t| t.try_into().map_err(toml_error))
             .transpose()?;
+        let classes: BTreeMap<String, ClassConfig> = table
+            .remove("classes")
+            .map(|t| t.try_into().map_err(toml_error))
+            .transpose()?
+            .unwrap_or_default();
         let rest = toml::to_string(&table).unwrap_or_default();
         let train = TrainConfig::from_toml_str(&rest, path)?;
         meta.validate()?;
         if let Some(t) = &transfer {
             t.validate(&train)?;
         }
-        Ok(Self {
+        let config = Self {
             train,
             meta,
             transfer,
-        })
+            classes,
+        };
+        config.validate_classes()?;
+        Ok(config)
+    }
+
+    /// Checks the `[classes]` tables (features, tasks) and that the run can carry class
+    /// embeddings: a trading task, an RL² or MLP policy, Reptile.
+    ///
+    /// # Errors
+    /// As [`validate_classes`]; [`Error::InvalidConfig`] naming the field that rules class
+    /// embeddings out.
+    pub fn validate_classes(&self) -> Result<()> {
+        if self.classes.is_empty() {
+            return Ok(());
+        }
+        validate_classes(&self.classes)?;
+        if matches!(self.train.task.kind, TaskKind::Bandits { .. }) {
+            return Err(Error::invalid(
+                "task.kind",
+                "bandits".into(),
+                "class embeddings need trading tasks (market features)",
+            ));
+        }
+        if !matches!(
+            self.train.agent.kind,
+            mrl_agent::PolicyKind::Rl2 | mrl_agent::PolicyKind::Mlp
+        ) {
+            return Err(Error::invalid(
+                "agent.kind",
+                format!("{:?}", self.train.agent.kind),
+                "class embeddings fold into the first linear layer of RL² or the MLP",
+            ));
+        }
+        if self.meta.algorithm != MetaAlgorithm::Reptile {
+            return Err(Error::invalid(
+                "meta.algorithm",
+                self.meta.algorithm.as_str().into(),
+                "class embeddings are meta-learned with Reptile only",
+            ));
+        }
+        Ok(())
     }
 
     /// Reads and validates a config file.
@@ -355,37 +410,132 @@ pub fn reptile_step<D: TaskDistribution>(
 ) -> Result<(f64, f64, f64)> {
     check_batch(tasks.len(), seeds.len())?;
     let params = base.parameters();
-    let mut sums: Vec<Tensor> = params
-        .iter()
-        .map(|(_, v)| v.as_tensor().zeros_like())
-        .collect::<candle_core::Result<_>>()?;
+    let mut sums = zeros_like(params.iter().map(|(_, v)| v))?;
     let (mut pre, mut post) = (0.0, 0.0);
     for (task, &seed) in tasks.iter().zip(seeds) {
         let adapted = adapt(base, task.clone(), inner, setup, seed)?;
         pre += adapted.first_return();
         post += adapted.last_return();
-        let mut adapted_tensors = adapted.policy.tensors();
-        for ((name, var), sum) in params.iter().zip(sums.iter_mut()) {
-            let key: &str = name;
-            let theta_prime = adapted_tensors.remove(key).ok_or_else(|| {
-                Error::invalid(
-                    "policy",
-                    key.to_owned(),
-                    "adapted policy lacks a parameter of the base",
-                )
-            })?;
-            *sum = (&*sum + (theta_prime - var.as_tensor())?)?;
-        }
+        add_policy_change(&params, &adapted.policy, &mut sums)?;
     }
     let m = tasks.len() as f64;
+    let steps = apply_scaled(params.iter().map(|(_, v)| v), &sums, outer_lr / m)?;
+    let norm = mrl_ppo::global_norm(&steps)?;
+    Ok((pre / m, post / m, norm))
+}
+
+/// Zero tensors shaped like `vars`.
+fn zeros_like<'a>(vars: impl Iterator<Item = &'a Var>) -> Result<Vec<Tensor>> {
+    Ok(vars
+        .map(|v| v.as_tensor().zeros_like())
+        .collect::<candle_core::Result<_>>()?)
+}
+
+/// `sums += θ' − θ` parameter by parameter, `θ'` from `adapted`.
+fn add_policy_change(
+    params: &[(&'static str, Var)],
+    adapted: &Policy,
+    sums: &mut [Tensor],
+) -> Result<()> {
+    let mut adapted_tensors = adapted.tensors();
+    for ((name, var), sum) in params.iter().zip(sums.iter_mut()) {
+        let key: &str = name;
+        let theta_prime = adapted_tensors.remove(key).ok_or_else(|| {
+            Error::invalid(
+                "policy",
+                key.to_owned(),
+                "adapted policy lacks a parameter of the base",
+            )
+        })?;
+        *sum = (&*sum + (theta_prime - var.as_tensor())?)?;
+    }
+    Ok(())
+}
+
+/// `θ ← θ + scale · sum` for every var; returns the steps `scale · sum`.
+fn apply_scaled<'a>(
+    vars: impl Iterator<Item = &'a Var>,
+    sums: &[Tensor],
+    scale: f64,
+) -> Result<Vec<Tensor>> {
     let steps: Vec<Tensor> = sums
         .iter()
-        .map(|s| s * (outer_lr / m))
+        .map(|s| s * scale)
         .collect::<candle_core::Result<_>>()?;
-    let norm = mrl_ppo::global_norm(&steps)?;
-    for ((_, var), step) in params.iter().zip(&steps) {
+    for (var, step) in vars.zip(&steps) {
         var.set(&(var.as_tensor() + step)?)?;
     }
+    Ok(steps)
+}
+
+/// One Reptile step over tasks of several asset classes, on `base` and the classes'
+/// embeddings in place: task `i` (of class `classes[i]`, adapted with seed `seeds[i]`) runs
+/// the inner loop through its class's embedding, which trains beside the base
+/// ([`adapt_class`]); then
+///
+/// ```text
+/// θ   ← θ   + ε · mean_i (θ'_i − θ)              (θ'_i: adapted weights before the embedding)
+/// E_c ← E_c + ε · mean_{i of class c} (E'_i − E_c)   (every class with a task in the batch)
+/// ```
+///
+/// Returns `(pre, post, ‖Δ‖)` as [`reptile_step`], the norm over base and embeddings.
+///
+/// # Errors
+/// As [`reptile_step`]; [`Error::InvalidConfig`] for a class without an embedding or
+/// `classes` of another length than `tasks`.
+#[allow(clippy::too_many_arguments)]
+pub fn reptile_step_classes<D: TaskDistribution>(
+    base: &Policy,
+    embeddings: &ClassEmbeddings,
+    tasks: &[Arc<D>],
+    classes: &[&str],
+    seeds: &[u64],
+    inner: &InnerConfig,
+    setup: &AdaptSetup,
+    outer_lr: f64,
+) -> Result<(f64, f64, f64)> {
+    check_batch(tasks.len(), seeds.len())?;
+    check_batch(tasks.len(), classes.len())?;
+    let params = base.parameters();
+    let mut sums = zeros_like(params.iter().map(|(_, v)| v))?;
+    let mut class_sums: BTreeMap<&str, (Vec<Tensor>, usize)> = BTreeMap::new();
+    let (mut pre, mut post) = (0.0, 0.0);
+    for ((task, &seed), &class) in tasks.iter().zip(seeds).zip(classes) {
+        let embedding = embeddings.get(class).ok_or_else(|| {
+            Error::invalid("classes", class.to_owned(), "no embedding for this class")
+        })?;
+        let training = EmbeddingTraining::Adapted;
+        let adapted = adapt_class(base, embedding, training, task.clone(), inner, setup, seed)?;
+        pre += adapted.first_return();
+        post += adapted.last_return();
+        let (Some(unembedded), Some(trained)) = (&adapted.unembedded, &adapted.embedding) else {
+            return Err(Error::invalid(
+                "classes",
+                class.to_owned(),
+                "the inner loop returned no embedding",
+            ));
+        };
+        add_policy_change(&params, unembedded, &mut sums)?;
+        let entry = match class_sums.entry(class) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert((zeros_like(embedding.vars().iter())?, 0))
+            }
+        };
+        for ((sum, new), old) in entry.0.iter_mut().zip(trained.vars()).zip(embedding.vars()) {
+            *sum = (&*sum + (new.as_tensor() - old.as_tensor())?)?;
+        }
+        entry.1 += 1;
+    }
+    let m = tasks.len() as f64;
+    let mut steps = apply_scaled(params.iter().map(|(_, v)| v), &sums, outer_lr / m)?;
+    for (class, (sums, count)) in &class_sums {
+        if let Some(e) = embeddings.get(class) {
+            let vars = e.vars();
+            steps.extend(apply_scaled(vars.iter(), sums, outer_lr / *count as f64)?);
+        }
+    }
+    let norm = mrl_ppo::global_norm(&steps)?;
     Ok((pre / m, post / m, norm))
 }
 
@@ -457,10 +607,14 @@ pub struct MetaSummary {
     pub checkpoint: PathBuf,
 }
 
-/// A running meta-training job over a task distribution `D` whose envs can be cloned.
+/// A running meta-training job over a task distribution `D` whose envs can be cloned, and
+/// optionally over the task distributions of several asset classes with their embeddings.
 pub struct MetaLearner<D: TaskDistribution> {
     config: MetaTrainConfig,
     dist: Arc<D>,
+    /// Each class's name and training tasks, in name order (empty without `[classes]`).
+    classes: Vec<(String, Arc<D>)>,
+    embeddings: ClassEmbeddings,
     base: Policy,
     params: Vec<Var>,
     adam: Option<Adam>,
@@ -479,23 +633,47 @@ where
     /// normalises (then kept fixed: a `running` mode is treated as `fixed`).
     ///
     /// # Errors
-    /// Config, env, agent and PPO errors.
+    /// Config, env, agent and PPO errors; [`Error::InvalidConfig`] naming `classes` for a
+    /// config with `[classes]` (use [`MetaLearner::new_with_classes`]).
     pub fn new(config: MetaTrainConfig, dist: Arc<D>) -> Result<Self> {
+        Self::new_with_classes(config, dist, Vec::new())
+    }
+
+    /// [`MetaLearner::new`] over asset classes: every iteration draws each task's class
+    /// uniformly, then the task from that class's distribution in `classes` (one per
+    /// `[classes]` table, by name), and meta-learns the class embeddings with the base
+    /// ([`reptile_step_classes`]); each embedding starts as zero padding. The input
+    /// statistics are fitted on `dist` (the config's `[task]`).
+    ///
+    /// # Errors
+    /// As [`MetaLearner::new`]; [`Error::InvalidConfig`] naming `classes` when `classes`
+    /// does not hold exactly the config's classes.
+    pub fn new_with_classes(
+        config: MetaTrainConfig,
+        dist: Arc<D>,
+        classes: Vec<(String, Arc<D>)>,
+    ) -> Result<Self> {
         config.meta.validate()?;
         config.train.validate()?;
+        config.validate_classes()?;
+        let classes = check_classes(&config, classes)?;
         let mut master = ChaCha8Rng::seed_from_u64(config.train.seed);
         let (weights_seed, warmup_seed, task_seed) =
             (master.next_u64(), master.next_u64(), master.next_u64());
         let agent = agent_config(&config.train, dist.as_ref());
         let mut base = Policy::new(&agent, &Device::Cpu, weights_seed)?;
         let return_scale = warm_up(&config.train, &dist, &mut base, warmup_seed)?;
-        Self::assemble(
+        let embeddings = ClassEmbeddings::padding(&config.classes, &Device::Cpu)?;
+        let mut learner = Self::assemble(
             config,
             dist,
             base,
             return_scale,
             ChaCha8Rng::seed_from_u64(task_seed),
-        )
+        )?;
+        learner.classes = classes;
+        learner.embeddings = embeddings;
+        Ok(learner)
     }
 
     /// Continues the run in `run_dir` from its last checkpoint, exactly where it stopped:
@@ -508,8 +686,25 @@ where
     /// one written before resuming existed), [`Error::InvalidConfig`] naming `config` when
     /// the config differs from the run's; I/O, JSON, agent and PPO errors.
     pub fn resume(config: MetaTrainConfig, dist: Arc<D>, run_dir: &Path) -> Result<Self> {
+        Self::resume_with_classes(config, dist, Vec::new(), run_dir)
+    }
+
+    /// [`MetaLearner::resume`] of a run over asset classes
+    /// ([`MetaLearner::new_with_classes`]); the class embeddings come from the checkpoint.
+    ///
+    /// # Errors
+    /// As [`MetaLearner::resume`]; [`Error::EmbeddingMismatch`] when the checkpoint's
+    /// embeddings do not fit the config's classes.
+    pub fn resume_with_classes(
+        config: MetaTrainConfig,
+        dist: Arc<D>,
+        classes: Vec<(String, Arc<D>)>,
+        run_dir: &Path,
+    ) -> Result<Self> {
         config.meta.validate()?;
         config.train.validate()?;
+        config.validate_classes()?;
+        let classes = check_classes(&config, classes)?;
         let dir = mrl_ppo::checkpoint_dir(run_dir);
         let state_path = dir.join(FEWSHOT_STATE_FILE);
         let nothing = |reason| Error::NothingToResume {
@@ -534,7 +729,14 @@ where
             ));
         }
         let base = mrl_ppo::load_policy(&dir, &Device::Cpu)?;
+        let embeddings = if config.classes.is_empty() {
+            ClassEmbeddings::default()
+        } else {
+            ClassEmbeddings::load(&dir, &config.classes)?
+        };
         let mut learner = Self::assemble(config, dist, base, state.return_scale, task_rng)?;
+        learner.classes = classes;
+        learner.embeddings = embeddings;
         if let Some(adam) = &mut learner.adam {
             let path = dir.join(META_OPTIMIZER_FILE);
             let bytes = fs::read(&path).map_err(Error::io(&path))?;
@@ -577,6 +779,8 @@ where
         Ok(Self {
             config,
             dist,
+            classes: Vec::new(),
+            embeddings: ClassEmbeddings::default(),
             base,
             params,
             adam,
@@ -601,6 +805,11 @@ where
         &self.setup
     }
 
+    /// The class embeddings being meta-learned (empty without `[classes]`).
+    pub fn embeddings(&self) -> &ClassEmbeddings {
+        &self.embeddings
+    }
+
     /// One meta-iteration: draw `meta_batch` tasks of the training split, adapt, update the
     /// base.
     ///
@@ -611,17 +820,31 @@ where
         let meta = &self.config.meta;
         let mut tasks = Vec::with_capacity(meta.meta_batch);
         let mut seeds = Vec::with_capacity(meta.meta_batch);
+        let mut task_classes: Vec<&str> = Vec::with_capacity(meta.meta_batch);
         for _ in 0..meta.meta_batch {
+            let dist = if self.classes.is_empty() {
+                self.dist.as_ref()
+            } else {
+                let (name, dist) = &self.classes[self.task_rng.random_range(0..self.classes.len())];
+                task_classes.push(name);
+                dist.as_ref()
+            };
             let task_seed = self.task_rng.next_u64();
-            tasks.push(Arc::new(FixedTask::sample(
-                self.dist.as_ref(),
-                Split::Train,
-                task_seed,
-            )?));
+            tasks.push(Arc::new(FixedTask::sample(dist, Split::Train, task_seed)?));
             seeds.push(self.task_rng.next_u64());
         }
         let outer_lr = meta.outer_lr(&self.config.train);
         let (pre, post, update_norm) = match meta.algorithm {
+            MetaAlgorithm::Reptile if !self.classes.is_empty() => reptile_step_classes(
+                &self.base,
+                &self.embeddings,
+                &tasks,
+                &task_classes,
+                &seeds,
+                &meta.inner,
+                &self.setup,
+                outer_lr,
+            )?,
             MetaAlgorithm::Reptile => reptile_step(
                 &self.base,
                 &tasks,
@@ -692,6 +915,9 @@ where
         fs::create_dir_all(&tmp).map_err(Error::io(&tmp))?;
         write_atomic(&tmp.join("model.safetensors"), &self.base.to_safetensors()?)?;
         write_json(&tmp.join("agent.json"), &self.base.checkpoint_meta())?;
+        if !self.embeddings.is_empty() {
+            self.embeddings.save(&tmp)?;
+        }
         if let Some(adam) = &self.adam {
             let tensors: std::collections::HashMap<String, Tensor> =
                 adam.state_tensors().into_iter().collect();
@@ -737,7 +963,38 @@ fn check_same_config(config: &MetaTrainConfig, run_dir: &Path) -> Result<()> {
     {
         return Err(differs(META_FILE));
     }
+    let path = run_dir.join(CLASSES_FILE);
+    let saved: BTreeMap<String, ClassConfig> = if path.exists() {
+        let text = fs::read_to_string(&path).map_err(Error::io(&path))?;
+        toml::from_str(&text).map_err(|source| Error::Toml {
+            path: path.clone(),
+            source,
+        })?
+    } else {
+        BTreeMap::new()
+    };
+    if saved != config.classes {
+        return Err(differs(CLASSES_FILE));
+    }
     Ok(())
+}
+
+/// `classes` sorted by name, checked to hold exactly the config's classes.
+fn check_classes<D>(
+    config: &MetaTrainConfig,
+    mut classes: Vec<(String, Arc<D>)>,
+) -> Result<Vec<(String, Arc<D>)>> {
+    classes.sort_by(|a, b| a.0.cmp(&b.0));
+    let given: Vec<&str> = classes.iter().map(|(n, _)| n.as_str()).collect();
+    let wanted: Vec<&str> = config.classes.keys().map(String::as_str).collect();
+    if given != wanted {
+        return Err(Error::invalid(
+            "classes",
+            format!("{given:?}"),
+            "the task distributions given do not match the config's [classes] tables",
+        ));
+    }
+    Ok(classes)
 }
 
 /// Fits the normalisation statistics on rollouts of the training split with the initial
@@ -838,6 +1095,7 @@ fn on_task_kind(
     fn run<D>(
         config: &MetaTrainConfig,
         dist: Arc<D>,
+        classes: Vec<(String, Arc<D>)>,
         out_dir: &Path,
         resume: bool,
         progress: impl FnMut(&MetaIterationStats),
@@ -847,9 +1105,9 @@ fn on_task_kind(
         D::Env: Clone + Sync + Env,
     {
         if resume {
-            meta_train_resume_on(config, dist, out_dir, progress)
+            meta_train_resume_on(config, dist, classes, out_dir, progress)
         } else {
-            meta_train_on(config, dist, out_dir, progress)
+            meta_train_on(config, dist, classes, out_dir, progress)
         }
     }
     match &config.train.task.kind {
@@ -859,22 +1117,49 @@ fn on_task_kind(
             observe_time,
         } => {
             let dist = BanditDistribution::new(*arms, *pulls)?.with_time_observation(*observe_time);
-            run(config, Arc::new(dist), out_dir, resume, progress)
+            run(
+                config,
+                Arc::new(dist),
+                Vec::new(),
+                out_dir,
+                resume,
+                progress,
+            )
         }
         kind => {
             let dist = trading_tasks(kind, &config.train.task.trading)?;
-            run(config, Arc::new(dist), out_dir, resume, progress)
+            let classes = class_tasks(config)?;
+            run(config, Arc::new(dist), classes, out_dir, resume, progress)
         }
     }
 }
 
-/// [`meta_train`] on an explicit task distribution.
+/// The training tasks of every `[classes]` table, by name: the class's own `task`, or the
+/// config's `[task]`.
+///
+/// # Errors
+/// As [`trading_tasks`].
+pub fn class_tasks(config: &MetaTrainConfig) -> Result<Vec<(String, Arc<mrl_env::DynTasks>)>> {
+    config
+        .classes
+        .iter()
+        .map(|(name, class)| {
+            let kind = class.task.as_ref().unwrap_or(&config.train.task.kind);
+            let dist = trading_tasks(kind, &config.train.task.trading)?;
+            Ok((name.clone(), Arc::new(dist)))
+        })
+        .collect()
+}
+
+/// [`meta_train`] on an explicit task distribution, and with `[classes]` on each class's
+/// (by name, as [`class_tasks`] builds them; empty without classes).
 ///
 /// # Errors
 /// As [`meta_train`].
 pub fn meta_train_on<D>(
     config: &MetaTrainConfig,
     dist: Arc<D>,
+    classes: Vec<(String, Arc<D>)>,
     out_dir: &Path,
     progress: impl FnMut(&MetaIterationStats),
 ) -> Result<MetaSummary>
@@ -897,17 +1182,19 @@ where
     )?;
     write_meta_toml(config, out_dir)?;
     write_atomic(&out_dir.join(META_LOG_FILE), b"")?;
-    let learner = MetaLearner::new(config.clone(), dist)?;
+    let learner = MetaLearner::new_with_classes(config.clone(), dist, classes)?;
     run_iterations(learner, config, out_dir, Vec::new(), start, progress)
 }
 
-/// [`meta_train_resume`] on an explicit task distribution.
+/// [`meta_train_resume`] on an explicit task distribution and the classes' (as
+/// [`meta_train_on`]).
 ///
 /// # Errors
 /// As [`meta_train_resume`].
 pub fn meta_train_resume_on<D>(
     config: &MetaTrainConfig,
     dist: Arc<D>,
+    classes: Vec<(String, Arc<D>)>,
     out_dir: &Path,
     progress: impl FnMut(&MetaIterationStats),
 ) -> Result<MetaSummary>
@@ -916,7 +1203,7 @@ where
     D::Env: Clone + Sync + Env,
 {
     let start = Instant::now();
-    let learner = MetaLearner::resume(config.clone(), dist, out_dir)?;
+    let learner = MetaLearner::resume_with_classes(config.clone(), dist, classes, out_dir)?;
     let done = learner.iteration();
     if config.meta.iterations < done {
         return Err(Error::invalid(
@@ -954,10 +1241,12 @@ where
 
 fn write_meta_toml(config: &MetaTrainConfig, out_dir: &Path) -> Result<()> {
     let meta_toml = toml::to_string_pretty(&config.meta).unwrap_or_default();
-    Ok(write_atomic(
-        &out_dir.join(META_FILE),
-        meta_toml.as_bytes(),
-    )?)
+    write_atomic(&out_dir.join(META_FILE), meta_toml.as_bytes())?;
+    if !config.classes.is_empty() {
+        let classes = toml::to_string_pretty(&config.classes).unwrap_or_default();
+        write_atomic(&out_dir.join(CLASSES_FILE), classes.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// The iterations from the learner's up to `config.meta.iterations`, each logged, with a

@@ -374,6 +374,7 @@ pub(crate) fn tiny_config() -> MetaTrainConfig {
             ..Default::default()
         },
         transfer: None,
+        classes: Default::default(),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod adapter;
 mod benchmark;
+mod classes;
 mod common;
 mod embedding;
 mod inner;

@@ -237,7 +237,13 @@ fn meta_training_writes_a_loadable_checkpoint_deterministically() {
 /// A tiny meta-training config of `algorithm` (RL² of width 8, 20-step AR(1) episodes, 2
 /// tasks × 1 inner step per iteration), a checkpoint every 2 iterations.
 fn resumable(algorithm: &str, iterations: u64) -> MetaTrainConfig {
-    let text = format!(
+    let text = resumable_text(algorithm, iterations);
+    MetaTrainConfig::from_toml_str(&text, Path::new("t.toml")).unwrap()
+}
+
+/// The TOML of [`resumable`].
+pub(crate) fn resumable_text(algorithm: &str, iterations: u64) -> String {
+    format!(
         r#"
 seed = 5
 n_envs = 4
@@ -261,8 +267,7 @@ checkpoint_every = 2
 steps = 1
 n_envs = 2
 "#
-    );
-    MetaTrainConfig::from_toml_str(&text, Path::new("t.toml")).unwrap()
+    )
 }
 
 /// The checkpoint's files, and the log's (pre, post, update norm) without its wall-clock

@@ -1,0 +1,139 @@
+//! Asset classes in meta-training: `[classes]` tables parsed and checked, the base and each
+//! class's embedding meta-learned together deterministically, checkpoints with their
+//! embeddings, exact resume, mismatches named.
+
+use std::path::Path;
+
+use crate::meta::resumable_text;
+use candle_core::Device;
+use mrl_fewshot::{
+    ClassEmbedding, ClassEmbeddings, EMBEDDINGS_FILE, Error, MetaTrainConfig, meta_train,
+    meta_train_resume,
+};
+
+/// The tiny RL² run of the resume tests (Reptile, 2 tasks × 1 inner step per iteration)
+/// over two classes: `equities` reads six features on the `[task]` markets,
+/// `crypto` all eleven on AR(1) markets of higher volatility.
+fn config(iterations: u64, extra: &str) -> String {
+    format!(
+        r#"{}
+[classes.equities]
+features = ["ret_1", "ret_5", "ret_10", "sma_ratio", "volatility", "rsi"]
+[classes.crypto]
+features = ["ret_1", "ret_5", "ret_10", "sma_ratio", "ema_ratio", "volatility", "momentum",
+            "rsi", "macd", "bb_pos", "vol_ratio"]
+task = {{ kind = "synthetic-ar1", bars = 80, family = {{ phi_abs = [0.1, 0.5], drift = [0.0, 0.0], volatility = [0.02, 0.03] }} }}
+{extra}
+"#,
+        resumable_text("reptile", iterations)
+    )
+}
+
+fn parse(text: &str) -> mrl_fewshot::Result<MetaTrainConfig> {
+    MetaTrainConfig::from_toml_str(text, Path::new("classes.toml"))
+}
+
+#[test]
+fn class_tables_are_parsed_and_bad_ones_named() {
+    let c = parse(&config(2, "")).unwrap();
+    assert_eq!(c.classes.len(), 2);
+    assert_eq!(c.classes["equities"].features.len(), 6);
+    assert!(c.classes["equities"].task.is_none());
+    assert!(c.classes["crypto"].task.is_some());
+
+    let bad = config(2, "").replace("\"rsi\"]", "\"carry\"]");
+    let err = parse(&bad).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("class equities: unknown feature \"carry\" (known: ret_1, ret_5,"),
+        "{err}"
+    );
+    let empty = config(2, "[classes.fx]\nfeatures = []");
+    assert_eq!(
+        parse(&empty).unwrap_err().to_string(),
+        "class fx: empty feature set (name at least one feature)"
+    );
+    let fomaml = config(2, "").replace("\"reptile\"", "\"fomaml\"");
+    assert!(matches!(
+        parse(&fomaml).unwrap_err(),
+        Error::InvalidConfig {
+            field: "meta.algorithm",
+            ..
+        }
+    ));
+    let transformer = config(2, "").replace("kind = \"rl2\"", "kind = \"transformer\"");
+    assert!(matches!(
+        parse(&transformer).unwrap_err(),
+        Error::InvalidConfig {
+            field: "agent.kind",
+            ..
+        }
+    ));
+    let unknown_key = config(2, "[classes.fx]\nfeatures = [\"rsi\"]\nfeaturez = []");
+    assert!(matches!(
+        parse(&unknown_key).unwrap_err(),
+        Error::Toml { .. }
+    ));
+}
+
+fn files(dir: &Path) -> Vec<Vec<u8>> {
+    [
+        "model.safetensors",
+        "fewshot.json",
+        EMBEDDINGS_FILE,
+        "embeddings.json",
+    ]
+    .iter()
+    .map(|f| std::fs::read(dir.join("checkpoint").join(f)).unwrap())
+    .collect()
+}
+
+#[test]
+fn the_base_and_the_embeddings_are_meta_learned_deterministically_and_resume_exactly() {
+    let c4 = parse(&config(4, "")).unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    meta_train(&c4, a.path(), |_| {}).unwrap();
+    meta_train(&c4, b.path(), |_| {}).unwrap();
+    assert!(files(a.path()) == files(b.path()), "same seed, same bytes");
+
+    let loaded = ClassEmbeddings::load(&a.path().join("checkpoint"), &c4.classes).unwrap();
+    assert_eq!(loaded.names(), ["crypto", "equities"]);
+    for (name, width) in [("crypto", 11), ("equities", 6)] {
+        let learned = loaded.get(name).unwrap();
+        assert_eq!(learned.vars()[0].dims(), [11, width], "{name}");
+        let start = ClassEmbedding::padding(name, learned.features(), &Device::Cpu).unwrap();
+        let value = |e: &ClassEmbedding| e.vars()[0].flatten_all().unwrap().to_vec1::<f32>();
+        assert_ne!(
+            value(learned).unwrap(),
+            value(&start).unwrap(),
+            "{name}: meta-learned"
+        );
+    }
+    // The composed policy of a class is what `mrl backtest` loads: an ordinary checkpoint.
+    let base = mrl_ppo::load_policy(&a.path().join("checkpoint"), &Device::Cpu).unwrap();
+    let composed = loaded
+        .get("equities")
+        .unwrap()
+        .composed_policy(&base)
+        .unwrap();
+    assert_eq!(composed.config(), base.config());
+
+    // 2 iterations, then resume to 4: the bytes of the uninterrupted run.
+    let parts = tempfile::tempdir().unwrap();
+    meta_train(&parse(&config(2, "")).unwrap(), parts.path(), |_| {}).unwrap();
+    meta_train_resume(&c4, parts.path(), |_| {}).unwrap();
+    assert!(files(parts.path()) == files(a.path()), "resume is exact");
+
+    // Resuming with other classes is refused, naming the file.
+    let other = parse(&config(4, "[classes.fx]\nfeatures = [\"rsi\"]")).unwrap();
+    let err = meta_train_resume(&other, parts.path(), |_| {}).unwrap_err();
+    assert!(err.to_string().contains("classes.toml"), "{err}");
+    // Loading the embeddings for a config whose class reads other features is refused.
+    let fewer = config(4, "").replace(", \"rsi\"]", "]");
+    let err = ClassEmbeddings::load(
+        &a.path().join("checkpoint"),
+        &parse(&fewer).unwrap().classes,
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::EmbeddingMismatch { .. }), "{err}");
+}
