@@ -39,9 +39,10 @@ pub struct FewshotArgs {
     /// Adaptation steps K to report, comma separated.
     #[arg(long, default_value = "0,1,10,100,500")]
     ks: String,
-    /// Methods, comma separated: meta, pretrain, scratch, rl2, and the online rows
+    /// Methods, comma separated: meta, pretrain, scratch, rl2, the online rows
     /// meta_online, pretrain_online (the K-step policy then adapted while it trades, the
-    /// config's `[meta.online]`).
+    /// config's `[meta.online]`) and meta_embed (meta-learned with the class embeddings of
+    /// the config's `[classes.NAME]` tables, adapted through the held-out class's).
     #[arg(long, default_value = "meta,pretrain,scratch,rl2")]
     methods: String,
     /// Data directory of a multi-asset config (held-out assets: the config's split) and of
@@ -353,8 +354,8 @@ mod tests {
         let err = parse_methods("meta,maml").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid config: methods = maml (unknown method; expected meta, meta_online, \
-             pretrain, pretrain_online, scratch or rl2)"
+            "invalid config: methods = maml (unknown method; expected meta, meta_embed, \
+             meta_online, pretrain, pretrain_online, scratch or rl2)"
         );
     }
 }

@@ -199,6 +199,7 @@ impl FewshotReport {
     pub fn label(&self, m: &MethodSummary) -> String {
         match (m.name.as_str(), m.kind) {
             ("meta", _) => format!("meta ({})", self.settings.algorithm.as_str()),
+            ("meta_embed", _) => "meta (reptile) + class embeddings".into(),
             ("pretrain", _) => "pretrain + fine-tune".into(),
             ("meta_online", _) => format!("meta ({}) + online", self.settings.algorithm.as_str()),
             ("pretrain_online", _) => "pretrain + fine-tune + online".into(),
@@ -241,6 +242,9 @@ impl FewshotReport {
             s.meta_env_steps,
             self.interval
         );
+        if let Some(classes) = &s.classes {
+            let _ = writeln!(out, "meta_embed row: {classes}.\n");
+        }
         if let Some(o) = &s.online {
             let _ = writeln!(
                 out,

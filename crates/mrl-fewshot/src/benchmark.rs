@@ -43,8 +43,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::inner::{AdaptSetup, adapt_snapshots};
-use crate::meta::{MetaAlgorithm, MetaLearner, MetaTrainConfig, return_scale_of};
+use crate::embedding::ClassEmbedding;
+use crate::inner::{AdaptSetup, adapt_class_snapshots, adapt_snapshots};
+use crate::meta::{MetaAlgorithm, MetaLearner, MetaTrainConfig, class_tasks, return_scale_of};
 use crate::online::{OnlineConfig, OnlineSetup, UpdateOutcome, book_metrics, trade_online};
 use crate::task::{DEFAULT_ADAPTATION_BARS, FixedTask};
 use crate::transfer::{TransferConfig, read_asset};
@@ -73,12 +74,17 @@ pub enum Method {
     PretrainOnline,
     /// An RL² policy with zero gradient steps (it adapts by its memory).
     Rl2,
+    /// Meta-learned with class embeddings over the tasks of every `[classes]` table
+    /// (Reptile, [`reptile_step_classes`](crate::reptile_step_classes)), then K inner steps
+    /// through the held-out class's embedding (frozen or adapted, `[meta.inner] embedding`).
+    MetaEmbed,
 }
 
 impl Method {
     /// Every method, in report order.
-    pub const ALL: [Method; 6] = [
+    pub const ALL: [Method; 7] = [
         Self::Meta,
+        Self::MetaEmbed,
         Self::MetaOnline,
         Self::Pretrain,
         Self::PretrainOnline,
@@ -90,10 +96,12 @@ impl Method {
     /// loop per update and are asked for by name).
     pub const DEFAULT: [Method; 4] = [Self::Meta, Self::Pretrain, Self::Scratch, Self::Rl2];
 
-    /// `meta`, `meta_online`, `pretrain`, `pretrain_online`, `scratch` or `rl2`.
+    /// `meta`, `meta_embed`, `meta_online`, `pretrain`, `pretrain_online`, `scratch` or
+    /// `rl2`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Meta => "meta",
+            Self::MetaEmbed => "meta_embed",
             Self::MetaOnline => "meta_online",
             Self::Scratch => "scratch",
             Self::Pretrain => "pretrain",
@@ -134,8 +142,8 @@ impl FromStr for Method {
                 Error::invalid(
                     "methods",
                     s.to_owned(),
-                    "unknown method; expected meta, meta_online, pretrain, pretrain_online, \
-                     scratch or rl2",
+                    "unknown method; expected meta, meta_embed, meta_online, pretrain, \
+                     pretrain_online, scratch or rl2",
                 )
             })
     }
@@ -536,6 +544,10 @@ pub struct BenchmarkSettings {
     /// and K.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub online_updates: Vec<OnlineTally>,
+    /// The asset classes of the `meta_embed` row, when it ran: each class's features, the
+    /// held-out tasks' class and whether its embedding trained at adaptation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<String>,
 }
 
 /// How many of an online row's scheduled updates the guard kept.
@@ -597,6 +609,88 @@ fn train_pooled<D: TaskDistribution>(
         return_scale: return_scale_of(&checkpoint, train)?,
         source: format!("{what}: PPO, {} iterations", train.iterations),
     })
+}
+
+/// The class of the held-out tasks for the `meta_embed` row: `[transfer].class` with a
+/// transfer table, else the one class that trains on `[task]` (no `task` of its own), whose
+/// held-out split the benchmark adapts to.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] naming `classes` when the config has no `[classes]`, the
+/// transfer class is not one of them, or not exactly one class trains on `[task]`.
+pub fn held_out_class(config: &MetaTrainConfig, bench: &BenchmarkConfig) -> Result<String> {
+    let names = || {
+        config
+            .classes
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if config.classes.is_empty() {
+        return Err(Error::invalid(
+            "classes",
+            "none".into(),
+            "the meta_embed row needs [classes.NAME] tables in the config",
+        ));
+    }
+    if let Some(t) = &bench.transfer {
+        return if config.classes.contains_key(&t.class) {
+            Ok(t.class.clone())
+        } else {
+            Err(Error::invalid(
+                "classes",
+                names(),
+                "the [transfer] class has no [classes] table naming its features",
+            ))
+        };
+    }
+    let on_task: Vec<&String> = config
+        .classes
+        .iter()
+        .filter(|(_, c)| c.task.is_none())
+        .map(|(n, _)| n)
+        .collect();
+    match on_task.as_slice() {
+        [one] => Ok((*one).clone()),
+        _ => Err(Error::invalid(
+            "classes",
+            names(),
+            "the held-out tasks come from [task]: exactly one class must train on it (no \
+             task of its own), or name the class in [transfer]",
+        )),
+    }
+}
+
+/// Runs `learner` for `iterations`, reporting progress as `what`, and writes its checkpoint
+/// and log into `dir`.
+fn train_meta<D>(
+    learner: &mut MetaLearner<D>,
+    iterations: u64,
+    seed: u64,
+    what: &str,
+    dir: &Path,
+    progress: &mut impl FnMut(BenchmarkProgress<'_>),
+) -> Result<()>
+where
+    D: TaskDistribution,
+    D::Env: Clone + Sync,
+{
+    progress(BenchmarkProgress::TrainStart {
+        seed,
+        what,
+        total: iterations,
+    });
+    let mut log = String::new();
+    for iteration in 0..iterations {
+        let stats = learner.step()?;
+        log.push_str(&serde_json::to_string(&stats).unwrap_or_default());
+        log.push('\n');
+        progress(BenchmarkProgress::Iteration { seed, iteration });
+    }
+    learner.save_checkpoint(dir)?;
+    mrl_agent::write_atomic(&dir.join(crate::META_LOG_FILE), log.as_bytes())?;
+    Ok(())
 }
 
 /// Runs the benchmark: per seed, trains what was not given (into `out_dir/seed-<s>/`: `meta/`
@@ -676,6 +770,33 @@ where
     let mut tallies: BTreeMap<Method, OnlineTally> = BTreeMap::new();
     let mut meta_source = String::new();
     let mut rl2_source = String::new();
+    // The meta_embed row: the held-out class, each class's tasks, the [task] distribution.
+    let embed = if wants(Method::MetaEmbed) {
+        let class = held_out_class(config, &bench)?;
+        let task_dist = Arc::new(mrl_ppo::trading_tasks(
+            &train.task.kind,
+            &train.task.trading,
+        )?);
+        Some((class, class_tasks(config)?, task_dist))
+    } else {
+        None
+    };
+    let classes_text = embed.as_ref().map(|(class, _, _)| {
+        let list: Vec<String> = config
+            .classes
+            .iter()
+            .map(|(n, c)| format!("{n} ({} features)", c.features.len()))
+            .collect();
+        format!(
+            "classes {}; held-out tasks of class {class}, its embedding {} at adaptation",
+            list.join(", "),
+            if inner.embedding.is_frozen() {
+                "frozen"
+            } else {
+                "adapted"
+            }
+        )
+    });
 
     for (si, &seed) in bench.seeds.iter().enumerate() {
         let seed_dir = out_dir.join(format!("seed-{seed}"));
@@ -705,21 +826,15 @@ where
                     },
                     dist.clone(),
                 )?;
-                progress(BenchmarkProgress::TrainStart {
+                let (iterations, meta_dir) = (config.meta.iterations, seed_dir.join("meta"));
+                train_meta(
+                    &mut learner,
+                    iterations,
                     seed,
-                    what: "meta",
-                    total: config.meta.iterations,
-                });
-                let mut log = String::new();
-                for iteration in 0..config.meta.iterations {
-                    let stats = learner.step()?;
-                    log.push_str(&serde_json::to_string(&stats).unwrap_or_default());
-                    log.push('\n');
-                    progress(BenchmarkProgress::Iteration { seed, iteration });
-                }
-                let meta_dir = seed_dir.join("meta");
-                learner.save_checkpoint(&meta_dir)?;
-                mrl_agent::write_atomic(&meta_dir.join(crate::META_LOG_FILE), log.as_bytes())?;
+                    "meta",
+                    &meta_dir,
+                    &mut progress,
+                )?;
                 meta_source = format!(
                     "{}: {} iterations × {} tasks",
                     config.meta.algorithm.as_str(),
@@ -732,6 +847,45 @@ where
                     source: meta_source.clone(),
                 };
                 &trained_meta
+            }
+        };
+        // The base and the held-out class's embedding meta-learned over every class.
+        let meta_embed: Option<(GivenPolicy, ClassEmbedding)> = match &embed {
+            None => None,
+            Some((class, class_dists, task_dist)) => {
+                let mut learner = MetaLearner::new_with_classes(
+                    MetaTrainConfig {
+                        train: train_s.clone(),
+                        meta: config.meta.clone(),
+                        transfer: None,
+                        classes: config.classes.clone(),
+                    },
+                    task_dist.clone(),
+                    class_dists.clone(),
+                )?;
+                let (iterations, dir) = (config.meta.iterations, seed_dir.join("meta_embed"));
+                train_meta(
+                    &mut learner,
+                    iterations,
+                    seed,
+                    "meta_embed",
+                    &dir,
+                    &mut progress,
+                )?;
+                let embedding = learner.embeddings().get(class).ok_or_else(|| {
+                    Error::invalid("classes", class.clone(), "no embedding was meta-learned")
+                })?;
+                Some((
+                    GivenPolicy {
+                        policy: crate::detached_copy(learner.policy())?,
+                        return_scale: learner.setup().return_scale,
+                        source: format!(
+                            "reptile with class embeddings: {iterations} iterations × {} tasks",
+                            config.meta.meta_batch
+                        ),
+                    },
+                    embedding.detached()?,
+                ))
             }
         };
         let pooled_config = TrainConfig {
@@ -803,6 +957,7 @@ where
                 Method::Pretrain | Method::PretrainOnline => pretrain.as_ref(),
                 Method::Scratch => scratch.as_ref(),
                 Method::Rl2 => rl2_policy,
+                Method::MetaEmbed => meta_embed.as_ref().map(|(p, _)| p),
             }
         };
 
@@ -813,14 +968,25 @@ where
             for &m in &adapted_methods {
                 let Some(init) = init_of(m) else { continue };
                 let setup = AdaptSetup::from_train(train, init.return_scale);
-                let snapshots = adapt_snapshots(
-                    &init.policy,
-                    window.clone(),
-                    &inner,
-                    &setup,
-                    task_seeds[ti],
-                    &bench.ks,
-                )?;
+                let snapshots = match (m, &meta_embed) {
+                    (Method::MetaEmbed, Some((_, embedding))) => adapt_class_snapshots(
+                        &init.policy,
+                        embedding,
+                        window.clone(),
+                        &inner,
+                        &setup,
+                        task_seeds[ti],
+                        &bench.ks,
+                    )?,
+                    _ => adapt_snapshots(
+                        &init.policy,
+                        window.clone(),
+                        &inner,
+                        &setup,
+                        task_seeds[ti],
+                        &bench.ks,
+                    )?,
+                };
                 if wants(m) {
                     let row = cells.entry(m).or_default();
                     for (cell, policy) in row.iter_mut().zip(&snapshots) {
@@ -965,6 +1131,7 @@ where
             held_out: held_out_text,
             online: wants_online.then(|| config.meta.online.clone()),
             online_updates: tallies.into_values().collect(),
+            classes: classes_text,
         },
         tasks: held_out.iter().map(|t| t.name.clone()).collect(),
         rows,

@@ -369,6 +369,36 @@ pub fn adapt_snapshots<D: TaskDistribution>(
     seed: u64,
     ks: &[usize],
 ) -> Result<Vec<Policy>> {
+    snapshots(base, None, task, inner, setup, seed, ks)
+}
+
+/// [`adapt_snapshots`] through a class embedding, trained as `inner.embedding` says (the
+/// snapshots are composed policies, as [`adapt_class`] returns).
+///
+/// # Errors
+/// As [`adapt_snapshots`] and [`adapt_class`].
+pub fn adapt_class_snapshots<D: TaskDistribution>(
+    base: &Policy,
+    embedding: &ClassEmbedding,
+    task: Arc<D>,
+    inner: &InnerConfig,
+    setup: &AdaptSetup,
+    seed: u64,
+    ks: &[usize],
+) -> Result<Vec<Policy>> {
+    let class = Some((embedding, inner.embedding));
+    snapshots(base, class, task, inner, setup, seed, ks)
+}
+
+fn snapshots<D: TaskDistribution>(
+    base: &Policy,
+    class: Option<(&ClassEmbedding, EmbeddingTraining)>,
+    task: Arc<D>,
+    inner: &InnerConfig,
+    setup: &AdaptSetup,
+    seed: u64,
+    ks: &[usize],
+) -> Result<Vec<Policy>> {
     let Some(&max_k) = ks.iter().max() else {
         return Err(Error::invalid(
             "ks",
@@ -381,7 +411,7 @@ pub fn adapt_snapshots<D: TaskDistribution>(
         ..inner.clone()
     };
     let mut snapshots: Vec<Option<Policy>> = ks.iter().map(|_| None).collect();
-    adapt_observed(base, None, task, &inner, setup, seed, |done, policy| {
+    adapt_observed(base, class, task, &inner, setup, seed, |done, policy| {
         for (slot, _) in snapshots.iter_mut().zip(ks).filter(|(_, k)| **k == done) {
             *slot = Some(detached_copy(policy)?);
         }

@@ -77,7 +77,7 @@ pub use bench_report::{
 pub use benchmark::{
     BENCHMARK_FORMAT, BenchmarkConfig, BenchmarkProgress, BenchmarkRaw, BenchmarkSettings, Cell,
     DEFAULT_KS, GivenPolicy, HeldOutTask, Method, MethodRaw, OnlineTally, RowKind, evaluate_policy,
-    held_out_tasks, run_benchmark,
+    held_out_class, held_out_tasks, run_benchmark,
 };
 pub use embedding::{
     COMMON_WIDTH, ClassConfig, ClassEmbedding, ClassEmbeddings, EMBEDDINGS_FILE, EMBEDDINGS_FORMAT,
@@ -86,7 +86,7 @@ pub use embedding::{
 pub use error::{Error, Result};
 pub use inner::{
     AdaptSetup, Adapted, InnerConfig, InnerOptimizer, InnerStep, TaskRollouts, TaskSeeds, adapt,
-    adapt_class, adapt_snapshots, detached_copy, sgd_step,
+    adapt_class, adapt_class_snapshots, adapt_snapshots, detached_copy, sgd_step,
 };
 pub use meta::{
     CLASSES_FILE, FEWSHOT_STATE_FILE, FEWSHOT_STATE_FORMAT, FewshotState, META_FILE, META_LOG_FILE,

@@ -199,6 +199,7 @@ fn hand_made(rows: &[Row<'_>]) -> BenchmarkRaw {
             held_out: "two markets".into(),
             online: None,
             online_updates: Vec::new(),
+            classes: None,
         },
         tasks: vec!["a".into(), "b".into()],
         rows: rows
@@ -466,7 +467,7 @@ fn bad_input_is_named() {
     );
     assert_eq!(
         "maml".parse::<Method>().unwrap_err().to_string(),
-        "invalid config: methods = maml (unknown method; expected meta, meta_online, pretrain, \
+        "invalid config: methods = maml (unknown method; expected meta, meta_embed, meta_online, pretrain, \
          pretrain_online, scratch or rl2)"
     );
     assert_eq!("rl2".parse::<Method>().unwrap(), Method::Rl2);

@@ -3,12 +3,14 @@
 //! embeddings, exact resume, mismatches named.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::meta::resumable_text;
 use candle_core::Device;
 use mrl_fewshot::{
-    ClassEmbedding, ClassEmbeddings, EMBEDDINGS_FILE, Error, MetaTrainConfig, meta_train,
-    meta_train_resume,
+    BenchmarkConfig, ClassEmbedding, ClassEmbeddings, EMBEDDINGS_FILE, Error, MetaTrainConfig,
+    Method, evaluate_policy, held_out_class, held_out_tasks, meta_train, meta_train_resume,
+    run_benchmark,
 };
 
 /// The tiny RL² run of the resume tests (Reptile, 2 tasks × 1 inner step per iteration)
@@ -136,4 +138,109 @@ fn the_base_and_the_embeddings_are_meta_learned_deterministically_and_resume_exa
     )
     .unwrap_err();
     assert!(matches!(err, Error::EmbeddingMismatch { .. }), "{err}");
+}
+
+/// The benchmark's tiny config with two classes: `small` (six features, on `[task]`, so the
+/// held-out tasks are its) and `wide` (all eleven, AR(1) markets of higher volatility).
+fn tiny_classes() -> MetaTrainConfig {
+    let parsed = parse(&config(2, "")).unwrap();
+    let mut tiny = crate::benchmark::tiny_config();
+    let mut classes = parsed.classes;
+    let small = classes.remove("equities").unwrap();
+    let wide = classes.remove("crypto").unwrap();
+    tiny.classes.insert("small".into(), small);
+    tiny.classes.insert("wide".into(), wide);
+    tiny
+}
+
+#[test]
+fn the_meta_embed_row_adapts_through_the_held_out_class_embedding() {
+    let config = tiny_classes();
+    let bench = BenchmarkConfig {
+        methods: vec![Method::Meta, Method::MetaEmbed],
+        seeds: vec![1],
+        ..crate::benchmark::tiny_bench()
+    };
+    assert_eq!(held_out_class(&config, &bench).unwrap(), "small");
+    let dir = tempfile::tempdir().unwrap();
+    let raw = crate::benchmark::run_on(&config, &bench, dir.path());
+    let names: Vec<&str> = raw.rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(&names[..2], ["meta", "meta_embed"]);
+    assert_eq!(
+        raw.settings.classes.as_deref(),
+        Some(
+            "classes small (6 features), wide (11 features); held-out tasks of class small, \
+             its embedding frozen at adaptation"
+        )
+    );
+    // K = 0 is the meta-learned base composed with the small class's embedding, as saved.
+    let checkpoint = dir.path().join("seed-1/meta_embed/checkpoint");
+    let base = mrl_ppo::load_policy(&checkpoint, &Device::Cpu).unwrap();
+    let embeddings = ClassEmbeddings::load(&checkpoint, &config.classes).unwrap();
+    let composed = embeddings
+        .get("small")
+        .unwrap()
+        .composed_policy(&base)
+        .unwrap();
+    let tasks = held_out_tasks(&config.train, &bench).unwrap();
+    let mut validated = bench.clone();
+    validated.validate().unwrap();
+    let row = &raw.rows[1];
+    assert_eq!(row.cells[0].k, 0);
+    for (ti, task) in tasks.iter().enumerate() {
+        let m = evaluate_policy(&composed, task, &validated.walk_forward).unwrap();
+        assert_eq!(
+            row.cells[0].total_return[0][ti],
+            Some(m.total_return),
+            "{ti}"
+        );
+    }
+    assert!(row.cells[1].total_return[0].iter().all(Option::is_some));
+}
+
+#[test]
+fn the_held_out_class_must_be_named_by_the_config() {
+    let bench = crate::benchmark::tiny_bench();
+    let mut config = tiny_classes();
+    // Both classes on [task]: ambiguous.
+    config.classes.get_mut("wide").unwrap().task = None;
+    let err = held_out_class(&config, &bench).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid config: classes = small, wide (the held-out tasks come from [task]: exactly \
+         one class must train on it (no task of its own), or name the class in [transfer])"
+    );
+    config.classes.clear();
+    assert!(matches!(
+        held_out_class(&config, &bench),
+        Err(Error::InvalidConfig {
+            field: "classes",
+            ..
+        })
+    ));
+    let bench = BenchmarkConfig {
+        methods: vec![Method::MetaEmbed],
+        ..bench
+    };
+    let tasks = held_out_tasks(&config.train, &bench).unwrap();
+    let dist = Arc::new(
+        mrl_ppo::trading_tasks(&config.train.task.kind, &config.train.task.trading).unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let err = run_benchmark(
+        &config,
+        &bench,
+        dist,
+        &tasks,
+        None,
+        None,
+        dir.path(),
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the meta_embed row needs [classes.NAME] tables"),
+        "{err}"
+    );
 }
