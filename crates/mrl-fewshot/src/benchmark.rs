@@ -44,7 +44,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::embedding::ClassEmbedding;
-use crate::inner::{AdaptSetup, adapt_class_snapshots, adapt_snapshots};
+use crate::inner::{AdaptSetup, adapt_class_snapshots};
 use crate::meta::{MetaAlgorithm, MetaLearner, MetaTrainConfig, class_tasks, return_scale_of};
 use crate::online::{OnlineConfig, OnlineSetup, UpdateOutcome, book_metrics, trade_online};
 use crate::task::{DEFAULT_ADAPTATION_BARS, FixedTask};
@@ -968,25 +968,19 @@ where
             for &m in &adapted_methods {
                 let Some(init) = init_of(m) else { continue };
                 let setup = AdaptSetup::from_train(train, init.return_scale);
-                let snapshots = match (m, &meta_embed) {
-                    (Method::MetaEmbed, Some((_, embedding))) => adapt_class_snapshots(
-                        &init.policy,
-                        embedding,
-                        window.clone(),
-                        &inner,
-                        &setup,
-                        task_seeds[ti],
-                        &bench.ks,
-                    )?,
-                    _ => adapt_snapshots(
-                        &init.policy,
-                        window.clone(),
-                        &inner,
-                        &setup,
-                        task_seeds[ti],
-                        &bench.ks,
-                    )?,
+                let embedding = match (m, &meta_embed) {
+                    (Method::MetaEmbed, Some((_, embedding))) => Some(embedding),
+                    _ => None,
                 };
+                let snapshots = adapt_class_snapshots(
+                    &init.policy,
+                    embedding,
+                    window.clone(),
+                    &inner,
+                    &setup,
+                    task_seeds[ti],
+                    &bench.ks,
+                )?;
                 if wants(m) {
                     let row = cells.entry(m).or_default();
                     for (cell, policy) in row.iter_mut().zip(&snapshots) {

@@ -369,36 +369,25 @@ pub fn adapt_snapshots<D: TaskDistribution>(
     seed: u64,
     ks: &[usize],
 ) -> Result<Vec<Policy>> {
-    snapshots(base, None, task, inner, setup, seed, ks)
+    adapt_class_snapshots(base, None, task, inner, setup, seed, ks)
 }
 
-/// [`adapt_snapshots`] through a class embedding, trained as `inner.embedding` says (the
-/// snapshots are composed policies, as [`adapt_class`] returns).
+/// [`adapt_snapshots`], through a class embedding when one is given, trained as
+/// `inner.embedding` says (the snapshots are then composed policies, as [`adapt_class`]
+/// returns).
 ///
 /// # Errors
 /// As [`adapt_snapshots`] and [`adapt_class`].
 pub fn adapt_class_snapshots<D: TaskDistribution>(
     base: &Policy,
-    embedding: &ClassEmbedding,
+    embedding: Option<&ClassEmbedding>,
     task: Arc<D>,
     inner: &InnerConfig,
     setup: &AdaptSetup,
     seed: u64,
     ks: &[usize],
 ) -> Result<Vec<Policy>> {
-    let class = Some((embedding, inner.embedding));
-    snapshots(base, class, task, inner, setup, seed, ks)
-}
-
-fn snapshots<D: TaskDistribution>(
-    base: &Policy,
-    class: Option<(&ClassEmbedding, EmbeddingTraining)>,
-    task: Arc<D>,
-    inner: &InnerConfig,
-    setup: &AdaptSetup,
-    seed: u64,
-    ks: &[usize],
-) -> Result<Vec<Policy>> {
+    let class = embedding.map(|e| (e, inner.embedding));
     let Some(&max_k) = ks.iter().max() else {
         return Err(Error::invalid(
             "ks",
