@@ -247,8 +247,18 @@ impl AgentSettings {
                 own.agent.kind.as_str()
             ));
         }
+        // The data directory is where the files are, not what they are: the study's wins
+        // (the runs take the study's task).
+        let mut own_task = own.task.clone();
+        let mut study_task = study.task.clone();
+        if let (Some(own_dir), Some(study_dir)) = (
+            real_data_dir(&mut own_task.kind),
+            real_data_dir(&mut study_task.kind),
+        ) {
+            own_dir.clone_from(study_dir);
+        }
         for (table, same) in [
-            ("[task]", own.task == study.task),
+            ("[task]", own_task == study_task),
             ("[gae]", own.gae == study.gae),
             ("[normalize]", own.normalize == study.normalize),
         ] {
@@ -2705,6 +2715,20 @@ mod tests {
         own.task.episodes_per_trial += 1;
         let err = AgentSettings::from_config(PolicyKind::Transformer, &own, &study).unwrap_err();
         assert!(err.to_string().contains("[task] differs"), "{err}");
+        // Only the data directory differs: the same problem.
+        let mut study = study;
+        study.task.kind = TaskKind::MultiAsset {
+            data_dir: PathBuf::from("a"),
+            interval: "1h".into(),
+            assets: vec!["X".into()],
+            split: Default::default(),
+        };
+        let mut own = study.clone();
+        own.agent.kind = PolicyKind::Transformer;
+        if let TaskKind::MultiAsset { data_dir, .. } = &mut own.task.kind {
+            *data_dir = PathBuf::from("b");
+        }
+        AgentSettings::from_config(PolicyKind::Transformer, &own, &study).unwrap();
     }
 
     #[test]
