@@ -236,10 +236,14 @@ fn round_line(log: &RoundLog) -> String {
         })
     };
     format!(
-        "round {}: actor pairs {} ({}), judge pairs {} ({}), judge-outcome Spearman {}, parse failures actor {}/{} judge {}/{} meta {}/{}, {}",
+        "round {}: actor pairs {} ({}; candidates long/short/flat {}/{}/{}, pairs of differing positions {}), judge pairs {} ({}), judge-outcome Spearman {}, parse failures actor {}/{} judge {}/{} meta {}/{}, {}",
         log.round,
         log.actor_pairs,
         dpo(log.actor_dpo),
+        log.candidate_positions.long,
+        log.candidate_positions.short,
+        log.candidate_positions.flat,
+        log.differing_pairs,
         log.judge_pairs,
         dpo(log.judge_dpo),
         log.judge_outcome_spearman

@@ -117,6 +117,19 @@ impl Default for EvalConfig {
     }
 }
 
+/// Which actor preference pairs DPO trains on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PairFilter {
+    /// Every pair [`select_pair`](crate::select_pair) finds (Meta-Rewarding's rule).
+    #[default]
+    Any,
+    /// Only pairs whose chosen and rejected positions differ in sign (long, short, flat):
+    /// pairs of two longs that differ only in their wording or numbers teach the trade
+    /// nothing, so DPO's few steps go to the decision itself.
+    DifferingPositions,
+}
+
 /// Everything `mrl llm train` needs; saved beside the adapters and checked on resume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -140,6 +153,8 @@ pub struct TrainConfig {
     /// Length control: candidates whose score is within `length_tie · (best − worst)` of
     /// the best tie, and the shortest of them is the chosen answer (Meta-Rewarding, §2.3).
     pub length_tie: f64,
+    /// Which actor pairs are trained on.
+    pub actor_pairs: PairFilter,
     /// Weights of the generation backends (the merged adapters are f32 in both).
     pub generation_weights: Weights,
     /// Market context settings.
@@ -156,7 +171,7 @@ pub struct TrainConfig {
 
 impl Default for TrainConfig {
     /// The quick setting: 2 rounds of 4 contexts, 2 candidates, 2 judgments, 16-token
-    /// rationales, temperature 0.8 / top-p 0.95, length tie 0.1.
+    /// rationales, temperature 0.8 / top-p 0.95, length tie 0.1, every actor pair.
     fn default() -> Self {
         Self {
             seed: 0,
@@ -171,6 +186,7 @@ impl Default for TrainConfig {
                 top_p: 0.95,
             },
             length_tie: 0.1,
+            actor_pairs: PairFilter::Any,
             generation_weights: Weights::DequantizedF32,
             context: ContextConfig::default(),
             lora: LoraConfig::default(),

@@ -44,6 +44,29 @@ pub enum Slot {
         /// Token budget.
         max_tokens: usize,
     },
+    /// A number whose sign the option picked in the last [`Slot::Choice`] sets:
+    /// `signs[i]` for option `i`. [`Sign::Plus`] fills an unsigned number slot,
+    /// [`Sign::Minus`] forces a `-` and then fills one, [`Sign::Zero`] forces `0`. The
+    /// magnitude follows the rules of [`Slot::Number`] (`max_tokens`, `max_int`).
+    SignedBy {
+        /// Token budget of the magnitude.
+        max_tokens: usize,
+        /// Largest magnitude of the integer part.
+        max_int: u32,
+        /// The sign for each option of the preceding choice, in its order.
+        signs: Vec<Sign>,
+    },
+}
+
+/// The sign a [`Slot::SignedBy`] number takes after one option of a choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sign {
+    /// Zero or positive.
+    Plus,
+    /// Zero or negative (written with a leading `-`).
+    Minus,
+    /// Exactly `0`.
+    Zero,
 }
 
 /// A reply skeleton: literals and slots in order.
@@ -61,6 +84,11 @@ impl Template {
     /// The actor's reply: `{"return_pct": N, "direction": "up|down|flat", "position": N,
     /// "confidence": N, "rationale": "…"}`, with numbers of at most 6 tokens: the return's
     /// integer part within ±99, the position's within ±1, the confidence's within 0–1.
+    ///
+    /// The position's sign follows the direction ([`Slot::SignedBy`]): `up` gives a
+    /// position ≥ 0, `down` one ≤ 0 and `flat` exactly 0, so a reply cannot say `down`
+    /// and hold a long (the rubric asks the two to agree; the model alone often wrote
+    /// `"direction": "down", "position": 1`).
     pub fn prediction(rationale_tokens: usize) -> Self {
         let number = |max_int, signed| Slot::Number {
             max_tokens: 6,
@@ -74,7 +102,11 @@ impl Template {
                 lit(", \"direction\": \""),
                 Slot::Choice(vec!["up".into(), "down".into(), "flat".into()]),
                 lit("\", \"position\": "),
-                number(1, true),
+                Slot::SignedBy {
+                    max_tokens: 6,
+                    max_int: 1,
+                    signs: vec![Sign::Plus, Sign::Minus, Sign::Zero],
+                },
                 lit(", \"confidence\": "),
                 number(1, false),
                 lit(", \"rationale\": \""),

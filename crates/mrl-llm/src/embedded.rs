@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, Completion, FinishReason, GenerateConfig, Message};
 use crate::chat::{END_OF_TEXT, IM_END, IM_START, SMOLLM2_DEFAULT_SYSTEM, render_chatml};
-use crate::constrained::{Slot, Template, TokenTable, masked, number_complete, number_prefix_ok};
+use crate::constrained::{
+    Sign, Slot, Template, TokenTable, masked, number_complete, number_prefix_ok,
+};
 use crate::error::{Error, Result};
 use crate::sampling::sample;
 use crate::tokenizer::{GgufTokenizer, metadata};
@@ -400,6 +402,7 @@ impl EmbeddedBackend {
             budget += match part {
                 Slot::Literal(_) => ids[0].len(),
                 Slot::Number { max_tokens, .. } => max_tokens + 1,
+                Slot::SignedBy { max_tokens, .. } => max_tokens + 2,
                 Slot::Text { max_tokens } => *max_tokens,
                 Slot::Choice(_) => ids.iter().map(Vec::len).max().unwrap_or(0),
             };
@@ -453,11 +456,10 @@ impl EmbeddedBackend {
         let mut logits = logits.to_vec();
         let mut ids: Vec<u32> = Vec::new();
         let mut produced = 0;
-        // Feeds `new` after the tokens so far; the logits of the last one.
-        let feed = |model: &mut Self, ids: &mut Vec<u32>, new: &[u32]| -> Result<Vec<f32>> {
-            let pos = prompt_ids.len() + ids.len();
-            ids.extend_from_slice(new);
-            model.forward(new, pos)
+        // The option picked by the latest choice slot (for a `SignedBy` slot).
+        let mut last_choice: Option<usize> = None;
+        let feed = |model: &mut Self, ids: &mut Vec<u32>, new: &[u32]| {
+            model.feed_reply(prompt_ids.len(), ids, new)
         };
         for (part, enc) in template.parts.iter().zip(encoded) {
             match part {
@@ -480,47 +482,28 @@ impl EmbeddedBackend {
                     }
                     let next = sample(&masked(&logits, firsts.clone()), &config.sampling, &mut rng);
                     produced += 1;
-                    let option = &enc[firsts.iter().position(|&f| f == next).unwrap_or(0)];
-                    logits = feed(self, &mut ids, option)?;
+                    let picked = firsts.iter().position(|&f| f == next).unwrap_or(0);
+                    last_choice = Some(picked);
+                    logits = feed(self, &mut ids, &enc[picked])?;
                 }
-                &Slot::Number {
-                    max_tokens,
-                    max_int,
-                    signed,
-                } => {
-                    let mut text = String::new();
-                    for _ in 0..max_tokens {
-                        let candidates = table
-                            .number
-                            .iter()
-                            .filter(|(_, t)| {
-                                number_prefix_ok(&format!("{text}{t}"), max_int, signed)
-                            })
-                            .map(|&(id, _)| id);
-                        let ending = number_complete(&text).then_some(&table.number_end);
-                        let allowed: Vec<u32> = candidates
-                            .chain(ending.into_iter().flatten().copied())
-                            .collect();
-                        if allowed.is_empty() {
-                            break;
-                        }
-                        let next = sample(&masked(&logits, allowed), &config.sampling, &mut rng);
-                        produced += 1;
-                        if table.number_end.contains(&next) && number_complete(&text) {
-                            break;
-                        }
-                        let piece = table
-                            .number
-                            .iter()
-                            .find(|(id, _)| *id == next)
-                            .map_or("", |(_, t)| t.as_str());
-                        text.push_str(piece);
-                        logits = feed(self, &mut ids, &[next])?;
+                Slot::Number { .. } | Slot::SignedBy { .. } => {
+                    let (forced, number) = number_plan(part, last_choice)?;
+                    if !forced.is_empty() {
+                        let forced_ids = self.tokenizer.encode(forced)?;
+                        logits = feed(self, &mut ids, &forced_ids)?;
                     }
-                    if !number_complete(&text) {
-                        // Out of budget mid-number ("", "-", "1."): close it with a 0.
-                        let zero = self.tokenizer.encode("0")?;
-                        logits = feed(self, &mut ids, &zero)?;
+                    if let Some(number) = number {
+                        logits = self.fill_number(
+                            prompt_ids.len(),
+                            &mut ids,
+                            logits,
+                            forced.to_string(),
+                            number,
+                            table,
+                            config,
+                            &mut rng,
+                            &mut produced,
+                        )?;
                     }
                 }
                 Slot::Text { max_tokens } => {
@@ -544,6 +527,124 @@ impl EmbeddedBackend {
             produced,
         ))
     }
+
+    /// Feeds `new` after the reply's tokens so far (`ids`, after a prompt of `prompt_len`
+    /// tokens in the cache) and appends them; the logits of the last one.
+    fn feed_reply(
+        &mut self,
+        prompt_len: usize,
+        ids: &mut Vec<u32>,
+        new: &[u32],
+    ) -> Result<Vec<f32>> {
+        let pos = prompt_len + ids.len();
+        ids.extend_from_slice(new);
+        self.forward(new, pos)
+    }
+
+    /// Fills a number slot whose text so far is `text` (already fed): tokens that keep it
+    /// a valid prefix, until an ending token after a complete number or the budget (then
+    /// closed with a `0`); the logits after the last fed token.
+    #[allow(clippy::too_many_arguments)]
+    fn fill_number(
+        &mut self,
+        prompt_len: usize,
+        ids: &mut Vec<u32>,
+        mut logits: Vec<f32>,
+        mut text: String,
+        slot: NumberSlot,
+        table: &TokenTable,
+        config: &GenerateConfig,
+        rng: &mut ChaCha8Rng,
+        produced: &mut usize,
+    ) -> Result<Vec<f32>> {
+        for _ in 0..slot.max_tokens {
+            let candidates = table
+                .number
+                .iter()
+                .filter(|(_, t)| number_prefix_ok(&format!("{text}{t}"), slot.max_int, slot.signed))
+                .map(|&(id, _)| id);
+            let ending = number_complete(&text).then_some(&table.number_end);
+            let allowed: Vec<u32> = candidates
+                .chain(ending.into_iter().flatten().copied())
+                .collect();
+            if allowed.is_empty() {
+                break;
+            }
+            let next = sample(&masked(&logits, allowed), &config.sampling, rng);
+            *produced += 1;
+            if table.number_end.contains(&next) && number_complete(&text) {
+                break;
+            }
+            let piece = table
+                .number
+                .iter()
+                .find(|(id, _)| *id == next)
+                .map_or("", |(_, t)| t.as_str());
+            text.push_str(piece);
+            logits = self.feed_reply(prompt_len, ids, &[next])?;
+        }
+        if !number_complete(&text) {
+            // Out of budget mid-number ("", "-", "1."): close it with a 0.
+            let zero = self.tokenizer.encode("0")?;
+            logits = self.feed_reply(prompt_len, ids, &zero)?;
+        }
+        Ok(logits)
+    }
+}
+
+/// What a number slot writes: the text forced before the model chooses (`-` for a
+/// negative [`Slot::SignedBy`], all of it for a zero one) and the grammar of the rest
+/// (`None`: nothing left to choose).
+fn number_plan(
+    part: &Slot,
+    last_choice: Option<usize>,
+) -> Result<(&'static str, Option<NumberSlot>)> {
+    match part {
+        &Slot::Number {
+            max_tokens,
+            max_int,
+            signed,
+        } => Ok((
+            "",
+            Some(NumberSlot {
+                max_tokens,
+                max_int,
+                signed,
+            }),
+        )),
+        Slot::SignedBy {
+            max_tokens,
+            max_int,
+            signs,
+        } => {
+            let sign = last_choice.and_then(|k| signs.get(k)).ok_or_else(|| {
+                Error::setting(
+                    "signed_by",
+                    format!("{signs:?} after option {last_choice:?}"),
+                    "a sign for every option of the preceding choice",
+                )
+            })?;
+            let number = |signed| NumberSlot {
+                max_tokens: *max_tokens,
+                max_int: *max_int,
+                signed,
+            };
+            Ok(match sign {
+                Sign::Zero => ("0", None),
+                Sign::Minus => ("-", Some(number(true))),
+                Sign::Plus => ("", Some(number(false))),
+            })
+        }
+        _ => Ok(("", None)),
+    }
+}
+
+/// The grammar of one number slot.
+#[derive(Debug, Clone, Copy)]
+struct NumberSlot {
+    max_tokens: usize,
+    max_int: u32,
+    signed: bool,
 }
 
 impl Backend for EmbeddedBackend {

@@ -72,8 +72,8 @@ pub use backend::{Backend, Completion, FinishReason, GenerateConfig, Message, Sa
 pub use chat::{
     END_OF_TEXT, IM_END, IM_START, SMOLLM2_DEFAULT_SYSTEM, escape_specials, render_chatml,
 };
-pub use config::{DpoConfig, EvalConfig, MarketConfig, TrainConfig};
-pub use constrained::{MAX_NUMBER_CHARS, Slot, Template};
+pub use config::{DpoConfig, EvalConfig, MarketConfig, PairFilter, TrainConfig};
+pub use constrained::{MAX_NUMBER_CHARS, Sign, Slot, Template};
 pub use context::{
     ContextBuilder, ContextConfig, MAX_HEADLINE_CHARS, MarketContext, NewsItem, RegimeStats,
     read_news,
@@ -94,14 +94,15 @@ pub use reply::{
     ParseFailure, ParseStats, Parsed, Prediction, Preference, Repair, extract_object,
     parse_judgment, parse_meta_judgment, parse_prediction,
 };
-pub use roles::Role;
+pub use roles::{Outcome, Role};
 pub use sampling::{argmax, nucleus, sample};
 pub use server::{ApiKey, ServerBackend, ServerConfig};
 pub use tiny::{TINY_HIDDEN, TINY_LAYERS, tiny_vocabulary, write_tiny_model};
 pub use tokenizer::GgufTokenizer;
 pub use train::{
-    ACTOR_ADAPTERS, ADAPTERS_JSON, AdapterInfo, BASE_VALIDATION_JSON, DpoStats, JUDGE_ADAPTERS,
-    PhaseSeconds, PreferencePair, RoundLog, SHOWN_RATIONALE_CHARS, TrainingData, TrainingExample,
-    UNPARSED_SCORE, canonical_judgment, canonical_prediction, complete_rounds, derive_seed,
-    load_round_adapters, role_lora, round_dir, select_pair, spearman, train, validation_bars,
+    ACTOR_ADAPTERS, ADAPTERS_JSON, AdapterInfo, BASE_VALIDATION_JSON, CANDIDATES_JSONL,
+    CandidateLog, DpoStats, JUDGE_ADAPTERS, PhaseSeconds, PositionCounts, PreferencePair, RoundLog,
+    SHOWN_RATIONALE_CHARS, TrainingData, TrainingExample, UNPARSED_SCORE, canonical_judgment,
+    canonical_prediction, complete_rounds, derive_seed, load_round_adapters, position_sign,
+    role_lora, round_dir, select_pair, spearman, train, validation_bars,
 };

@@ -36,9 +36,17 @@ Answer with one JSON object and nothing else: \
 \"confidence\": number from 0 to 1, \"rationale\": \"one short sentence\"}";
 
 /// System message of the judge.
+///
+/// With the outcome known (training periods) the rubric scores the realised direction
+/// first: the prompt states the realised move and what the answer's position made over it
+/// ([`Outcome`]), so the score can follow the market rather than the answer's wording (a
+/// 135M judge given only the rubric of consistency scored answers unrelated to their
+/// outcome).
 pub const JUDGE_SYSTEM: &str = "You are a strict reviewer of trading forecasts. Score the answer from 0 (useless or harmful) \
-to 10 (well reasoned, consistent and, when the outcome is given, accurate). Check that the direction, the sign of the \
-position and the predicted return agree, and that the size of the position matches the confidence. \
+to 10 (right and well reasoned). When the outcome is given, score it by the outcome first: an answer whose position \
+made money scores 6 to 10 (more when its predicted return is close to the realised one), a flat answer scores 5, an \
+answer whose position lost money scores 0 to 4. Also check that the direction, the sign of the position and the \
+predicted return agree, and that the size of the position matches the confidence. \
 Answer with one JSON object and nothing else: {\"score\": number from 0 to 10, \"rationale\": \"one short sentence\"}";
 
 /// System message of the meta-judge.
@@ -54,11 +62,46 @@ fn fenced(text: &str) -> String {
     )
 }
 
-fn outcome_line(realised_return_pct: Option<f64>) -> String {
-    match realised_return_pct {
-        Some(r) => format!("Realised return of the next bar: {r:+.2}%\n"),
-        None => "The outcome is not known yet.\n".to_string(),
+/// What a judged answer met in a training period: the realised next return and the
+/// answer's position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outcome {
+    /// `(close[t+1] / close[t] − 1) · 100`.
+    pub realised_return_pct: f64,
+    /// The judged answer's position in [−1, 1].
+    pub position: f64,
+}
+
+impl Outcome {
+    /// What the position made over the next bar, percent: `position · realised return`
+    /// (before costs).
+    pub fn profit_pct(&self) -> f64 {
+        self.position * self.realised_return_pct
     }
+}
+
+fn outcome_line(outcome: Option<Outcome>) -> String {
+    let Some(o) = outcome else {
+        return "The outcome is not known yet.\n".to_string();
+    };
+    let moved = match o.realised_return_pct {
+        r if r > 0.0 => "up",
+        r if r < 0.0 => "down",
+        _ => "nowhere",
+    };
+    // No "-0.00": a zero (or negative zero) position or profit reads as +0.00.
+    let plain = |v: f64| if v == 0.0 { 0.0 } else { v };
+    let result = match o.profit_pct() {
+        p if p > 0.0 => "made money",
+        p if p < 0.0 => "lost money",
+        _ => "made nothing",
+    };
+    format!(
+        "Realised return of the next bar: {:+.2}% (the price went {moved}). The answer's position {:+.2} {result}: {:+.2}%.\n",
+        o.realised_return_pct,
+        plain(o.position),
+        plain(o.profit_pct())
+    )
 }
 
 /// The actor's messages for a context.
@@ -69,12 +112,12 @@ pub fn actor_messages(context: &MarketContext) -> Vec<Message> {
     ]
 }
 
-/// The judge's messages for one actor reply; `realised_return_pct` only for training
-/// periods, where the outcome is known.
+/// The judge's messages for one actor reply; `outcome` only for training periods, where
+/// the realised return is known.
 pub fn judge_messages(
     context: &MarketContext,
     actor_reply: &str,
-    realised_return_pct: Option<f64>,
+    outcome: Option<Outcome>,
 ) -> Vec<Message> {
     vec![
         Message::system(JUDGE_SYSTEM),
@@ -82,7 +125,7 @@ pub fn judge_messages(
             "{}\nAnswer under review:\n{}\n{}Your JSON judgment:",
             context.to_prompt(),
             fenced(actor_reply),
-            outcome_line(realised_return_pct)
+            outcome_line(outcome)
         )),
     ]
 }
@@ -93,7 +136,7 @@ pub fn meta_judge_messages(
     actor_reply: &str,
     judgment_a: &str,
     judgment_b: &str,
-    realised_return_pct: Option<f64>,
+    outcome: Option<Outcome>,
 ) -> Vec<Message> {
     vec![
         Message::system(META_JUDGE_SYSTEM),
@@ -101,7 +144,7 @@ pub fn meta_judge_messages(
             "{}\nAnswer:\n{}\n{}Judgment A:\n{}\nJudgment B:\n{}\nYour JSON verdict:",
             context.to_prompt(),
             fenced(actor_reply),
-            outcome_line(realised_return_pct),
+            outcome_line(outcome),
             fenced(judgment_a),
             fenced(judgment_b)
         )),
@@ -134,9 +177,19 @@ mod tests {
         assert!(system_prompt(Role::Actor).contains("\"position\""));
         assert!(system_prompt(Role::Judge).contains("\"score\""));
         assert!(system_prompt(Role::MetaJudge).contains("\"better\""));
+        let outcome = |position| {
+            outcome_line(Some(Outcome {
+                realised_return_pct: -1.234,
+                position,
+            }))
+        };
         assert_eq!(
-            outcome_line(Some(-1.234)),
-            "Realised return of the next bar: -1.23%\n"
+            outcome(0.5),
+            "Realised return of the next bar: -1.23% (the price went down). \
+The answer's position +0.50 lost money: -0.62%.\n"
         );
+        assert!(outcome(-1.0).ends_with("position -1.00 made money: +1.23%.\n"));
+        assert!(outcome(-0.0).ends_with("position +0.00 made nothing: +0.00%.\n"));
+        assert_eq!(outcome_line(None), "The outcome is not known yet.\n");
     }
 }

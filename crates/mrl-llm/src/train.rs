@@ -51,7 +51,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{GenerateConfig, Message};
-use crate::config::TrainConfig;
+use crate::config::{PairFilter, TrainConfig};
 use crate::constrained::Template;
 use crate::context::{ContextBuilder, MarketContext};
 use crate::dpo::{dpo_loss, response_logprob};
@@ -63,7 +63,7 @@ use crate::reply::{
     Direction, Judgment, ParseStats, Prediction, Preference, parse_judgment, parse_meta_judgment,
     parse_prediction,
 };
-use crate::roles::{self, Role};
+use crate::roles::{self, Outcome, Role};
 
 /// Characters of a rationale shown to the judge or meta-judge.
 pub const SHOWN_RATIONALE_CHARS: usize = 80;
@@ -328,7 +328,14 @@ pub struct RoundLog {
     pub judge_replies: ParseStats,
     /// Parse outcomes of the meta-judge's answers.
     pub meta_judge_replies: ParseStats,
-    /// Actor preference pairs.
+    /// Positions of the actor's parsed candidates: long (> 0), short (< 0), flat (0).
+    #[serde(default)]
+    pub candidate_positions: PositionCounts,
+    /// Contexts whose selected pair ([`select_pair`]) has a chosen and a rejected position
+    /// of different sign (before `actor_pairs` filtering).
+    #[serde(default)]
+    pub differing_pairs: usize,
+    /// Actor preference pairs trained on.
     pub actor_pairs: usize,
     /// Judge preference pairs.
     pub judge_pairs: usize,
@@ -354,6 +361,61 @@ pub struct RoundLog {
     /// Wall time of each phase of the round, seconds.
     #[serde(default)]
     pub phase_seconds: PhaseSeconds,
+}
+
+/// Counts of positions by sign.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PositionCounts {
+    /// Positions > 0.
+    pub long: usize,
+    /// Positions < 0.
+    pub short: usize,
+    /// Positions = 0.
+    pub flat: usize,
+}
+
+impl PositionCounts {
+    /// Counts `position` under its sign.
+    pub fn record(&mut self, position: f64) {
+        match position_sign(position) {
+            1 => self.long += 1,
+            -1 => self.short += 1,
+            _ => self.flat += 1,
+        }
+    }
+}
+
+/// −1, 0 or 1: the side of a position (−0 is flat).
+pub fn position_sign(position: f64) -> i8 {
+    if position > 0.0 {
+        1
+    } else if position < 0.0 {
+        -1
+    } else {
+        0
+    }
+}
+
+/// One actor candidate of a round as logged in `candidates.jsonl`: what the actor said,
+/// what the judge gave it, and what the market did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateLog {
+    /// Index of the context in the round.
+    pub context: usize,
+    /// The decision bar.
+    pub bar: usize,
+    /// The realised next return, percent.
+    pub realised_return_pct: f64,
+    /// The parsed answer (`None`: unparsed).
+    pub prediction: Option<Prediction>,
+    /// Each judgment's score (`None`: unparsed).
+    pub judge_scores: Vec<Option<f64>>,
+    /// The candidate's score (mean of the parsed judgments, [`UNPARSED_SCORE`] when the
+    /// answer could not be parsed).
+    pub score: Option<f64>,
+    /// Whether it was the chosen (`Some(true)`) or the rejected (`Some(false)`) answer of
+    /// an actor pair trained on.
+    pub in_pair: Option<bool>,
 }
 
 /// Wall time of the phases of one round, seconds.
@@ -519,7 +581,8 @@ struct Candidate {
     score: Option<f64>,
 }
 
-/// Generation and judging of one round; returns the pairs and fills the log's counts.
+/// Generation and judging of one round; returns the pairs and every candidate's log, and
+/// fills the log's counts.
 fn collect_pairs(
     model_path: &Path,
     actor: &LoraLlama,
@@ -528,7 +591,7 @@ fn collect_pairs(
     config: &TrainConfig,
     round: usize,
     log: &mut RoundLog,
-) -> Result<Vec<PreferencePair>> {
+) -> Result<(Vec<PreferencePair>, Vec<CandidateLog>)> {
     let r = round as u64;
     let start = Instant::now();
     let mut actor_backend = actor.merged_backend(model_path, config.generation_weights)?;
@@ -551,6 +614,9 @@ fn collect_pairs(
         for reply in replies {
             let parsed = parse_prediction(&reply.text);
             log.actor_replies.record(&parsed);
+            if let Ok(p) = &parsed {
+                log.candidate_positions.record(p.value.position);
+            }
             answer_tokens += reply.ids.len();
             row.push(Candidate {
                 reply,
@@ -573,9 +639,15 @@ fn collect_pairs(
 
     let mut judge_backend = judge.merged_backend(model_path, config.generation_weights)?;
     let mut pairs = Vec::new();
+    let mut candidate_logs = Vec::new();
     let (mut scores_seen, mut pnl_seen) = (Vec::new(), Vec::new());
     for (c, (example, row)) in examples.iter().zip(&mut candidates).enumerate() {
-        let realised = Some(example.realised_return_pct);
+        let outcome = |p: &Prediction| {
+            Some(Outcome {
+                realised_return_pct: example.realised_return_pct,
+                position: p.position,
+            })
+        };
         for (k, cand) in row.iter_mut().enumerate() {
             let Some(prediction) = &cand.prediction else {
                 cand.score = Some(UNPARSED_SCORE);
@@ -584,7 +656,7 @@ fn collect_pairs(
             let shown = canonical_prediction(prediction);
             let prompt = prompt_ids(
                 &judge_backend,
-                &roles::judge_messages(&example.context, &shown, realised),
+                &roles::judge_messages(&example.context, &shown, outcome(prediction)),
             )?;
             let seeds: Vec<u64> = (0..config.judgments)
                 .map(|j| derive_seed(config.seed, &[r, 2, c as u64, k as u64, j as u64]))
@@ -615,7 +687,36 @@ fn collect_pairs(
         }
         let scores: Vec<Option<f64>> = row.iter().map(|c| c.score).collect();
         let lengths: Vec<usize> = row.iter().map(|c| c.reply.ids.len()).collect();
-        if let Some((w, l)) = select_pair(&scores, &lengths, config.length_tie) {
+        let side = |k: usize| {
+            row[k]
+                .prediction
+                .as_ref()
+                .map(|p| position_sign(p.position))
+        };
+        let selected = select_pair(&scores, &lengths, config.length_tie);
+        let differing = selected.is_some_and(|(w, l)| side(w) != side(l));
+        log.differing_pairs += usize::from(differing);
+        let trained = selected.filter(|_| match config.actor_pairs {
+            PairFilter::Any => true,
+            PairFilter::DifferingPositions => differing,
+        });
+        for (k, cand) in row.iter().enumerate() {
+            candidate_logs.push(CandidateLog {
+                context: c,
+                bar: example.context.bar,
+                realised_return_pct: example.realised_return_pct,
+                prediction: cand.prediction.clone(),
+                judge_scores: cand
+                    .judgments
+                    .iter()
+                    .map(|(_, j)| j.as_ref().map(|j| j.score))
+                    .collect(),
+                score: cand.score,
+                in_pair: trained
+                    .and_then(|(w, l)| (k == w).then_some(true).or((k == l).then_some(false))),
+            });
+        }
+        if let Some((w, l)) = trained {
             let prompt = prompt_ids(&judge_backend, &roles::actor_messages(&example.context))?;
             pairs.push(PreferencePair {
                 role: Role::Actor,
@@ -664,7 +765,7 @@ fn collect_pairs(
                 &shown,
                 &canon(first),
                 &canon(second),
-                realised,
+                outcome(prediction),
             );
             let prompt = prompt_ids(&judge_backend, &messages)?;
             let seed = derive_seed(config.seed, &[r, 4, c as u64]);
@@ -685,7 +786,7 @@ fn collect_pairs(
                 };
                 let judge_prompt = prompt_ids(
                     &judge_backend,
-                    &roles::judge_messages(&example.context, &shown, realised),
+                    &roles::judge_messages(&example.context, &shown, outcome(prediction)),
                 )?;
                 pairs.push(PreferencePair {
                     role: Role::Judge,
@@ -709,7 +810,7 @@ fn collect_pairs(
     log.judge_outcome_spearman = spearman(&scores_seen, &pnl_seen);
     log.mean_score = (!scores_seen.is_empty())
         .then(|| scores_seen.iter().sum::<f64>() / scores_seen.len() as f64);
-    Ok(pairs)
+    Ok((pairs, candidate_logs))
 }
 
 /// File names inside a run directory.
@@ -727,6 +828,8 @@ pub const JUDGE_ADAPTERS: &str = "judge.safetensors";
 pub const ADAPTERS_JSON: &str = "adapters.json";
 const ROUND_JSON: &str = "round.json";
 const PAIRS_JSONL: &str = "pairs.jsonl";
+/// Every actor candidate of a round ([`CandidateLog`], one JSON object a line).
+pub const CANDIDATES_JSONL: &str = "candidates.jsonl";
 
 /// The directory of round `round` (1-based) in `out`.
 pub fn round_dir(out: &Path, round: usize) -> PathBuf {
@@ -799,7 +902,7 @@ fn data_fingerprint(series: &[BarSeries]) -> serde_json::Value {
 
 fn rounds_csv(logs: &[RoundLog]) -> String {
     let mut out = String::from(
-        "round,contexts,actor_clean,actor_repaired,actor_failed,judge_failed,meta_failed,actor_pairs,judge_pairs,actor_loss_first,actor_loss_last,actor_margin,actor_loss_after,actor_margin_after,judge_loss_first,judge_loss_last,judge_margin,judge_loss_after,judge_margin_after,judge_outcome_spearman,mean_score,mean_answer_tokens,val_sharpe,val_return,val_mae_pct,val_unparsed_share,seconds\n",
+        "round,contexts,actor_clean,actor_repaired,actor_failed,judge_failed,meta_failed,cand_long,cand_short,cand_flat,differing_pairs,actor_pairs,judge_pairs,actor_loss_first,actor_loss_last,actor_margin,actor_loss_after,actor_margin_after,judge_loss_first,judge_loss_last,judge_margin,judge_loss_after,judge_margin_after,judge_outcome_spearman,mean_score,mean_answer_tokens,val_sharpe,val_return,val_mae_pct,val_unparsed_share,seconds\n",
     );
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
     for l in logs {
@@ -826,7 +929,7 @@ fn rounds_csv(logs: &[RoundLog]) -> String {
         ]
         .join(",");
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.2}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.2}\n",
             l.round,
             l.contexts,
             l.actor_replies.clean,
@@ -834,6 +937,10 @@ fn rounds_csv(logs: &[RoundLog]) -> String {
             l.actor_replies.failed,
             l.judge_replies.failed,
             l.meta_judge_replies.failed,
+            l.candidate_positions.long,
+            l.candidate_positions.short,
+            l.candidate_positions.flat,
+            l.differing_pairs,
             l.actor_pairs,
             l.judge_pairs,
             dpo(&l.actor_dpo),
@@ -1005,6 +1112,8 @@ pub fn train(
             actor_replies: ParseStats::default(),
             judge_replies: ParseStats::default(),
             meta_judge_replies: ParseStats::default(),
+            candidate_positions: PositionCounts::default(),
+            differing_pairs: 0,
             actor_pairs: 0,
             judge_pairs: 0,
             actor_dpo: None,
@@ -1016,7 +1125,7 @@ pub fn train(
             seconds: 0.0,
             phase_seconds: PhaseSeconds::default(),
         };
-        let pairs = collect_pairs(
+        let (pairs, candidate_logs) = collect_pairs(
             model_path, &actor, &judge, &examples, config, round, &mut log,
         )?;
         let (actor_pairs, judge_pairs): (Vec<_>, Vec<_>) =
@@ -1075,6 +1184,7 @@ pub fn train(
             &model_name,
             &log,
             &pairs,
+            &candidate_logs,
         )?;
         tracing::info!(
             round,
@@ -1110,6 +1220,7 @@ fn save_round(
     model_name: &str,
     log: &RoundLog,
     pairs: &[PreferencePair],
+    candidates: &[CandidateLog],
 ) -> Result<()> {
     let tmp = out.join(format!(".round-{round:04}.tmp"));
     if tmp.exists() {
@@ -1145,6 +1256,16 @@ fn save_round(
         lines.push('\n');
     }
     std::fs::write(tmp.join(PAIRS_JSONL), lines).map_err(io_err(&tmp))?;
+    let mut lines = String::new();
+    for c in candidates {
+        let line = serde_json::to_string(c).map_err(|e| Error::Config {
+            path: tmp.join(CANDIDATES_JSONL),
+            reason: e.to_string(),
+        })?;
+        lines.push_str(&line);
+        lines.push('\n');
+    }
+    std::fs::write(tmp.join(CANDIDATES_JSONL), lines).map_err(io_err(&tmp))?;
     let dir = round_dir(out, round);
     std::fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
     Ok(())

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use mrl_llm::{
-    Backend, EmbeddedBackend, Error, FinishReason, GenerateConfig, Message, Sampling, Weights,
-    argmax, tiny_vocabulary, write_tiny_model,
+    Backend, Direction, EmbeddedBackend, Error, FinishReason, GenerateConfig, Message, Sampling,
+    Weights, argmax, tiny_vocabulary, write_tiny_model,
 };
 use proptest::prelude::*;
 
@@ -224,6 +224,63 @@ fn constrained_replies_follow_their_template_and_share_the_prompt_pass() {
         assert!(parsed.value.return_pct.abs() < 100.0);
         assert!((-1.0..=1.0).contains(&parsed.value.position));
     }
+    // The position's sign follows the direction; a hot temperature so that a few seeds
+    // see every direction.
+    let configs: Vec<GenerateConfig> = (0..12)
+        .map(|seed| GenerateConfig {
+            seed,
+            sampling: Sampling::TopP {
+                temperature: 5.0,
+                top_p: 1.0,
+            },
+            ..GenerateConfig::default()
+        })
+        .collect();
+    let mut seen = [0usize; 3];
+    for generated in model
+        .generate_constrained_many(&prompt, &mrl_llm::Template::prediction(1), &configs)
+        .unwrap()
+    {
+        let text = model.tokenizer().decode(&generated.ids).unwrap();
+        let p = mrl_llm::parse_prediction(&text).unwrap().value;
+        match p.direction {
+            Direction::Up => {
+                seen[0] += 1;
+                assert!(p.position >= 0.0, "{text}");
+            }
+            Direction::Down => {
+                seen[1] += 1;
+                assert!(p.position <= 0.0, "{text}");
+                assert!(text.contains("\"position\": -"), "{text}");
+            }
+            Direction::Flat => {
+                seen[2] += 1;
+                assert!(text.contains("\"position\": 0,"), "{text}");
+            }
+        }
+    }
+    assert!(seen.iter().all(|&k| k > 0), "directions seen {seen:?}");
+    // A signed slot needs a sign for the option its choice picked.
+    let orphan = mrl_llm::Template {
+        parts: vec![mrl_llm::Slot::SignedBy {
+            max_tokens: 2,
+            max_int: 1,
+            signs: vec![mrl_llm::Sign::Plus],
+        }],
+    };
+    let err = model
+        .generate_constrained(&prompt, &orphan, &GenerateConfig::greedy(4))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidSetting {
+                field: "signed_by",
+                ..
+            }
+        ),
+        "{err}"
+    );
     // Greedy judgments and verdicts parse as well.
     let judgment = model
         .generate_constrained(

@@ -1,14 +1,16 @@
 //! The self-improvement loop on the tiny random model: one round end to end, determinism by
-//! seed, resume equal to an uninterrupted run, the realised return kept out of the actor's
+//! seed, resume equal to an uninterrupted run, the candidates' log and the filter of pairs
+//! to differing positions, the realised return kept out of the actor's
 //! prompt, and the run directory's guards.
 
 use std::path::{Path, PathBuf};
 
 use mrl_data::{Bar, BarSeries};
 use mrl_llm::{
-    ACTOR_ADAPTERS, BASE_VALIDATION_JSON, EmbeddedBackend, Error, EvalRow, JUDGE_ADAPTERS,
-    MarketConfig, RoundLog, TrainConfig, TrainingData, Weights, actor_decisions, actor_row,
-    constrained_actor, roles, round_dir, train, validation_bars, write_tiny_model,
+    ACTOR_ADAPTERS, BASE_VALIDATION_JSON, CANDIDATES_JSONL, CandidateLog, EmbeddedBackend, Error,
+    EvalRow, JUDGE_ADAPTERS, MarketConfig, PairFilter, PositionCounts, RoundLog, TrainConfig,
+    TrainingData, Weights, actor_decisions, actor_row, constrained_actor, position_sign, roles,
+    round_dir, train, validation_bars, write_tiny_model,
 };
 
 fn tiny() -> (tempfile::TempDir, PathBuf) {
@@ -18,6 +20,8 @@ fn tiny() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// Hot sampling: the tiny random model is so peaked that at the shipped temperature its
+/// candidates coincide and no pair forms.
 fn config(rounds: usize, seed: u64) -> TrainConfig {
     TrainConfig {
         seed,
@@ -26,6 +30,10 @@ fn config(rounds: usize, seed: u64) -> TrainConfig {
         candidates: 2,
         judgments: 2,
         rationale_tokens: 3,
+        sampling: mrl_llm::Sampling::TopP {
+            temperature: 4.0,
+            top_p: 1.0,
+        },
         market: MarketConfig {
             n_markets: 1,
             n_bars: 60,
@@ -131,7 +139,7 @@ fn one_round_runs_end_to_end_with_finite_losses_and_is_deterministic() {
             .unwrap()
             .contains(",val_sharpe,val_return,val_mae_pct,val_unparsed_share,")
     );
-    let unparsed_share = csv.lines().nth(1).unwrap().split(',').nth(25).unwrap();
+    let unparsed_share = csv.lines().nth(1).unwrap().split(',').nth(29).unwrap();
     assert_eq!(unparsed_share, "0.000000");
     // Before round 1: the plain model, the same row as mrl llm eval's for the base model.
     let base: EvalRow =
@@ -171,6 +179,81 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// The candidates of a run's round `round`.
+fn candidates(out: &Path, round: usize) -> Vec<CandidateLog> {
+    std::fs::read_to_string(round_dir(out, round).join(CANDIDATES_JSONL))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn pairs_of_differing_positions_keep_only_opposite_sides() {
+    let (_dir, model) = tiny();
+    let config = |actor_pairs| TrainConfig {
+        contexts: 3,
+        candidates: 3,
+        judgments: 1,
+        actor_pairs,
+        eval: mrl_llm::EvalConfig {
+            validation_decisions: 0,
+            ..mrl_llm::EvalConfig::default()
+        },
+        ..config(1, 5)
+    };
+    let (any, differing) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let any_log = run(&model, &config(PairFilter::Any), any.path(), false).remove(0);
+    let log = run(
+        &model,
+        &config(PairFilter::DifferingPositions),
+        differing.path(),
+        false,
+    )
+    .remove(0);
+    // Every candidate is logged with its context, bar, realised return and score; the
+    // filter changes which pairs train, not what was sampled or judged.
+    let logged = candidates(differing.path(), 1);
+    assert_eq!(logged.len(), 9);
+    let strip = |c: &[CandidateLog]| -> Vec<CandidateLog> {
+        c.iter()
+            .map(|c| CandidateLog {
+                in_pair: None,
+                ..c.clone()
+            })
+            .collect()
+    };
+    assert_eq!(strip(&logged), strip(&candidates(any.path(), 1)));
+    let mut counts = PositionCounts::default();
+    for c in &logged {
+        assert_eq!(c.judge_scores.len(), usize::from(c.prediction.is_some()));
+        if let Some(p) = &c.prediction {
+            counts.record(p.position);
+        }
+    }
+    assert_eq!(counts, log.candidate_positions);
+    let sides = [counts.long, counts.short, counts.flat];
+    assert!(sides.iter().filter(|&&k| k > 0).count() >= 2, "{counts:?}");
+    // The pairs: one per differing context, chosen and rejected on opposite sides.
+    assert_eq!(log.differing_pairs, any_log.differing_pairs);
+    assert!(any_log.actor_pairs >= log.actor_pairs);
+    assert_eq!(log.actor_pairs, log.differing_pairs);
+    assert!(log.actor_pairs >= 1, "{log:?}");
+    for context in 0..3 {
+        let side = |chosen: bool| {
+            logged
+                .iter()
+                .find(|c| c.context == context && c.in_pair == Some(chosen))
+                .map(|c| position_sign(c.prediction.as_ref().unwrap().position))
+        };
+        if let (Some(w), Some(l)) = (side(true), side(false)) {
+            assert_ne!(w, l, "context {context}");
+        }
+    }
+    let trained = logged.iter().filter(|c| c.in_pair == Some(true)).count();
+    assert_eq!(trained, log.actor_pairs);
 }
 
 #[test]
@@ -265,7 +348,14 @@ fn the_realised_return_never_reaches_the_actor() {
     assert!(!actor_prompt.contains(&format!("{realised:+.2}%")));
     let judge_prompt = format!(
         "{:?}",
-        roles::judge_messages(&example.context, "{}", Some(example.realised_return_pct))
+        roles::judge_messages(
+            &example.context,
+            "{}",
+            Some(roles::Outcome {
+                realised_return_pct: example.realised_return_pct,
+                position: 1.0,
+            })
+        )
     );
     assert!(judge_prompt.contains(&format!("{realised:+.2}%")));
     // Perturbing every bar after t changes the realised return but not the actor's prompt.
