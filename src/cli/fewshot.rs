@@ -134,10 +134,16 @@ pub fn run(args: FewshotArgs) -> anyhow::Result<()> {
             transfer.set_data_dir(dir);
             used = true;
         }
+        for class in config.classes.values_mut() {
+            if let Some(TaskKind::MultiAsset { data_dir, .. }) = &mut class.task {
+                *data_dir = dir.clone();
+                used = true;
+            }
+        }
         anyhow::ensure!(
             used,
-            "--data-dir needs a multi-asset config (held-out assets in task.split) or a \
-             [transfer] table; {} is {} without one",
+            "--data-dir needs a multi-asset config (held-out assets in task.split), a \
+             [transfer] table or a multi-asset [classes] task; {} is {} without one",
             args.config.display(),
             config.train.task.kind.name()
         );

@@ -183,6 +183,21 @@ fn shipped_configs_parse_and_a_plain_train_config_is_refused() {
         adapters.meta.inner.adapter.as_ref().map(|a| a.rank),
         Some(4)
     );
+    let bench = mrl_fewshot::BenchmarkConfig::default();
+    let classes = shipped("fewshot-bench-classes-ar1.toml");
+    let widths: Vec<usize> = classes.classes.values().map(|c| c.features.len()).collect();
+    assert_eq!(widths, [5, 11]);
+    assert_eq!(
+        mrl_fewshot::held_out_class(&classes, &bench).unwrap(),
+        "narrow"
+    );
+    let real = shipped("fewshot-bench-classes-crypto-equities.toml");
+    let widths: Vec<usize> = real.classes.values().map(|c| c.features.len()).collect();
+    assert_eq!(widths, [11, 6]);
+    assert_eq!(
+        mrl_fewshot::held_out_class(&real, &bench).unwrap(),
+        "crypto"
+    );
     let plain = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/quickstart.toml");
     match MetaTrainConfig::load(&plain) {
         Err(Error::Toml { source, .. }) => assert!(source.to_string().contains("[meta]")),

@@ -396,12 +396,13 @@ fn shipped_configs_parse_and_validate() {
     for name in names {
         let path = Path::new(dir).join(&name);
         // Meta-training and few-shot benchmark configs (mrl-fewshot) are a train config plus
-        // `[meta]` and `[transfer]` tables, which mrl-fewshot parses; the train part must
-        // load here.
+        // `[meta]`, `[transfer]` and `[classes]` tables, which mrl-fewshot parses; the train
+        // part must load here.
         let mut table: toml::Table = toml::from_str(&std::fs::read_to_string(&path).unwrap())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         table.remove("meta");
         table.remove("transfer");
+        table.remove("classes");
         let config = TrainConfig::from_toml_str(&toml::to_string(&table).unwrap(), &path)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         config.validate().unwrap();
