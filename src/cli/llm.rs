@@ -27,9 +27,9 @@ pub enum LlmCommand {
     /// return of the training period), meta-judge verdicts and DPO on LoRA adapters of the
     /// actor and the judge; adapters and logs per round in --out.
     Train(TrainArgs),
-    /// Walk-forward evaluation on held-out bars: the plain model and the trained actor (and
-    /// optionally a server model and trained RL agents) beside buy-and-hold, flat and the
-    /// trader rules.
+    /// Walk-forward evaluation on held-out bars: the plain model and the actor after each
+    /// round (and optionally a server model and trained RL agents) beside buy-and-hold, flat
+    /// and the trader rules.
     Eval(EvalArgs),
 }
 
@@ -60,8 +60,8 @@ pub struct TrainArgs {
 /// Arguments of `mrl llm eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// A run directory of `mrl llm train` (its last complete round) or one of its
-    /// round-NNNN directories.
+    /// A run directory of `mrl llm train` (every complete round, each a row after the
+    /// plain model's) or one of its round-NNNN directories (that round alone).
     #[arg(long)]
     adapter: PathBuf,
     /// A bar file to evaluate on (its last eval.test_share); default: the held-out
@@ -298,14 +298,15 @@ fn validation_curve(out: &Path, logs: &[RoundLog]) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// The run directory and the round directory named by `--adapter`.
-fn resolve_adapter(adapter: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+/// The run directory and the round directories named by `--adapter`: that round, or every
+/// complete round of a run directory (the "round 0 and each later round").
+fn resolve_adapter(adapter: &Path) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
     if adapter.join(ADAPTERS_JSON).is_file() {
         let run = adapter
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        return Ok((run, adapter.to_path_buf()));
+        return Ok((run, vec![adapter.to_path_buf()]));
     }
     let rounds = complete_rounds(adapter);
     anyhow::ensure!(
@@ -313,11 +314,12 @@ fn resolve_adapter(adapter: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
         "{} is neither a round directory (with {ADAPTERS_JSON}) nor a run directory with a complete round",
         adapter.display()
     );
-    Ok((adapter.to_path_buf(), round_dir(adapter, rounds)))
+    let dirs = (1..=rounds).map(|k| round_dir(adapter, k)).collect();
+    Ok((adapter.to_path_buf(), dirs))
 }
 
 fn eval(args: EvalArgs) -> anyhow::Result<()> {
-    let (run_dir, round) = resolve_adapter(&args.adapter)?;
+    let (run_dir, rounds) = resolve_adapter(&args.adapter)?;
     let mut config = TrainConfig::from_toml_file(&run_dir.join("config.toml"))?;
     if let Some(n) = args.decisions {
         config.eval.decisions = n;
@@ -357,7 +359,11 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         bars.start,
         bars.end,
         bars.len(),
-        round.display()
+        rounds
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     // The agents trade first (seconds), so that a window that does not fit fails early.
     let mut agent_rows = Vec::with_capacity(agents.len());
@@ -370,9 +376,6 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         ));
         agent_rows.push(row);
     }
-    let round_name = round
-        .file_name()
-        .map_or("trained".into(), |n| n.to_string_lossy().replace('-', " "));
     let mut rows = Vec::new();
     // One JSON line per decision of each model (eval/decisions.jsonl).
     let mut lines = String::new();
@@ -402,8 +405,11 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
             &mut constrained_actor(&mut base, config.rationale_tokens),
         )?;
     }
-    {
-        let actor = load_round_adapters(&model, &round, Role::Actor)?;
+    for round in &rounds {
+        let round_name = round
+            .file_name()
+            .map_or("trained".into(), |n| n.to_string_lossy().replace('-', " "));
+        let actor = load_round_adapters(&model, round, Role::Actor)?;
         let mut adapted = actor.merged_backend(&model, config.generation_weights)?;
         drop(actor);
         evaluate(
@@ -500,4 +506,34 @@ fn ask(args: AskArgs) -> anyhow::Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_directory_names_every_complete_round_and_a_round_directory_itself() {
+        let run = tempfile::tempdir().unwrap();
+        for k in 1..=2 {
+            let dir = round_dir(run.path(), k);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("round.json"), "{}").unwrap();
+            std::fs::write(dir.join(ADAPTERS_JSON), "{}").unwrap();
+        }
+        // Round 3 incomplete (no round.json): not evaluated.
+        std::fs::create_dir_all(round_dir(run.path(), 3)).unwrap();
+        let (dir, rounds) = resolve_adapter(run.path()).unwrap();
+        assert_eq!(dir, run.path());
+        assert_eq!(
+            rounds,
+            vec![round_dir(run.path(), 1), round_dir(run.path(), 2)]
+        );
+        let (dir, rounds) = resolve_adapter(&round_dir(run.path(), 2)).unwrap();
+        assert_eq!(dir, run.path());
+        assert_eq!(rounds, vec![round_dir(run.path(), 2)]);
+        let empty = tempfile::tempdir().unwrap();
+        let err = resolve_adapter(empty.path()).unwrap_err().to_string();
+        assert!(err.contains("neither a round directory"), "{err}");
+    }
 }
