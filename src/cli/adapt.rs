@@ -7,8 +7,13 @@
 //! --steps K --out DIR` adapts a base (from either command) to a new asset with K gradient
 //! steps on the first `--bars` bars of FILE only, and writes the adapted policy as a run
 //! directory (plus the adapter file when low-rank adapters were trained); with `--online` it
-//! then trades the rest of FILE walk-forward while adapting online.
+//! then trades the rest of FILE walk-forward while adapting online. With `--class NAME` the
+//! base must come from a run with `[classes]` tables: the adaptation runs through that
+//! class's meta-learned feature embedding (frozen, or trained with `--embedding adapted`),
+//! or, for a class the run did not know (`--features`), through a new zero-padding
+//! embedding that always trains; the written policy is the composed one.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,7 +21,8 @@ use anyhow::Context;
 use clap::Args;
 use mrl::ppo::{CONFIG_FILE, TaskKind, TrainConfig};
 use mrl_fewshot::{
-    AdaptSetup, DEFAULT_ADAPTATION_BARS, FixedTask, HeldOutTask, InnerConfig, LoraConfig,
+    AdaptSetup, CLASSES_FILE, ClassConfig, ClassEmbedding, ClassEmbeddings,
+    DEFAULT_ADAPTATION_BARS, EmbeddingTraining, FixedTask, HeldOutTask, InnerConfig, LoraConfig,
     META_FILE, MetaConfig, MetaIterationStats, MetaTrainConfig, OnlineSetup,
 };
 use serde::Serialize;
@@ -134,6 +140,18 @@ pub struct AdaptArgs {
     /// Test bars between online updates (default: the run's `[meta.online]`, else 100).
     #[arg(long, requires = "online")]
     online_every: Option<usize>,
+    /// The new asset's class: adapt through its feature embedding (the base's run must have
+    /// `[classes]` tables; not with --online).
+    #[arg(long, conflicts_with = "online")]
+    class: Option<String>,
+    /// The class's features, comma separated (mrl-features names): for a class the base was
+    /// not meta-trained on, whose embedding then starts as zero padding and trains.
+    #[arg(long, requires = "class")]
+    features: Option<String>,
+    /// Whether the class's meta-learned embedding trains too (default: the run's
+    /// `[meta.inner] embedding`, else frozen).
+    #[arg(long, requires = "class", value_parser = ["frozen", "adapted"])]
+    embedding: Option<String>,
 }
 
 /// What `mrl adapt` did (`adapt.json`).
@@ -147,6 +165,9 @@ struct AdaptReport {
     steps: usize,
     seed: u64,
     inner: InnerConfig,
+    /// The asset class adapted through, and whether its embedding trained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    class: Option<(String, EmbeddingTraining)>,
     first_rollout_return: f64,
     last_rollout_return: f64,
     seconds: f64,
@@ -195,6 +216,57 @@ fn inner_config(meta: &MetaConfig, args: &AdaptArgs) -> anyhow::Result<InnerConf
     Ok(inner)
 }
 
+/// The embedding `--class` asks for and how it trains: the run's meta-learned one (frozen
+/// unless `--embedding adapted` or the run's `[meta.inner] embedding` says otherwise), or a
+/// zero-padding one over `--features` for a class the run did not know (always trained).
+fn class_embedding(
+    args: &AdaptArgs,
+    run_dir: &Path,
+    checkpoint_dir: &Path,
+    meta: &MetaConfig,
+) -> anyhow::Result<Option<(ClassEmbedding, EmbeddingTraining)>> {
+    let Some(name) = &args.class else {
+        return Ok(None);
+    };
+    let path = run_dir.join(CLASSES_FILE);
+    anyhow::ensure!(
+        path.exists(),
+        "--class needs a base meta-trained with [classes] tables; {} has no {CLASSES_FILE}",
+        run_dir.display()
+    );
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut classes: BTreeMap<String, ClassConfig> =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    if let Some(features) = &args.features {
+        let features = features.split(',').map(|f| f.trim().to_owned()).collect();
+        classes.insert(
+            name.clone(),
+            ClassConfig {
+                features,
+                task: None,
+            },
+        );
+    }
+    anyhow::ensure!(
+        classes.contains_key(name),
+        "class {name} is not one of the base's classes ({}); give its features with --features \
+         to train a new class's embedding",
+        classes.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
+    let embeddings = ClassEmbeddings::load(checkpoint_dir, &classes)?;
+    let training = match (embeddings.is_fresh(name), args.embedding.as_deref()) {
+        (true, _) | (false, Some("adapted")) => EmbeddingTraining::Adapted,
+        (false, Some(_)) => EmbeddingTraining::Frozen,
+        (false, None) => meta.inner.embedding,
+    };
+    let embedding = embeddings
+        .get(name)
+        .context("the class's embedding is missing")?
+        .detached()?;
+    Ok(Some((embedding, training)))
+}
+
 /// Runs `mrl adapt`.
 pub fn run_adapt(args: AdaptArgs) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
@@ -231,9 +303,26 @@ pub fn run_adapt(args: AdaptArgs) -> anyhow::Result<()> {
     let series = mrl::data::read_bars(&args.data)?;
     let task = FixedTask::first_bars(&series, args.bars, train.task.trading.clone())
         .with_context(|| format!("adaptation window of {}", args.data.display()))?;
-    let adapted = mrl_fewshot::adapt(&base, Arc::new(task), &inner, &setup, args.seed)
-        .with_context(|| format!("adapting to {}", args.data.display()))?;
+    let class = class_embedding(&args, &run_dir, &checkpoint_dir, &meta_config)?;
+    let adapted = match &class {
+        Some((embedding, training)) => mrl_fewshot::adapt_class(
+            &base,
+            embedding,
+            *training,
+            Arc::new(task),
+            &inner,
+            &setup,
+            args.seed,
+        ),
+        None => mrl_fewshot::adapt(&base, Arc::new(task), &inner, &setup, args.seed),
+    }
+    .with_context(|| format!("adapting to {}", args.data.display()))?;
     write_run(&args.out, &train, &adapted.policy)?;
+    if let Some(embedding) = &adapted.embedding {
+        let mut saved = ClassEmbeddings::default();
+        saved.insert(embedding.detached()?);
+        saved.save(&out_checkpoint)?;
+    }
     if let Some(adapter) = &adapted.adapter {
         adapter.save(&args.out.join("adapter.safetensors"), &base)?;
     }
@@ -246,6 +335,7 @@ pub fn run_adapt(args: AdaptArgs) -> anyhow::Result<()> {
         steps: args.steps,
         seed: args.seed,
         inner: inner.clone(),
+        class: class.as_ref().map(|(e, t)| (e.class().to_owned(), *t)),
         first_rollout_return: adapted.first_return(),
         last_rollout_return: adapted.last_return(),
         seconds: start.elapsed().as_secs_f64(),
@@ -411,31 +501,49 @@ n_envs = 2
 steps = 1
 "#;
 
-    #[test]
-    fn adapt_online_writes_every_update_and_the_last_policy() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = MetaTrainConfig::from_toml_str(CONFIG, Path::new("t.toml")).unwrap();
-        let run = dir.path().join("run");
+    /// A meta-trained run of `config` and a 400-bar synthetic series file in `dir`.
+    fn run_and_data(dir: &Path, config: &str) -> (PathBuf, PathBuf) {
+        let config = MetaTrainConfig::from_toml_str(config, Path::new("t.toml")).unwrap();
+        let run = dir.join("run");
         mrl_fewshot::meta_train(&config, &run, |_| {}).unwrap();
         let series = mrl::data::SyntheticConfig::default()
             .generate_with_rng(400, &mut rand::SeedableRng::seed_from_u64(4))
             .unwrap()
             .series;
-        let data = dir.path().join("NEW_1h.csv");
+        let data = dir.join("NEW_1h.csv");
         mrl::data::write_csv(&series, &data).unwrap();
-        let out = dir.path().join("out");
-        run_adapt(AdaptArgs {
-            checkpoint: run,
-            data,
+        (run, data)
+    }
+
+    /// One adaptation step on the first 120 bars, seed 0, nothing else set.
+    fn args(checkpoint: &Path, data: &Path, out: &Path) -> AdaptArgs {
+        AdaptArgs {
+            checkpoint: checkpoint.to_path_buf(),
+            data: data.to_path_buf(),
             steps: 1,
-            out: out.clone(),
+            out: out.to_path_buf(),
             bars: 120,
             rank: None,
             lr: None,
             n_envs: None,
             seed: 0,
+            online: false,
+            online_every: None,
+            class: None,
+            features: None,
+            embedding: None,
+        }
+    }
+
+    #[test]
+    fn adapt_online_writes_every_update_and_the_last_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (run, data) = run_and_data(dir.path(), CONFIG);
+        let out = dir.path().join("out");
+        run_adapt(AdaptArgs {
             online: true,
             online_every: Some(60),
+            ..args(&run, &data, &out)
         })
         .unwrap();
         let report: serde_json::Value =
@@ -458,5 +566,86 @@ steps = 1
         );
         assert!(policy.is_ok(), "the last online policy loads");
         assert!(out.join("online").join(CONFIG_FILE).exists());
+    }
+
+    #[test]
+    fn adapt_through_a_class_embedding_writes_the_composed_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let config =
+            format!("{CONFIG}[classes.small]\nfeatures = [\"ret_1\", \"rsi\", \"macd\"]\n");
+        let (run, data) = run_and_data(dir.path(), &config);
+        let out = dir.path().join("small");
+        run_adapt(AdaptArgs {
+            class: Some("small".into()),
+            ..args(&run, &data, &out)
+        })
+        .unwrap();
+        let checkpoint = out.join(mrl::ppo::CHECKPOINT_DIR);
+        let policy = mrl::ppo::load_policy(&checkpoint, &candle_core::Device::Cpu).unwrap();
+        let w: Vec<Vec<f32>> = policy.tensors()["body.0.weight"].to_vec2().unwrap();
+        let read: Vec<usize> = (0..11)
+            .filter(|&c| w.iter().any(|row| row[c] != 0.0))
+            .collect();
+        assert_eq!(read, [0, 7, 8], "only ret_1, rsi and macd are read");
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("adapt.json")).unwrap()).unwrap();
+        assert_eq!(report["class"], serde_json::json!(["small", "frozen"]));
+        // Frozen: the embedding written beside the policy is the run's, byte for byte.
+        let classes: BTreeMap<String, ClassConfig> =
+            toml::from_str(&std::fs::read_to_string(run.join(CLASSES_FILE)).unwrap()).unwrap();
+        let saved = ClassEmbeddings::load(&run.join(mrl::ppo::CHECKPOINT_DIR), &classes).unwrap();
+        let written = ClassEmbeddings::load(&checkpoint, &classes).unwrap();
+        assert_eq!(
+            written.to_safetensors().unwrap(),
+            saved.to_safetensors().unwrap()
+        );
+
+        // A class the run did not know trains a new embedding over its own features.
+        let out = dir.path().join("fx");
+        run_adapt(AdaptArgs {
+            class: Some("fx".into()),
+            features: Some("ret_1, ret_5".into()),
+            ..args(&run, &data, &out)
+        })
+        .unwrap();
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("adapt.json")).unwrap()).unwrap();
+        assert_eq!(report["class"], serde_json::json!(["fx", "adapted"]));
+
+        // Unknown classes and other features for a known one are named.
+        let err = run_adapt(AdaptArgs {
+            class: Some("gold".into()),
+            ..args(&run, &data, &dir.path().join("gold"))
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "class gold is not one of the base's classes (small); give its features with \
+             --features to train a new class's embedding"
+        );
+        let err = run_adapt(AdaptArgs {
+            class: Some("small".into()),
+            features: Some("ret_1,rsi".into()),
+            ..args(&run, &data, &dir.path().join("other"))
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("class small: features [ret_1, rsi, macd] in the checkpoint, [ret_1, rsi] in the config"),
+            "{err}"
+        );
+        // A base without classes.
+        let plain = dir.path().join("plain");
+        let (run, data) = run_and_data(&plain, CONFIG);
+        let err = run_adapt(AdaptArgs {
+            class: Some("small".into()),
+            ..args(&run, &data, &plain.join("out"))
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--class needs a base meta-trained with [classes] tables"),
+            "{err}"
+        );
     }
 }

@@ -69,7 +69,7 @@
 //! classes and their feature lists), both written atomically. Loading them against a config
 //! whose classes name other features is [`Error::EmbeddingMismatch`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -481,6 +481,8 @@ pub struct EmbeddingsMeta {
 #[derive(Debug, Default)]
 pub struct ClassEmbeddings {
     classes: BTreeMap<String, ClassEmbedding>,
+    /// Classes whose embedding is the zero padding it started from, not learned.
+    fresh: BTreeSet<String>,
 }
 
 impl ClassEmbeddings {
@@ -497,7 +499,11 @@ impl ClassEmbeddings {
                 ClassEmbedding::padding(name, &features, device)?,
             );
         }
-        Ok(Self { classes: out })
+        let fresh = out.keys().cloned().collect();
+        Ok(Self {
+            classes: out,
+            fresh,
+        })
     }
 
     /// The embedding of `class`.
@@ -505,9 +511,17 @@ impl ClassEmbeddings {
         self.classes.get(class)
     }
 
-    /// Sets (or replaces) the embedding of its class.
+    /// Sets (or replaces) the embedding of its class (a trained one: no longer fresh).
     pub fn insert(&mut self, embedding: ClassEmbedding) {
+        self.fresh.remove(&embedding.class);
         self.classes.insert(embedding.class.clone(), embedding);
+    }
+
+    /// Whether `class`'s embedding is the zero padding it starts from rather than a learned
+    /// one (a class [`ClassEmbeddings::load`] found no embedding for, or one of
+    /// [`ClassEmbeddings::padding`]): its inner loop should train it.
+    pub fn is_fresh(&self, class: &str) -> bool {
+        self.fresh.contains(class)
     }
 
     /// The class names, sorted.
@@ -634,9 +648,11 @@ impl ClassEmbeddings {
         let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
             .map_err(|e| bad(e.to_string()))?;
         let mut out = BTreeMap::new();
+        let mut fresh = BTreeSet::new();
         for (name, class) in classes {
             let features = class.parsed_features(name)?;
             if !meta.classes.contains_key(name) {
+                fresh.insert(name.clone());
                 tracing::info!(class = %name, "no meta-learned embedding: zero padding, trained in the inner loop");
                 out.insert(
                     name.clone(),
@@ -662,7 +678,10 @@ impl ClassEmbeddings {
                 problems,
             });
         }
-        Ok(Self { classes: out })
+        Ok(Self {
+            classes: out,
+            fresh,
+        })
     }
 }
 

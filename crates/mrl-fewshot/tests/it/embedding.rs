@@ -273,6 +273,7 @@ fn embedding_files_round_trip_byte_exactly_and_mismatches_are_named() {
     more.insert("fx".to_string(), class(&["ret_1", "rsi"]));
     let loaded = ClassEmbeddings::load(dir.path(), &more).unwrap();
     let fx = loaded.get("fx").unwrap();
+    assert!(loaded.is_fresh("fx") && !loaded.is_fresh("equities"));
     assert_eq!(
         embedding_bytes(fx),
         embedding_bytes(
