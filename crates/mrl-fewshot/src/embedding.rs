@@ -54,8 +54,9 @@
 //!
 //! # Meta-learning and adaptation
 //!
-//! Reptile meta-trains the base and every class's embedding together (`classes.rs`): each
-//! task's inner loop trains the base's weights (or adapters) and its class's embedding, the
+//! Reptile meta-trains the base and every class's embedding together
+//! ([`reptile_step_classes`](crate::reptile_step_classes), `[classes]` in a meta-training
+//! config): each task's inner loop trains the base's weights (or adapters) and its class's embedding, the
 //! base moves towards the mean adapted base, each embedding towards the mean over its own
 //! class's tasks. At adaptation to a new asset the class's embedding is frozen or trains
 //! beside the task-specific layers ([`EmbeddingTraining`]); a class with no embedding yet

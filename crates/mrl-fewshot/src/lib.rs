@@ -13,6 +13,10 @@
 //! online       while trading walk-forward: every N bars, adapt on the   trade_online
 //!                recent bars, θ ← θ + clip(ε·(θ' − θ)), keep it only if
 //!                the most recent bars' return does not degrade
+//! classes      z = E_c·x_c + e_c: class c's own d_c features to the     ClassEmbedding
+//!                policy's 11-wide feature block, folded into its first
+//!                layer; meta-learned with the base (Reptile), frozen or
+//!                adapted with the task-specific layers at adaptation
 //! ```
 //!
 //! Full MAML would differentiate through the inner steps; candle's backward pass records
@@ -29,6 +33,9 @@
 //! - [`reptile_step`], [`fomaml_gradient`], [`MetaLearner`], [`meta_train`]: the
 //!   meta-learners and the training loop ([`MetaTrainConfig`]: an `mrl train` config plus
 //!   a `[meta]` table).
+//! - [`ClassEmbedding`] / [`ClassEmbeddings`] / [`ClassConfig`]: per-class feature sets
+//!   (`[classes.NAME]` tables) and their embeddings, [`adapt_class`] through one,
+//!   [`reptile_step_classes`] to meta-learn them, their files beside a checkpoint.
 //! - [`trade_online`] / [`OnlineConfig`]: online adaptation while a policy trades a
 //!   held-out series walk-forward, with a step-norm limit and rollback on a validation
 //!   window of the most recent bars.

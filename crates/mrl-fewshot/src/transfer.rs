@@ -10,8 +10,8 @@
 //! assets = ["LINKUSDT", "DOTUSDT", "AVAXUSDT"]
 //! ```
 //!
-//! Every method sees the same eleven features in both classes (per-class feature sets are
-//! not built yet); what changes is the law of the returns and the bar spacing (daily
+//! Every method but `meta_embed` sees the same eleven features in both classes (per-class
+//! feature sets and their embeddings: `[classes]`, `embedding.rs`); what changes is the law of the returns and the bar spacing (daily
 //! equities against hourly crypto), and the input normalisation stays the one fitted on the
 //! training class.
 
