@@ -48,7 +48,7 @@ use crate::inner::{AdaptSetup, adapt_class_snapshots};
 use crate::meta::{MetaAlgorithm, MetaLearner, MetaTrainConfig, class_tasks, return_scale_of};
 use crate::online::{OnlineConfig, OnlineSetup, UpdateOutcome, book_metrics, trade_online};
 use crate::task::{DEFAULT_ADAPTATION_BARS, FixedTask};
-use crate::transfer::{TransferConfig, read_asset};
+use crate::transfer::{TransferConfig, read_asset, training_files};
 use crate::{Error, Result};
 
 /// Format tag of a [`FewshotReport`](crate::FewshotReport).
@@ -613,12 +613,50 @@ fn train_pooled<D: TaskDistribution>(
 
 /// The class of the held-out tasks for the `meta_embed` row: `[transfer].class` with a
 /// transfer table, else the one class that trains on `[task]` (no `task` of its own), whose
-/// held-out split the benchmark adapts to.
+/// held-out split the benchmark adapts to. No class may train on a held-out asset's file.
 ///
 /// # Errors
 /// [`Error::InvalidConfig`] naming `classes` when the config has no `[classes]`, the
-/// transfer class is not one of them, or not exactly one class trains on `[task]`.
+/// transfer class is not one of them, not exactly one class trains on `[task]`, or a
+/// class's task reads a held-out asset.
 pub fn held_out_class(config: &MetaTrainConfig, bench: &BenchmarkConfig) -> Result<String> {
+    let held_out: Vec<std::path::PathBuf> = match (&bench.transfer, &config.train.task.kind) {
+        (Some(t), _) => t.assets.iter().map(|a| t.path(a)).collect(),
+        (
+            None,
+            TaskKind::MultiAsset {
+                data_dir,
+                interval,
+                split,
+                ..
+            },
+        ) => split
+            .held_out
+            .iter()
+            .map(|a| mrl_ppo::asset_path(data_dir, interval, a))
+            .collect(),
+        _ => Vec::new(),
+    };
+    for (name, class) in &config.classes {
+        let Some(kind) = &class.task else { continue };
+        let class_train = TrainConfig {
+            task: mrl_ppo::TaskSection {
+                kind: kind.clone(),
+                ..config.train.task.clone()
+            },
+            ..config.train.clone()
+        };
+        if let Some(file) = training_files(&class_train)
+            .into_iter()
+            .find(|f| held_out.contains(f))
+        {
+            return Err(Error::invalid(
+                "classes",
+                format!("{name}: {}", file.display()),
+                "this class trains on a held-out asset's file; held-out assets must be unseen",
+            ));
+        }
+    }
     let names = || {
         config
             .classes

@@ -14,6 +14,10 @@
 //!                                    policy reads its feature block
 //! ```
 //!
+//! `x_c` is read after the policy's input normalisation (z-scores fitted once at warm-up on
+//! the config's `[task]` rollouts and shared by every class); a class's different location
+//! and scale is the embedding's to absorb.
+//!
 //! The common width is the policy's feature block, [`N_FEATURES`] (= 11), so the shared base
 //! is an ordinary trading policy and a class whose embedding is the identity *is* today's
 //! policy. Every other input (position, P&L, elapsed time, the previous action, reward and

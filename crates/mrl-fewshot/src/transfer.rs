@@ -117,7 +117,7 @@ pub(crate) fn read_asset(path: &Path, asset: &str) -> Result<HeldOutTask> {
 
 /// The bar files a training run trains on (none for synthetic kinds; a multi-asset run's
 /// held-out assets are never trained on, so another benchmark may adapt to them).
-fn training_files(train: &TrainConfig) -> Vec<PathBuf> {
+pub(crate) fn training_files(train: &TrainConfig) -> Vec<PathBuf> {
     match &train.task.kind {
         TaskKind::MultiAsset {
             data_dir,

@@ -244,3 +244,35 @@ fn the_held_out_class_must_be_named_by_the_config() {
         "{err}"
     );
 }
+
+#[test]
+fn a_class_that_trains_on_a_held_out_asset_is_refused() {
+    let multi = |assets: &[&str], held_out: &[&str]| mrl_ppo::TaskKind::MultiAsset {
+        data_dir: "data".into(),
+        interval: "1h".into(),
+        assets: assets.iter().map(|a| a.to_string()).collect(),
+        split: mrl_env::AssetSplit {
+            held_out: held_out.iter().map(|a| a.to_string()).collect(),
+            test_start: None,
+        },
+    };
+    let mut config = tiny_classes();
+    config.train.task.kind = multi(&["BTC", "LINK"], &["LINK"]);
+    config.classes.get_mut("small").unwrap().task = None;
+    let bench = crate::benchmark::tiny_bench();
+    assert_eq!(held_out_class(&config, &bench).unwrap(), "small");
+    // `wide` reads LINK, which [task] holds out.
+    config.classes.get_mut("wide").unwrap().task = Some(multi(&["ETH", "LINK"], &[]));
+    let err = held_out_class(&config, &bench).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "invalid config: classes = wide: {} (this class trains on a held-out asset's file; \
+             held-out assets must be unseen)",
+            Path::new("data").join("LINK_1h.csv").display()
+        )
+    );
+    // Holding LINK out in the class too is fine.
+    config.classes.get_mut("wide").unwrap().task = Some(multi(&["ETH", "LINK"], &["LINK"]));
+    assert_eq!(held_out_class(&config, &bench).unwrap(), "small");
+}
