@@ -512,7 +512,9 @@ impl Learner {
 /// outputs are stacked: the backward pass is then linear in `T`.
 /// Slicing a tensor that carries a gradient (as an unroll over a precomputed `(B, T, ·)`
 /// projection does) costs a full-size zero-padded gradient per slice in candle, i.e. `O(T²)`.
-/// The memory-less MLP runs [`Policy::forward_seq`] in one pass.
+/// The memory-less kinds run [`Policy::forward_seq_train`] in one pass (the MLP as one
+/// custom op on the CPU, with candle autograd's numbers bit for bit; the Transformer
+/// through candle autograd).
 ///
 /// # Shapes
 /// `x` `(B, T, in)` → `(B, T, A)`, `(B, T)`.
@@ -521,8 +523,7 @@ impl Learner {
 /// Agent and candle errors for a malformed `x`.
 pub fn unroll(policy: &Policy, x: &Tensor) -> Result<(Tensor, Tensor)> {
     if !policy.is_recurrent() {
-        let out = policy.forward_seq(x, None)?;
-        return Ok((out.logits, out.values));
+        return Ok(policy.forward_seq_train(x, None)?);
     }
     if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
         return Ok(policy.forward_seq_train(x, None)?);

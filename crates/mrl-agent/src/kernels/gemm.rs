@@ -11,22 +11,43 @@ pub(crate) fn matmul(
     accumulate: bool,
     parallel: bool,
 ) {
-    // Internal invariant: the callers size the buffers; checked because gemm reads and
-    // writes through raw pointers.
-    assert!(
-        dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n,
-        "gru_seq matmul sizes"
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    let (a_cs, a_rs) = if a_t { (m, 1) } else { (1, k) };
-    let (b_cs, b_rs) = if b_t { (k, 1) } else { (1, n) };
+    let a = if a_t {
+        Strided::transposed(a, m)
+    } else {
+        Strided::rows(a, k)
+    };
+    let b = if b_t {
+        Strided::transposed(b, k)
+    } else {
+        Strided::rows(b, n)
+    };
     let par = if parallel {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
     };
+    // alpha = 1: with `accumulate` the old `dst` is added; otherwise it is not read.
+    gemm_call(dst, (a, b), (m, k, n), (accumulate, 1.0), par);
+}
+
+/// The one `gemm::gemm` call: row-major `dst (m, n) = alpha·dst + a·b` when `read_dst`,
+/// else `a·b` (`dst` not read).
+fn gemm_call(
+    dst: &mut [f32],
+    (a, b): (Strided<'_>, Strided<'_>),
+    (m, k, n): (usize, usize, usize),
+    (read_dst, alpha): (bool, f32),
+    par: gemm::Parallelism,
+) {
+    // Internal invariant: the callers size the buffers; checked because gemm reads and
+    // writes through raw pointers.
+    assert!(
+        dst.len() >= m * n && a.fits(m, k) && b.fits(k, n),
+        "kernel matmul sizes"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
     // SAFETY: the assert above guarantees that every element addressed by these strides
     // lies inside the slices; `dst` is a distinct mutable borrow, so it aliases neither.
     unsafe {
@@ -37,14 +58,14 @@ pub(crate) fn matmul(
             dst.as_mut_ptr(),
             1,
             n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            1.0,
+            read_dst,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            alpha,
             1.0,
             false,
             false,
@@ -52,6 +73,73 @@ pub(crate) fn matmul(
             par,
         );
     }
+}
+
+/// A matrix operand as candle's CPU backend hands it to `gemm`: the data and the strides
+/// (in elements) between columns and between rows of the logical `(rows, cols)` matrix. A
+/// transposed view of a row-major `(r, c)` matrix is `(c, r)` with column stride `c` and
+/// row stride 1.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Strided<'a> {
+    /// The elements.
+    pub(crate) data: &'a [f32],
+    /// Step between neighbouring columns.
+    pub(crate) col_stride: usize,
+    /// Step between neighbouring rows.
+    pub(crate) row_stride: usize,
+}
+
+impl<'a> Strided<'a> {
+    /// A row-major `(rows, cols)` matrix.
+    pub(crate) fn rows(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            col_stride: 1,
+            row_stride: cols,
+        }
+    }
+
+    /// The transpose of a row-major `(rows, cols)` matrix, read as `(cols, rows)`.
+    pub(crate) fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            col_stride: cols,
+            row_stride: 1,
+        }
+    }
+
+    /// Whether every element of a `(rows, cols)` view lies inside the data.
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0
+            || cols == 0
+            || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
+    }
+}
+
+/// `dst (m, n) = a (m, k) · b (k, n)` with exactly the `gemm` call of candle's CPU
+/// `Tensor::matmul` (candle-core's `cpu_backend` `MatMul`, no `mkl`/`accelerate`): row-major
+/// `dst` overwritten, `alpha = 0`, `beta = 1`, and candle's thread count. Given operands
+/// with the strides candle would see, the result is bit for bit candle's, which lets a
+/// fused kernel reproduce a candle-autograd training run exactly (the `gemm` crate's
+/// summation order depends on the sizes and its blocking, not on the thread schedule).
+pub(crate) fn matmul_as_candle(
+    dst: &mut [f32],
+    a: Strided<'_>,
+    b: Strided<'_>,
+    (m, k, n): (usize, usize, usize),
+) {
+    if k == 0 {
+        // candle returns zeros without calling gemm.
+        dst[..m * n].fill(0.0);
+        return;
+    }
+    let threads = candle_core::utils::get_num_threads();
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    gemm_call(dst, (a, b), (m, k, n), (false, 0.0), par);
 }
 
 /// `dst (m, n) = a (m, k) · b (k, n)`, all row-major and contiguous, single-threaded
@@ -89,6 +177,34 @@ mod tests {
                 assert!((d[i * n + j] - want).abs() < 1e-4);
             }
         }
+    }
+
+    #[test]
+    fn matmul_as_candle_equals_candle_bit_for_bit() {
+        use candle_core::{Device, Tensor};
+        // A weight-gradient shape: (in, rows) · (rows, out) over more rows than one of
+        // gemm's depth blocks, the left operand a transposed view as candle's backward
+        // passes it.
+        let (rows, input, out) = (1500, 9, 5);
+        let x = crate::kernels::test_values(rows * input, 3, 1.0);
+        let g = crate::kernels::test_values(rows * out, 4, 1.0);
+        let dev = Device::Cpu;
+        let xt = Tensor::from_slice(&x, (rows, input), &dev).unwrap();
+        let gt = Tensor::from_slice(&g, (rows, out), &dev).unwrap();
+        let want = xt.t().unwrap().matmul(&gt).unwrap();
+        let want: Vec<u32> = want
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        let mut d = vec![f32::NAN; input * out]; // overwritten, never read
+        let (a, b) = (Strided::transposed(&x, input), Strided::rows(&g, out));
+        matmul_as_candle(&mut d, a, b, (input, rows, out));
+        let got: Vec<u32> = d.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(got, want);
     }
 
     #[test]

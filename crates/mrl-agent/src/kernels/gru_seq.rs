@@ -517,9 +517,47 @@ pub(crate) fn with_cpu_f32<R, const N: usize>(
     f(slices)
 }
 
+/// What a custom op's forward saved for its backward (the ops are `Sync`, so behind a
+/// lock); errors name the op.
+#[derive(Debug)]
+pub(crate) struct SavedSlot<S>(Mutex<Option<S>>);
+
+impl<S> SavedSlot<S> {
+    /// An empty slot.
+    pub(crate) fn new() -> Self {
+        Self(Mutex::new(None))
+    }
+
+    /// Stores the forward's state (replacing an earlier one).
+    pub(crate) fn put(&self, op: &str, saved: S) -> candle_core::Result<()> {
+        match self.0.lock() {
+            Ok(mut slot) => {
+                *slot = Some(saved);
+                Ok(())
+            }
+            Err(_) => candle_core::bail!("{op}: saved-state lock poisoned"),
+        }
+    }
+
+    /// Runs `f` on the stored state; an error when the forward has not run.
+    pub(crate) fn with<R>(
+        &self,
+        op: &str,
+        f: impl FnOnce(&S) -> candle_core::Result<R>,
+    ) -> candle_core::Result<R> {
+        let Ok(slot) = self.0.lock() else {
+            candle_core::bail!("{op}: saved-state lock poisoned");
+        };
+        let Some(saved) = slot.as_ref() else {
+            candle_core::bail!("{op}: backward before forward");
+        };
+        f(saved)
+    }
+}
+
 /// The custom op; holds the forward's saved state for its backward.
 struct GruSeqOp {
-    saved: Mutex<Option<Saved>>,
+    saved: SavedSlot<Saved>,
 }
 
 /// A contiguous f32 slice of a CPU storage, or an error naming the argument (`name`
@@ -576,10 +614,7 @@ impl CustomOp3 for GruSeqOp {
             dims,
             block_trials(batch),
         );
-        match self.saved.lock() {
-            Ok(mut slot) => *slot = Some(saved),
-            Err(_) => candle_core::bail!("gru_sequence: saved-state lock poisoned"),
-        }
+        self.saved.put("gru_sequence", saved)?;
         Ok((CpuStorage::F32(out), Shape::from((batch, seq_len, hd))))
     }
 
@@ -607,12 +642,18 @@ impl GruSeqOp {
         d_out: &[f32],
         grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let Ok(slot) = self.saved.lock() else {
-            candle_core::bail!("gru_sequence: saved-state lock poisoned");
-        };
-        let Some(saved) = slot.as_ref() else {
-            candle_core::bail!("gru_sequence: backward before forward");
-        };
+        self.saved.with("gru_sequence", |saved| {
+            Self::backward_saved(saved, x, d_out, grad_res)
+        })
+    }
+
+    /// [`GruSeqOp::backward`] on the forward's saved state.
+    fn backward_saved(
+        saved: &Saved,
+        x: &[f32],
+        d_out: &[f32],
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let Dims {
             batch,
             seq_len,
@@ -655,7 +696,7 @@ pub(crate) fn gru_sequence(
         &h0.contiguous()?,
         &packed.contiguous()?,
         GruSeqOp {
-            saved: Mutex::new(None),
+            saved: SavedSlot::new(),
         },
     )
 }
@@ -664,13 +705,7 @@ pub(crate) fn gru_sequence(
 mod tests {
     use super::*;
 
-    /// Deterministic values in (−scale, scale).
-    fn values(n: usize, seed: u32, scale: f32) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32)
-            .map(|u| (2.0 * u - 1.0) * scale)
-            .collect()
-    }
+    use crate::kernels::test_values as values;
 
     #[test]
     fn blocks_of_trials_give_the_whole_batch_result() {

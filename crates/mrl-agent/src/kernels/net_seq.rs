@@ -26,15 +26,17 @@
 //! flat tensor, built with `Tensor::cat` from the `Var`s so that autograd routes each
 //! slice of its gradient back to its `Var` (see [`NetLayout`]).
 
-use std::sync::Mutex;
-
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-use super::gru_seq::{self, Dims, block_trials, column_sums, f32_slice, matmul, with_cpu_f32};
+use super::gru_seq::{
+    self, Dims, SavedSlot, block_trials, column_sums, f32_slice, matmul, with_cpu_f32,
+};
 use super::scratch::{give, take};
 
-/// Sizes of the network and where each parameter sits in the flat parameter vector:
-/// `[W_e | b_e | W_ih ‖ b_ih ‖ W_hh ‖ b_hh (row-packed, as super::gru_seq) | W_π | w_v | b_π | b_v]`.
+/// Sizes of the network and where each parameter sits in the RL² network's flat parameter
+/// vector:
+/// `[W_e | b_e | W_ih ‖ b_ih ‖ W_hh ‖ b_hh (row-packed, as super::gru_seq) | W_π | w_v | b_π | b_v]`
+/// (the MLP's flat vector: [`super::mlp_seq`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct NetLayout {
     /// Input width `I`.
@@ -62,7 +64,7 @@ impl NetLayout {
     }
 
     /// Outputs per row: `A` logits and the value.
-    fn width(&self) -> usize {
+    pub(crate) fn width(&self) -> usize {
         self.n_actions + 1
     }
 
@@ -232,7 +234,7 @@ fn backward(
 /// The custom op; holds the forward's saved state for its backward.
 struct NetSeqOp {
     layout: NetLayout,
-    saved: Mutex<Option<Saved>>,
+    saved: SavedSlot<Saved>,
 }
 
 impl CustomOp3 for NetSeqOp {
@@ -269,10 +271,7 @@ impl CustomOp3 for NetSeqOp {
             layout,
             (batch, seq_len),
         );
-        match self.saved.lock() {
-            Ok(mut slot) => *slot = Some(saved),
-            Err(_) => candle_core::bail!("rl2_network_sequence: saved-state lock poisoned"),
-        }
+        self.saved.put("rl2_network_sequence", saved)?;
         Ok((
             CpuStorage::F32(y),
             Shape::from((batch, seq_len, layout.width())),
@@ -304,12 +303,20 @@ impl NetSeqOp {
         dy: &[f32],
         grad_res: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let Ok(slot) = self.saved.lock() else {
-            candle_core::bail!("rl2_network_sequence: saved-state lock poisoned");
-        };
-        let Some(saved) = slot.as_ref() else {
-            candle_core::bail!("rl2_network_sequence: backward before forward");
-        };
+        self.saved.with("rl2_network_sequence", |saved| {
+            self.backward_saved(saved, x, flat, dy, grad_res)
+        })
+    }
+
+    /// [`NetSeqOp::backward`] on the forward's saved state.
+    fn backward_saved(
+        &self,
+        saved: &Saved,
+        x: &[f32],
+        flat: &[f32],
+        dy: &[f32],
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let rows = saved.batch * saved.seq_len;
         if x.len() != rows * self.layout.input || dy.len() != rows * self.layout.width() {
             candle_core::bail!(
@@ -350,7 +357,7 @@ pub(crate) fn rl2_network_sequence(
         &flat.contiguous()?,
         NetSeqOp {
             layout,
-            saved: Mutex::new(None),
+            saved: SavedSlot::new(),
         },
     )
 }

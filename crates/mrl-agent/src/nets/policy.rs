@@ -21,6 +21,7 @@ use crate::config::{AgentConfig, PolicyKind};
 use crate::error::{Error, Result};
 use crate::kernels::fused::{Core, FusedNet};
 use crate::kernels::gemm::transpose;
+use crate::kernels::mlp_seq::mlp_network_sequence;
 use crate::kernels::net_seq::{NetLayout, rl2_network_sequence};
 use crate::kernels::transformer_step::TransformerWeights;
 
@@ -383,10 +384,12 @@ impl Policy {
     /// Logits `(B, T, A)` and values `(B, T)` of a sequence batch with autograd: what the
     /// PPO update needs, without `h_n`. On the CPU in f32 the whole RL² network (encoder,
     /// GRU recurrence, heads) is one autograd node with a hand-written backward, so candle
-    /// only sees the `(B, T, A + 1)` output; elsewhere, and for the MLP and the Transformer
-    /// (plain candle autograd in this version), this is [`Policy::forward_seq_fused`].
-    /// Equal to [`Policy::forward_seq`] up to f32 rounding.
-    /// No gradient flows back to `x` on the fused path (the inputs are data).
+    /// only sees the `(B, T, A + 1)` output; the MLP is one such node too, whose outputs and
+    /// parameter gradients equal candle autograd's through [`Policy::forward_seq`] bit for
+    /// bit. Elsewhere, and for the Transformer and the task-inference agent (plain candle
+    /// autograd in this version), this is [`Policy::forward_seq_fused`]. The RL² network
+    /// equals [`Policy::forward_seq`] up to f32 rounding.
+    /// No gradient flows back to `x` on the fused paths (the inputs are data).
     ///
     /// # Shapes
     /// `x` `(B, T, in)`, `h0` `(B, H)` → logits `(B, T, A)`, values `(B, T)`.
@@ -395,6 +398,9 @@ impl Policy {
     /// As [`Policy::forward_seq`].
     pub fn forward_seq_train(&self, x: &Tensor, h0: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
         let fusable = x.device().is_cpu() && x.dtype() == DType::F32;
+        if let (Net::Mlp(n), true) = (&self.net, fusable) {
+            return self.mlp_sequence_train(n, x);
+        }
         let (Net::Rl2(n), true) = (&self.net, fusable) else {
             let out = self.sequence(x, h0, true)?;
             return Ok((out.logits, out.values));
@@ -420,6 +426,44 @@ impl Policy {
             0,
         )?;
         let y = rl2_network_sequence(x, &h0, &flat, layout)?; // (B, T, A + 1)
+        let a = layout.n_actions;
+        let logits = y.narrow(2, 0, a)?.contiguous()?;
+        let values = y.narrow(2, a, 1)?.squeeze(2)?.contiguous()?;
+        Ok((logits, values))
+    }
+
+    /// The MLP's [`Policy::forward_seq_train`] on the CPU in f32: the whole network as one
+    /// custom op ([`mlp_network_sequence`]) whose logits, values and parameter gradients
+    /// are bit for bit those of candle autograd through [`Policy::forward_seq`].
+    fn mlp_sequence_train(&self, n: &MlpNet, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (batch, seq_len, _) = self.check_input(x, 3)?;
+        if batch == 0 || seq_len == 0 {
+            return Err(Error::EmptySequence {
+                batch_size: batch,
+                seq_len,
+            });
+        }
+        let layout = NetLayout {
+            input: self.config.input_dim(),
+            hidden: self.config.hidden,
+            n_actions: self.config.n_actions,
+        };
+        // The flat parameter vector in MLP_PARAM_NAMES order.
+        let flat = Tensor::cat(
+            &[
+                n.layer0.weight(),
+                n.layer0.bias(),
+                n.layer2.weight(),
+                n.layer2.bias(),
+            ]
+            .into_iter()
+            .chain([n.policy_head.weight(), n.policy_head.bias()])
+            .chain([n.value_head.weight(), n.value_head.bias()])
+            .map(|v| v.as_tensor().flatten_all())
+            .collect::<candle_core::Result<Vec<_>>>()?,
+            0,
+        )?;
+        let y = mlp_network_sequence(x, &flat, layout)?; // (B, T, A + 1)
         let a = layout.n_actions;
         let logits = y.narrow(2, 0, a)?.contiguous()?;
         let values = y.narrow(2, a, 1)?.squeeze(2)?.contiguous()?;
@@ -721,6 +765,50 @@ mod tests {
         assert_eq!(out.logits.dims(), &[2, 5, 3]);
         assert_eq!(out.values.dims(), &[2, 5]);
         assert!(out.h_n.is_none());
+    }
+
+    #[test]
+    fn mlp_training_pass_is_candle_autograd_bit_for_bit() {
+        let c = AgentConfig {
+            kind: PolicyKind::Mlp,
+            hidden: 16,
+            ..Default::default()
+        };
+        let p = Policy::new(&c, &Device::Cpu, 7).unwrap();
+        let (batch, seq_len, width) = (2, 50, c.input_dim());
+        let x: Vec<f32> = (0..batch * seq_len * width)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        let x = Tensor::from_vec(x, (batch, seq_len, width), &Device::Cpu).unwrap();
+        let weights: Vec<f32> = (0..batch * seq_len * 3)
+            .map(|i| (i % 7) as f32 - 3.0)
+            .collect();
+        let weights = Tensor::from_vec(weights, (batch, seq_len, 3), &Device::Cpu).unwrap();
+        let loss = |logits: &Tensor, values: &Tensor| {
+            ((logits * &weights).unwrap().sum_all().unwrap()
+                + values.sqr().unwrap().sum_all().unwrap())
+            .unwrap()
+        };
+        let reference = p.forward_seq(&x, None).unwrap();
+        let (logits, values) = p.forward_seq_train(&x, None).unwrap();
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            v.iter().map(|f| f.to_bits()).collect()
+        };
+        assert_eq!(bits(&logits), bits(&reference.logits));
+        assert_eq!(bits(&values), bits(&reference.values));
+        let grads_ref = loss(&reference.logits, &reference.values)
+            .backward()
+            .unwrap();
+        let grads = loss(&logits, &values).backward().unwrap();
+        for (name, var) in p.parameters() {
+            let g = grads.get(var.as_tensor()).unwrap();
+            assert_eq!(
+                bits(g),
+                bits(grads_ref.get(var.as_tensor()).unwrap()),
+                "{name}"
+            );
+        }
     }
 
     #[test]
