@@ -155,6 +155,13 @@ pub struct TrainConfig {
     pub length_tie: f64,
     /// Which actor pairs are trained on.
     pub actor_pairs: PairFilter,
+    /// Weight in [0, 1] of the computed outcome ([`outcome_score`](crate::outcome_score):
+    /// 10 if the position made money over the next bar, 0 if it lost, 5 if flat) in a
+    /// candidate's score, against the judge's mean score: 0 is the judge alone
+    /// (Meta-Rewarding); SmolLM2-135M as judge scored the training answers unrelated to
+    /// their outcome (judge–outcome Spearman −0.05 with the outcome in its prompt), so the
+    /// shipped configs blend it in.
+    pub outcome_weight: f64,
     /// Weights of the generation backends (the merged adapters are f32 in both).
     pub generation_weights: Weights,
     /// Market context settings.
@@ -171,7 +178,8 @@ pub struct TrainConfig {
 
 impl Default for TrainConfig {
     /// The quick setting: 2 rounds of 4 contexts, 2 candidates, 2 judgments, 16-token
-    /// rationales, temperature 0.8 / top-p 0.95, length tie 0.1, every actor pair.
+    /// rationales, temperature 0.8 / top-p 0.95, length tie 0.1, every actor pair, the
+    /// judge's score alone.
     fn default() -> Self {
         Self {
             seed: 0,
@@ -187,6 +195,7 @@ impl Default for TrainConfig {
             },
             length_tie: 0.1,
             actor_pairs: PairFilter::Any,
+            outcome_weight: 0.0,
             generation_weights: Weights::DequantizedF32,
             context: ContextConfig::default(),
             lora: LoraConfig::default(),
@@ -271,6 +280,13 @@ impl TrainConfig {
                 "a number in [0, 1]",
             ));
         }
+        if !(self.outcome_weight.is_finite() && (0.0..=1.0).contains(&self.outcome_weight)) {
+            return Err(Error::setting(
+                "outcome_weight",
+                self.outcome_weight,
+                "a number in [0, 1]",
+            ));
+        }
         if !(self.dpo.learning_rate.is_finite() && self.dpo.learning_rate > 0.0) {
             return Err(Error::setting(
                 "dpo.learning_rate",
@@ -329,6 +345,17 @@ mod tests {
             one_candidate.validate(),
             Err(Error::InvalidSetting {
                 field: "candidates",
+                ..
+            })
+        ));
+        let heavy = TrainConfig {
+            outcome_weight: 1.5,
+            ..TrainConfig::default()
+        };
+        assert!(matches!(
+            heavy.validate(),
+            Err(Error::InvalidSetting {
+                field: "outcome_weight",
                 ..
             })
         ));

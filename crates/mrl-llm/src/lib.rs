@@ -103,6 +103,6 @@ pub use train::{
     ACTOR_ADAPTERS, ADAPTERS_JSON, AdapterInfo, BASE_VALIDATION_JSON, CANDIDATES_JSONL,
     CandidateLog, DpoStats, JUDGE_ADAPTERS, PhaseSeconds, PositionCounts, PreferencePair, RoundLog,
     SHOWN_RATIONALE_CHARS, TrainingData, TrainingExample, UNPARSED_SCORE, canonical_judgment,
-    canonical_prediction, complete_rounds, derive_seed, load_round_adapters, position_sign,
-    role_lora, round_dir, select_pair, spearman, train, validation_bars,
+    canonical_prediction, complete_rounds, derive_seed, load_round_adapters, outcome_score,
+    position_sign, role_lora, round_dir, select_pair, spearman, train, validation_bars,
 };

@@ -11,8 +11,9 @@
 //!    the realised return is a separate field that only the judge and meta-judge see;
 //! 2. the **judge** (base model + judge adapters) scores each parsed answer `judgments`
 //!    times with the realised next return in its rubric; a candidate's score is the mean
-//!    of its parsed judgments, and an answer that could not be parsed scores −1 (below
-//!    any judged answer);
+//!    of its parsed judgments, blended with the computed outcome ([`outcome_score`]) by
+//!    `outcome_weight` (0: the judge alone, as in Meta-Rewarding), and an answer that could
+//!    not be parsed scores −1 (below any judged answer);
 //! 3. actor pair: the chosen answer is the shortest of those scoring within
 //!    `length_tie · (best − worst)` of the best, the rejected one the worst (no pair when
 //!    all score the same);
@@ -198,6 +199,21 @@ pub fn canonical_judgment(j: &Judgment) -> String {
         "rationale": shown_rationale(&j.rationale),
     })
     .to_string()
+}
+
+/// The outcome term of a candidate's score (`outcome_weight`): 10 when the position made
+/// money over the next bar (`position · realised > 0`), 0 when it lost, 5 when it made
+/// nothing (flat, or no move): the judge rubric's "score by the outcome first" computed
+/// rather than read by the model.
+pub fn outcome_score(position: f64, realised_return_pct: f64) -> f64 {
+    let profit = position * realised_return_pct;
+    if profit > 0.0 {
+        10.0
+    } else if profit < 0.0 {
+        0.0
+    } else {
+        5.0
+    }
 }
 
 /// The actor preference pair of one context: `(chosen, rejected)` indices into the
@@ -410,8 +426,9 @@ pub struct CandidateLog {
     pub prediction: Option<Prediction>,
     /// Each judgment's score (`None`: unparsed).
     pub judge_scores: Vec<Option<f64>>,
-    /// The candidate's score (mean of the parsed judgments, [`UNPARSED_SCORE`] when the
-    /// answer could not be parsed).
+    /// The candidate's score: `(1 − outcome_weight) · judge + outcome_weight ·`
+    /// [`outcome_score`], the judge's part the mean of the parsed judgments;
+    /// [`UNPARSED_SCORE`] when the answer could not be parsed.
     pub score: Option<f64>,
     /// Whether it was the chosen (`Some(true)`) or the rejected (`Some(false)`) answer of
     /// an actor pair trained on.
@@ -679,9 +696,13 @@ fn collect_pairs(
                 .filter_map(|(_, j)| j.as_ref().map(|j| j.score))
                 .collect();
             if !judged.is_empty() {
-                let score = judged.iter().sum::<f64>() / judged.len() as f64;
-                cand.score = Some(score);
-                scores_seen.push(score);
+                let judge_score = judged.iter().sum::<f64>() / judged.len() as f64;
+                let outcome = outcome_score(prediction.position, example.realised_return_pct);
+                cand.score = Some(
+                    (1.0 - config.outcome_weight) * judge_score + config.outcome_weight * outcome,
+                );
+                // The judge's own agreement with the outcome, without the outcome term.
+                scores_seen.push(judge_score);
                 pnl_seen.push(prediction.position * example.realised_return_pct);
             }
         }
@@ -1295,6 +1316,17 @@ pub fn load_round_adapters(model_path: &Path, round_dir: &Path, role: Role) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_outcome_term_scores_the_side_that_made_money() {
+        assert_eq!(outcome_score(0.5, 0.3), 10.0);
+        assert_eq!(outcome_score(-1.0, -0.2), 10.0);
+        assert_eq!(outcome_score(1.0, -0.2), 0.0);
+        assert_eq!(outcome_score(-0.3, 0.4), 0.0);
+        assert_eq!(outcome_score(0.0, 0.4), 5.0);
+        assert_eq!(outcome_score(-0.0, -0.4), 5.0);
+        assert_eq!(outcome_score(1.0, 0.0), 5.0);
+    }
 
     /// DPO on one fixed pair of the tiny random model for `epochs` steps.
     fn dpo_steps(model_path: &Path, epochs: usize) -> DpoStats {

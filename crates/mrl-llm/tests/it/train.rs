@@ -9,8 +9,8 @@ use mrl_data::{Bar, BarSeries};
 use mrl_llm::{
     ACTOR_ADAPTERS, BASE_VALIDATION_JSON, CANDIDATES_JSONL, CandidateLog, EmbeddedBackend, Error,
     EvalRow, JUDGE_ADAPTERS, MarketConfig, PairFilter, PositionCounts, RoundLog, TrainConfig,
-    TrainingData, Weights, actor_decisions, actor_row, constrained_actor, position_sign, roles,
-    round_dir, train, validation_bars, write_tiny_model,
+    TrainingData, Weights, actor_decisions, actor_row, constrained_actor, outcome_score,
+    position_sign, roles, round_dir, train, validation_bars, write_tiny_model,
 };
 
 fn tiny() -> (tempfile::TempDir, PathBuf) {
@@ -190,6 +190,19 @@ fn candidates(out: &Path, round: usize) -> Vec<CandidateLog> {
         .collect()
 }
 
+/// The (chosen, rejected) candidates of every trained actor pair.
+fn trained_pairs(logged: &[CandidateLog]) -> Vec<(&CandidateLog, &CandidateLog)> {
+    let pick = |context: usize, chosen: bool| {
+        logged
+            .iter()
+            .find(|c| c.context == context && c.in_pair == Some(chosen))
+    };
+    let contexts = logged.iter().map(|c| c.context).max().map_or(0, |m| m + 1);
+    (0..contexts)
+        .filter_map(|k| Some((pick(k, true)?, pick(k, false)?)))
+        .collect()
+}
+
 #[test]
 fn pairs_of_differing_positions_keep_only_opposite_sides() {
     let (_dir, model) = tiny();
@@ -241,19 +254,42 @@ fn pairs_of_differing_positions_keep_only_opposite_sides() {
     assert!(any_log.actor_pairs >= log.actor_pairs);
     assert_eq!(log.actor_pairs, log.differing_pairs);
     assert!(log.actor_pairs >= 1, "{log:?}");
-    for context in 0..3 {
-        let side = |chosen: bool| {
-            logged
-                .iter()
-                .find(|c| c.context == context && c.in_pair == Some(chosen))
-                .map(|c| position_sign(c.prediction.as_ref().unwrap().position))
-        };
-        if let (Some(w), Some(l)) = (side(true), side(false)) {
-            assert_ne!(w, l, "context {context}");
-        }
+    for (w, l) in trained_pairs(&logged) {
+        let side = |c: &CandidateLog| position_sign(c.prediction.as_ref().unwrap().position);
+        assert_ne!(side(w), side(l), "{w:?} vs {l:?}");
     }
     let trained = logged.iter().filter(|c| c.in_pair == Some(true)).count();
     assert_eq!(trained, log.actor_pairs);
+}
+
+#[test]
+fn an_outcome_weight_of_one_scores_candidates_by_what_their_position_made() {
+    let (_dir, model) = tiny();
+    let config = TrainConfig {
+        contexts: 3,
+        candidates: 3,
+        judgments: 1,
+        actor_pairs: PairFilter::DifferingPositions,
+        outcome_weight: 1.0,
+        eval: mrl_llm::EvalConfig {
+            validation_decisions: 0,
+            ..mrl_llm::EvalConfig::default()
+        },
+        ..config(1, 5)
+    };
+    let out = tempfile::tempdir().unwrap();
+    let log = run(&model, &config, out.path(), false).remove(0);
+    let logged = candidates(out.path(), 1);
+    for c in &logged {
+        let p = c.prediction.as_ref().unwrap();
+        let expected = outcome_score(p.position, c.realised_return_pct);
+        assert_eq!(c.score, Some(expected), "{c:?}");
+    }
+    // Every trained pair prefers the side that did better over the next bar.
+    assert!(log.actor_pairs >= 1, "{log:?}");
+    for (w, l) in trained_pairs(&logged) {
+        assert!(w.score > l.score, "{w:?} vs {l:?}");
+    }
 }
 
 #[test]
