@@ -1,18 +1,22 @@
 //! One PPO gradient step (sequence forward through the RL² agent, clipped loss, backward,
-//! global-norm clip, Adam) on B trials of T = 600 steps at H = 128, on the CPU.
-//! Throughput is in trial-steps (B·T) per second, the unit of shared/BENCHMARKS.md.
+//! global-norm clip, Adam) on B trials of T = 600 steps at H = 128, on the CPU; the same
+//! for the MLP baseline (`ppo_update_mlp_…`, its fused op). Throughput is in trial-steps
+//! (B·T) per second, the unit of shared/BENCHMARKS.md.
 
 use candle_core::{Device, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use mrl_agent::{AgentConfig, InputLayout, Policy, PolicyInputs};
+use mrl_agent::{AgentConfig, InputLayout, Policy, PolicyInputs, PolicyKind};
 use mrl_ppo::{AdamConfig, Learner, PpoConfig, PpoTargets, log_softmax};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 const SEQ_LEN: usize = 600;
 
-fn setup(batch_size: usize) -> anyhow::Result<(Learner, Tensor, PpoTargets)> {
-    let config = AgentConfig::default(); // obs 14, 3 actions, H = 128
+fn setup(kind: PolicyKind, batch_size: usize) -> anyhow::Result<(Learner, Tensor, PpoTargets)> {
+    let config = AgentConfig {
+        kind,
+        ..AgentConfig::default() // obs 14, 3 actions, H = 128
+    };
     let device = Device::Cpu;
     let policy = Policy::new(&config, &device, 0)?;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -57,27 +61,41 @@ fn setup(batch_size: usize) -> anyhow::Result<(Learner, Tensor, PpoTargets)> {
 }
 
 fn bench_ppo_update(c: &mut Criterion) {
-    let mut group = c.benchmark_group("ppo_update_cpu_t600_h128");
-    group.sample_size(10);
-    for batch_size in [1usize, 8, 32] {
-        let Ok((mut learner, x, targets)) = setup(batch_size) else {
-            continue;
-        };
-        group.throughput(Throughput::Elements((batch_size * SEQ_LEN) as u64));
-        group.bench_with_input(
-            BenchmarkId::new("b", batch_size),
-            &batch_size,
-            |bench, _| {
-                bench.iter(|| {
-                    learner
-                        .gradient_step(&x, &targets, 3e-4)
-                        .map(|r| r.grad_norm)
-                        .ok()
-                });
-            },
-        );
+    let kinds = [
+        (
+            "ppo_update_cpu_t600_h128",
+            PolicyKind::Rl2,
+            &[1usize, 8, 32][..],
+        ),
+        (
+            "ppo_update_mlp_cpu_t600_h128",
+            PolicyKind::Mlp,
+            &[8, 32][..],
+        ),
+    ];
+    for (name, kind, batches) in kinds {
+        let mut group = c.benchmark_group(name);
+        group.sample_size(10);
+        for &batch_size in batches {
+            let Ok((mut learner, x, targets)) = setup(kind, batch_size) else {
+                continue;
+            };
+            group.throughput(Throughput::Elements((batch_size * SEQ_LEN) as u64));
+            group.bench_with_input(
+                BenchmarkId::new("b", batch_size),
+                &batch_size,
+                |bench, _| {
+                    bench.iter(|| {
+                        learner
+                            .gradient_step(&x, &targets, 3e-4)
+                            .map(|r| r.grad_norm)
+                            .ok()
+                    });
+                },
+            );
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 criterion_group!(benches, bench_ppo_update);
