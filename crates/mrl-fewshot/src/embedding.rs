@@ -206,6 +206,15 @@ fn first_layer(kind: PolicyKind) -> Option<(&'static str, &'static str)> {
     }
 }
 
+/// Gradients pulled back through a class embedding ([`ClassEmbedding::pullback`]).
+#[derive(Debug)]
+pub struct EmbeddingGradients {
+    /// Gradients of the uncomposed network parameters, by name, in the order given.
+    pub base: Vec<(String, Tensor)>,
+    /// Gradients of `E_c` `(11, d_c)` and `e_c` `(11)`, in [`ClassEmbedding::vars`] order.
+    pub embedding: Vec<Tensor>,
+}
+
 /// One class's embedding `z = E_c·x_c + e_c` (see the module docs).
 ///
 /// Not `Clone`: its parameters are `Var`s, which a clone would share; use
@@ -407,9 +416,9 @@ impl ClassEmbedding {
         )?)
     }
 
-    /// Pulls the gradients of the composed parameters back (module docs): returns the
-    /// gradients of the uncomposed parameters `tensors` (same names and order as `grads`)
-    /// and those of [`ClassEmbedding::vars`].
+    /// Pulls the gradients of the composed parameters back (module docs): the gradients of
+    /// the uncomposed parameters `tensors` (same names and order as `grads`) and those of
+    /// [`ClassEmbedding::vars`].
     ///
     /// # Errors
     /// [`Error::EmbeddingMismatch`] when `grads` or `tensors` lack the first layer; candle
@@ -419,7 +428,7 @@ impl ClassEmbedding {
         policy: &Policy,
         tensors: &HashMap<String, Tensor>,
         grads: &[(String, Tensor)],
-    ) -> Result<(Vec<(String, Tensor)>, Vec<Tensor>)> {
+    ) -> Result<EmbeddingGradients> {
         let (w_name, b_name) = self.layer_of(policy)?;
         let missing = |what: &str, name: &str| Error::EmbeddingMismatch {
             source_name: what.into(),
@@ -465,7 +474,10 @@ impl ClassEmbedding {
                 (n.clone(), g)
             })
             .collect();
-        Ok((base_grads, vec![g_e, g_e_bias]))
+        Ok(EmbeddingGradients {
+            base: base_grads,
+            embedding: vec![g_e, g_e_bias],
+        })
     }
 }
 

@@ -500,8 +500,8 @@ fn adapt_observed<D: TaskDistribution>(
         }
         let (base_grads, embedding_grads) = match &embedding {
             Some(e) => {
-                let (b, eg) = e.pullback(&working, &working.tensors(), &g.grads)?;
-                (b, train_embedding.then_some(eg))
+                let pulled = e.pullback(&working, &working.tensors(), &g.grads)?;
+                (pulled.base, train_embedding.then_some(pulled.embedding))
             }
             None => (g.grads, None),
         };

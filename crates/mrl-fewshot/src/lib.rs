@@ -88,7 +88,7 @@ pub use benchmark::{
 };
 pub use embedding::{
     COMMON_WIDTH, ClassConfig, ClassEmbedding, ClassEmbeddings, EMBEDDINGS_FILE, EMBEDDINGS_FORMAT,
-    EmbeddingTraining, EmbeddingsMeta, parse_features, validate_classes,
+    EmbeddingGradients, EmbeddingTraining, EmbeddingsMeta, parse_features, validate_classes,
 };
 pub use error::{Error, Result};
 pub use inner::{

@@ -31,20 +31,24 @@ task = {{ kind = "synthetic-ar1", bars = 80, family = {{ phi_abs = [0.1, 0.5], d
     )
 }
 
-fn parse(text: &str) -> mrl_fewshot::Result<MetaTrainConfig> {
-    MetaTrainConfig::from_toml_str(text, Path::new("classes.toml"))
+fn parse(text: &str) -> MetaTrainConfig {
+    MetaTrainConfig::from_toml_str(text, Path::new("classes.toml")).unwrap()
+}
+
+fn parse_err(text: &str) -> Error {
+    MetaTrainConfig::from_toml_str(text, Path::new("classes.toml")).unwrap_err()
 }
 
 #[test]
 fn class_tables_are_parsed_and_bad_ones_named() {
-    let c = parse(&config(2, "")).unwrap();
+    let c = parse(&config(2, ""));
     assert_eq!(c.classes.len(), 2);
     assert_eq!(c.classes["equities"].features.len(), 6);
     assert!(c.classes["equities"].task.is_none());
     assert!(c.classes["crypto"].task.is_some());
 
     let bad = config(2, "").replace("\"rsi\"]", "\"carry\"]");
-    let err = parse(&bad).unwrap_err();
+    let err = parse_err(&bad);
     assert!(
         err.to_string()
             .starts_with("class equities: unknown feature \"carry\" (known: ret_1, ret_5,"),
@@ -52,12 +56,12 @@ fn class_tables_are_parsed_and_bad_ones_named() {
     );
     let empty = config(2, "[classes.fx]\nfeatures = []");
     assert_eq!(
-        parse(&empty).unwrap_err().to_string(),
+        parse_err(&empty).to_string(),
         "class fx: empty feature set (name at least one feature)"
     );
     let fomaml = config(2, "").replace("\"reptile\"", "\"fomaml\"");
     assert!(matches!(
-        parse(&fomaml).unwrap_err(),
+        parse_err(&fomaml),
         Error::InvalidConfig {
             field: "meta.algorithm",
             ..
@@ -65,17 +69,14 @@ fn class_tables_are_parsed_and_bad_ones_named() {
     ));
     let transformer = config(2, "").replace("kind = \"rl2\"", "kind = \"transformer\"");
     assert!(matches!(
-        parse(&transformer).unwrap_err(),
+        parse_err(&transformer),
         Error::InvalidConfig {
             field: "agent.kind",
             ..
         }
     ));
     let unknown_key = config(2, "[classes.fx]\nfeatures = [\"rsi\"]\nfeaturez = []");
-    assert!(matches!(
-        parse(&unknown_key).unwrap_err(),
-        Error::Toml { .. }
-    ));
+    assert!(matches!(parse_err(&unknown_key), Error::Toml { .. }));
 }
 
 fn files(dir: &Path) -> Vec<Vec<u8>> {
@@ -92,7 +93,7 @@ fn files(dir: &Path) -> Vec<Vec<u8>> {
 
 #[test]
 fn the_base_and_the_embeddings_are_meta_learned_deterministically_and_resume_exactly() {
-    let c4 = parse(&config(4, "")).unwrap();
+    let c4 = parse(&config(4, ""));
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     meta_train(&c4, a.path(), |_| {}).unwrap();
     meta_train(&c4, b.path(), |_| {}).unwrap();
@@ -122,28 +123,25 @@ fn the_base_and_the_embeddings_are_meta_learned_deterministically_and_resume_exa
 
     // 2 iterations, then resume to 4: the bytes of the uninterrupted run.
     let parts = tempfile::tempdir().unwrap();
-    meta_train(&parse(&config(2, "")).unwrap(), parts.path(), |_| {}).unwrap();
+    meta_train(&parse(&config(2, "")), parts.path(), |_| {}).unwrap();
     meta_train_resume(&c4, parts.path(), |_| {}).unwrap();
     assert!(files(parts.path()) == files(a.path()), "resume is exact");
 
     // Resuming with other classes is refused, naming the file.
-    let other = parse(&config(4, "[classes.fx]\nfeatures = [\"rsi\"]")).unwrap();
+    let other = parse(&config(4, "[classes.fx]\nfeatures = [\"rsi\"]"));
     let err = meta_train_resume(&other, parts.path(), |_| {}).unwrap_err();
     assert!(err.to_string().contains("classes.toml"), "{err}");
     // Loading the embeddings for a config whose class reads other features is refused.
     let fewer = config(4, "").replace(", \"rsi\"]", "]");
-    let err = ClassEmbeddings::load(
-        &a.path().join("checkpoint"),
-        &parse(&fewer).unwrap().classes,
-    )
-    .unwrap_err();
+    let err =
+        ClassEmbeddings::load(&a.path().join("checkpoint"), &parse(&fewer).classes).unwrap_err();
     assert!(matches!(err, Error::EmbeddingMismatch { .. }), "{err}");
 }
 
 /// The benchmark's tiny config with two classes: `small` (six features, on `[task]`, so the
 /// held-out tasks are its) and `wide` (all eleven, AR(1) markets of higher volatility).
 fn tiny_classes() -> MetaTrainConfig {
-    let parsed = parse(&config(2, "")).unwrap();
+    let parsed = parse(&config(2, ""));
     let mut tiny = crate::benchmark::tiny_config();
     let mut classes = parsed.classes;
     let small = classes.remove("equities").unwrap();
