@@ -24,9 +24,12 @@
 //!
 //! The self-improvement loop ([`train`], `mrl llm train`) runs the three roles under
 //! constrained decoding ([`Template`]: the reply's JSON skeleton is forced, the model fills
-//! the numbers, choices and rationale), builds actor pairs from the judge's scores and
-//! judge pairs from the meta-judge's verdicts, and trains one LoRA adapter per role with
-//! DPO for several rounds ([`TrainConfig`], per-round [`RoundLog`], resumable).
+//! the numbers, choices and rationale; the position's sign follows the stated direction),
+//! builds actor pairs from the judge's scores (optionally blended with the computed outcome,
+//! [`outcome_score`], and kept only where the two positions differ in side, [`PairFilter`])
+//! and judge pairs from the meta-judge's verdicts, and trains one LoRA adapter per role with
+//! DPO for several rounds ([`TrainConfig`], per-round [`RoundLog`] and [`CandidateLog`],
+//! resumable).
 //! [`EvalReport`] (`mrl llm eval`) books the actor's positions on held-out bars through
 //! mrl-backtest beside trained RL agents ([`agent_row`]: RL², the MLP), buy-and-hold, flat
 //! and the trader rules.
