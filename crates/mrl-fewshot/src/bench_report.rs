@@ -199,7 +199,10 @@ impl FewshotReport {
     pub fn label(&self, m: &MethodSummary) -> String {
         match (m.name.as_str(), m.kind) {
             ("meta", _) => format!("meta ({})", self.settings.algorithm.as_str()),
-            ("meta_embed", _) => "meta (reptile) + class embeddings".into(),
+            ("meta_embed", _) => format!(
+                "meta ({}) + class embeddings",
+                self.settings.algorithm.as_str()
+            ),
             ("pretrain", _) => "pretrain + fine-tune".into(),
             ("meta_online", _) => format!("meta ({}) + online", self.settings.algorithm.as_str()),
             ("pretrain_online", _) => "pretrain + fine-tune + online".into(),

@@ -75,7 +75,8 @@ pub enum Method {
     /// An RL² policy with zero gradient steps (it adapts by its memory).
     Rl2,
     /// Meta-learned with class embeddings over the tasks of every `[classes]` table
-    /// (Reptile, [`reptile_step_classes`](crate::reptile_step_classes)), then K inner steps
+    /// (the config's `[meta]` learner, [`reptile_step_classes`](crate::reptile_step_classes)
+    /// or [`fomaml_gradient_classes`](crate::fomaml_gradient_classes)), then K inner steps
     /// through the held-out class's embedding (frozen or adapted, `[meta.inner] embedding`).
     MetaEmbed,
 }
@@ -918,7 +919,8 @@ where
                         policy: crate::detached_copy(learner.policy())?,
                         return_scale: learner.setup().return_scale,
                         source: format!(
-                            "reptile with class embeddings: {iterations} iterations × {} tasks",
+                            "{} with class embeddings: {iterations} iterations × {} tasks",
+                            config.meta.algorithm.as_str(),
                             config.meta.meta_batch
                         ),
                     },

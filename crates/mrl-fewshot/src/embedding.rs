@@ -58,11 +58,13 @@
 //!
 //! # Meta-learning and adaptation
 //!
-//! Reptile meta-trains the base and every class's embedding together
-//! ([`reptile_step_classes`](crate::reptile_step_classes), `[classes]` in a meta-training
-//! config): each task's inner loop trains the base's weights (or adapters) and its class's embedding, the
-//! base moves towards the mean adapted base, each embedding towards the mean over its own
-//! class's tasks. At adaptation to a new asset the class's embedding is frozen or trains
+//! Reptile or first-order MAML meta-trains the base and every class's embedding together
+//! (`[classes]` in a meta-training config): each task's inner loop trains the base's weights
+//! (or adapters) and its class's embedding; Reptile moves the base towards the mean adapted
+//! base and each embedding towards the mean over its own class's tasks
+//! ([`reptile_step_classes`](crate::reptile_step_classes)), FOMAML steps both along the
+//! query gradient pulled back through the adapted embedding
+//! ([`fomaml_gradient_classes`](crate::fomaml_gradient_classes)). At adaptation to a new asset the class's embedding is frozen or trains
 //! beside the task-specific layers ([`EmbeddingTraining`]); a class with no embedding yet
 //! (a class the base was not meta-trained on) starts from zero padding and always trains in
 //! the inner loop.
@@ -178,7 +180,7 @@ pub fn validate_classes(classes: &BTreeMap<String, ClassConfig>) -> Result<()> {
 }
 
 /// Whether a class's embedding trains in the inner loop when adapting to a new asset
-/// (`[meta.inner] embedding`). Meta-training always trains it (Reptile learns it from the
+/// (`[meta.inner] embedding`). Meta-training always trains it (the meta-learner learns it from the
 /// adapted copies), and a class without a meta-learned embedding always trains it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -544,6 +546,22 @@ impl ClassEmbeddings {
     /// The class names, sorted.
     pub fn names(&self) -> Vec<&str> {
         self.classes.keys().map(String::as_str).collect()
+    }
+
+    /// Every class's [`ClassEmbedding::vars`], classes in name order.
+    pub fn vars(&self) -> Vec<Var> {
+        self.classes
+            .values()
+            .flat_map(ClassEmbedding::vars)
+            .collect()
+    }
+
+    /// Every class's [`ClassEmbedding::names`], in [`ClassEmbeddings::vars`] order.
+    pub fn param_names(&self) -> Vec<String> {
+        self.classes
+            .values()
+            .flat_map(ClassEmbedding::names)
+            .collect()
     }
 
     /// Number of classes.

@@ -35,7 +35,8 @@
 //!   a `[meta]` table).
 //! - [`ClassEmbedding`] / [`ClassEmbeddings`] / [`ClassConfig`]: per-class feature sets
 //!   (`[classes.NAME]` tables) and their embeddings, [`adapt_class`] through one,
-//!   [`reptile_step_classes`] to meta-learn them, their files beside a checkpoint.
+//!   [`reptile_step_classes`] / [`fomaml_gradient_classes`] to meta-learn them, their files
+//!   beside a checkpoint.
 //! - [`trade_online`] / [`OnlineConfig`]: online adaptation while a policy trades a
 //!   held-out series walk-forward, with a step-norm limit and rollback on a validation
 //!   window of the most recent bars.
@@ -98,9 +99,9 @@ pub use inner::{
 pub use meta::{
     CLASSES_FILE, FEWSHOT_STATE_FILE, FEWSHOT_STATE_FORMAT, FewshotState, META_FILE, META_LOG_FILE,
     META_OPTIMIZER_FILE, MetaAlgorithm, MetaConfig, MetaIterationStats, MetaLearner, MetaSummary,
-    MetaTrainConfig, TaskGradient, class_tasks, fomaml_gradient, fomaml_task_gradient, meta_train,
-    meta_train_on, meta_train_resume, meta_train_resume_on, reptile_step, reptile_step_classes,
-    return_scale_of,
+    MetaTrainConfig, TaskGradient, class_tasks, fomaml_gradient, fomaml_gradient_classes,
+    fomaml_task_gradient, meta_train, meta_train_on, meta_train_resume, meta_train_resume_on,
+    reptile_step, reptile_step_classes, return_scale_of,
 };
 pub use online::{
     OnlineConfig, OnlineRun, OnlineSetup, OnlineUpdate, UpdateOutcome, limited_step, trade_online,

@@ -18,6 +18,13 @@
 //! while adapting, and both learners act on the effective weights: Reptile moves the base
 //! towards `W + s·B'A'` (the adapted effective weights), FOMAML uses `∂L/∂W_eff`, which is
 //! `∂L/∂W_base` since `W_eff = W_base + s·B·A`.
+//!
+//! With asset classes (`[classes]`, `embedding.rs`) each task runs through its class's
+//! embedding, which trains in the inner loop beside the base: Reptile moves the base towards
+//! the mean adapted weights before composition and each embedding towards the mean over
+//! its class's tasks ([`reptile_step_classes`]); FOMAML pulls the query gradient back through
+//! the adapted embedding onto both and steps them with one outer Adam
+//! ([`fomaml_gradient_classes`]).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -38,7 +45,9 @@ use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::embedding::{ClassConfig, ClassEmbeddings, EmbeddingTraining, validate_classes};
+use crate::embedding::{
+    ClassConfig, ClassEmbedding, ClassEmbeddings, EmbeddingTraining, validate_classes,
+};
 use crate::inner::{AdaptSetup, Adapted, InnerConfig, TaskRollouts, TaskSeeds, adapt, adapt_class};
 use crate::online::OnlineConfig;
 use crate::task::FixedTask;
@@ -237,7 +246,7 @@ impl MetaTrainConfig {
     }
 
     /// Checks the `[classes]` tables (features, tasks) and that the run can carry class
-    /// embeddings: a trading task, an RL² or MLP policy, Reptile.
+    /// embeddings: a trading task, an RL² or MLP policy.
     ///
     /// # Errors
     /// As [`validate_classes`]; [`Error::InvalidConfig`] naming the field that rules class
@@ -262,13 +271,6 @@ impl MetaTrainConfig {
                 "agent.kind",
                 format!("{:?}", self.train.agent.kind),
                 "class embeddings fold into the first linear layer of RL² or the MLP",
-            ));
-        }
-        if self.meta.algorithm != MetaAlgorithm::Reptile {
-            return Err(Error::invalid(
-                "meta.algorithm",
-                self.meta.algorithm.as_str().into(),
-                "class embeddings are meta-learned with Reptile only",
             ));
         }
         Ok(())
@@ -375,6 +377,18 @@ pub fn fomaml_task_gradient<D: TaskDistribution>(
     seed: u64,
 ) -> Result<TaskGradient> {
     let adapted = adapt(base, task.clone(), inner, setup, seed)?;
+    query_gradient(adapted, task, inner, setup, seed)
+}
+
+/// The PPO gradient of `adapted.policy` on a fresh query rollout of `task` (the query seeds
+/// of [`TaskSeeds`] of `seed`).
+fn query_gradient<D: TaskDistribution>(
+    adapted: Adapted,
+    task: Arc<D>,
+    inner: &InnerConfig,
+    setup: &AdaptSetup,
+    seed: u64,
+) -> Result<TaskGradient> {
     let seeds = TaskSeeds::new(seed);
     let mut query = TaskRollouts::new(
         task,
@@ -391,6 +405,75 @@ pub fn fomaml_task_gradient<D: TaskDistribution>(
         query_return: stats.mean_trial_return,
         gradients,
     })
+}
+
+/// The first-order MAML meta-gradient over tasks of several asset classes: task `i` (of
+/// class `classes[i]`, seed `seeds[i]`) adapts through its class's embedding, which trains
+/// beside the base ([`adapt_class`]); the query gradient of the adapted, composed policy is
+/// pulled back through the adapted embedding onto the base's weights and the embedding
+/// ([`ClassEmbedding::pullback`](crate::ClassEmbedding::pullback)). Returned in the order
+/// of the base's [`Policy::parameters`], then [`ClassEmbeddings::vars`] (the meta-objective's
+/// mean over the batch: a class without a task in it gets zeros), not clipped, with the
+/// mean first inner-rollout and query returns.
+///
+/// # Errors
+/// As [`reptile_step_classes`].
+#[allow(clippy::too_many_arguments)]
+pub fn fomaml_gradient_classes<D: TaskDistribution>(
+    base: &Policy,
+    embeddings: &ClassEmbeddings,
+    tasks: &[Arc<D>],
+    classes: &[&str],
+    seeds: &[u64],
+    inner: &InnerConfig,
+    setup: &AdaptSetup,
+) -> Result<(Vec<Tensor>, f64, f64)> {
+    check_batch(tasks.len(), seeds.len())?;
+    check_batch(tasks.len(), classes.len())?;
+    let m = tasks.len() as f64;
+    let params = base.parameters();
+    let mut sums = zeros_like(params.iter().map(|(_, v)| v))?;
+    let mut class_sums: BTreeMap<&str, Vec<Tensor>> = BTreeMap::new();
+    let (mut pre, mut post) = (0.0, 0.0);
+    for ((task, &seed), &class) in tasks.iter().zip(seeds).zip(classes) {
+        let (_, adapted) = adapt_in_class(base, embeddings, class, task, seed, inner, setup)?;
+        let g = query_gradient(adapted, task.clone(), inner, setup, seed)?;
+        pre += g.adapted.first_return();
+        post += g.query_return;
+        let (unembedded, trained) = class_parts(&g.adapted, class)?;
+        let pulled = trained.pullback(unembedded, &unembedded.tensors(), &g.gradients.grads)?;
+        for (sum, (_, grad)) in sums.iter_mut().zip(&pulled.base) {
+            *sum = (&*sum + grad)?;
+        }
+        match class_sums.get_mut(class) {
+            Some(s) => {
+                for (sum, grad) in s.iter_mut().zip(&pulled.embedding) {
+                    *sum = (&*sum + grad)?;
+                }
+            }
+            None => {
+                class_sums.insert(class, pulled.embedding);
+            }
+        }
+    }
+    let mut mean: Vec<Tensor> = sums
+        .iter()
+        .map(|s| s / m)
+        .collect::<candle_core::Result<_>>()?;
+    for name in embeddings.names() {
+        match (class_sums.get(name), embeddings.get(name)) {
+            (Some(s), _) => {
+                for t in s {
+                    mean.push((t / m)?);
+                }
+            }
+            (None, Some(e)) => mean.extend(zeros_like(e.vars().iter())?),
+            (None, None) => {}
+        }
+    }
+    // With K = 0 there is no inner rollout: the query return is the base's.
+    let pre = if inner.steps == 0 { post } else { pre };
+    Ok((mean, pre / m, post / m))
 }
 
 /// One Reptile step on `base` in place: `θ ← θ + ε · mean_i (θ'_i − θ)` over the tasks,
@@ -422,6 +505,38 @@ pub fn reptile_step<D: TaskDistribution>(
     let steps = apply_scaled(params.iter().map(|(_, v)| v), &sums, outer_lr / m)?;
     let norm = mrl_ppo::global_norm(&steps)?;
     Ok((pre / m, post / m, norm))
+}
+
+/// `task` adapted through the embedding of `class`, which trains in the inner loop; returns
+/// that (unchanged) embedding too.
+fn adapt_in_class<'a, D: TaskDistribution>(
+    base: &Policy,
+    embeddings: &'a ClassEmbeddings,
+    class: &str,
+    task: &Arc<D>,
+    seed: u64,
+    inner: &InnerConfig,
+    setup: &AdaptSetup,
+) -> Result<(&'a ClassEmbedding, Adapted)> {
+    let embedding = embeddings.get(class).ok_or_else(|| {
+        Error::invalid("classes", class.to_owned(), "no embedding for this class")
+    })?;
+    let training = EmbeddingTraining::Adapted;
+    let adapted = adapt_class(base, embedding, training, task.clone(), inner, setup, seed)?;
+    Ok((embedding, adapted))
+}
+
+/// The adapted weights before composition and the trained embedding of an adaptation
+/// through a class embedding.
+fn class_parts<'a>(adapted: &'a Adapted, class: &str) -> Result<(&'a Policy, &'a ClassEmbedding)> {
+    match (&adapted.unembedded, &adapted.embedding) {
+        (Some(unembedded), Some(trained)) => Ok((unembedded, trained)),
+        _ => Err(Error::invalid(
+            "classes",
+            class.to_owned(),
+            "the inner loop returned no embedding",
+        )),
+    }
 }
 
 /// Zero tensors shaped like `vars`.
@@ -501,20 +616,11 @@ pub fn reptile_step_classes<D: TaskDistribution>(
     let mut class_sums: BTreeMap<&str, (Vec<Tensor>, usize)> = BTreeMap::new();
     let (mut pre, mut post) = (0.0, 0.0);
     for ((task, &seed), &class) in tasks.iter().zip(seeds).zip(classes) {
-        let embedding = embeddings.get(class).ok_or_else(|| {
-            Error::invalid("classes", class.to_owned(), "no embedding for this class")
-        })?;
-        let training = EmbeddingTraining::Adapted;
-        let adapted = adapt_class(base, embedding, training, task.clone(), inner, setup, seed)?;
+        let (embedding, adapted) =
+            adapt_in_class(base, embeddings, class, task, seed, inner, setup)?;
         pre += adapted.first_return();
         post += adapted.last_return();
-        let (Some(unembedded), Some(trained)) = (&adapted.unembedded, &adapted.embedding) else {
-            return Err(Error::invalid(
-                "classes",
-                class.to_owned(),
-                "the inner loop returned no embedding",
-            ));
-        };
+        let (unembedded, trained) = class_parts(&adapted, class)?;
         add_policy_change(&params, unembedded, &mut sums)?;
         let entry = match class_sums.entry(class) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
@@ -642,7 +748,8 @@ where
     /// [`MetaLearner::new`] over asset classes: every iteration draws each task's class
     /// uniformly, then the task from that class's distribution in `classes` (one per
     /// `[classes]` table, by name), and meta-learns the class embeddings with the base
-    /// ([`reptile_step_classes`]); each embedding starts as zero padding. The input
+    /// ([`reptile_step_classes`], or [`fomaml_gradient_classes`] and the outer Adam over
+    /// base and embeddings); each embedding starts as zero padding. The input
     /// statistics are fitted on `dist` (the config's `[task]`).
     ///
     /// # Errors
@@ -664,16 +771,14 @@ where
         let mut base = Policy::new(&agent, &Device::Cpu, weights_seed)?;
         let return_scale = warm_up(&config.train, &dist, &mut base, warmup_seed)?;
         let embeddings = ClassEmbeddings::padding(&config.classes, &Device::Cpu)?;
-        let mut learner = Self::assemble(
+        Self::assemble(
             config,
             dist,
+            (classes, embeddings),
             base,
             return_scale,
             ChaCha8Rng::seed_from_u64(task_seed),
-        )?;
-        learner.classes = classes;
-        learner.embeddings = embeddings;
-        Ok(learner)
+        )
     }
 
     /// Continues the run in `run_dir` from its last checkpoint, exactly where it stopped:
@@ -734,9 +839,14 @@ where
         } else {
             ClassEmbeddings::load(&dir, &config.classes)?
         };
-        let mut learner = Self::assemble(config, dist, base, state.return_scale, task_rng)?;
-        learner.classes = classes;
-        learner.embeddings = embeddings;
+        let mut learner = Self::assemble(
+            config,
+            dist,
+            (classes, embeddings),
+            base,
+            state.return_scale,
+            task_rng,
+        )?;
         if let Some(adam) = &mut learner.adam {
             let path = dir.join(META_OPTIMIZER_FILE);
             let bytes = fs::read(&path).map_err(Error::io(&path))?;
@@ -748,22 +858,26 @@ where
         Ok(learner)
     }
 
-    /// The learner around `base`: its parameters, the outer Adam (FOMAML), the setup.
+    /// The learner around `base` and the classes' tasks and embeddings: its parameters
+    /// (the base's, then every embedding's), the outer Adam (FOMAML), the setup.
     fn assemble(
         config: MetaTrainConfig,
         dist: Arc<D>,
+        (classes, embeddings): (Vec<(String, Arc<D>)>, ClassEmbeddings),
         base: Policy,
         return_scale: f64,
         task_rng: ChaCha8Rng,
     ) -> Result<Self> {
-        let params: Vec<Var> = base.parameters().into_iter().map(|(_, v)| v).collect();
+        let mut params: Vec<Var> = base.parameters().into_iter().map(|(_, v)| v).collect();
+        params.extend(embeddings.vars());
         let adam = match config.meta.algorithm {
             MetaAlgorithm::Fomaml => {
-                let names = base
+                let mut names: Vec<String> = base
                     .parameters()
                     .into_iter()
                     .map(|(n, _)| n.to_string())
                     .collect();
+                names.extend(embeddings.param_names());
                 Some(Adam::new(
                     names,
                     &params,
@@ -779,8 +893,8 @@ where
         Ok(Self {
             config,
             dist,
-            classes: Vec::new(),
-            embeddings: ClassEmbeddings::default(),
+            classes,
+            embeddings,
             base,
             params,
             adam,
@@ -854,8 +968,19 @@ where
                 outer_lr,
             )?,
             MetaAlgorithm::Fomaml => {
-                let (mut grads, pre, post) =
-                    fomaml_gradient(&self.base, &tasks, &seeds, &meta.inner, &self.setup)?;
+                let (mut grads, pre, post) = if self.classes.is_empty() {
+                    fomaml_gradient(&self.base, &tasks, &seeds, &meta.inner, &self.setup)?
+                } else {
+                    fomaml_gradient_classes(
+                        &self.base,
+                        &self.embeddings,
+                        &tasks,
+                        &task_classes,
+                        &seeds,
+                        &meta.inner,
+                        &self.setup,
+                    )?
+                };
                 let norm = clip_grad_norm(&mut grads, self.setup.ppo.max_grad_norm)?;
                 if !norm.is_finite() {
                     return Err(Error::NonFinite {

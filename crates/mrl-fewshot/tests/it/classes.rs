@@ -59,14 +59,6 @@ fn class_tables_are_parsed_and_bad_ones_named() {
         parse_err(&empty).to_string(),
         "class fx: empty feature set (name at least one feature)"
     );
-    let fomaml = config(2, "").replace("\"reptile\"", "\"fomaml\"");
-    assert!(matches!(
-        parse_err(&fomaml),
-        Error::InvalidConfig {
-            field: "meta.algorithm",
-            ..
-        }
-    ));
     let transformer = config(2, "").replace("kind = \"rl2\"", "kind = \"transformer\"");
     assert!(matches!(
         parse_err(&transformer),
@@ -88,16 +80,34 @@ fn files(dir: &Path) -> Vec<Vec<u8>> {
     ]
     .iter()
     .map(|f| std::fs::read(dir.join("checkpoint").join(f)).unwrap())
+    .chain(std::fs::read(dir.join("checkpoint/optimizer.safetensors")).ok())
     .collect()
 }
 
 #[test]
 fn the_base_and_the_embeddings_are_meta_learned_deterministically_and_resume_exactly() {
-    let c4 = parse(&config(4, ""));
+    for algorithm in ["reptile", "fomaml"] {
+        learned_deterministically_and_resumed_exactly(algorithm);
+    }
+}
+
+/// [`config`] with the meta-learner `algorithm`.
+fn config_of(algorithm: &str, iterations: u64, extra: &str) -> String {
+    config(iterations, extra).replace(
+        "algorithm = \"reptile\"",
+        &format!("algorithm = \"{algorithm}\""),
+    )
+}
+
+fn learned_deterministically_and_resumed_exactly(algorithm: &str) {
+    let c4 = parse(&config_of(algorithm, 4, ""));
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     meta_train(&c4, a.path(), |_| {}).unwrap();
     meta_train(&c4, b.path(), |_| {}).unwrap();
-    assert!(files(a.path()) == files(b.path()), "same seed, same bytes");
+    assert!(
+        files(a.path()) == files(b.path()),
+        "{algorithm}: same seed, same bytes"
+    );
 
     let loaded = ClassEmbeddings::load(&a.path().join("checkpoint"), &c4.classes).unwrap();
     assert_eq!(loaded.names(), ["crypto", "equities"]);
@@ -109,7 +119,7 @@ fn the_base_and_the_embeddings_are_meta_learned_deterministically_and_resume_exa
         assert_ne!(
             value(learned).unwrap(),
             value(&start).unwrap(),
-            "{name}: meta-learned"
+            "{algorithm} {name}: meta-learned"
         );
     }
     // The composed policy of a class is what `mrl backtest` loads: an ordinary checkpoint.
@@ -123,12 +133,19 @@ fn the_base_and_the_embeddings_are_meta_learned_deterministically_and_resume_exa
 
     // 2 iterations, then resume to 4: the bytes of the uninterrupted run.
     let parts = tempfile::tempdir().unwrap();
-    meta_train(&parse(&config(2, "")), parts.path(), |_| {}).unwrap();
+    meta_train(&parse(&config_of(algorithm, 2, "")), parts.path(), |_| {}).unwrap();
     meta_train_resume(&c4, parts.path(), |_| {}).unwrap();
-    assert!(files(parts.path()) == files(a.path()), "resume is exact");
+    assert!(
+        files(parts.path()) == files(a.path()),
+        "{algorithm}: resume is exact"
+    );
 
     // Resuming with other classes is refused, naming the file.
-    let other = parse(&config(4, "[classes.fx]\nfeatures = [\"rsi\"]"));
+    let other = parse(&config_of(
+        algorithm,
+        4,
+        "[classes.fx]\nfeatures = [\"rsi\"]",
+    ));
     let err = meta_train_resume(&other, parts.path(), |_| {}).unwrap_err();
     assert!(err.to_string().contains("classes.toml"), "{err}");
     // Loading the embeddings for a config whose class reads other features is refused.

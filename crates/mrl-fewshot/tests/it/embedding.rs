@@ -8,7 +8,8 @@ use mrl_agent::{Policy, PolicyKind};
 use mrl_features::{FEATURE_NAMES, Feature};
 use mrl_fewshot::{
     ClassConfig, ClassEmbedding, ClassEmbeddings, EMBEDDINGS_FILE, EmbeddingTraining, Error,
-    InnerConfig, adapt_class,
+    InnerConfig, adapt_class, fomaml_gradient, fomaml_gradient_classes, reptile_step,
+    reptile_step_classes,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -287,4 +288,74 @@ fn embedding_files_round_trip_byte_exactly_and_mismatches_are_named() {
         ClassEmbeddings::load(empty.path(), &classes),
         Err(Error::BadEmbeddingFile { .. })
     ));
+}
+
+#[test]
+fn fomaml_through_the_identity_embedding_gives_the_plain_base_gradient() {
+    let base = policy(PolicyKind::Rl2, 8);
+    let mut classes = BTreeMap::new();
+    classes.insert("all".to_string(), class(&FEATURE_NAMES));
+    let embeddings = ClassEmbeddings::padding(&classes, &Device::Cpu).unwrap();
+    let inner = InnerConfig {
+        steps: 0,
+        n_envs: 4,
+        ..Default::default()
+    };
+    let tasks = [task(3), task(4)];
+    let (plain, _, post) = fomaml_gradient(&base, &tasks, &[5, 6], &inner, &setup(0.5)).unwrap();
+    let (with, _, post_with) = fomaml_gradient_classes(
+        &base,
+        &embeddings,
+        &tasks,
+        &["all", "all"],
+        &[5, 6],
+        &inner,
+        &setup(0.5),
+    )
+    .unwrap();
+    assert_eq!(post, post_with);
+    let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(with.len(), plain.len() + 2, "the base's, then E and e");
+    for (a, b) in plain.iter().zip(&with) {
+        assert_eq!(values(a), values(b));
+    }
+    assert_eq!(with[plain.len()].dims(), [11, 11]);
+    assert!(values(&with[plain.len()]).iter().any(|g| *g != 0.0));
+}
+
+#[test]
+fn reptile_through_the_identity_embedding_moves_the_base_as_plain_reptile() {
+    let mut classes = BTreeMap::new();
+    classes.insert("all".to_string(), class(&FEATURE_NAMES));
+    let inner = InnerConfig {
+        steps: 1,
+        n_envs: 4,
+        lr: 0.05,
+        optimizer: mrl_fewshot::InnerOptimizer::Sgd,
+        ..Default::default()
+    };
+    let tasks = [task(3), task(4)];
+    // No clipping: the embedding's gradients would otherwise change the base's clip scale.
+    let setup = setup(1e9);
+    let plain = policy(PolicyKind::Rl2, 9);
+    reptile_step(&plain, &tasks, &[5, 6], &inner, &setup, 0.5).unwrap();
+    let with = policy(PolicyKind::Rl2, 9);
+    let embeddings = ClassEmbeddings::padding(&classes, &Device::Cpu).unwrap();
+    let before = embedding_bytes(embeddings.get("all").unwrap());
+    let classes = ["all", "all"];
+    reptile_step_classes(
+        &with,
+        &embeddings,
+        &tasks,
+        &classes,
+        &[5, 6],
+        &inner,
+        &setup,
+        0.5,
+    )
+    .unwrap();
+    // One SGD step through the identity: the base's gradient and so its step are plain
+    // Reptile's, bit for bit; the embedding moved too.
+    assert_eq!(flat(&with), flat(&plain));
+    assert_ne!(embedding_bytes(embeddings.get("all").unwrap()), before);
 }
