@@ -427,13 +427,19 @@ fn the_realised_return_never_reaches_the_actor() {
 fn the_shipped_configs_load() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
     let quick = TrainConfig::from_toml_file(&dir.join("llm-quick.toml")).unwrap();
-    assert_eq!((quick.rounds, quick.contexts, quick.candidates), (2, 2, 2));
+    assert_eq!((quick.rounds, quick.contexts, quick.candidates), (2, 4, 3));
     let big = TrainConfig::from_toml_file(&dir.join("llm-experiment.toml")).unwrap();
     assert_eq!((big.rounds, big.contexts, big.candidates), (4, 32, 4));
-    // The two differ only in size: same seed, markets' law, context and adapters.
+    // The two differ only in size: same seed, markets' law and length, context, adapters
+    // and preference rules.
     assert_eq!(quick.market.synthetic, big.market.synthetic);
+    assert_eq!(quick.market.n_bars, big.market.n_bars);
     assert_eq!(
         (quick.context, quick.lora, quick.seed),
         (big.context, big.lora, big.seed)
     );
+    for config in [&quick, &big] {
+        assert_eq!(config.actor_pairs, mrl_llm::PairFilter::DifferingPositions);
+        assert_eq!(config.outcome_weight, 0.5);
+    }
 }
