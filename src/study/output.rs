@@ -42,6 +42,9 @@ pub(super) fn write_seed_equity(
         &dir.join("equity.csv"),
         mrl_backtest::equity_csv(&bt.report, &bt.records).as_bytes(),
     )?;
+    // The market names only the chart.
+    #[cfg(not(feature = "plot"))]
+    let _ = market;
     #[cfg(feature = "plot")]
     {
         let start = bt.report.span.start;
