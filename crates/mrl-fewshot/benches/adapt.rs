@@ -1,6 +1,7 @@
 //! Criterion bench of few-shot adaptation on one asset: K inner steps over the first
-//! N = 336 hourly bars at H = 128 (CPU), every weight or rank-4 adapters, beside one PPO
-//! gradient step (`cargo bench --bench ppo_update` at the root has the update itself).
+//! N = 336 hourly bars at H = 128 (CPU), every weight or rank-4 adapters, at K = 10 also
+//! through a trained class embedding of six features (`_embed6`), beside one PPO gradient
+//! step (`cargo bench --bench ppo_update` at the root has the update itself).
 //!
 //! Names carry the device, the hidden width, K and the trials per rollout.
 
@@ -12,7 +13,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use mrl_agent::{AgentConfig, Policy};
 use mrl_data::{MarketProcess, SyntheticConfig};
 use mrl_env::{TradingConfig, TradingObs};
-use mrl_fewshot::{AdaptSetup, FixedTask, InnerConfig, LoraConfig, adapt};
+use mrl_features::Feature;
+use mrl_fewshot::{
+    AdaptSetup, ClassEmbedding, EmbeddingTraining, FixedTask, InnerConfig, LoraConfig, adapt,
+    adapt_class,
+};
 use mrl_ppo::TrainConfig;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -44,19 +49,38 @@ fn bench_adapt(c: &mut Criterion) {
     };
     let base = Policy::new(&agent, &Device::Cpu, 0).expect("policy");
     let setup = AdaptSetup::from_train(&TrainConfig::default(), 1.0);
+    let six = [
+        Feature::Ret1,
+        Feature::Ret5,
+        Feature::Ret10,
+        Feature::SmaRatio,
+        Feature::Volatility,
+        Feature::Rsi,
+    ];
+    let embedding = ClassEmbedding::padding("equities", &six, &Device::Cpu).expect("embedding");
     let mut group = c.benchmark_group("adapt");
     group.sample_size(10);
     for (label, adapter) in [("full", None), ("lora4", Some(LoraConfig::default()))] {
-        for (steps, n_envs) in [(1, 8), (10, 8)] {
+        for (steps, n_envs, embed) in [(1, 8, None), (10, 8, None), (10, 8, Some(&embedding))] {
             let inner = InnerConfig {
                 steps,
                 n_envs,
                 adapter: adapter.clone(),
                 ..Default::default()
             };
-            let name = format!("cpu_h128_n336_{label}_k{steps}_b{n_envs}");
+            let suffix = if embed.is_some() { "_embed6" } else { "" };
+            let name = format!("cpu_h128_n336_{label}{suffix}_k{steps}_b{n_envs}");
             group.bench_function(name, |b| {
-                b.iter(|| black_box(adapt(&base, task.clone(), &inner, &setup, 0).expect("adapt")))
+                b.iter(|| {
+                    let adapted = match embed {
+                        Some(e) => {
+                            let training = EmbeddingTraining::Adapted;
+                            adapt_class(&base, e, training, task.clone(), &inner, &setup, 0)
+                        }
+                        None => adapt(&base, task.clone(), &inner, &setup, 0),
+                    };
+                    black_box(adapted.expect("adapt"))
+                })
             });
         }
     }
