@@ -43,7 +43,8 @@
 //!   [`Policy::forward_seq_fused`] does the same with the whole GRU recurrence as one
 //!   autograd node with a hand-written backward (CPU, f32),
 //!   [`Policy::forward_seq_train`] returns only logits and values with the whole network
-//!   (encoder, GRU, heads) as one such node (PPO's training path), and
+//!   (encoder, GRU, heads; for the MLP its two layers and heads, with candle autograd's
+//!   numbers bit for bit) as one such node (PPO's training path), and
 //!   [`Policy::step`] runs one step on tensors. Parameters are named `Var`s in a fixed
 //!   order ([`Policy::parameters`]); [`Policy::save`] / [`Policy::load`] write and check
 //!   checkpoints, [`Policy::load_kind`] refuses a checkpoint of another kind.
@@ -124,8 +125,8 @@
 //!
 //! ## Layout
 //!
-//! Numeric kernels (`kernels/`: vectorised math, GEMM, the fused GRU / MLP step, the GRU
-//! and RL² sequence ops, the Transformer's cached step) know shapes and formulas, never
+//! Numeric kernels (`kernels/`: vectorised math, GEMM, the fused GRU / MLP step, the GRU,
+//! RL² and MLP sequence ops, the Transformer's cached step) know shapes and formulas, never
 //! networks; the networks (`nets/`: layers, the policy and its kinds) build the kernels'
 //! weight snapshots and call them. The edge is one-way and a test checks it.
 //!
