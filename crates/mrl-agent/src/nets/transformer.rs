@@ -15,7 +15,7 @@
 //! Normalization in the Transformer Architecture"; rotary positions from Su et al. 2021,
 //! "RoFormer"; the ReLU feed-forward of Vaswani et al. 2017. The full-sequence forward is
 //! candle autograd; on the CPU in f32 its attention is one fused node over the sliding
-//! window ([`window_attention`](crate::kernels::transformer_step::window_attention): work
+//! window ([`window_attention`]: work
 //! and memory linear in `T · min(T, C)`, nothing of size `T × T`), elsewhere the masked
 //! `(T, T)` score matrix. The rollout step is the cached host kernel.
 
