@@ -145,7 +145,11 @@ fn write_charts(report: &StudyReport, out_dir: &Path) -> Result<()> {
             reason: e.to_string(),
         }
     };
-    let shown = ["rl2", "mlp", "oracle", "buy_and_hold"];
+    // RL², the further agents of the study, then the references.
+    let shown: Vec<&str> = std::iter::once("rl2")
+        .chain(report.others.iter().map(|o| o.key.as_str()))
+        .chain(["mlp", "oracle", "buy_and_hold"])
+        .collect();
     let adaptation = Panel {
         title: "mean return by episode of the trial (band: min–max across seeds)".into(),
         x_desc: "episode of the trial (last = evaluation window)".into(),
