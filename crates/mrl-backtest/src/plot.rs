@@ -28,6 +28,9 @@ pub(crate) fn color(name: &str) -> RGBColor {
         "ma_crossover" => RGBColor(140, 86, 75),
         "macd" => RGBColor(227, 119, 194),
         "rsi_reversion" => RGBColor(23, 190, 207),
+        // The further agents of a study (mrl study --others).
+        "transformer" => RGBColor(128, 0, 128),
+        "task_inference" => RGBColor(0, 128, 128),
         // The belief chart of examples/belief_ar1.rs: the belief as the agent, the truth as
         // the oracle, episode boundaries in grey.
         "belief about φ (mean ± 2 sd)" => RGBColor(31, 119, 180),
