@@ -76,7 +76,22 @@ pub fn run(args: StudyArgs) -> anyhow::Result<()> {
     config.held_out.data_dir = args.data_dir;
     config.sampled_runs = args.sampled_runs;
     config.resume = args.resume;
-    for spec in &args.others {
+    add_others(&mut config, &args.others)?;
+    config.validate()?;
+
+    let report = run_with_progress(&config, &args.out)?;
+    print_report(&report, &args.out);
+    Ok(())
+}
+
+/// Adds the `--others` agents to `config`: `NAME`, or `NAME=FILE` with the agent's own
+/// settings from its training config FILE ([`AgentSettings::from_config`]).
+///
+/// # Errors
+/// An unknown agent name, an unreadable FILE, or own settings that do not fit the study,
+/// each naming the `--others` entry.
+fn add_others(config: &mut StudyConfig, specs: &[String]) -> anyhow::Result<()> {
+    for spec in specs {
         let (name, file) = match spec.split_once('=') {
             Some((name, file)) => (name, Some(Path::new(file))),
             None => (spec.as_str(), None),
@@ -91,16 +106,13 @@ pub fn run(args: StudyArgs) -> anyhow::Result<()> {
             })?;
         config.others.push(kind);
         if let Some(file) = file {
-            let own = TrainConfig::load(file)?;
-            let settings = AgentSettings::from_config(kind, &own, &config.train)
-                .map_err(|e| anyhow::anyhow!("--others {spec}: {e}"))?;
+            let context = |e: &dyn std::fmt::Display| anyhow::anyhow!("--others {spec}: {e}");
+            let own = TrainConfig::load(file).map_err(|e| context(&e))?;
+            let settings =
+                AgentSettings::from_config(kind, &own, &config.train).map_err(|e| context(&e))?;
             config.agent_settings.push((kind, settings));
         }
     }
-    config.validate()?;
-
-    let report = run_with_progress(&config, &args.out)?;
-    print_report(&report, &args.out);
     Ok(())
 }
 
@@ -191,4 +203,56 @@ pub fn print_report(report: &StudyReport, out: &Path) {
         "\nstudy: {} (study.json, per_seed.csv, pooled.csv, comparisons.csv, study.md, charts)",
         out.display()
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mrl::agent::PolicyKind;
+
+    fn study() -> StudyConfig {
+        StudyConfig::new(TrainConfig::default(), vec![1])
+    }
+
+    #[test]
+    fn others_take_names_and_own_config_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut own = TrainConfig::default();
+        own.agent.kind = PolicyKind::Transformer;
+        own.optim.lr = 5e-4;
+        let file = dir.path().join("transformer.toml");
+        std::fs::write(&file, own.to_toml()).unwrap();
+        let mut config = study();
+        let specs = [
+            "task_inference".to_string(),
+            format!("transformer={}", file.display()),
+        ];
+        add_others(&mut config, &specs).unwrap();
+        assert_eq!(
+            config.others,
+            [PolicyKind::TaskInference, PolicyKind::Transformer]
+        );
+        assert_eq!(config.agent_settings.len(), 1);
+        assert_eq!(config.agent_settings[0].0, PolicyKind::Transformer);
+        assert_eq!(config.agent_settings[0].1.optim.lr, 5e-4);
+    }
+
+    #[test]
+    fn bad_others_name_the_entry() {
+        let err = add_others(&mut study(), &["lstm".into()]).unwrap_err();
+        assert!(err.to_string().contains("unknown agent \"lstm\""), "{err}");
+        let err = add_others(&mut study(), &["transformer=missing.toml".into()]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--others transformer=missing.toml: "),
+            "{err}"
+        );
+        // A file that trains another kind of agent.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rl2.toml");
+        std::fs::write(&file, TrainConfig::default().to_toml()).unwrap();
+        let spec = format!("transformer={}", file.display());
+        let err = add_others(&mut study(), &[spec]).unwrap_err();
+        assert!(err.to_string().contains("not `transformer`"), "{err}");
+    }
 }
