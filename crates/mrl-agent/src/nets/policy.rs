@@ -407,11 +407,7 @@ impl Policy {
         };
         self.check_input(x, 3)?;
         let (_, h0) = n.gru.initial_state(x, h0)?; // checks B, T > 0 and h0's shape
-        let layout = NetLayout {
-            input: self.config.input_dim(),
-            hidden: self.config.hidden,
-            n_actions: self.config.n_actions,
-        };
+        let layout = self.net_layout();
         // The flat parameter vector in NetLayout's order.
         let flat = Tensor::cat(
             &[
@@ -426,10 +422,7 @@ impl Policy {
             0,
         )?;
         let y = rl2_network_sequence(x, &h0, &flat, layout)?; // (B, T, A + 1)
-        let a = layout.n_actions;
-        let logits = y.narrow(2, 0, a)?.contiguous()?;
-        let values = y.narrow(2, a, 1)?.squeeze(2)?.contiguous()?;
-        Ok((logits, values))
+        split_heads(&y, layout.n_actions)
     }
 
     /// The MLP's [`Policy::forward_seq_train`] on the CPU in f32: the whole network as one
@@ -443,31 +436,27 @@ impl Policy {
                 seq_len,
             });
         }
-        let layout = NetLayout {
-            input: self.config.input_dim(),
-            hidden: self.config.hidden,
-            n_actions: self.config.n_actions,
-        };
-        // The flat parameter vector in MLP_PARAM_NAMES order.
+        let layout = self.net_layout();
+        // The flat parameter vector in MLP_PARAM_NAMES order, as `parameters` lists them.
         let flat = Tensor::cat(
-            &[
-                n.layer0.weight(),
-                n.layer0.bias(),
-                n.layer2.weight(),
-                n.layer2.bias(),
-            ]
-            .into_iter()
-            .chain([n.policy_head.weight(), n.policy_head.bias()])
-            .chain([n.value_head.weight(), n.value_head.bias()])
-            .map(|v| v.as_tensor().flatten_all())
-            .collect::<candle_core::Result<Vec<_>>>()?,
+            &self
+                .parameters()
+                .iter()
+                .map(|(_, v)| v.as_tensor().flatten_all())
+                .collect::<candle_core::Result<Vec<_>>>()?,
             0,
         )?;
         let y = mlp_network_sequence(x, &flat, layout)?; // (B, T, A + 1)
-        let a = layout.n_actions;
-        let logits = y.narrow(2, 0, a)?.contiguous()?;
-        let values = y.narrow(2, a, 1)?.squeeze(2)?.contiguous()?;
-        Ok((logits, values))
+        split_heads(&y, layout.n_actions)
+    }
+
+    /// The sizes of the fused sequence ops' flat parameter vectors.
+    fn net_layout(&self) -> NetLayout {
+        NetLayout {
+            input: self.config.input_dim(),
+            hidden: self.config.hidden,
+            n_actions: self.config.n_actions,
+        }
     }
 
     /// [`Policy::forward_seq`] (`fused` false) or [`Policy::forward_seq_fused`].
@@ -644,6 +633,14 @@ impl Policy {
 }
 
 /// `(name, Var)` pairs with the `Var`s cloned (sharing their storage).
+/// A fused sequence op's `(B, T, A + 1)` output split into logits `(B, T, A)` and values
+/// `(B, T)`.
+fn split_heads(y: &Tensor, n_actions: usize) -> Result<(Tensor, Tensor)> {
+    let logits = y.narrow(2, 0, n_actions)?.contiguous()?;
+    let values = y.narrow(2, n_actions, 1)?.squeeze(2)?.contiguous()?;
+    Ok((logits, values))
+}
+
 fn owned(vars: Vec<(&'static str, &Var)>) -> Vec<(&'static str, Var)> {
     vars.into_iter()
         .map(|(name, v)| (name, v.clone()))
