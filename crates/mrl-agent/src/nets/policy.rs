@@ -398,8 +398,8 @@ impl Policy {
     /// As [`Policy::forward_seq`].
     pub fn forward_seq_train(&self, x: &Tensor, h0: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
         let fusable = x.device().is_cpu() && x.dtype() == DType::F32;
-        if let (Net::Mlp(n), true) = (&self.net, fusable) {
-            return self.mlp_sequence_train(n, x);
+        if let (Net::Mlp(_), true) = (&self.net, fusable) {
+            return self.mlp_sequence_train(x);
         }
         let (Net::Rl2(n), true) = (&self.net, fusable) else {
             let out = self.sequence(x, h0, true)?;
@@ -428,7 +428,7 @@ impl Policy {
     /// The MLP's [`Policy::forward_seq_train`] on the CPU in f32: the whole network as one
     /// custom op ([`mlp_network_sequence`]) whose logits, values and parameter gradients
     /// are bit for bit those of candle autograd through [`Policy::forward_seq`].
-    fn mlp_sequence_train(&self, n: &MlpNet, x: &Tensor) -> Result<(Tensor, Tensor)> {
+    fn mlp_sequence_train(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let (batch, seq_len, _) = self.check_input(x, 3)?;
         if batch == 0 || seq_len == 0 {
             return Err(Error::EmptySequence {
