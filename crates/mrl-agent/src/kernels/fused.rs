@@ -9,23 +9,23 @@
 //! count. The element-wise passes are compiled for AVX-512 and AVX2 as well as the baseline
 //! and chosen at run time (no `target-cpu=native`).
 
-use super::gemm::matmul_nn as matmul;
 use super::math::{dot, sigmoid, softmax_row, tanh};
+use super::packed::{PackedRhs, matmul_packed};
 
 /// Layers between the first hidden layer and the heads.
 #[derive(Clone, Debug)]
 pub(crate) enum Core {
-    /// GRU: `W_ihᵀ` and `W_hhᵀ` as `(H, 3H)`, `b_rz = b_ih + b_hh` for r and z (`2H`),
-    /// `b_in`, `b_hn` (`H` each).
+    /// GRU: `W_ihᵀ` and `W_hhᵀ` as `(H, 3H)` right operands, `b_rz = b_ih + b_hh` for r
+    /// and z (`2H`), `b_in`, `b_hn` (`H` each).
     Gru {
-        w_ih_t: Vec<f32>,
-        w_hh_t: Vec<f32>,
+        w_ih_t: PackedRhs,
+        w_hh_t: PackedRhs,
         b_rz: Vec<f32>,
         b_in: Vec<f32>,
         b_hn: Vec<f32>,
     },
-    /// Second MLP layer: `W₂ᵀ` `(H, H)`, `b₂`.
-    Mlp { w2_t: Vec<f32>, b2: Vec<f32> },
+    /// Second MLP layer: `W₂ᵀ` `(H, H)` as a right operand, `b₂`.
+    Mlp { w2_t: PackedRhs, b2: Vec<f32> },
 }
 
 /// Pre-transposed, contiguous f32 snapshot of a policy's weights.
@@ -34,8 +34,8 @@ pub(crate) struct FusedNet {
     pub(crate) input: usize,
     pub(crate) hidden: usize,
     pub(crate) n_actions: usize,
-    /// First layer `W₁ᵀ` `(in, H)` and `b₁` (encoder or MLP layer 0).
-    pub(crate) w1_t: Vec<f32>,
+    /// First layer `W₁ᵀ` `(in, H)` as a right operand and `b₁` (encoder or MLP layer 0).
+    pub(crate) w1_t: PackedRhs,
     pub(crate) b1: Vec<f32>,
     pub(crate) core: Core,
     /// Heads stacked row-wise: rows `0..A` the policy head, row `A` the value head; `(A+1, H)`.
@@ -189,6 +189,24 @@ impl Simd {
         }
         Self::Baseline
     }
+
+    /// Every level this CPU can run, the baseline first.
+    #[cfg(test)]
+    pub(crate) fn available() -> Vec<Self> {
+        let mut levels = vec![Self::Baseline];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                levels.push(Self::Avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                levels.push(Self::Avx512);
+            }
+        }
+        levels
+    }
 }
 
 /// Runs the network on `rows`, tile by tile, with this thread's `scratch`.
@@ -231,19 +249,19 @@ fn forward_tile(net: &FusedNet, rows: Rows<'_>, scratch: &mut Scratch, simd: Sim
     let hd = net.hidden;
     let e = &mut scratch.e[..m * hd];
     // (m, in) · (in, H)
-    matmul(e, rows.x, &net.w1_t, m, net.input, hd);
+    matmul_packed(e, rows.x, &net.w1_t, m, false);
     elementwise(simd, Kernel::BiasRelu { v: e, b: &net.b1 });
     match &net.core {
         Core::Gru { w_ih_t, w_hh_t, .. } => {
             let gi = &mut scratch.gi[..m * 3 * hd];
             let gh = &mut scratch.gh[..m * 3 * hd];
-            matmul(gi, e, w_ih_t, m, hd, 3 * hd); // (m, H) · (H, 3H)
-            matmul(gh, rows.h, w_hh_t, m, hd, 3 * hd); // (m, H) · (H, 3H)
+            matmul_packed(gi, e, w_ih_t, m, false); // (m, H) · (H, 3H)
+            matmul_packed(gh, rows.h, w_hh_t, m, false); // (m, H) · (H, 3H)
             elementwise(simd, Kernel::GruTail { net, gi, gh, rows });
         }
         Core::Mlp { w2_t, b2 } => {
             let f = &mut scratch.gi[..m * hd];
-            matmul(f, e, w2_t, m, hd, hd); // (m, H) · (H, H)
+            matmul_packed(f, e, w2_t, m, false); // (m, H) · (H, H)
             elementwise(simd, Kernel::BiasRelu { v: f, b: b2 });
             elementwise(simd, Kernel::HeadsTail { net, f, rows });
         }
@@ -409,15 +427,15 @@ mod tests {
         };
         let core = if recurrent {
             Core::Gru {
-                w_ih_t: vals(hidden * 3 * hidden, 1),
-                w_hh_t: vals(hidden * 3 * hidden, 2),
+                w_ih_t: PackedRhs::new(&vals(hidden * 3 * hidden, 1), false, hidden, 3 * hidden),
+                w_hh_t: PackedRhs::new(&vals(hidden * 3 * hidden, 2), false, hidden, 3 * hidden),
                 b_rz: vals(2 * hidden, 3),
                 b_in: vals(hidden, 4),
                 b_hn: vals(hidden, 5),
             }
         } else {
             Core::Mlp {
-                w2_t: vals(hidden * hidden, 6),
+                w2_t: PackedRhs::new(&vals(hidden * hidden, 6), false, hidden, hidden),
                 b2: vals(hidden, 7),
             }
         };
@@ -425,7 +443,7 @@ mod tests {
             input,
             hidden,
             n_actions,
-            w1_t: vals(input * hidden, 8),
+            w1_t: PackedRhs::new(&vals(input * hidden, 8), false, input, hidden),
             b1: vals(hidden, 9),
             core,
             w_heads: vals((n_actions + 1) * hidden, 10),
@@ -436,18 +454,7 @@ mod tests {
     /// Every instruction-set build of the element-wise passes gives the same numbers.
     #[test]
     fn simd_levels_agree() {
-        let mut levels = vec![Simd::Baseline];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                levels.push(Simd::Avx2);
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                levels.push(Simd::Avx512);
-            }
-        }
+        let levels = Simd::available();
         for recurrent in [true, false] {
             let net = test_net(recurrent, 19, 40, 3);
             let (n, a, s) = (9, net.n_actions, net.state_size());

@@ -35,6 +35,7 @@ use rayon::prelude::*;
 
 pub(crate) use super::gemm::matmul;
 use super::math::{sigmoid, tanh};
+use super::packed::{PackedRhs, matmul_packed};
 use super::scratch::{give, take};
 
 /// Sizes of one sequence batch.
@@ -231,13 +232,29 @@ fn run_pass_avx2(pass: Pass<'_>, t: usize, dims: Dims) {
     run_pass(pass, t, dims);
 }
 
-/// Runs a pass with AVX2 + FMA when the CPU has them (the exp polynomials vectorise).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn run_pass_avx512(pass: Pass<'_>, t: usize, dims: Dims) {
+    run_pass(pass, t, dims);
+}
+
+/// Runs a pass with AVX-512, or AVX2 + FMA, when the CPU has them (the exp polynomials
+/// vectorise). The arithmetic is the same scalar code at every width (no contraction
+/// into FMAs), so the results are the same bits.
 fn dispatch(pass: Pass<'_>, t: usize, dims: Dims) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the features were detected at run time.
-        unsafe { run_pass_avx2(pass, t, dims) };
-        return;
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the feature was detected at run time.
+            unsafe { run_pass_avx512(pass, t, dims) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the features were detected at run time.
+            unsafe { run_pass_avx2(pass, t, dims) };
+            return;
+        }
     }
     run_pass(pass, t, dims);
 }
@@ -316,6 +333,9 @@ pub(crate) fn forward(
         true,
         true,
     );
+    // W_hh (3H, H) is the transposed right operand of h_{t-1} (b, H) · W_hhᵀ, packed once
+    // for all steps and blocks.
+    let w_hh_t = PackedRhs::new(&w_hh, true, hd, g3);
     // Every row is written by the recurrence below.
     let mut out = take(rows * hd);
     let blocks = xp
@@ -327,7 +347,7 @@ pub(crate) fn forward(
                 batch: h0.len() / hd,
                 ..dims
             };
-            recur(xp, h0, &w_hh, &b_hh, out, dims)
+            recur(xp, h0, &w_hh_t, &b_hh, out, dims)
         })
         .collect();
     give(xp);
@@ -342,7 +362,14 @@ pub(crate) fn forward(
 }
 
 /// The recurrence of one block of trials; writes every `h_t` into `out` `(b, T, H)`.
-fn recur(xp: &[f32], h0: &[f32], w_hh: &[f32], b_hh: &[f32], out: &mut [f32], dims: Dims) -> Block {
+fn recur(
+    xp: &[f32],
+    h0: &[f32],
+    w_hh_t: &PackedRhs,
+    b_hh: &[f32],
+    out: &mut [f32],
+    dims: Dims,
+) -> Block {
     let (batch, seq_len, hd) = (dims.batch, dims.seq_len, dims.hidden);
     let (g3, bh) = (3 * hd, batch * hd);
     // Every entry of `hs` and `gates` is written below before it is read.
@@ -353,15 +380,8 @@ fn recur(xp: &[f32], h0: &[f32], w_hh: &[f32], b_hh: &[f32], out: &mut [f32], di
     for t in 0..seq_len {
         let (done, next) = hs.split_at_mut((t + 1) * bh);
         let h_prev = &done[t * bh..];
-        // (b, H) · (H, 3H): W_hh stored (3H, H) is the transposed right operand.
-        matmul(
-            &mut gh,
-            (h_prev, false),
-            (w_hh, true),
-            (batch, hd, g3),
-            false,
-            false,
-        );
+        // (b, H) · (H, 3H)
+        matmul_packed(&mut gh, h_prev, w_hh_t, batch, false);
         dispatch(
             Pass::Forward {
                 xp,
@@ -392,6 +412,8 @@ pub(crate) fn backward(saved: &Saved, x: &[f32], d_out: &[f32]) -> (Vec<f32>, Ve
     let (g3, bh, rows) = (3 * hd, batch * hd, batch * seq_len);
     let per = saved.block_trials;
     let mut carry = vec![0.0f32; bh];
+    // W_hh (3H, H), the right operand of dgh_t (b, 3H) · W_hh, packed once for all steps.
+    let w_hh = PackedRhs::new(&saved.w_hh, false, g3, hd);
     // batch-major (B·T, 3H); BPTT writes every entry.
     let mut dxp = take(rows * g3);
     let dghs: Vec<Vec<f32>> = dxp
@@ -404,7 +426,7 @@ pub(crate) fn backward(saved: &Saved, x: &[f32], d_out: &[f32]) -> (Vec<f32>, Ve
                 batch: block.batch,
                 ..dims
             };
-            bptt(block, &saved.w_hh, d_out, dxp, carry, dims)
+            bptt(block, &w_hh, d_out, dxp, carry, dims)
         })
         .collect();
     // Weight gradients as one GEMM each over all rows:
@@ -461,7 +483,7 @@ pub(crate) fn backward(saved: &Saved, x: &[f32], d_out: &[f32]) -> (Vec<f32>, Ve
 /// `(b, H)`), returns `dgh` time-major `(T·b, 3H)`.
 fn bptt(
     block: &Block,
-    w_hh: &[f32],
+    w_hh: &PackedRhs,
     d_out: &[f32],
     dxp: &mut [f32],
     carry: &mut [f32],
@@ -486,14 +508,7 @@ fn bptt(
             dims,
         );
         // carry += dgh_t (b, 3H) · W_hh (3H, H)
-        matmul(
-            carry,
-            (dgh_t, false),
-            (w_hh, false),
-            (batch, g3, hd),
-            true,
-            false,
-        );
+        matmul_packed(carry, dgh_t, w_hh, batch, true);
     }
     dgh
 }
@@ -736,6 +751,75 @@ mod tests {
             assert!(close(&grads.0, &grads_1.0), "dx, {per} per block");
             assert!(close(&grads.1, &grads_1.1), "dh0, {per} per block");
             assert!(close(&grads.2, &grads_1.2), "d params, {per} per block");
+        }
+    }
+
+    /// The forward and backward passes of one step at every instruction-set width this
+    /// CPU has give the baseline's bits.
+    #[test]
+    fn simd_widths_agree_bit_for_bit() {
+        let dims = Dims {
+            batch: 3,
+            seq_len: 2,
+            input: 4,
+            hidden: 37,
+        };
+        let (b, hd) = (dims.batch, dims.hidden);
+        let rows = b * dims.seq_len;
+        let xp = values(rows * 3 * hd, 1, 3.0);
+        let gh = values(b * 3 * hd, 2, 3.0);
+        let b_hh = values(3 * hd, 3, 0.5);
+        let h_prev = values(b * hd, 4, 1.0);
+        let d_out = values(rows * hd, 5, 1.0);
+        type Level = fn(Pass<'_>, usize, Dims);
+        let mut levels: Vec<(&str, Level)> = vec![("baseline", run_pass)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the features were detected just above.
+                levels.push(("avx2", |p, t, d| unsafe { run_pass_avx2(p, t, d) }));
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the feature was detected just above.
+                levels.push(("avx512", |p, t, d| unsafe { run_pass_avx512(p, t, d) }));
+            }
+        }
+        let run = |level: Level| {
+            let (mut h_next, mut gates) = (vec![0.0; b * hd], vec![0.0; b * 4 * hd]);
+            level(
+                Pass::Forward {
+                    xp: &xp,
+                    gh: &gh,
+                    b_hh: &b_hh,
+                    h_prev: &h_prev,
+                    h_next: &mut h_next,
+                    gates: &mut gates,
+                },
+                1,
+                dims,
+            );
+            let mut carry = values(b * hd, 6, 0.5);
+            let (mut dxp, mut dgh) = (vec![0.0; rows * 3 * hd], vec![0.0; b * 3 * hd]);
+            level(
+                Pass::Backward {
+                    d_out: &d_out,
+                    gates: &gates,
+                    h_prev: &h_prev,
+                    carry: &mut carry,
+                    dxp: &mut dxp,
+                    dgh: &mut dgh,
+                },
+                1,
+                dims,
+            );
+            [h_next, gates, carry, dxp, dgh]
+                .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>())
+        };
+        let want = run(run_pass);
+        for (name, level) in levels {
+            assert_eq!(run(level), want, "{name}");
         }
     }
 

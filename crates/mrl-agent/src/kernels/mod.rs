@@ -8,6 +8,7 @@
 //!   sequence as candle custom ops with hand-written backward passes.
 //! - [`mlp_seq`]: the MLP baseline over a sequence batch as one custom op whose products
 //!   and sums are candle autograd's, bit for bit.
+//! - [`packed`]: few-row products against a weight packed once, bit for bit `gemm`'s.
 //! - [`scratch`]: the buffer pool of the sequence ops.
 //! - [`transformer_step`]: the causal Transformer's rollout step with a KV cache.
 //!
@@ -21,6 +22,7 @@ pub(crate) mod gru_seq;
 pub(crate) mod math;
 pub(crate) mod mlp_seq;
 pub(crate) mod net_seq;
+pub(crate) mod packed;
 pub(crate) mod scratch;
 pub(crate) mod transformer_step;
 

@@ -23,6 +23,7 @@ use crate::kernels::fused::{Core, FusedNet};
 use crate::kernels::gemm::transpose;
 use crate::kernels::mlp_seq::mlp_network_sequence;
 use crate::kernels::net_seq::{NetLayout, rl2_network_sequence};
+use crate::kernels::packed::PackedRhs;
 use crate::kernels::transformer_step::TransformerWeights;
 
 /// Output of [`Policy::forward_seq`].
@@ -656,6 +657,13 @@ pub(crate) fn host_vec(var: &Var) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }
 
+/// A weight `W` stored `(out, in)` as the packed right operand `Wᵀ` `(in, out)` of the
+/// rollout step's products (transposed first, so that the products that go to `gemm` see
+/// the operand exactly as before packing existed).
+fn packed_t(w: &[f32], out: usize, input: usize) -> PackedRhs {
+    PackedRhs::new(&transpose(w, out, input), false, input, out)
+}
+
 impl Policy {
     /// Snapshots `policy`'s current weights (copied to the host when on a GPU).
     pub(crate) fn fused_snapshot(&self) -> Result<FusedNet> {
@@ -668,8 +676,8 @@ impl Policy {
                 let (b_ih, b_hh) = (host_vec(b_ih)?, host_vec(b_hh)?);
                 let b_rz = (0..2 * hidden).map(|j| b_ih[j] + b_hh[j]).collect();
                 let core = Core::Gru {
-                    w_ih_t: transpose(&host_vec(w_ih)?, 3 * hidden, hidden),
-                    w_hh_t: transpose(&host_vec(w_hh)?, 3 * hidden, hidden),
+                    w_ih_t: packed_t(&host_vec(w_ih)?, 3 * hidden, hidden),
+                    w_hh_t: packed_t(&host_vec(w_hh)?, 3 * hidden, hidden),
                     b_rz,
                     b_in: b_ih[2 * hidden..].to_vec(),
                     b_hn: b_hh[2 * hidden..].to_vec(),
@@ -678,7 +686,7 @@ impl Policy {
             }
             Net::Mlp(n) => {
                 let core = Core::Mlp {
-                    w2_t: transpose(&host_vec(n.layer2.weight())?, hidden, hidden),
+                    w2_t: packed_t(&host_vec(n.layer2.weight())?, hidden, hidden),
                     b2: host_vec(n.layer2.bias())?,
                 };
                 (&n.layer0, &n.policy_head, &n.value_head, core)
@@ -693,7 +701,7 @@ impl Policy {
             input,
             hidden,
             n_actions,
-            w1_t: transpose(&host_vec(first.weight())?, hidden, input),
+            w1_t: packed_t(&host_vec(first.weight())?, hidden, input),
             b1: host_vec(first.bias())?,
             core,
             w_heads,
