@@ -338,6 +338,7 @@ pub(crate) fn forward(
     let w_hh_t = PackedRhs::new(&w_hh, true, hd, g3);
     // Every row is written by the recurrence below.
     let mut out = take(rows * hd);
+    let threads = threads_per_block(batch, per);
     let blocks = xp
         .par_chunks(per * seq_len * g3)
         .zip(h0.par_chunks(per * hd))
@@ -347,7 +348,8 @@ pub(crate) fn forward(
                 batch: h0.len() / hd,
                 ..dims
             };
-            recur(xp, h0, &w_hh_t, &b_hh, out, dims)
+            let part = part_trials(dims.batch, threads, &w_hh_t);
+            recur(xp, h0, &w_hh_t, &b_hh, out, dims, part)
         })
         .collect();
     give(xp);
@@ -362,6 +364,8 @@ pub(crate) fn forward(
 }
 
 /// The recurrence of one block of trials; writes every `h_t` into `out` `(b, T, H)`.
+/// Parts of `part` trials run their recurrences on separate rayon threads (see
+/// [`part_trials`]); the block's buffers are laid out as for one part.
 fn recur(
     xp: &[f32],
     h0: &[f32],
@@ -369,6 +373,7 @@ fn recur(
     b_hh: &[f32],
     out: &mut [f32],
     dims: Dims,
+    part: usize,
 ) -> Block {
     let (batch, seq_len, hd) = (dims.batch, dims.seq_len, dims.hidden);
     let (g3, bh) = (3 * hd, batch * hd);
@@ -376,24 +381,44 @@ fn recur(
     let mut hs = take((seq_len + 1) * bh);
     hs[..bh].copy_from_slice(h0);
     let mut gates = take(seq_len * batch * 4 * hd);
-    let mut gh = vec![0.0f32; batch * g3];
-    for t in 0..seq_len {
-        let (done, next) = hs.split_at_mut((t + 1) * bh);
-        let h_prev = &done[t * bh..];
-        // (b, H) · (H, 3H)
-        matmul_packed(&mut gh, h_prev, w_hh_t, batch, false);
-        dispatch(
-            Pass::Forward {
-                xp,
-                gh: &gh,
-                b_hh,
-                h_prev,
-                h_next: &mut next[..bh],
-                gates: &mut gates[t * batch * 4 * hd..(t + 1) * batch * 4 * hd],
-            },
-            t,
-            dims,
-        );
+    {
+        let (hs, gates) = (Disjoint::new(&mut hs), Disjoint::new(&mut gates));
+        xp.par_chunks(part * seq_len * g3)
+            .enumerate()
+            .for_each(|(i, xp)| {
+                let (r0, rows) = (i * part, xp.len() / (seq_len * g3));
+                let dims = Dims {
+                    batch: rows,
+                    ..dims
+                };
+                let mut gh = vec![0.0f32; rows * g3];
+                for t in 0..seq_len {
+                    // SAFETY: this part alone touches trials r0..r0 + rows of every step
+                    // (the parts' trial ranges are disjoint); h_t was written by this part
+                    // at step t − 1 (or is h0), and the slices end before the next call.
+                    let (h_prev, h_next, gates) = unsafe {
+                        (
+                            hs.slice(t * bh + r0 * hd, rows * hd),
+                            hs.slice_mut((t + 1) * bh + r0 * hd, rows * hd),
+                            gates.slice_mut((t * batch + r0) * 4 * hd, rows * 4 * hd),
+                        )
+                    };
+                    // (rows, H) · (H, 3H)
+                    matmul_packed(&mut gh, h_prev, w_hh_t, rows, false);
+                    dispatch(
+                        Pass::Forward {
+                            xp,
+                            gh: &gh,
+                            b_hh,
+                            h_prev,
+                            h_next,
+                            gates,
+                        },
+                        t,
+                        dims,
+                    );
+                }
+            });
     }
     for (t, h_t) in hs[bh..].chunks_exact(bh).enumerate() {
         for (b, row) in h_t.chunks_exact(hd).enumerate() {
@@ -402,6 +427,75 @@ fn recur(
         }
     }
     Block { batch, hs, gates }
+}
+
+/// Threads for each block's recurrence: the rayon threads left over when the blocks of
+/// [`block_trials`] run side by side.
+fn threads_per_block(batch: usize, per: usize) -> usize {
+    (rayon::current_num_threads() / batch.div_ceil(per.max(1))).max(1)
+}
+
+/// Trials per part when a block of `batch` trials runs its recurrence on up to `threads`
+/// threads: the most parts whose per-step products stay on the packed micro-kernel's
+/// path, and so compute the same bits as the whole block's (a product with fewer rows may
+/// go to `gemm`'s `gemv` or horizontal kernel, whose sums are ordered differently). The
+/// block's memory layout and its weight-gradient sums do not depend on the parts, so the
+/// results are the same bits for every thread count.
+fn part_trials(batch: usize, threads: usize, rhs: &PackedRhs) -> usize {
+    if !rhs.packed_path(batch) {
+        return batch.max(1);
+    }
+    (2..=threads.min(batch))
+        .rev()
+        .map(|parts| batch.div_ceil(parts))
+        .find(|&per| {
+            let last = batch - (batch.div_ceil(per) - 1) * per;
+            rhs.packed_path(per) && rhs.packed_path(last)
+        })
+        .unwrap_or(batch)
+}
+
+/// A buffer that the parts of one block write at disjoint positions from several threads.
+struct Disjoint<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _buffer: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: access goes through the unsafe `slice`/`slice_mut`, whose callers guarantee
+// that no two threads touch the same elements at once.
+unsafe impl Sync for Disjoint<'_> {}
+
+impl<'a> Disjoint<'a> {
+    fn new(buffer: &'a mut [f32]) -> Self {
+        Self {
+            ptr: buffer.as_mut_ptr(),
+            len: buffer.len(),
+            _buffer: std::marker::PhantomData,
+        }
+    }
+
+    /// `len` elements from `start`, read-only.
+    ///
+    /// # Safety
+    /// No thread writes these elements while the slice lives.
+    unsafe fn slice(&self, start: usize, len: usize) -> &[f32] {
+        assert!(start + len <= self.len, "disjoint slice out of bounds");
+        // SAFETY: in bounds (asserted); no concurrent writer (caller).
+        unsafe { std::slice::from_raw_parts(self.ptr.add(start), len) }
+    }
+
+    /// `len` elements from `start`, writable.
+    ///
+    /// # Safety
+    /// No other thread reads or writes these elements while the slice lives, and no other
+    /// slice of them is alive.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice_mut(&self, start: usize, len: usize) -> &mut [f32] {
+        assert!(start + len <= self.len, "disjoint slice out of bounds");
+        // SAFETY: in bounds (asserted); exclusive (caller).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
 }
 
 /// Gradients `(dx (B, T, I), dh0 (B, H), d[W_ih | b_ih | W_hh | b_hh])` for `d_out`
@@ -416,6 +510,7 @@ pub(crate) fn backward(saved: &Saved, x: &[f32], d_out: &[f32]) -> (Vec<f32>, Ve
     let w_hh = PackedRhs::new(&saved.w_hh, false, g3, hd);
     // batch-major (B·T, 3H); BPTT writes every entry.
     let mut dxp = take(rows * g3);
+    let threads = threads_per_block(batch, per);
     let dghs: Vec<Vec<f32>> = dxp
         .par_chunks_mut(per * seq_len * g3)
         .zip(carry.par_chunks_mut(per * hd))
@@ -426,7 +521,8 @@ pub(crate) fn backward(saved: &Saved, x: &[f32], d_out: &[f32]) -> (Vec<f32>, Ve
                 batch: block.batch,
                 ..dims
             };
-            bptt(block, &w_hh, d_out, dxp, carry, dims)
+            let part = part_trials(dims.batch, threads, &w_hh);
+            bptt(block, &w_hh, (d_out, dxp, carry), dims, part)
         })
         .collect();
     // Weight gradients as one GEMM each over all rows:
@@ -480,35 +576,53 @@ pub(crate) fn backward(saved: &Saved, x: &[f32], d_out: &[f32]) -> (Vec<f32>, Ve
 }
 
 /// BPTT through one block of trials: writes `dxp` `(b, T, 3H)` and `dh0` (into `carry`,
-/// `(b, H)`), returns `dgh` time-major `(T·b, 3H)`.
+/// `(b, H)`), returns `dgh` time-major `(T·b, 3H)`. Parts of `part` trials run on separate
+/// rayon threads, as in [`recur`].
 fn bptt(
     block: &Block,
     w_hh: &PackedRhs,
-    d_out: &[f32],
-    dxp: &mut [f32],
-    carry: &mut [f32],
+    (d_out, dxp, carry): (&[f32], &mut [f32], &mut [f32]),
     dims: Dims,
+    part: usize,
 ) -> Vec<f32> {
     let (batch, seq_len, hd) = (dims.batch, dims.seq_len, dims.hidden);
     let (g3, bh) = (3 * hd, batch * hd);
     // Every step's rows are written by its backward pass.
     let mut dgh = take(seq_len * batch * g3);
-    for t in (0..seq_len).rev() {
-        let dgh_t = &mut dgh[t * batch * g3..(t + 1) * batch * g3];
-        dispatch(
-            Pass::Backward {
-                d_out,
-                gates: &block.gates[t * batch * 4 * hd..(t + 1) * batch * 4 * hd],
-                h_prev: &block.hs[t * bh..(t + 1) * bh],
-                carry,
-                dxp,
-                dgh: dgh_t,
-            },
-            t,
-            dims,
-        );
-        // carry += dgh_t (b, 3H) · W_hh (3H, H)
-        matmul_packed(carry, dgh_t, w_hh, batch, true);
+    {
+        let dgh = Disjoint::new(&mut dgh);
+        dxp.par_chunks_mut(part * seq_len * g3)
+            .zip(carry.par_chunks_mut(part * hd))
+            .zip(d_out.par_chunks(part * seq_len * hd))
+            .enumerate()
+            .for_each(|(i, ((dxp, carry), d_out))| {
+                let (r0, rows) = (i * part, carry.len() / hd);
+                let dims = Dims {
+                    batch: rows,
+                    ..dims
+                };
+                for t in (0..seq_len).rev() {
+                    // SAFETY: this part alone writes trials r0..r0 + rows of step t (the
+                    // parts' trial ranges are disjoint); the slice ends with the step.
+                    let dgh_t = unsafe { dgh.slice_mut((t * batch + r0) * g3, rows * g3) };
+                    let g0 = (t * batch + r0) * 4 * hd;
+                    let h0 = t * bh + r0 * hd;
+                    dispatch(
+                        Pass::Backward {
+                            d_out,
+                            gates: &block.gates[g0..g0 + rows * 4 * hd],
+                            h_prev: &block.hs[h0..h0 + rows * hd],
+                            carry: &mut *carry,
+                            dxp: &mut *dxp,
+                            dgh: &mut *dgh_t,
+                        },
+                        t,
+                        dims,
+                    );
+                    // carry += dgh_t (rows, 3H) · W_hh (3H, H)
+                    matmul_packed(carry, dgh_t, w_hh, rows, true);
+                }
+            });
     }
     dgh
 }
@@ -821,6 +935,60 @@ mod tests {
         for (name, level) in levels {
             assert_eq!(run(level), want, "{name}");
         }
+    }
+
+    /// The recurrence split into parts over 1–4 threads gives the one-thread bits, in
+    /// the outputs and in every gradient.
+    #[test]
+    fn thread_counts_give_the_same_bits() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+        for (batch, hidden) in [(16, 40), (24, 40), (9, 64)] {
+            let dims = Dims {
+                batch,
+                seq_len: 7,
+                input: 5,
+                hidden,
+            };
+            let (rows, hd) = (batch * dims.seq_len, hidden);
+            let x = values(rows * dims.input, 1, 1.0);
+            let h0 = values(batch * hd, 2, 0.5);
+            let packed = values(3 * hd * (dims.input + hd + 2), 3, 0.3);
+            let d_out = values(rows * hd, 4, 1.0);
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let (out, saved) = forward(&x, &h0, &packed, dims, block_trials(batch));
+                    let (dx, dh0, dp) = backward(&saved, &x, &d_out);
+                    [bits(&out), bits(&dx), bits(&dh0), bits(&dp)]
+                })
+            };
+            let want = run(1);
+            for threads in 2..=4 {
+                assert_eq!(
+                    run(threads),
+                    want,
+                    "B {batch} H {hidden}, {threads} threads"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn parts_keep_the_packed_path() {
+        let w = |k: usize, n: usize| PackedRhs::new(&values(k * n, 1, 1.0), false, k, n);
+        let (fwd, bwd) = (w(40, 120), w(120, 40));
+        if !fwd.packed_path(16) {
+            return; // no micro-kernel on this CPU: every product goes to gemm, no parts
+        }
+        assert_eq!(part_trials(16, 1, &fwd), 16);
+        assert_eq!(part_trials(16, 2, &fwd), 8);
+        assert_eq!(part_trials(16, 4, &fwd), 4); // 4 · 120 > 256
+        assert_eq!(part_trials(16, 4, &bwd), 8); // 4 · 40 and 6 · 40 ≤ 256: two parts
+        assert_eq!(part_trials(24, 4, &bwd), 8);
+        assert_eq!(part_trials(1, 4, &fwd), 1);
     }
 
     #[test]

@@ -88,8 +88,7 @@ impl PackedRhs {
 
     /// Whether a product with `m` rows runs on the micro-kernels (else on `gemm`, which
     /// takes another summation order there; see the module docs).
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    fn packed_path(&self, m: usize) -> bool {
+    pub(crate) fn packed_path(&self, m: usize) -> bool {
         !self.panels.is_empty() && m >= 2 && self.n >= 2 && m * self.n > 256
     }
 }
