@@ -5,7 +5,7 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+use candle_core::quantized::{QTensor, gguf_file};
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
 use rand::SeedableRng;
@@ -17,6 +17,7 @@ use crate::chat::{END_OF_TEXT, IM_END, IM_START, SMOLLM2_DEFAULT_SYSTEM, render_
 use crate::constrained::{
     Sign, Slot, Template, TokenTable, masked, number_complete, number_prefix_ok,
 };
+use crate::decoder::{F32Llama, Feed, KvCache};
 use crate::error::{Error, Result};
 use crate::sampling::sample;
 use crate::tokenizer::{GgufTokenizer, metadata};
@@ -53,7 +54,10 @@ pub enum Weights {
     #[default]
     Quantized,
     /// Dequantised to f32 at load and multiplied in f32: the numbers of a PyTorch
-    /// implementation of the same file (about 4× the memory, slower).
+    /// implementation of the same file (about 4× the memory). On x86 CPUs the faster path
+    /// for SmolLM2-135M: candle has no SIMD kernel for Q4_1 blocks there, and its repacked
+    /// AVX-512 kernels need a width divisible by 256 (SmolLM2-135M's is 576). Several
+    /// replies to one prompt are decoded as one batch ([`crate::decoder`]).
     DequantizedF32,
 }
 
@@ -92,9 +96,46 @@ pub struct Generated {
     pub finish: FinishReason,
 }
 
+/// The forward pass of either kind of weights, with the cache of the current sequence.
+#[derive(Clone)]
+enum Model {
+    /// candle's quantised Llama (its own cache).
+    Quantized(ModelWeights),
+    /// The f32 decoder and the current sequence's cache.
+    F32 { model: F32Llama, cache: KvCache },
+}
+
+impl Model {
+    /// Starts a fresh sequence.
+    fn clear(&mut self) {
+        match self {
+            Model::Quantized(model) => model.clear_kv_cache(),
+            Model::F32 { cache, .. } => *cache = KvCache::default(),
+        }
+    }
+
+    /// One forward pass of `ids` at positions `index_pos..` (`index_pos` is the number
+    /// of positions already in the cache); the logits of the last one.
+    fn forward(&mut self, ids: &[u32], index_pos: usize) -> Result<Vec<f32>> {
+        match self {
+            Model::Quantized(model) => {
+                // [1, seq_len] -> [1, vocab]
+                let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
+                let logits = model.forward(&input, index_pos)?;
+                Ok(logits.squeeze(0)?.to_vec1::<f32>()?)
+            }
+            Model::F32 { model, cache } => {
+                debug_assert_eq!(cache.len(), index_pos);
+                let mut logits = model.forward(&mut [Feed { cache, ids }])?;
+                Ok(logits.remove(0))
+            }
+        }
+    }
+}
+
 /// A GGUF Llama model with its tokenizer, on the CPU.
 pub struct EmbeddedBackend {
-    model: ModelWeights,
+    model: Model,
     tokenizer: GgufTokenizer,
     stop_ids: Vec<u32>,
     context_len: usize,
@@ -194,28 +235,30 @@ impl EmbeddedBackend {
             .unwrap_or_else(|| path.display().to_string());
         let device = Device::Cpu;
         let model = match (weights, rewrite) {
-            (Weights::Quantized, None) => ModelWeights::from_gguf(content, &mut file, &device),
-            (weights, mut rewrite) => {
-                let bytes = rewrite_gguf(&content, &mut file, &mut |name, tensor| {
-                    let tensor = match rewrite.as_mut() {
-                        Some(f) => f(name, tensor)?,
-                        None => tensor,
-                    };
-                    if weights == Weights::DequantizedF32 && tensor.dtype() != GgmlDType::F32 {
-                        Ok(QTensor::quantize(
-                            &tensor.dequantize(&device)?,
-                            GgmlDType::F32,
-                        )?)
-                    } else {
-                        Ok(tensor)
-                    }
-                })?;
+            (Weights::Quantized, None) => ModelWeights::from_gguf(content, &mut file, &device)
+                .map(Model::Quantized)
+                .map_err(|e| bad_model(path, e))?,
+            (Weights::DequantizedF32, None) => Model::F32 {
+                model: F32Llama::from_gguf(&content, &mut file, context_len)
+                    .map_err(|e| bad_model(path, e))?,
+                cache: KvCache::default(),
+            },
+            (weights, Some(rewrite)) => {
+                let bytes = rewrite_gguf(&content, &mut file, rewrite)?;
                 let mut reader = Cursor::new(bytes);
                 let rewritten = gguf_file::Content::read(&mut reader)?;
-                ModelWeights::from_gguf(rewritten, &mut reader, &device)
+                match weights {
+                    Weights::Quantized => ModelWeights::from_gguf(rewritten, &mut reader, &device)
+                        .map(Model::Quantized)
+                        .map_err(|e| bad_model(path, e))?,
+                    Weights::DequantizedF32 => Model::F32 {
+                        model: F32Llama::from_gguf(&rewritten, &mut reader, context_len)
+                            .map_err(|e| bad_model(path, e))?,
+                        cache: KvCache::default(),
+                    },
+                }
             }
-        }
-        .map_err(|e| bad_model(path, e))?;
+        };
         tracing::info!(model = %name, ?weights, context_len, "loaded GGUF model");
         Ok(Self {
             model,
@@ -259,9 +302,8 @@ impl EmbeddedBackend {
     /// [`Error::ContextOverflow`] for an empty or too long sequence; candle errors.
     pub fn next_token_logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
         self.check_fits(ids.len(), 0)?;
-        self.model.clear_kv_cache();
-        let logits = self.forward(ids, 0)?;
-        Ok(logits)
+        self.model.clear();
+        self.model.forward(ids, 0)
     }
 
     fn check_fits(&self, prompt_tokens: usize, max_new_tokens: usize) -> Result<()> {
@@ -275,20 +317,12 @@ impl EmbeddedBackend {
         Ok(())
     }
 
-    /// One forward pass of `ids` at positions `index_pos..`; the logits of the last one.
-    fn forward(&mut self, ids: &[u32], index_pos: usize) -> Result<Vec<f32>> {
-        // [1, seq_len] -> [1, vocab]
-        let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
-        let logits = self.model.forward(&input, index_pos)?;
-        Ok(logits.squeeze(0)?.to_vec1::<f32>()?)
-    }
-
     /// A fresh sequence: the cache cleared, `prompt_ids` processed in one pass; the logits
     /// of the last position and the pass's seconds.
     fn prefill(&mut self, prompt_ids: &[u32]) -> Result<(Vec<f32>, f64)> {
-        self.model.clear_kv_cache();
+        self.model.clear();
         let start = Instant::now();
-        let logits = self.forward(prompt_ids, 0)?;
+        let logits = self.model.forward(prompt_ids, 0)?;
         Ok((logits, start.elapsed().as_secs_f64()))
     }
 
@@ -318,7 +352,9 @@ impl EmbeddedBackend {
             if produced == config.max_new_tokens {
                 break;
             }
-            logits = self.forward(&[next], prompt_ids.len() + ids.len() - 1)?;
+            logits = self
+                .model
+                .forward(&[next], prompt_ids.len() + ids.len() - 1)?;
         }
         let timing = Timing {
             prompt_tokens: prompt_ids.len(),
@@ -372,7 +408,9 @@ impl EmbeddedBackend {
 
     /// [`generate_constrained`](Self::generate_constrained) once per config (seed), with the
     /// prompt processed once: each reply continues from a copy of the prompt's KV cache, so
-    /// reply `k` equals a separate call with `configs[k]`.
+    /// reply `k` equals a separate call with `configs[k]`. With
+    /// [`Weights::DequantizedF32`] the replies advance together, one batched forward pass
+    /// per step ([`crate::decoder`]).
     ///
     /// # Errors
     /// As [`generate_constrained`](Self::generate_constrained).
@@ -411,61 +449,191 @@ impl EmbeddedBackend {
         self.check_fits(prompt_ids.len(), budget)?;
         let table = self.token_table.take().unwrap_or_else(|| unreachable!());
         let out = self.prefill(prompt_ids).and_then(|(logits, prompt_secs)| {
-            let snapshot = self.model.clone();
-            configs
-                .iter()
-                .map(|config| {
-                    self.model = snapshot.clone();
-                    let start = Instant::now();
-                    let (generated, produced) = self
-                        .fill_template(prompt_ids, &logits, template, &encoded, &table, config)?;
-                    let timing = Timing {
-                        prompt_tokens: prompt_ids.len(),
-                        prompt_secs,
-                        generated_tokens: produced.max(generated.ids.len()),
-                        generate_secs: start.elapsed().as_secs_f64(),
-                    };
-                    tracing::debug!(
-                        prompt_tokens = timing.prompt_tokens,
-                        reply_tokens = generated.ids.len(),
-                        sampled = produced,
-                        secs = timing.generate_secs,
-                        "constrained generation"
-                    );
-                    self.last_timing = Some(timing);
-                    Ok(generated)
-                })
-                .collect()
+            let fill = Fill {
+                tokenizer: &self.tokenizer,
+                template,
+                encoded: &encoded,
+                table: &table,
+            };
+            let start = Instant::now();
+            let filled = match &mut self.model {
+                Model::Quantized(model) => {
+                    let snapshot = model.clone();
+                    configs
+                        .iter()
+                        .map(|config| {
+                            *model = snapshot.clone();
+                            let mut pos = prompt_ids.len();
+                            fill.run(logits.clone(), config, &mut |new: &[u32]| {
+                                // [1, n] -> [1, vocab]
+                                let input = Tensor::new(new, &Device::Cpu)?.unsqueeze(0)?;
+                                let out = model.forward(&input, pos)?;
+                                pos += new.len();
+                                Ok(out.squeeze(0)?.to_vec1::<f32>()?)
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?
+                }
+                Model::F32 { model, cache } => fill_batched(model, cache, &fill, &logits, configs)?,
+            };
+            let produced: usize = filled.iter().map(|(g, p)| (*p).max(g.ids.len())).sum();
+            let timing = Timing {
+                prompt_tokens: prompt_ids.len(),
+                prompt_secs,
+                generated_tokens: produced,
+                generate_secs: start.elapsed().as_secs_f64(),
+            };
+            tracing::debug!(
+                prompt_tokens = timing.prompt_tokens,
+                replies = filled.len(),
+                sampled = produced,
+                secs = timing.generate_secs,
+                "constrained generation"
+            );
+            self.last_timing = Some(timing);
+            Ok(filled.into_iter().map(|(g, _)| g).collect())
         });
         self.token_table = Some(table);
         out
     }
+}
 
-    /// Fills `template` after the prompt (already in the cache, `logits` its last
-    /// position's); the reply and the number of sampled tokens.
-    fn fill_template(
-        &mut self,
-        prompt_ids: &[u32],
-        logits: &[f32],
-        template: &Template,
-        encoded: &[Vec<Vec<u32>>],
-        table: &TokenTable,
+/// Advances one reply: feeds the tokens after those so far, returns the logits after
+/// the last one.
+type FeedFn<'f> = dyn FnMut(&[u32]) -> Result<Vec<f32>> + 'f;
+
+/// Fills `configs.len()` replies after the prompt whose cache is `prompt_cache` (its
+/// last logits `logits`) in lockstep: each reply's [`Fill::run`] runs on a thread of its
+/// own and asks for its next tokens; once every unfinished reply has asked, one
+/// [`F32Llama::forward`] over all of them (in reply order) answers. A reply's tokens
+/// depend only on its own logits and seed, so the replies equal separate calls.
+fn fill_batched(
+    model: &F32Llama,
+    prompt_cache: &KvCache,
+    fill: &Fill<'_>,
+    logits: &[f32],
+    configs: &[GenerateConfig],
+) -> Result<Vec<(Generated, usize)>> {
+    type Reply = std::sync::mpsc::Sender<std::result::Result<Vec<f32>, String>>;
+    enum Msg {
+        Feed {
+            row: usize,
+            ids: Vec<u32>,
+            reply: Reply,
+        },
+        Done {
+            row: usize,
+            out: Result<(Generated, usize)>,
+        },
+    }
+    let stopped = |why: String| Error::Candle(candle_core::Error::Msg(why));
+    let n = configs.len();
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel::<Msg>();
+        for (row, config) in configs.iter().enumerate() {
+            let tx = tx.clone();
+            scope.spawn(move || {
+                let (reply_tx, reply_rx) = std::sync::mpsc::channel();
+                let lost = || stopped("the batched decoder stopped".into());
+                let mut feed = |ids: &[u32]| -> Result<Vec<f32>> {
+                    let msg = Msg::Feed {
+                        row,
+                        ids: ids.to_vec(),
+                        reply: reply_tx.clone(),
+                    };
+                    tx.send(msg).map_err(|_| lost())?;
+                    reply_rx.recv().map_err(|_| lost())?.map_err(stopped)
+                };
+                let out = fill.run(logits.to_vec(), config, &mut feed);
+                // The driver waits for this message; it only fails once the driver is gone.
+                let _ = tx.send(Msg::Done { row, out });
+            });
+        }
+        drop(tx);
+        let mut caches = vec![prompt_cache.clone(); n];
+        let mut results: Vec<Option<Result<(Generated, usize)>>> = (0..n).map(|_| None).collect();
+        let mut pending: Vec<(usize, Vec<u32>, Reply)> = Vec::with_capacity(n);
+        let mut live = n;
+        let mut failure = None;
+        while live > 0 {
+            match rx.recv() {
+                Ok(Msg::Done { row, out }) => {
+                    results[row] = Some(out);
+                    live -= 1;
+                }
+                Ok(Msg::Feed { row, ids, reply }) => pending.push((row, ids, reply)),
+                Err(_) => break,
+            }
+            if live == 0 || pending.len() < live {
+                continue;
+            }
+            pending.sort_by_key(|p| p.0);
+            let mut feeds = Vec::with_capacity(pending.len());
+            let mut next = pending.iter().peekable();
+            for (row, cache) in caches.iter_mut().enumerate() {
+                if let Some((_, ids, _)) = next.next_if(|p| p.0 == row) {
+                    feeds.push(Feed { cache, ids });
+                }
+            }
+            match model.forward(&mut feeds) {
+                Ok(all) => {
+                    for ((_, _, reply), logits) in pending.drain(..).zip(all) {
+                        // A reply thread only goes away after its Done message.
+                        let _ = reply.send(Ok(logits));
+                    }
+                }
+                Err(e) => {
+                    for (_, _, reply) in pending.drain(..) {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(stopped("a reply thread ended early".into()))))
+            .collect()
+    })
+}
+
+/// The fixed parts of filling a template: the tokenizer, the template with its literals
+/// and options encoded, and the token classes.
+struct Fill<'a> {
+    tokenizer: &'a GgufTokenizer,
+    template: &'a Template,
+    encoded: &'a [Vec<Vec<u32>>],
+    table: &'a TokenTable,
+}
+
+impl Fill<'_> {
+    /// Fills the template after a prompt whose last position's logits are `logits`, each
+    /// chosen or forced token passed to `feed`; the reply and the number of sampled
+    /// tokens.
+    fn run(
+        &self,
+        mut logits: Vec<f32>,
         config: &GenerateConfig,
+        feed: &mut FeedFn<'_>,
     ) -> Result<(Generated, usize)> {
+        let table = self.table;
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let mut logits = logits.to_vec();
         let mut ids: Vec<u32> = Vec::new();
         let mut produced = 0;
         // The option picked by the latest choice slot (for a `SignedBy` slot).
         let mut last_choice: Option<usize> = None;
-        let feed = |model: &mut Self, ids: &mut Vec<u32>, new: &[u32]| {
-            model.feed_reply(prompt_ids.len(), ids, new)
+        let mut push = |ids: &mut Vec<u32>, new: &[u32]| -> Result<Vec<f32>> {
+            ids.extend_from_slice(new);
+            feed(new)
         };
-        for (part, enc) in template.parts.iter().zip(encoded) {
+        for (part, enc) in self.template.parts.iter().zip(self.encoded) {
             match part {
                 Slot::Literal(_) => {
                     if !enc[0].is_empty() {
-                        logits = feed(self, &mut ids, &enc[0])?;
+                        logits = push(&mut ids, &enc[0])?;
                     }
                 }
                 Slot::Choice(_) => {
@@ -484,25 +652,24 @@ impl EmbeddedBackend {
                     produced += 1;
                     let picked = firsts.iter().position(|&f| f == next).unwrap_or(0);
                     last_choice = Some(picked);
-                    logits = feed(self, &mut ids, &enc[picked])?;
+                    logits = push(&mut ids, &enc[picked])?;
                 }
                 Slot::Number { .. } | Slot::SignedBy { .. } => {
                     let (forced, number) = number_plan(part, last_choice)?;
                     if !forced.is_empty() {
                         let forced_ids = self.tokenizer.encode(forced)?;
-                        logits = feed(self, &mut ids, &forced_ids)?;
+                        logits = push(&mut ids, &forced_ids)?;
                     }
                     if let Some(number) = number {
-                        logits = self.fill_number(
-                            prompt_ids.len(),
+                        logits = self.number(
                             &mut ids,
                             logits,
                             forced.to_string(),
                             number,
-                            table,
                             config,
                             &mut rng,
                             &mut produced,
+                            &mut push,
                         )?;
                     }
                 }
@@ -514,7 +681,7 @@ impl EmbeddedBackend {
                         if table.text_end.contains(&next) {
                             break;
                         }
-                        logits = feed(self, &mut ids, &[next])?;
+                        logits = push(&mut ids, &[next])?;
                     }
                 }
             }
@@ -528,35 +695,22 @@ impl EmbeddedBackend {
         ))
     }
 
-    /// Feeds `new` after the reply's tokens so far (`ids`, after a prompt of `prompt_len`
-    /// tokens in the cache) and appends them; the logits of the last one.
-    fn feed_reply(
-        &mut self,
-        prompt_len: usize,
-        ids: &mut Vec<u32>,
-        new: &[u32],
-    ) -> Result<Vec<f32>> {
-        let pos = prompt_len + ids.len();
-        ids.extend_from_slice(new);
-        self.forward(new, pos)
-    }
-
     /// Fills a number slot whose text so far is `text` (already fed): tokens that keep it
     /// a valid prefix, until an ending token after a complete number or the budget (then
     /// closed with a `0`); the logits after the last fed token.
     #[allow(clippy::too_many_arguments)]
-    fn fill_number(
-        &mut self,
-        prompt_len: usize,
+    fn number(
+        &self,
         ids: &mut Vec<u32>,
         mut logits: Vec<f32>,
         mut text: String,
         slot: NumberSlot,
-        table: &TokenTable,
         config: &GenerateConfig,
         rng: &mut ChaCha8Rng,
         produced: &mut usize,
+        push: &mut dyn FnMut(&mut Vec<u32>, &[u32]) -> Result<Vec<f32>>,
     ) -> Result<Vec<f32>> {
+        let table = self.table;
         for _ in 0..slot.max_tokens {
             let candidates = table
                 .number
@@ -581,12 +735,12 @@ impl EmbeddedBackend {
                 .find(|(id, _)| *id == next)
                 .map_or("", |(_, t)| t.as_str());
             text.push_str(piece);
-            logits = self.feed_reply(prompt_len, ids, &[next])?;
+            logits = push(ids, &[next])?;
         }
         if !number_complete(&text) {
             // Out of budget mid-number ("", "-", "1."): close it with a 0.
             let zero = self.tokenizer.encode("0")?;
-            logits = self.feed_reply(prompt_len, ids, &zero)?;
+            logits = push(ids, &zero)?;
         }
         Ok(logits)
     }

@@ -58,6 +58,7 @@ mod chat;
 mod config;
 mod constrained;
 mod context;
+mod decoder;
 mod dpo;
 mod embedded;
 mod error;

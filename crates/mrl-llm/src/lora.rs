@@ -20,9 +20,9 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::decoder::{LlamaShape, rotary_tables};
 use crate::embedded::{EmbeddedBackend, Weights};
 use crate::error::{Error, Result};
-use crate::tokenizer::metadata;
 
 /// Adapter settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -233,28 +233,15 @@ impl LoraLlama {
             source,
         })?;
         let content = gguf_file::Content::read(&mut file).map_err(|e| bad(e.to_string()))?;
-        let u32_key = |key: &'static str| -> Result<usize> {
-            metadata(&content, key)
-                .and_then(|v| v.to_u32().ok())
-                .map(|v| v as usize)
-                .ok_or(Error::Metadata {
-                    key,
-                    expected: "an unsigned integer",
-                })
-        };
-        let n_head = u32_key("llama.attention.head_count")?;
-        let n_kv_head = u32_key("llama.attention.head_count_kv")?;
-        let n_layer = u32_key("llama.block_count")?;
-        let hidden = u32_key("llama.embedding_length")?;
-        let eps = metadata(&content, "llama.attention.layer_norm_rms_epsilon")
-            .and_then(|v| v.to_f32().ok())
-            .ok_or(Error::Metadata {
-                key: "llama.attention.layer_norm_rms_epsilon",
-                expected: "a float",
-            })? as f64;
-        let base = metadata(&content, "llama.rope.freq_base")
-            .and_then(|v| v.to_f32().ok())
-            .unwrap_or(10_000.0);
+        let LlamaShape {
+            n_head,
+            n_kv_head,
+            n_layer,
+            hidden,
+            eps,
+            rope_base,
+        } = LlamaShape::read(&content)?;
+        let eps = f64::from(eps);
         let head_dim = hidden / n_head;
         let device = Device::Cpu;
         let mut tensor = |name: &str| -> Result<Tensor> {
@@ -292,22 +279,7 @@ impl LoraLlama {
                 lora_v,
             });
         }
-        // θ_i = base^(−2i/d), as candle's quantised Llama (computed in f32 there too).
-        let theta: Vec<f32> = (0..head_dim)
-            .step_by(2)
-            .map(|i| 1.0 / base.powf(i as f32 / head_dim as f32))
-            .collect();
-        let max_pos = 4096;
-        let mut cos = Vec::with_capacity(max_pos * theta.len());
-        let mut sin = Vec::with_capacity(max_pos * theta.len());
-        for pos in 0..max_pos {
-            for &t in &theta {
-                let angle = pos as f32 * t;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
-        }
-        let shape = (max_pos, theta.len());
+        let (cos, sin) = rotary_tables(head_dim, rope_base, 4096)?;
         Ok(Self {
             embed,
             norm,
@@ -317,8 +289,8 @@ impl LoraLlama {
             n_kv_head,
             head_dim,
             eps,
-            cos: Tensor::from_vec(cos, shape, &device)?.to_dtype(dtype)?,
-            sin: Tensor::from_vec(sin, shape, &device)?.to_dtype(dtype)?,
+            cos: cos.to_dtype(dtype)?,
+            sin: sin.to_dtype(dtype)?,
             dtype,
         })
     }

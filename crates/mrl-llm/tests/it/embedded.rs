@@ -192,6 +192,45 @@ fn missing_and_malformed_files_are_named() {
 }
 
 #[test]
+fn batched_f32_replies_equal_separate_calls() {
+    // The f32 decoder advances the replies of one prompt together; replies of different
+    // lengths (a hot temperature: other directions, other number lengths) drop out of the
+    // batch at different steps, and each still equals a call of its own.
+    let (_dir, mut model) = load(2, Weights::DequantizedF32);
+    let prompt = model
+        .tokenizer()
+        .encode(&model.prompt(&[Message::user("next bar?")]))
+        .unwrap();
+    let template = mrl_llm::Template::prediction(6);
+    let configs: Vec<GenerateConfig> = (0..6)
+        .map(|seed| GenerateConfig {
+            seed,
+            sampling: Sampling::TopP {
+                temperature: 3.0,
+                top_p: 1.0,
+            },
+            ..GenerateConfig::default()
+        })
+        .collect();
+    let many = model
+        .generate_constrained_many(&prompt, &template, &configs)
+        .unwrap();
+    let lengths: Vec<usize> = many.iter().map(|g| g.ids.len()).collect();
+    assert!(
+        lengths.iter().any(|&n| n != lengths[0]),
+        "replies of one length test no ragged batch: {lengths:?}"
+    );
+    for (config, generated) in configs.iter().zip(&many) {
+        let alone = model
+            .generate_constrained(&prompt, &template, config)
+            .unwrap();
+        assert_eq!(&alone, generated);
+        let text = model.tokenizer().decode(&generated.ids).unwrap();
+        assert!(mrl_llm::parse_prediction(&text).is_ok(), "{text}");
+    }
+}
+
+#[test]
 fn constrained_replies_follow_their_template_and_share_the_prompt_pass() {
     let (_dir, mut model) = load(2, Weights::Quantized);
     let prompt = model
