@@ -254,20 +254,22 @@ impl F32Llama {
         let ids: Vec<u32> = feeds.iter().flat_map(|f| f.ids.iter().copied()).collect();
         let mut x = self.embed.index_select(&Tensor::new(ids, &device)?, 0)?; // [N, D]
         let (hd, nh, nkv) = (self.head_dim, self.n_head, self.n_kv_head);
-        // Causal masks of the feeds with more than one token: 0 or −∞, [n, P + n].
+        // Causal masks of the feeds with more than one token: 0 or −∞, [n, P + n], repeated
+        // for the n_rep query heads of a key/value head: [n_rep · n, P + n].
+        let n_rep = self.n_head / self.n_kv_head;
         let masks = feeds
             .iter()
             .map(|f| match f.ids.len() {
                 1 => Ok(None),
                 n => {
                     let (p, cols) = (f.cache.len, f.cache.len + n);
-                    let mask: Vec<f32> = (0..n * cols)
-                        .map(|k| match k % cols > p + k / cols {
+                    let mask: Vec<f32> = (0..n_rep * n * cols)
+                        .map(|k| match k % cols > p + (k / cols) % n {
                             true => f32::NEG_INFINITY,
                             false => 0.0,
                         })
                         .collect();
-                    Tensor::from_vec(mask, (n, cols), &device).map(Some)
+                    Tensor::from_vec(mask, (n_rep * n, cols), &device).map(Some)
                 }
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -300,18 +302,17 @@ impl F32Llama {
                     Some(slot) => *slot = (k.clone(), v.clone()),
                     None => feed.cache.layers.push((k.clone(), v.clone())),
                 }
-                // Query head j reads key/value head j / n_rep: [1, heads, P + n, d].
-                let n_rep = nh / nkv;
-                let cols = p + n;
-                let k = Tensor::cat(&vec![&k; n_rep], 2)?.reshape((1, nh, cols, hd))?;
-                let v = Tensor::cat(&vec![&v; n_rep], 2)?.reshape((1, nh, cols, hd))?;
-                let att = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?; // [1, heads, n, P + n]
+                // Query head j reads key/value head j / n_rep: the n_rep query heads of
+                // one key/value head as one block of rows, [kv_heads, n_rep · n, d].
+                let q = q.reshape((nkv, n_rep * n, hd))?;
+                let att = (q.matmul(&k.squeeze(0)?.t()?)? / (hd as f64).sqrt())?;
                 let att = match mask {
                     Some(mask) => att.broadcast_add(mask)?,
                     None => att,
                 };
                 let att = candle_nn::ops::softmax_last_dim(&att)?;
-                let y = att.matmul(&v)?; // [1, heads, n, d]
+                // [kv_heads, n_rep · n, d] -> [1, heads, n, d]
+                let y = att.matmul(&v.squeeze(0)?)?.reshape((1, nh, n, hd))?;
                 ys.push(y.transpose(1, 2)?.reshape((n, nh * hd))?);
             }
             let y = Tensor::cat(&ys, 0)?; // [N, heads · d]

@@ -420,7 +420,35 @@ impl EmbeddedBackend {
         template: &Template,
         configs: &[GenerateConfig],
     ) -> Result<Vec<Generated>> {
-        for config in configs {
+        let mut out = self.generate_constrained_batch(&[prompt_ids], template, &[configs])?;
+        Ok(out.remove(0))
+    }
+
+    /// [`generate_constrained_many`](Self::generate_constrained_many) for several prompts
+    /// at once: `configs[p]` are the replies to `prompts[p]`; the result has the same
+    /// nesting. With [`Weights::DequantizedF32`] the prompts' longest common prefix (the
+    /// system turn and market context the judge's prompts about one context share) is
+    /// processed once, the prompts' remaining tokens in one batched pass, and all replies
+    /// of all prompts advance together; each reply equals a call of its own. With
+    /// [`Weights::Quantized`] the prompts run one after another.
+    ///
+    /// # Errors
+    /// As [`generate_constrained`](Self::generate_constrained);
+    /// [`Error::InvalidSetting`] when `prompts` and `configs` differ in length.
+    pub fn generate_constrained_batch(
+        &mut self,
+        prompts: &[&[u32]],
+        template: &Template,
+        configs: &[&[GenerateConfig]],
+    ) -> Result<Vec<Vec<Generated>>> {
+        if prompts.len() != configs.len() {
+            return Err(Error::setting(
+                "configs",
+                format!("{} lists for {} prompts", configs.len(), prompts.len()),
+                "one list of configs per prompt",
+            ));
+        }
+        for config in configs.iter().copied().flatten() {
             config.validate()?;
         }
         if self.token_table.is_none() {
@@ -446,73 +474,165 @@ impl EmbeddedBackend {
             };
             encoded.push(ids);
         }
-        self.check_fits(prompt_ids.len(), budget)?;
+        for prompt in prompts {
+            self.check_fits(prompt.len(), budget)?;
+        }
         let table = self.token_table.take().unwrap_or_else(|| unreachable!());
-        let out = self.prefill(prompt_ids).and_then(|(logits, prompt_secs)| {
-            let fill = Fill {
-                tokenizer: &self.tokenizer,
-                template,
-                encoded: &encoded,
-                table: &table,
-            };
-            let start = Instant::now();
-            let filled = match &mut self.model {
-                Model::Quantized(model) => {
-                    let snapshot = model.clone();
-                    configs
-                        .iter()
-                        .map(|config| {
-                            *model = snapshot.clone();
-                            let mut pos = prompt_ids.len();
-                            fill.run(logits.clone(), config, &mut |new: &[u32]| {
-                                // [1, n] -> [1, vocab]
-                                let input = Tensor::new(new, &Device::Cpu)?.unsqueeze(0)?;
-                                let out = model.forward(&input, pos)?;
-                                pos += new.len();
-                                Ok(out.squeeze(0)?.to_vec1::<f32>()?)
-                            })
-                        })
-                        .collect::<Result<Vec<_>>>()?
-                }
-                Model::F32 { model, cache } => fill_batched(model, cache, &fill, &logits, configs)?,
-            };
-            let produced: usize = filled.iter().map(|(g, p)| (*p).max(g.ids.len())).sum();
-            let timing = Timing {
-                prompt_tokens: prompt_ids.len(),
-                prompt_secs,
-                generated_tokens: produced,
-                generate_secs: start.elapsed().as_secs_f64(),
-            };
-            tracing::debug!(
-                prompt_tokens = timing.prompt_tokens,
-                replies = filled.len(),
-                sampled = produced,
-                secs = timing.generate_secs,
-                "constrained generation"
-            );
-            self.last_timing = Some(timing);
-            Ok(filled.into_iter().map(|(g, _)| g).collect())
-        });
+        let fill = Fill {
+            tokenizer: &self.tokenizer,
+            template,
+            encoded: &encoded,
+            table: &table,
+        };
+        let prompt_tokens = prompts.iter().map(|p| p.len()).sum();
+        let start = Instant::now();
+        let filled = match &mut self.model {
+            Model::Quantized(model) => fill_quantized(model, prompts, &fill, configs),
+            Model::F32 { model, .. } => fill_f32(model, prompts, &fill, configs),
+        };
         self.token_table = Some(table);
-        out
+        let (filled, prompt_secs) = filled?;
+        let produced: usize = filled
+            .iter()
+            .flatten()
+            .map(|(g, p)| (*p).max(g.ids.len()))
+            .sum();
+        let timing = Timing {
+            prompt_tokens,
+            prompt_secs,
+            generated_tokens: produced,
+            generate_secs: start.elapsed().as_secs_f64() - prompt_secs,
+        };
+        tracing::debug!(
+            prompts = prompts.len(),
+            prompt_tokens,
+            prompt_secs,
+            replies = configs.iter().map(|c| c.len()).sum::<usize>(),
+            sampled = produced,
+            secs = timing.generate_secs,
+            "constrained generation"
+        );
+        self.last_timing = Some(timing);
+        Ok(filled
+            .into_iter()
+            .map(|replies| replies.into_iter().map(|(g, _)| g).collect())
+            .collect())
     }
+}
+
+/// Replies and sampled-token counts per prompt, and the seconds spent on the prompts.
+type Filled = (Vec<Vec<(Generated, usize)>>, f64);
+
+/// The quantised path of [`EmbeddedBackend::generate_constrained_batch`]: per prompt, one
+/// prompt pass and each reply from a copy of its cache.
+fn fill_quantized(
+    model: &mut ModelWeights,
+    prompts: &[&[u32]],
+    fill: &Fill<'_>,
+    configs: &[&[GenerateConfig]],
+) -> Result<Filled> {
+    let mut prompt_secs = 0.0;
+    let mut out = Vec::with_capacity(prompts.len());
+    for (prompt, configs) in prompts.iter().zip(configs) {
+        let start = Instant::now();
+        model.clear_kv_cache();
+        let forward = |model: &mut ModelWeights, ids: &[u32], pos: usize| -> Result<Vec<f32>> {
+            // [1, n] -> [1, vocab]
+            let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
+            let logits = model.forward(&input, pos)?;
+            Ok(logits.squeeze(0)?.to_vec1::<f32>()?)
+        };
+        let logits = forward(model, prompt, 0)?;
+        prompt_secs += start.elapsed().as_secs_f64();
+        let snapshot = model.clone();
+        let replies = configs
+            .iter()
+            .map(|config| {
+                *model = snapshot.clone();
+                let mut pos = prompt.len();
+                fill.run(logits.clone(), config, &mut |new: &[u32]| {
+                    let out = forward(model, new, pos);
+                    pos += new.len();
+                    out
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.push(replies);
+    }
+    Ok((out, prompt_secs))
+}
+
+/// The f32 path of [`EmbeddedBackend::generate_constrained_batch`]: the prompts' common
+/// prefix once, their remaining tokens in one batched pass, then every reply of every
+/// prompt in lockstep ([`fill_batched`]).
+fn fill_f32(
+    model: &F32Llama,
+    prompts: &[&[u32]],
+    fill: &Fill<'_>,
+    configs: &[&[GenerateConfig]],
+) -> Result<Filled> {
+    let start = Instant::now();
+    // Every prompt keeps at least one token after the shared prefix.
+    let shortest = prompts.iter().map(|p| p.len()).min().unwrap_or(0);
+    let shared = match prompts {
+        [] | [_] => 0,
+        [first, rest @ ..] => (0..shortest.saturating_sub(1))
+            .take_while(|&i| rest.iter().all(|p| p[i] == first[i]))
+            .count(),
+    };
+    let mut prefix = KvCache::default();
+    if shared > 0 {
+        model.forward(&mut [Feed {
+            cache: &mut prefix,
+            ids: &prompts[0][..shared],
+        }])?;
+    }
+    let mut caches = vec![prefix; prompts.len()];
+    let mut feeds: Vec<Feed<'_>> = caches
+        .iter_mut()
+        .zip(prompts)
+        .map(|(cache, prompt)| Feed {
+            cache,
+            ids: &prompt[shared..],
+        })
+        .collect();
+    let logits = match feeds.is_empty() {
+        true => Vec::new(),
+        false => model.forward(&mut feeds)?,
+    };
+    drop(feeds);
+    let prompt_secs = start.elapsed().as_secs_f64();
+    let rows: Vec<(KvCache, &[f32], &GenerateConfig)> = caches
+        .iter()
+        .zip(&logits)
+        .zip(configs)
+        .flat_map(|((cache, logits), configs)| {
+            configs
+                .iter()
+                .map(move |c| (cache.clone(), logits.as_slice(), c))
+        })
+        .collect();
+    let mut replies = fill_batched(model, rows, fill)?.into_iter();
+    let out = configs
+        .iter()
+        .map(|c| replies.by_ref().take(c.len()).collect())
+        .collect();
+    Ok((out, prompt_secs))
 }
 
 /// Advances one reply: feeds the tokens after those so far, returns the logits after
 /// the last one.
 type FeedFn<'f> = dyn FnMut(&[u32]) -> Result<Vec<f32>> + 'f;
 
-/// Fills `configs.len()` replies after the prompt whose cache is `prompt_cache` (its
-/// last logits `logits`) in lockstep: each reply's [`Fill::run`] runs on a thread of its
-/// own and asks for its next tokens; once every unfinished reply has asked, one
-/// [`F32Llama::forward`] over all of them (in reply order) answers. A reply's tokens
-/// depend only on its own logits and seed, so the replies equal separate calls.
+/// Fills one reply per row (a prompt's cache, the logits after it, the reply's config) in
+/// lockstep: each reply's [`Fill::run`] runs on a thread of its own and asks for its
+/// next tokens; once every unfinished reply has asked, one [`F32Llama::forward`] over all
+/// of them (in row order) answers. A reply's tokens depend only on its own logits and
+/// seed, so the replies equal separate calls.
 fn fill_batched(
     model: &F32Llama,
-    prompt_cache: &KvCache,
+    rows: Vec<(KvCache, &[f32], &GenerateConfig)>,
     fill: &Fill<'_>,
-    logits: &[f32],
-    configs: &[GenerateConfig],
 ) -> Result<Vec<(Generated, usize)>> {
     type Reply = std::sync::mpsc::Sender<std::result::Result<Vec<f32>, String>>;
     enum Msg {
@@ -527,10 +647,14 @@ fn fill_batched(
         },
     }
     let stopped = |why: String| Error::Candle(candle_core::Error::Msg(why));
-    let n = configs.len();
+    let n = rows.len();
+    let (mut caches, starts): (Vec<KvCache>, Vec<(&[f32], &GenerateConfig)>) = rows
+        .into_iter()
+        .map(|(cache, logits, config)| (cache, (logits, config)))
+        .unzip();
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
-        for (row, config) in configs.iter().enumerate() {
+        for (row, (logits, config)) in starts.into_iter().enumerate() {
             let tx = tx.clone();
             scope.spawn(move || {
                 let (reply_tx, reply_rx) = std::sync::mpsc::channel();
@@ -550,7 +674,6 @@ fn fill_batched(
             });
         }
         drop(tx);
-        let mut caches = vec![prompt_cache.clone(); n];
         let mut results: Vec<Option<Result<(Generated, usize)>>> = (0..n).map(|_| None).collect();
         let mut pending: Vec<(usize, Vec<u32>, Reply)> = Vec::with_capacity(n);
         let mut live = n;

@@ -566,23 +566,48 @@ fn generate(
     config: &TrainConfig,
     seeds: &[u64],
 ) -> Result<Vec<Reply>> {
-    let configs: Vec<GenerateConfig> = seeds
+    let mut out = generate_batch(backend, &[prompt_ids], template, config, &[seeds.to_vec()])?;
+    Ok(out.remove(0))
+}
+
+/// [`generate`] for several prompts at once (`seeds[p]` for `prompts[p]`): with f32
+/// weights their common prefix runs once and all replies advance together
+/// ([`EmbeddedBackend::generate_constrained_batch`]); the same replies as one call each.
+fn generate_batch(
+    backend: &mut EmbeddedBackend,
+    prompts: &[&[u32]],
+    template: &Template,
+    config: &TrainConfig,
+    seeds: &[Vec<u64>],
+) -> Result<Vec<Vec<Reply>>> {
+    let configs: Vec<Vec<GenerateConfig>> = seeds
         .iter()
-        .map(|&seed| GenerateConfig {
-            max_new_tokens: 256,
-            sampling: config.sampling,
-            seed,
+        .map(|seeds| {
+            seeds
+                .iter()
+                .map(|&seed| GenerateConfig {
+                    max_new_tokens: 256,
+                    sampling: config.sampling,
+                    seed,
+                })
+                .collect()
         })
         .collect();
+    let config_refs: Vec<&[GenerateConfig]> = configs.iter().map(Vec::as_slice).collect();
     let end = backend.end_of_turn_id();
     backend
-        .generate_constrained_many(prompt_ids, template, &configs)?
+        .generate_constrained_batch(prompts, template, &config_refs)?
         .into_iter()
-        .map(|generated| {
-            let text = backend.tokenizer().decode(&generated.ids)?;
-            let mut ids = generated.ids;
-            ids.push(end);
-            Ok(Reply { ids, text })
+        .map(|replies| {
+            replies
+                .into_iter()
+                .map(|generated| {
+                    let text = backend.tokenizer().decode(&generated.ids)?;
+                    let mut ids = generated.ids;
+                    ids.push(end);
+                    Ok(Reply { ids, text })
+                })
+                .collect()
         })
         .collect()
 }
@@ -597,6 +622,10 @@ struct Candidate {
     judgments: Vec<(Reply, Option<Judgment>)>,
     score: Option<f64>,
 }
+
+/// Contexts whose actor prompts run as one batch: 3 candidates each make a batch of 12
+/// replies, whose key/value caches stay small beside the weights read per step.
+const ACTOR_BATCH_CONTEXTS: usize = 4;
 
 /// Generation and judging of one round; returns the pairs and every candidate's log, and
 /// fills the log's counts.
@@ -614,35 +643,47 @@ fn collect_pairs(
     let mut actor_backend = actor.merged_backend(model_path, config.generation_weights)?;
     let mut candidates: Vec<Vec<Candidate>> = Vec::with_capacity(examples.len());
     let mut answer_tokens = 0usize;
-    for (c, example) in examples.iter().enumerate() {
-        // The actor's prompt: the context alone (bars at or before the decision bar).
-        let prompt = prompt_ids(&actor_backend, &roles::actor_messages(&example.context))?;
-        let seeds: Vec<u64> = (0..config.candidates)
-            .map(|k| derive_seed(config.seed, &[r, 1, c as u64, k as u64]))
+    // The actor's prompts (the context alone: bars at or before the decision bar), a few
+    // contexts per batch.
+    for (chunk, examples) in examples.chunks(ACTOR_BATCH_CONTEXTS).enumerate() {
+        let prompts = examples
+            .iter()
+            .map(|e| prompt_ids(&actor_backend, &roles::actor_messages(&e.context)))
+            .collect::<Result<Vec<_>>>()?;
+        let prompt_refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+        let seeds: Vec<Vec<u64>> = (0..examples.len())
+            .map(|i| {
+                let c = (chunk * ACTOR_BATCH_CONTEXTS + i) as u64;
+                (0..config.candidates)
+                    .map(|k| derive_seed(config.seed, &[r, 1, c, k as u64]))
+                    .collect()
+            })
             .collect();
-        let replies = generate(
+        let replies = generate_batch(
             &mut actor_backend,
-            &prompt,
+            &prompt_refs,
             &Template::prediction(config.rationale_tokens),
             config,
             &seeds,
         )?;
-        let mut row = Vec::with_capacity(config.candidates);
-        for reply in replies {
-            let parsed = parse_prediction(&reply.text);
-            log.actor_replies.record(&parsed);
-            if let Ok(p) = &parsed {
-                log.candidate_positions.record(p.value.position);
+        for replies in replies {
+            let mut row = Vec::with_capacity(config.candidates);
+            for reply in replies {
+                let parsed = parse_prediction(&reply.text);
+                log.actor_replies.record(&parsed);
+                if let Ok(p) = &parsed {
+                    log.candidate_positions.record(p.value.position);
+                }
+                answer_tokens += reply.ids.len();
+                row.push(Candidate {
+                    reply,
+                    prediction: parsed.ok().map(|p| p.value),
+                    judgments: Vec::new(),
+                    score: None,
+                });
             }
-            answer_tokens += reply.ids.len();
-            row.push(Candidate {
-                reply,
-                prediction: parsed.ok().map(|p| p.value),
-                judgments: Vec::new(),
-                score: None,
-            });
+            candidates.push(row);
         }
-        candidates.push(row);
     }
     drop(actor_backend);
     tracing::info!(
@@ -665,26 +706,39 @@ fn collect_pairs(
                 position: p.position,
             })
         };
+        // The judge's prompts about this context's parsed answers share the system turn
+        // and the context: one batch.
+        let mut judged_k = Vec::with_capacity(row.len());
+        let mut prompts = Vec::with_capacity(row.len());
+        let mut seeds = Vec::with_capacity(row.len());
         for (k, cand) in row.iter_mut().enumerate() {
             let Some(prediction) = &cand.prediction else {
                 cand.score = Some(UNPARSED_SCORE);
                 continue;
             };
             let shown = canonical_prediction(prediction);
-            let prompt = prompt_ids(
+            prompts.push(prompt_ids(
                 &judge_backend,
                 &roles::judge_messages(&example.context, &shown, outcome(prediction)),
-            )?;
-            let seeds: Vec<u64> = (0..config.judgments)
-                .map(|j| derive_seed(config.seed, &[r, 2, c as u64, k as u64, j as u64]))
-                .collect();
-            let replies = generate(
-                &mut judge_backend,
-                &prompt,
-                &Template::judgment(config.rationale_tokens),
-                config,
-                &seeds,
-            )?;
+            )?);
+            seeds.push(
+                (0..config.judgments)
+                    .map(|j| derive_seed(config.seed, &[r, 2, c as u64, k as u64, j as u64]))
+                    .collect(),
+            );
+            judged_k.push(k);
+        }
+        let prompt_refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+        let replies = generate_batch(
+            &mut judge_backend,
+            &prompt_refs,
+            &Template::judgment(config.rationale_tokens),
+            config,
+            &seeds,
+        )?;
+        for (k, replies) in judged_k.into_iter().zip(replies) {
+            let cand = &mut row[k];
+            let prediction = cand.prediction.as_ref().unwrap_or_else(|| unreachable!());
             for reply in replies {
                 let parsed = parse_judgment(&reply.text);
                 log.judge_replies.record(&parsed);

@@ -231,6 +231,64 @@ fn batched_f32_replies_equal_separate_calls() {
 }
 
 #[test]
+fn batched_prompts_share_their_prefix_and_equal_separate_calls() {
+    // Three prompts that share their first turn (as the judge's prompts about one context
+    // do) and differ at the end; two replies each, all advanced together.
+    let (_dir, mut model) = load(4, Weights::DequantizedF32);
+    let prompts: Vec<Vec<u32>> = ["up 1%", "down 2%", "flat"]
+        .iter()
+        .map(|answer| {
+            let text = model.prompt(&[Message::user(format!("bars: 1 2 3 4\nanswer: {answer}"))]);
+            model.tokenizer().encode(&text).unwrap()
+        })
+        .collect();
+    let shared = prompts[0]
+        .iter()
+        .zip(&prompts[1])
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(shared > 10, "the prompts share {shared} tokens");
+    let configs: Vec<Vec<GenerateConfig>> = (0..3u64)
+        .map(|p| {
+            (0..2)
+                .map(|k| GenerateConfig {
+                    seed: 10 * p + k,
+                    sampling: Sampling::TopP {
+                        temperature: 2.0,
+                        top_p: 1.0,
+                    },
+                    ..GenerateConfig::default()
+                })
+                .collect()
+        })
+        .collect();
+    let template = mrl_llm::Template::judgment(4);
+    let prompt_refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+    let config_refs: Vec<&[GenerateConfig]> = configs.iter().map(Vec::as_slice).collect();
+    let batch = model
+        .generate_constrained_batch(&prompt_refs, &template, &config_refs)
+        .unwrap();
+    assert_eq!(batch.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 2]);
+    for ((prompt, configs), replies) in prompts.iter().zip(&configs).zip(&batch) {
+        let alone = model
+            .generate_constrained_many(prompt, &template, configs)
+            .unwrap();
+        assert_eq!(&alone, replies);
+        for reply in replies {
+            let text = model.tokenizer().decode(&reply.ids).unwrap();
+            assert!(mrl_llm::parse_judgment(&text).is_ok(), "{text}");
+        }
+    }
+    // One list of configs per prompt.
+    match model.generate_constrained_batch(&prompt_refs, &template, &config_refs[..2]) {
+        Err(Error::InvalidSetting {
+            field: "configs", ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn constrained_replies_follow_their_template_and_share_the_prompt_pass() {
     let (_dir, mut model) = load(2, Weights::Quantized);
     let prompt = model
