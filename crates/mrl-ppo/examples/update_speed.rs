@@ -1,5 +1,5 @@
 //! Times one PPO gradient step (forward_seq + loss + backward + clip + Adam) at T = 600,
-//! H = 128 for B = 1, 8, 32 trials, without criterion (median of a few runs), in trial-steps
+//! H = 128 for B = 1, 8, 16, 32 trials, without criterion (median of a few runs), in trial-steps
 //! per second. The criterion version is the workspace bench `ppo_update`.
 
 // A command-line tool: printing results is its job.
@@ -14,7 +14,7 @@ use mrl_ppo::{AdamConfig, Learner, PpoConfig, PpoTargets};
 fn main() -> anyhow::Result<()> {
     let seq_len = 600;
     let reps: usize = std::env::args().nth(1).map_or(Ok(5), |s| s.parse())?;
-    for batch_size in [1usize, 8, 32] {
+    for batch_size in [1usize, 8, 16, 32] {
         let config = AgentConfig::default();
         let device = Device::Cpu;
         let policy = Policy::new(&config, &device, 0)?;

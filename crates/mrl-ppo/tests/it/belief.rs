@@ -512,6 +512,25 @@ fn shipped_belief_configs_train_like_the_rl2_configs_they_copy() {
         assert_eq!(as_rl2, r, "{belief} differs from {rl2} beyond [agent]");
         assert_eq!(b.agent.hidden, r.agent.hidden);
     }
+    // The k = 5, n = 100 comparison: the Transformer comparison's budget, task and PPO, with
+    // RL²'s width and step size.
+    let load = |name: &str| TrainConfig::load(&dir.join(name)).unwrap();
+    let b = load("bandits-k5-n100-belief.toml");
+    let t = load("bandits-k5-n100-transformer.toml");
+    let r = load("bandits-k5-n100.toml");
+    assert_eq!(b.agent.kind, PolicyKind::TaskInference);
+    assert_eq!(b.agent.task_inference.latent, 5);
+    assert_eq!(b.ppo.belief_coef, 1.0);
+    assert_eq!((b.agent.hidden, &b.optim), (r.agent.hidden, &r.optim));
+    let as_transformer = TrainConfig {
+        agent: t.agent.clone(),
+        optim: t.optim.clone(),
+        ..b.clone()
+    };
+    assert_eq!(
+        as_transformer, t,
+        "the n = 100 belief config differs beyond [agent], [optim]"
+    );
 }
 
 fn reward_agent() -> AgentConfig {
