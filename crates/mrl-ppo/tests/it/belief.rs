@@ -531,6 +531,24 @@ fn shipped_belief_configs_train_like_the_rl2_configs_they_copy() {
         as_transformer, t,
         "the n = 100 belief config differs beyond [agent], [optim]"
     );
+    // Real crypto: the RL² config's everything, the belief trained by reward reconstruction.
+    let b = load("crypto-multi-asset-belief.toml");
+    let r = load("crypto-multi-asset.toml");
+    assert_eq!(b.agent.kind, PolicyKind::TaskInference);
+    assert_eq!(b.agent.task_inference.target, BeliefTarget::Reward);
+    assert_eq!((b.agent.hidden, b.ppo.belief_coef), (r.agent.hidden, 1.0));
+    let as_rl2 = TrainConfig {
+        agent: r.agent.clone(),
+        ppo: PpoConfig {
+            belief_coef: r.ppo.belief_coef,
+            ..b.ppo.clone()
+        },
+        ..b.clone()
+    };
+    assert_eq!(
+        as_rl2, r,
+        "the crypto belief config differs beyond [agent], belief_coef"
+    );
 }
 
 fn reward_agent() -> AgentConfig {
