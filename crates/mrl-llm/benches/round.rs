@@ -67,6 +67,11 @@ fn main() -> anyhow::Result<()> {
         log.judge_pairs,
         config.eval.validation_decisions
     );
+    println!(
+        "candle threads: {} for matrix products (RAYON_NUM_THREADS, else the cores; \
+         CANDLE_NUM_THREADS, else the same, for its element-wise pool)\n",
+        candle_core::utils::get_num_threads()
+    );
     println!("| phase | seconds | share of the round |\n|---|---|---|");
     for (name, secs) in [
         ("actor candidates", p.actor),

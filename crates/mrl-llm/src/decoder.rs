@@ -138,19 +138,85 @@ pub(crate) struct F32Llama {
     sin: Tensor,
 }
 
-/// The keys and values of one sequence's positions so far, per layer: each
-/// `[1, kv_heads, T, d]` after the rotary embedding. Cloning is cheap (shared tensors).
-#[derive(Debug, Clone, Default)]
+/// The keys and values of one sequence's positions so far, per layer, after the rotary
+/// embedding: preallocated `[1, kv_heads, capacity, d]` buffers whose first
+/// [`len`](Self::len) positions are written in place, so that a step appends its
+/// positions instead of copying the whole cache (`Tensor::cat`). A buffer that is full
+/// is replaced by one of twice the capacity.
+#[derive(Debug, Default)]
 pub(crate) struct KvCache {
     layers: Vec<(Tensor, Tensor)>,
     len: usize,
+    capacity: usize,
 }
+
+/// The smallest capacity a cache grows to.
+const MIN_CAPACITY: usize = 64;
 
 impl KvCache {
     /// Positions in the cache.
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+
+    /// A copy of the cache with room for `extra` more positions (the buffers are written
+    /// in place, so sequences that continue one prompt each need their own copy).
+    ///
+    /// # Errors
+    /// Candle errors (allocation).
+    pub(crate) fn fork(&self, extra: usize) -> Result<Self> {
+        let capacity = (self.len + extra).max(MIN_CAPACITY);
+        let layers = self
+            .layers
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    resized(k, self.len, capacity)?,
+                    resized(v, self.len, capacity)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            layers,
+            len: self.len,
+            capacity,
+        })
+    }
+
+    /// Layer `layer`'s keys and values with `k` and `v` (`[1, kv_heads, n, d]`) written
+    /// at positions `len..len + n` (the cache's length moves on after the last layer):
+    /// views of the buffers, `[1, kv_heads, len + n, d]`.
+    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let n = k.dim(2)?;
+        let needed = self.len + n;
+        if needed > self.capacity {
+            let capacity = needed.max(2 * self.capacity).max(MIN_CAPACITY);
+            for (kb, vb) in &mut self.layers {
+                *kb = resized(kb, self.len, capacity)?;
+                *vb = resized(vb, self.len, capacity)?;
+            }
+            self.capacity = capacity;
+        }
+        if self.layers.len() <= layer {
+            let (_, heads, _, d) = k.dims4()?;
+            let zeros = || Tensor::zeros((1, heads, self.capacity, d), k.dtype(), k.device());
+            self.layers.push((zeros()?, zeros()?));
+        }
+        let (kb, vb) = &self.layers[layer];
+        kb.slice_set(k, 2, self.len)?;
+        vb.slice_set(v, 2, self.len)?;
+        Ok((kb.narrow(2, 0, needed)?, vb.narrow(2, 0, needed)?))
+    }
+}
+
+/// A new `[1, heads, capacity, d]` buffer holding the first `len` positions of `buffer`.
+fn resized(buffer: &Tensor, len: usize, capacity: usize) -> Result<Tensor> {
+    let (_, heads, _, d) = buffer.dims4()?;
+    let out = Tensor::zeros((1, heads, capacity, d), buffer.dtype(), buffer.device())?;
+    if len > 0 {
+        out.slice_set(&buffer.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+    }
+    Ok(out)
 }
 
 /// One sequence's chunk of a step: its cache and the tokens that follow it.
@@ -294,14 +360,7 @@ impl F32Llama {
                 let q = candle_nn::rotary_emb::rope_i(&heads(0, nh)?, &cos, &sin)?;
                 let k = candle_nn::rotary_emb::rope_i(&heads(nh, nkv)?, &cos, &sin)?;
                 let v = heads(nh + nkv, nkv)?;
-                let (k, v) = match feed.cache.layers.get(i) {
-                    Some((kc, vc)) => (Tensor::cat(&[kc, &k], 2)?, Tensor::cat(&[vc, &v], 2)?),
-                    None => (k, v),
-                };
-                match feed.cache.layers.get_mut(i) {
-                    Some(slot) => *slot = (k.clone(), v.clone()),
-                    None => feed.cache.layers.push((k.clone(), v.clone())),
-                }
+                let (k, v) = feed.cache.append(i, &k, &v)?;
                 // Query head j reads key/value head j / n_rep: the n_rep query heads of
                 // one key/value head as one block of rows, [kv_heads, n_rep · n, d].
                 let q = q.reshape((nkv, n_rep * n, hd))?;
@@ -336,5 +395,88 @@ impl F32Llama {
         let x = x.index_select(&Tensor::new(last, &device)?, 0)?; // [F, D]
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.eps)?;
         Ok(x.matmul(&self.output)?.to_vec2::<f32>()?) // [F, vocab]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> (tempfile::TempDir, F32Llama) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        crate::tiny::write_tiny_model(&path, 1).unwrap();
+        let mut file = std::fs::File::open(&path).unwrap();
+        let content = gguf_file::Content::read(&mut file).unwrap();
+        let model = F32Llama::from_gguf(&content, &mut file, 512).unwrap();
+        (dir, model)
+    }
+
+    fn step(model: &F32Llama, cache: &mut KvCache, ids: &[u32]) -> Vec<f32> {
+        model.forward(&mut [Feed { cache, ids }]).unwrap().remove(0)
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn a_growing_cache_gives_the_logits_of_one_pass() {
+        let (_dir, model) = tiny();
+        let ids: Vec<u32> = (0..150).map(|i| 3 + (i * 7) % 200).collect();
+        // One token at a time: the cache grows from 64 to 128 to 256 positions.
+        let mut cache = KvCache::default();
+        let mut last = Vec::new();
+        for id in &ids {
+            last = step(&model, &mut cache, &[*id]);
+        }
+        assert_eq!((cache.len(), cache.capacity), (150, 256));
+        let whole = step(&model, &mut KvCache::default(), &ids);
+        assert_eq!(whole.len(), 267);
+        assert!(
+            max_diff(&last, &whole) < 1e-4,
+            "{}",
+            max_diff(&last, &whole)
+        );
+    }
+
+    #[test]
+    fn forks_continue_independently() {
+        let (_dir, model) = tiny();
+        let prompt: Vec<u32> = (10..40).collect();
+        let mut cache = KvCache::default();
+        step(&model, &mut cache, &prompt);
+        let mut fork = cache.fork(8).unwrap();
+        assert_eq!((fork.len(), fork.capacity), (30, 64));
+        // Another token written into the fork's buffers leaves the original's alone.
+        let other = step(&model, &mut fork, &[7]);
+        let own = step(&model, &mut cache, &[5]);
+        let fresh = step(
+            &model,
+            &mut KvCache::default(),
+            &[prompt.clone(), vec![5]].concat(),
+        );
+        assert!(max_diff(&own, &fresh) < 1e-4, "{}", max_diff(&own, &fresh));
+        assert!(max_diff(&own, &other) > 1e-3);
+        // Two rows in one call equal the rows alone.
+        let (mut a, mut b) = (cache.fork(4).unwrap(), fork.fork(4).unwrap());
+        let both = model
+            .forward(&mut [
+                Feed {
+                    cache: &mut a,
+                    ids: &[9, 9],
+                },
+                Feed {
+                    cache: &mut b,
+                    ids: &[4],
+                },
+            ])
+            .unwrap();
+        assert_eq!(both[0], step(&model, &mut cache.fork(4).unwrap(), &[9, 9]));
+        assert_eq!(both[1], step(&model, &mut fork.fork(4).unwrap(), &[4]));
+        assert_eq!((a.len(), b.len()), (33, 32));
     }
 }

@@ -97,7 +97,6 @@ pub struct Generated {
 }
 
 /// The forward pass of either kind of weights, with the cache of the current sequence.
-#[derive(Clone)]
 enum Model {
     /// candle's quantised Llama (its own cache).
     Quantized(ModelWeights),
@@ -488,7 +487,7 @@ impl EmbeddedBackend {
         let start = Instant::now();
         let filled = match &mut self.model {
             Model::Quantized(model) => fill_quantized(model, prompts, &fill, configs),
-            Model::F32 { model, .. } => fill_f32(model, prompts, &fill, configs),
+            Model::F32 { model, .. } => fill_f32(model, prompts, &fill, configs, budget),
         };
         self.token_table = Some(table);
         let (filled, prompt_secs) = filled?;
@@ -570,6 +569,7 @@ fn fill_f32(
     prompts: &[&[u32]],
     fill: &Fill<'_>,
     configs: &[&[GenerateConfig]],
+    budget: usize,
 ) -> Result<Filled> {
     let start = Instant::now();
     // Every prompt keeps at least one token after the shared prefix.
@@ -587,7 +587,10 @@ fn fill_f32(
             ids: &prompts[0][..shared],
         }])?;
     }
-    let mut caches = vec![prefix; prompts.len()];
+    let mut caches = prompts
+        .iter()
+        .map(|p| prefix.fork(p.len() - shared))
+        .collect::<Result<Vec<_>>>()?;
     let mut feeds: Vec<Feed<'_>> = caches
         .iter_mut()
         .zip(prompts)
@@ -602,16 +605,13 @@ fn fill_f32(
     };
     drop(feeds);
     let prompt_secs = start.elapsed().as_secs_f64();
-    let rows: Vec<(KvCache, &[f32], &GenerateConfig)> = caches
-        .iter()
-        .zip(&logits)
-        .zip(configs)
-        .flat_map(|((cache, logits), configs)| {
-            configs
-                .iter()
-                .map(move |c| (cache.clone(), logits.as_slice(), c))
-        })
-        .collect();
+    // Each reply continues its own copy of its prompt's cache, with room for the reply.
+    let mut rows: Vec<(KvCache, &[f32], &GenerateConfig)> = Vec::new();
+    for ((cache, logits), configs) in caches.iter().zip(&logits).zip(configs) {
+        for config in configs.iter() {
+            rows.push((cache.fork(budget)?, logits.as_slice(), config));
+        }
+    }
     let mut replies = fill_batched(model, rows, fill)?.into_iter();
     let out = configs
         .iter()

@@ -37,6 +37,18 @@
 //! Decoding is greedy (exact) or seeded nucleus sampling ([`Sampling`]) within a token
 //! budget ([`GenerateConfig`]).
 //!
+//! # Speed on a CPU
+//! With [`Weights::DequantizedF32`] (the loop's `generation_weights`) the embedded backend
+//! runs its own f32 decoder: the replies to one or several prompts
+//! ([`EmbeddedBackend::generate_constrained_batch`]) advance as one batch, the prompts'
+//! common prefix runs once, and each sequence's keys and values sit in a preallocated
+//! cache, so a step reads the weights once for all replies. The Q4_1 weights run through
+//! candle's generic kernels on x86 (no SIMD path for Q4_1 blocks, and its AVX-512 repacked
+//! kernels need a width divisible by 256; SmolLM2-135M's is 576), several times slower
+//! than f32. candle spreads each operation over a pool of spinning threads, one per core:
+//! on a machine shared with other jobs `CANDLE_NUM_THREADS=1 RAYON_NUM_THREADS=1` is
+//! faster (a round of `configs/llm-quick.toml` took half the time on 2 busy cores).
+//!
 //! ```
 //! use mrl_llm::{Backend, EmbeddedBackend, GenerateConfig, Message, Weights, write_tiny_model};
 //!

@@ -442,4 +442,18 @@ fn the_shipped_configs_load() {
         assert_eq!(config.actor_pairs, mrl_llm::PairFilter::DifferingPositions);
         assert_eq!(config.outcome_weight, 0.5);
     }
+    // The speed target's round: llm-quick with 24 contexts, one round.
+    let round24 = TrainConfig::from_toml_file(&dir.join("llm-round24.toml")).unwrap();
+    assert_eq!(
+        (round24.rounds, round24.contexts, round24.candidates),
+        (1, 24, 3)
+    );
+    assert_eq!(
+        TrainConfig {
+            rounds: quick.rounds,
+            contexts: quick.contexts,
+            ..round24
+        },
+        quick
+    );
 }
