@@ -78,7 +78,7 @@ fn bandits(args: BanditArgs) -> anyhow::Result<()> {
         "k = {arms} arms, n = {pulls} pulls, {} trials (seed {}): mean total reward per trial",
         eval.trials, eval.seed
     ));
-    // The agent's two rows carry their names ("rl2 (sampled)", "rl2 (greedy)") too.
+    // The agent's two rows carry their names ("rl2 (sampled)", "transformer (greedy)", …) too.
     let rows: Vec<&mrl::env::BaselineScore> = [&eval.agent_sampled, &eval.agent_greedy]
         .into_iter()
         .chain(&eval.baselines)

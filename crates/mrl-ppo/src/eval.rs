@@ -148,17 +148,19 @@ pub fn evaluate_bandits(
         }
         Err(err) => tracing::info!(arms, pulls, %err, "bayes-optimal baseline left out"),
     }
+    // Rows named by the policy's kind: `rl2 (greedy)`, `task_inference (sampled)`, …
+    let kind = policy.kind().as_str();
     Ok(BanditEvaluation {
         arms,
         pulls,
         trials,
         seed,
         agent_sampled: BaselineScore {
-            name: "rl2 (sampled)".into(),
+            name: format!("{kind} (sampled)"),
             ..agent_sampled
         },
         agent_greedy: BaselineScore {
-            name: "rl2 (greedy)".into(),
+            name: format!("{kind} (greedy)"),
             ..agent_greedy
         },
         baselines,

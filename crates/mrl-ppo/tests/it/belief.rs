@@ -402,6 +402,7 @@ fn trains_on_bandits_with_the_arm_means_as_targets() {
     // The evaluation plays the checkpoint like any other kind.
     let eval = mrl_ppo::evaluate_bandits(dir.path(), 3, 5, 20, 9).unwrap();
     assert!(eval.agent_greedy.mean >= 0.0 && eval.agent_greedy.mean <= 5.0);
+    assert_eq!(eval.agent_sampled.name, "task_inference (sampled)");
     // A latent that is not the number of arms names the field.
     let bad = task_inference_config(
         TaskKind::Bandits {

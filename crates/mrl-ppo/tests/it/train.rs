@@ -94,6 +94,13 @@ fn smoke_run_writes_log_config_and_checkpoint() {
     assert!(eval.baselines[7].name.ends_with("tuned"));
     assert_eq!(eval.baselines[8].name, "bayes-optimal (DP)");
     assert!(eval.agent_greedy.mean >= 0.0 && eval.agent_greedy.mean <= 5.0);
+    assert_eq!(
+        (
+            eval.agent_greedy.name.as_str(),
+            eval.agent_sampled.name.as_str()
+        ),
+        ("rl2 (greedy)", "rl2 (sampled)")
+    );
     assert!(matches!(
         mrl_ppo::evaluate_bandits(dir.path(), 4, 5, 20, 9),
         Err(Error::InvalidConfig { field: "arms", .. })
@@ -175,6 +182,8 @@ fn transformer_trains_and_its_checkpoint_reloads_and_resumes_exactly() {
     assert_eq!(policy.config().transformer.context, 6);
     let eval = mrl_ppo::evaluate_bandits(dir.path(), 3, 5, 20, 9).unwrap();
     assert!(eval.agent_greedy.mean >= 0.0 && eval.agent_greedy.mean <= 5.0);
+    // The rows are named by the checkpoint's kind.
+    assert_eq!(eval.agent_greedy.name, "transformer (greedy)");
 
     // Interrupted after 2 iterations (checkpoint at 2) and resumed: the same bytes.
     let broken = tempfile::tempdir().unwrap();
