@@ -624,6 +624,9 @@ fn fill_f32(
 /// the last one.
 type FeedFn<'f> = dyn FnMut(&[u32]) -> Result<Vec<f32>> + 'f;
 
+/// Appends tokens to a reply's ids and feeds them ([`FeedFn`]).
+type PushFn<'f> = dyn FnMut(&mut Vec<u32>, &[u32]) -> Result<Vec<f32>> + 'f;
+
 /// Fills one reply per row (a prompt's cache, the logits after it, the reply's config) in
 /// lockstep: each reply's [`Fill::run`] runs on a thread of its own and asks for its
 /// next tokens; once every unfinished reply has asked, one [`F32Llama::forward`] over all
@@ -831,7 +834,7 @@ impl Fill<'_> {
         config: &GenerateConfig,
         rng: &mut ChaCha8Rng,
         produced: &mut usize,
-        push: &mut dyn FnMut(&mut Vec<u32>, &[u32]) -> Result<Vec<f32>>,
+        push: &mut PushFn<'_>,
     ) -> Result<Vec<f32>> {
         let table = self.table;
         for _ in 0..slot.max_tokens {
