@@ -57,7 +57,8 @@ pub enum Weights {
     /// implementation of the same file (about 4× the memory). On x86 CPUs the faster path
     /// for SmolLM2-135M: candle has no SIMD kernel for Q4_1 blocks there, and its repacked
     /// AVX-512 kernels need a width divisible by 256 (SmolLM2-135M's is 576). Several
-    /// replies to one prompt are decoded as one batch ([`crate::decoder`]).
+    /// replies to one or several prompts are decoded as one batch
+    /// ([`EmbeddedBackend::generate_constrained_batch`]).
     DequantizedF32,
 }
 
@@ -409,7 +410,7 @@ impl EmbeddedBackend {
     /// prompt processed once: each reply continues from a copy of the prompt's KV cache, so
     /// reply `k` equals a separate call with `configs[k]`. With
     /// [`Weights::DequantizedF32`] the replies advance together, one batched forward pass
-    /// per step ([`crate::decoder`]).
+    /// per step.
     ///
     /// # Errors
     /// As [`generate_constrained`](Self::generate_constrained).
