@@ -553,24 +553,14 @@ fn dpo_train(model: &LoraLlama, pairs: &[PreferencePair], run: DpoRun) -> Result
 }
 
 /// One generated reply: ids for DPO (with the end-of-turn token) and text.
+#[derive(Clone)]
 struct Reply {
     ids: Vec<u32>,
     text: String,
 }
 
-/// One reply per seed, the prompt processed once.
-fn generate(
-    backend: &mut EmbeddedBackend,
-    prompt_ids: &[u32],
-    template: &Template,
-    config: &TrainConfig,
-    seeds: &[u64],
-) -> Result<Vec<Reply>> {
-    let mut out = generate_batch(backend, &[prompt_ids], template, config, &[seeds.to_vec()])?;
-    Ok(out.remove(0))
-}
-
-/// [`generate`] for several prompts at once (`seeds[p]` for `prompts[p]`): with f32
+/// Replies to several prompts under `template` (`seeds[p]` for `prompts[p]`, the loop's
+/// sampling, the end-of-turn token appended for DPO): with f32
 /// weights their common prefix runs once and all replies advance together
 /// ([`EmbeddedBackend::generate_constrained_batch`]); the same replies as one call each.
 fn generate_batch(
@@ -621,6 +611,21 @@ struct Candidate {
     prediction: Option<Prediction>,
     judgments: Vec<(Reply, Option<Judgment>)>,
     score: Option<f64>,
+}
+
+/// Meta-judge prompts (one per context) that run as one batch.
+const VERDICT_BATCH: usize = 8;
+
+/// A judged answer whose two judgments go to the meta-judge: the meta-judge's prompt
+/// and seed, the judge's prompt (of the pair it makes) and the two judgments in the order
+/// shown (A, B).
+struct Contest {
+    context: usize,
+    prompt: Vec<u32>,
+    seed: u64,
+    judge_prompt: Vec<u32>,
+    first: Reply,
+    second: Reply,
 }
 
 /// Contexts whose actor prompts run as one batch: 3 candidates each make a batch of 12
@@ -698,6 +703,7 @@ fn collect_pairs(
     let mut judge_backend = judge.merged_backend(model_path, config.generation_weights)?;
     let mut pairs = Vec::new();
     let mut candidate_logs = Vec::new();
+    let mut contests: Vec<Contest> = Vec::new();
     let (mut scores_seen, mut pnl_seen) = (Vec::new(), Vec::new());
     for (c, (example, row)) in examples.iter().zip(&mut candidates).enumerate() {
         let outcome = |p: &Prediction| {
@@ -842,35 +848,49 @@ fn collect_pairs(
                 &canon(second),
                 outcome(prediction),
             );
-            let prompt = prompt_ids(&judge_backend, &messages)?;
-            let seed = derive_seed(config.seed, &[r, 4, c as u64]);
-            let verdict = generate(
-                &mut judge_backend,
-                &prompt,
-                &Template::meta_judgment(config.rationale_tokens),
-                config,
-                &[seed],
-            )?
-            .remove(0);
+            let judge_prompt = prompt_ids(
+                &judge_backend,
+                &roles::judge_messages(&example.context, &shown, outcome(prediction)),
+            )?;
+            contests.push(Contest {
+                context: c,
+                prompt: prompt_ids(&judge_backend, &messages)?,
+                seed: derive_seed(config.seed, &[r, 4, c as u64]),
+                judge_prompt,
+                first: cand.judgments[first].0.clone(),
+                second: cand.judgments[second].0.clone(),
+            });
+        }
+    }
+    // The meta-judge's verdicts, a few contexts per batch; the judge's pairs in context
+    // order.
+    for contests in contests.chunks(VERDICT_BATCH) {
+        let prompts: Vec<&[u32]> = contests.iter().map(|c| c.prompt.as_slice()).collect();
+        let seeds: Vec<Vec<u64>> = contests.iter().map(|c| vec![c.seed]).collect();
+        let verdicts = generate_batch(
+            &mut judge_backend,
+            &prompts,
+            &Template::meta_judgment(config.rationale_tokens),
+            config,
+            &seeds,
+        )?;
+        for (contest, mut verdict) in contests.iter().zip(verdicts) {
+            let verdict = verdict.remove(0);
             let parsed = parse_meta_judgment(&verdict.text);
             log.meta_judge_replies.record(&parsed);
             if let Ok(parsed) = parsed {
-                let (w, l) = match parsed.value.better {
-                    Preference::A => (first, second),
-                    Preference::B => (second, first),
+                let (chosen, rejected) = match parsed.value.better {
+                    Preference::A => (&contest.first, &contest.second),
+                    Preference::B => (&contest.second, &contest.first),
                 };
-                let judge_prompt = prompt_ids(
-                    &judge_backend,
-                    &roles::judge_messages(&example.context, &shown, outcome(prediction)),
-                )?;
                 pairs.push(PreferencePair {
                     role: Role::Judge,
-                    context: c,
-                    prompt_ids: judge_prompt,
-                    chosen_ids: cand.judgments[w].0.ids.clone(),
-                    rejected_ids: cand.judgments[l].0.ids.clone(),
-                    chosen: cand.judgments[w].0.text.clone(),
-                    rejected: cand.judgments[l].0.text.clone(),
+                    context: contest.context,
+                    prompt_ids: contest.judge_prompt.clone(),
+                    chosen_ids: chosen.ids.clone(),
+                    rejected_ids: rejected.ids.clone(),
+                    chosen: chosen.text.clone(),
+                    rejected: rejected.text.clone(),
                 });
             }
         }
