@@ -33,6 +33,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::fused::Simd;
 pub(crate) use super::gemm::matmul;
 use super::math::{sigmoid, tanh};
 use super::packed::{PackedRhs, matmul_packed};
@@ -173,107 +174,90 @@ fn gate_row_bwd(
     }
 }
 
-/// Element-wise passes of one time step over the batch, forward or backward.
-enum Pass<'a> {
-    Forward {
-        xp: &'a [f32],
-        gh: &'a [f32],
-        b_hh: &'a [f32],
-        h_prev: &'a [f32],
-        h_next: &'a mut [f32],
-        gates: &'a mut [f32],
-    },
-    Backward {
-        d_out: &'a [f32],
-        gates: &'a [f32],
-        h_prev: &'a [f32],
-        carry: &'a mut [f32],
-        dxp: &'a mut [f32],
-        dgh: &'a mut [f32],
-    },
-}
-
-/// Runs `pass` for time step `t`.
+/// Forward gate pass of time step `t` over the batch (one [`gate_row`] per trial).
+///
+/// # Shapes
+/// `xp` `(B, T, 3H)`, `gh` `(B, 3H)`, `b_hh` `(3H)`, `h_prev`/`h_next` `(B, H)`, `gates`
+/// `(B, 4H)`.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn run_pass(pass: Pass<'_>, t: usize, dims: Dims) {
-    let (batch, seq_len, hd) = (dims.batch, dims.seq_len, dims.hidden);
-    match pass {
-        Pass::Forward {
-            xp,
-            gh,
+fn forward_pass(
+    xp: &[f32],
+    gh: &[f32],
+    b_hh: &[f32],
+    h_prev: &[f32],
+    h_next: &mut [f32],
+    gates: &mut [f32],
+    t: usize,
+    dims: Dims,
+) {
+    let (seq_len, hd) = (dims.seq_len, dims.hidden);
+    for b in 0..dims.batch {
+        let x0 = (b * seq_len + t) * 3 * hd;
+        gate_row(
+            &xp[x0..x0 + 3 * hd],
+            &gh[b * 3 * hd..(b + 1) * 3 * hd],
             b_hh,
-            h_prev,
-            h_next,
-            gates,
-        } => {
-            for b in 0..batch {
-                let x0 = (b * seq_len + t) * 3 * hd;
-                gate_row(
-                    &xp[x0..x0 + 3 * hd],
-                    &gh[b * 3 * hd..(b + 1) * 3 * hd],
-                    b_hh,
-                    &h_prev[b * hd..(b + 1) * hd],
-                    &mut h_next[b * hd..(b + 1) * hd],
-                    &mut gates[b * 4 * hd..(b + 1) * 4 * hd],
-                );
-            }
-        }
-        Pass::Backward {
-            d_out,
-            gates,
-            h_prev,
-            carry,
-            dxp,
-            dgh,
-        } => {
-            for b in 0..batch {
-                let o0 = (b * seq_len + t) * hd;
-                let x0 = (b * seq_len + t) * 3 * hd;
-                gate_row_bwd(
-                    &d_out[o0..o0 + hd],
-                    &gates[b * 4 * hd..(b + 1) * 4 * hd],
-                    &h_prev[b * hd..(b + 1) * hd],
-                    &mut carry[b * hd..(b + 1) * hd],
-                    &mut dxp[x0..x0 + 3 * hd],
-                    &mut dgh[b * 3 * hd..(b + 1) * 3 * hd],
-                );
-            }
-        }
+            &h_prev[b * hd..(b + 1) * hd],
+            &mut h_next[b * hd..(b + 1) * hd],
+            &mut gates[b * 4 * hd..(b + 1) * 4 * hd],
+        );
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn run_pass_avx2(pass: Pass<'_>, t: usize, dims: Dims) {
-    run_pass(pass, t, dims);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn run_pass_avx512(pass: Pass<'_>, t: usize, dims: Dims) {
-    run_pass(pass, t, dims);
-}
-
-/// Runs a pass with AVX-512, or AVX2 + FMA, when the CPU has them (the exp polynomials
-/// vectorise). The arithmetic is the same scalar code at every width (no contraction
-/// into FMAs), so the results are the same bits.
-fn dispatch(pass: Pass<'_>, t: usize, dims: Dims) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the feature was detected at run time.
-            unsafe { run_pass_avx512(pass, t, dims) };
-            return;
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the features were detected at run time.
-            unsafe { run_pass_avx2(pass, t, dims) };
-            return;
-        }
+/// Backward gate pass of time step `t` over the batch (one [`gate_row_bwd`] per trial).
+///
+/// # Shapes
+/// `d_out` `(B, T, H)`, `gates` `(B, 4H)`, `h_prev`/`carry` `(B, H)`, `dxp` `(B, T, 3H)`,
+/// `dgh` `(B, 3H)`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn backward_pass(
+    d_out: &[f32],
+    gates: &[f32],
+    h_prev: &[f32],
+    carry: &mut [f32],
+    dxp: &mut [f32],
+    dgh: &mut [f32],
+    t: usize,
+    dims: Dims,
+) {
+    let (seq_len, hd) = (dims.seq_len, dims.hidden);
+    for b in 0..dims.batch {
+        let o0 = (b * seq_len + t) * hd;
+        let x0 = (b * seq_len + t) * 3 * hd;
+        gate_row_bwd(
+            &d_out[o0..o0 + hd],
+            &gates[b * 4 * hd..(b + 1) * 4 * hd],
+            &h_prev[b * hd..(b + 1) * hd],
+            &mut carry[b * hd..(b + 1) * hd],
+            &mut dxp[x0..x0 + 3 * hd],
+            &mut dgh[b * 3 * hd..(b + 1) * 3 * hd],
+        );
     }
-    run_pass(pass, t, dims);
 }
+
+per_instruction_set!(forward_pass_simd => forward_pass(
+    xp: &[f32],
+    gh: &[f32],
+    b_hh: &[f32],
+    h_prev: &[f32],
+    h_next: &mut [f32],
+    gates: &mut [f32],
+    t: usize,
+    dims: Dims,
+));
+
+per_instruction_set!(backward_pass_simd => backward_pass(
+    d_out: &[f32],
+    gates: &[f32],
+    h_prev: &[f32],
+    carry: &mut [f32],
+    dxp: &mut [f32],
+    dgh: &mut [f32],
+    t: usize,
+    dims: Dims,
+));
 
 /// The parameters unpacked from `[W_ih | b_ih | W_hh | b_hh]` `(3H, I + 1 + H + 1)`.
 struct Params {
@@ -391,6 +375,7 @@ fn recur(
     dims: Dims,
     part: usize,
 ) -> Block {
+    let simd = Simd::detect();
     let (batch, seq_len, hd) = (dims.batch, dims.seq_len, dims.hidden);
     let (g3, bh) = (3 * hd, batch * hd);
     // Every entry of `hs` and `gates` is written below before it is read.
@@ -421,18 +406,7 @@ fn recur(
                     };
                     // (rows, H) · (H, 3H)
                     matmul_packed(&mut gh, h_prev, w_hh_t, rows, false);
-                    dispatch(
-                        Pass::Forward {
-                            xp,
-                            gh: &gh,
-                            b_hh,
-                            h_prev,
-                            h_next,
-                            gates,
-                        },
-                        t,
-                        dims,
-                    );
+                    forward_pass_simd(simd, xp, &gh, b_hh, h_prev, h_next, gates, t, dims);
                 }
             });
     }
@@ -601,6 +575,7 @@ fn bptt(
     dims: Dims,
     part: usize,
 ) -> Vec<f32> {
+    let simd = Simd::detect();
     let (batch, seq_len, hd) = (dims.batch, dims.seq_len, dims.hidden);
     let (g3, bh) = (3 * hd, batch * hd);
     // Every step's rows are written by its backward pass.
@@ -623,15 +598,14 @@ fn bptt(
                     let dgh_t = unsafe { dgh.slice_mut((t * batch + r0) * g3, rows * g3) };
                     let g0 = (t * batch + r0) * 4 * hd;
                     let h0 = t * bh + r0 * hd;
-                    dispatch(
-                        Pass::Backward {
-                            d_out,
-                            gates: &block.gates[g0..g0 + rows * 4 * hd],
-                            h_prev: &block.hs[h0..h0 + rows * hd],
-                            carry: &mut *carry,
-                            dxp: &mut *dxp,
-                            dgh: &mut *dgh_t,
-                        },
+                    backward_pass_simd(
+                        simd,
+                        d_out,
+                        &block.gates[g0..g0 + rows * 4 * hd],
+                        &block.hs[h0..h0 + rows * hd],
+                        carry,
+                        dxp,
+                        dgh_t,
                         t,
                         dims,
                     );
@@ -901,55 +875,30 @@ mod tests {
         let b_hh = values(3 * hd, 3, 0.5);
         let h_prev = values(b * hd, 4, 1.0);
         let d_out = values(rows * hd, 5, 1.0);
-        type Level = fn(Pass<'_>, usize, Dims);
-        let mut levels: Vec<(&str, Level)> = vec![("baseline", run_pass)];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the features were detected just above.
-                levels.push(("avx2", |p, t, d| unsafe { run_pass_avx2(p, t, d) }));
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the feature was detected just above.
-                levels.push(("avx512", |p, t, d| unsafe { run_pass_avx512(p, t, d) }));
-            }
-        }
-        let run = |level: Level| {
+        let run = |simd: Simd| {
             let (mut h_next, mut gates) = (vec![0.0; b * hd], vec![0.0; b * 4 * hd]);
-            level(
-                Pass::Forward {
-                    xp: &xp,
-                    gh: &gh,
-                    b_hh: &b_hh,
-                    h_prev: &h_prev,
-                    h_next: &mut h_next,
-                    gates: &mut gates,
-                },
+            forward_pass_simd(
+                simd,
+                &xp,
+                &gh,
+                &b_hh,
+                &h_prev,
+                &mut h_next,
+                &mut gates,
                 1,
                 dims,
             );
             let mut carry = values(b * hd, 6, 0.5);
             let (mut dxp, mut dgh) = (vec![0.0; rows * 3 * hd], vec![0.0; b * 3 * hd]);
-            level(
-                Pass::Backward {
-                    d_out: &d_out,
-                    gates: &gates,
-                    h_prev: &h_prev,
-                    carry: &mut carry,
-                    dxp: &mut dxp,
-                    dgh: &mut dgh,
-                },
-                1,
-                dims,
+            backward_pass_simd(
+                simd, &d_out, &gates, &h_prev, &mut carry, &mut dxp, &mut dgh, 1, dims,
             );
             [h_next, gates, carry, dxp, dgh]
                 .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>())
         };
-        let want = run(run_pass);
-        for (name, level) in levels {
-            assert_eq!(run(level), want, "{name}");
+        let want = run(Simd::Baseline);
+        for simd in Simd::available() {
+            assert_eq!(run(simd), want, "{simd:?}");
         }
     }
 
