@@ -1,9 +1,10 @@
 //! The fused f32 CPU forward step behind [`RolloutWorkspace`](crate::RolloutWorkspace).
 //!
-//! A snapshot of the weights is kept pre-transposed and contiguous ([`FusedNet`]); one step
-//! for a block of rows is, per tile of rows: the encoder GEMM, `x·W_ihᵀ` and `h·W_hhᵀ` as
-//! two GEMMs (the `gemm` crate candle itself uses, single-threaded inside a tile), then one
-//! pass per row that does the gate arithmetic in place on `h`, both heads and the softmax.
+//! A snapshot of the weights is kept pre-transposed and packed ([`FusedNet`]); one step for a
+//! block of rows is, per tile of rows: the encoder product, `x·W_ihᵀ` and `h·W_hhᵀ` on the
+//! packed micro-kernel ([`super::packed`], the `gemm` crate's bits; single-threaded inside a
+//! tile), then one pass per row that does the gate arithmetic in place on `h`, both heads
+//! and the softmax.
 //! Tiles keep the GEMM outputs in L2. Rows are split across rayon threads at the top; the
 //! per-row arithmetic does not depend on the split, so results do not depend on the thread
 //! count. The element-wise passes are compiled for AVX-512 and AVX2 as well as the baseline
@@ -250,79 +251,54 @@ fn forward_tile(net: &FusedNet, rows: Rows<'_>, scratch: &mut Scratch, simd: Sim
     let e = &mut scratch.e[..m * hd];
     // (m, in) · (in, H)
     matmul_packed(e, rows.x, &net.w1_t, m, false);
-    elementwise(simd, Kernel::BiasRelu { v: e, b: &net.b1 });
+    bias_relu_simd(simd, e, &net.b1);
+    let Rows {
+        h,
+        logits,
+        values,
+        probs,
+        lse,
+        ..
+    } = rows;
     match &net.core {
         Core::Gru { w_ih_t, w_hh_t, .. } => {
             let gi = &mut scratch.gi[..m * 3 * hd];
             let gh = &mut scratch.gh[..m * 3 * hd];
             matmul_packed(gi, e, w_ih_t, m, false); // (m, H) · (H, 3H)
-            matmul_packed(gh, rows.h, w_hh_t, m, false); // (m, H) · (H, 3H)
-            elementwise(simd, Kernel::GruTail { net, gi, gh, rows });
+            matmul_packed(gh, h, w_hh_t, m, false); // (m, H) · (H, 3H)
+            gru_tail_simd(simd, net, gi, gh, h, logits, values, probs, lse);
         }
         Core::Mlp { w2_t, b2 } => {
             let f = &mut scratch.gi[..m * hd];
             matmul_packed(f, e, w2_t, m, false); // (m, H) · (H, H)
-            elementwise(simd, Kernel::BiasRelu { v: f, b: b2 });
-            elementwise(simd, Kernel::HeadsTail { net, f, rows });
+            bias_relu_simd(simd, f, b2);
+            heads_tail_simd(simd, net, f, logits, values, probs, lse);
         }
     }
 }
 
-/// The element-wise passes of a tile, with their arguments.
-enum Kernel<'a, 'r> {
-    /// [`bias_relu`].
-    BiasRelu { v: &'a mut [f32], b: &'a [f32] },
-    /// [`gru_tail`].
-    GruTail {
-        net: &'a FusedNet,
-        gi: &'a [f32],
-        gh: &'a [f32],
-        rows: Rows<'r>,
-    },
-    /// [`heads_tail`].
-    HeadsTail {
-        net: &'a FusedNet,
-        f: &'a [f32],
-        rows: Rows<'r>,
-    },
-}
-
-/// Runs a kernel; everything below is `#[inline(always)]`, so it is compiled (and
-/// vectorised) for the instruction set of the function it is inlined into.
-#[inline(always)]
-fn run_kernel(kernel: Kernel<'_, '_>) {
-    match kernel {
-        Kernel::BiasRelu { v, b } => bias_relu(v, b),
-        Kernel::GruTail { net, gi, gh, rows } => gru_tail(net, gi, gh, rows),
-        Kernel::HeadsTail { net, f, rows } => heads_tail(net, f, rows),
-    }
-}
-
-/// Dispatches a kernel to the build for the detected instruction set.
-fn elementwise(simd: Simd, kernel: Kernel<'_, '_>) {
-    match simd {
-        Simd::Baseline => run_kernel(kernel),
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Simd::Avx2` is only constructed after `is_x86_feature_detected!("avx2")`
-        // and `("fma")`.
-        Simd::Avx2 => unsafe { run_kernel_avx2(kernel) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Simd::Avx512` is only constructed after `is_x86_feature_detected!("avx512f")`.
-        Simd::Avx512 => unsafe { run_kernel_avx512(kernel) },
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn run_kernel_avx2(kernel: Kernel<'_, '_>) {
-    run_kernel(kernel);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn run_kernel_avx512(kernel: Kernel<'_, '_>) {
-    run_kernel(kernel);
-}
+// The element-wise passes, each built for AVX-512, AVX2 + FMA and the baseline with the
+// slices as parameters of their own (see `per_instruction_set!`); everything below them is
+// `#[inline(always)]`, so it is compiled (and vectorised) for that instruction set.
+per_instruction_set!(bias_relu_simd => bias_relu(v: &mut [f32], b: &[f32]));
+per_instruction_set!(gru_tail_simd => gru_tail(
+    net: &FusedNet,
+    gi: &[f32],
+    gh: &[f32],
+    h: &mut [f32],
+    logits: &mut [f32],
+    values: &mut [f32],
+    probs: &mut [f32],
+    lse: &mut [f32],
+));
+per_instruction_set!(heads_tail_simd => heads_tail(
+    net: &FusedNet,
+    f: &[f32],
+    logits: &mut [f32],
+    values: &mut [f32],
+    probs: &mut [f32],
+    lse: &mut [f32],
+));
 
 /// `v ← max(v + b, 0)` row by row, `v` `(m, H)`, `b` `(H)`. NaN propagates (as in
 /// candle and PyTorch), so that non-finite inputs surface as non-finite logits.
@@ -336,9 +312,20 @@ fn bias_relu(v: &mut [f32], b: &[f32]) {
     }
 }
 
-/// GRU gates in place on `rows.h`, then the heads, for every row of the tile.
+/// GRU gates in place on `h` `(m, H)`, then the heads, for every row of the tile (`gi`,
+/// `gh` `(m, 3H)`; `logits`, `probs` `(m, A)`; `values`, `lse` `(m)`).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn gru_tail(net: &FusedNet, gi: &[f32], gh: &[f32], rows: Rows<'_>) {
+fn gru_tail(
+    net: &FusedNet,
+    gi: &[f32],
+    gh: &[f32],
+    h: &mut [f32],
+    logits: &mut [f32],
+    values: &mut [f32],
+    probs: &mut [f32],
+    lse: &mut [f32],
+) {
     let Core::Gru {
         b_rz, b_in, b_hn, ..
     } = &net.core
@@ -346,14 +333,6 @@ fn gru_tail(net: &FusedNet, gi: &[f32], gh: &[f32], rows: Rows<'_>) {
         return;
     };
     let hd = net.hidden;
-    let Rows {
-        h,
-        logits,
-        values,
-        probs,
-        lse,
-        ..
-    } = rows;
     for (i, h_row) in h.chunks_exact_mut(hd).enumerate() {
         let gi = &gi[i * 3 * hd..(i + 1) * 3 * hd];
         let gh = &gh[i * 3 * hd..(i + 1) * 3 * hd];
@@ -364,14 +343,14 @@ fn gru_tail(net: &FusedNet, gi: &[f32], gh: &[f32], rows: Rows<'_>) {
 
 /// Heads for every row of a tile whose features are `f` `(m, H)`.
 #[inline(always)]
-fn heads_tail(net: &FusedNet, f: &[f32], rows: Rows<'_>) {
-    let Rows {
-        logits,
-        values,
-        probs,
-        lse,
-        ..
-    } = rows;
+fn heads_tail(
+    net: &FusedNet,
+    f: &[f32],
+    logits: &mut [f32],
+    values: &mut [f32],
+    probs: &mut [f32],
+    lse: &mut [f32],
+) {
     for (i, f_row) in f.chunks_exact(net.hidden).enumerate() {
         row_heads(net, f_row, i, logits, values, probs, lse);
     }
