@@ -187,11 +187,108 @@ fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     Ok(x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)?)
 }
 
-/// Softmax over the last dimension, with the maximum subtracted (treated as a constant).
-fn softmax(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+/// Attention weights `softmax(x · scale + mask)` over the last dimension of `x`
+/// (`[heads, T, cols]`), with the causal mask of rows at positions `past..past + T`: row `i`
+/// sees columns `0 ..= past + i`. One pass per row forward (the maximum subtracted first),
+/// and backward `∂x = scale · y ⊙ (g − Σ_j g_j y_j)` (the softmax Jacobian; masked columns
+/// have `y = 0`), instead of a chain of seven tensor ops, each an allocation the size of
+/// the attention matrix, and their backward passes.
+struct CausalSoftmax {
+    scale: f64,
+    past: usize,
+}
+
+impl CausalSoftmax {
+    /// The rows of `x` (`[.., T, cols]`, contiguous) in place.
+    fn rows<T>(&self, x: &mut [T], t: usize, cols: usize)
+    where
+        T: candle_core::WithDType + candle_core::cpu::kernels::VecOps + Exp,
+    {
+        let scale = T::from_f64(self.scale);
+        for (r, row) in x.chunks_exact_mut(cols).enumerate() {
+            let visible = (self.past + r % t + 1).min(cols);
+            let (seen, hidden) = row.split_at_mut(visible);
+            let mut max = T::from_f64(f64::NEG_INFINITY);
+            for v in seen.iter_mut() {
+                *v *= scale;
+                max = max.max(*v);
+            }
+            let mut sum = T::zero();
+            for v in seen.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
+            }
+            for v in seen.iter_mut() {
+                *v /= sum;
+            }
+            hidden.fill(T::zero());
+        }
+    }
+}
+
+/// `e^x` in the element type (libm's `expf` for f32, as candle's `exp`).
+trait Exp {
+    fn exp(self) -> Self;
+}
+
+impl Exp for f32 {
+    fn exp(self) -> Self {
+        f32::exp(self)
+    }
+}
+
+impl Exp for f64 {
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+}
+
+impl candle_core::CustomOp1 for CausalSoftmax {
+    fn name(&self) -> &'static str {
+        "causal-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage;
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("causal-softmax: the input must be contiguous");
+        };
+        let dims = layout.dims();
+        let (t, cols) = match dims {
+            [.., t, cols] => (*t, *cols),
+            _ => candle_core::bail!("causal-softmax: [.., T, cols] expected, got {dims:?}"),
+        };
+        let storage = match storage {
+            CpuStorage::F32(v) => {
+                let mut y = v[start..end].to_vec();
+                self.rows(&mut y, t, cols);
+                CpuStorage::F32(y)
+            }
+            CpuStorage::F64(v) => {
+                let mut y = v[start..end].to_vec();
+                self.rows(&mut y, t, cols);
+                CpuStorage::F64(y)
+            }
+            _ => candle_core::bail!("causal-softmax: f32 or f64 input expected"),
+        };
+        Ok((storage, layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let gy = (grad_res * res)?.sum_keepdim(D::Minus1)?;
+        Ok(Some(
+            (grad_res.broadcast_sub(&gy)? * res)?.affine(self.scale, 0.0)?,
+        ))
+    }
 }
 
 /// Interleaved rotary embedding: pairs `(2i, 2i+1)` rotated by `pos · θ_i`.
@@ -568,18 +665,7 @@ impl LoraLlama {
         let mut x = self.embed.index_select(&index, 0)?.detach(); // [T, D]
         let cos = self.cos.narrow(0, p, t)?;
         let sin = self.sin.narrow(0, p, t)?;
-        // Row i (position p + i) sees columns 0 ..= p + i.
         let cols = p + t;
-        let mask: Vec<f64> = (0..t * cols)
-            .map(|k| {
-                if k % cols > p + k / cols {
-                    f64::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, (t, cols), &device)?.to_dtype(self.dtype)?;
         let n_rep = self.n_head / self.n_kv_head;
         let hd = self.head_dim;
         let mut caches = Vec::with_capacity(self.layers.len());
@@ -614,8 +700,12 @@ impl LoraLlama {
             // Query head j reads key/value head j / n_rep.
             let k = Tensor::cat(&vec![&k; n_rep], 1)?.reshape((self.n_head, cols, hd))?;
             let v = Tensor::cat(&vec![&v; n_rep], 1)?.reshape((self.n_head, cols, hd))?;
-            let att = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(&mask)?;
-            let y = softmax(&att)?.matmul(&v)?; // [heads, T, d]
+            // Row i (position p + i) sees columns 0 ..= p + i.
+            let att = q.matmul(&k.t()?)?.apply_op1(CausalSoftmax {
+                scale: 1.0 / (hd as f64).sqrt(),
+                past: p,
+            })?;
+            let y = att.matmul(&v)?; // [heads, T, d]
             let y = y.transpose(0, 1)?.reshape((t, self.n_head * hd))?;
             x = (x + linear(&y, &layer.wo)?)?;
             let h = rms_norm(&x, &layer.ffn_norm, self.eps)?;
