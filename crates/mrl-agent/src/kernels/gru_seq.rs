@@ -288,15 +288,35 @@ impl Params {
     }
 }
 
-/// Column sums of a row-major `(rows, cols)` matrix.
+/// Column sums of a row-major `(rows, cols)` matrix, each column summed over the rows in
+/// order. Large matrices split their columns over the rayon threads, which keeps every
+/// column's order of summation, so the result is the same bits for any thread count.
 pub(crate) fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
+    /// Fewest elements worth a second thread, fewest columns per thread.
+    const PARALLEL_FROM: usize = 1 << 16;
+    const MIN_COLS: usize = 16;
     let mut sums = vec![0.0f32; cols];
-    for row in m.chunks_exact(cols) {
-        for (acc, v) in sums.iter_mut().zip(row) {
-            *acc += v;
-        }
+    let threads = rayon::current_num_threads();
+    let per = cols.div_ceil(threads).max(MIN_COLS);
+    if m.len() < PARALLEL_FROM || per >= cols {
+        sum_columns(m, cols, 0, &mut sums);
+    } else {
+        sums.par_chunks_mut(per)
+            .enumerate()
+            .for_each(|(i, part)| sum_columns(m, cols, i * per, part));
     }
     sums
+}
+
+/// Adds columns `first .. first + acc.len()` of the row-major `(rows, cols)` matrix `m`
+/// into `acc`, row by row.
+fn sum_columns(m: &[f32], cols: usize, first: usize, acc: &mut [f32]) {
+    let n = acc.len();
+    for row in m.chunks_exact(cols) {
+        for (a, v) in acc.iter_mut().zip(&row[first..first + n]) {
+            *a += v;
+        }
+    }
 }
 
 /// The whole forward: input projection as one GEMM over all `B·T` rows, then the
@@ -954,6 +974,28 @@ mod tests {
         assert_eq!(part_trials(16, 4, &bwd), 8); // 4 · 40 and 6 · 40 ≤ 256: two parts
         assert_eq!(part_trials(24, 4, &bwd), 8);
         assert_eq!(part_trials(1, 4, &fwd), 1);
+    }
+
+    #[test]
+    fn column_sums_are_the_sequential_sums_for_any_thread_count() {
+        let (rows, cols) = (3000, 50);
+        let m = values(rows * cols, 9, 1.0);
+        let mut want = vec![0.0f32; cols];
+        for row in m.chunks_exact(cols) {
+            for (a, v) in want.iter_mut().zip(row) {
+                *a += v;
+            }
+        }
+        let want: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+        for threads in 1..=4 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let got = pool.install(|| column_sums(&m, cols));
+            let got: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "{threads} threads");
+        }
     }
 
     #[test]
