@@ -277,82 +277,65 @@ fn forward_tile(net: &FusedNet, rows: Rows<'_>, scratch: &mut Scratch, simd: Sim
     }
 }
 
-// The element-wise passes, each built for AVX-512, AVX2 + FMA and the baseline with the
-// slices as parameters of their own (see `per_instruction_set!`); everything below them is
-// `#[inline(always)]`, so it is compiled (and vectorised) for that instruction set.
-per_instruction_set!(bias_relu_simd => bias_relu(v: &mut [f32], b: &[f32]));
-per_instruction_set!(gru_tail_simd => gru_tail(
-    net: &FusedNet,
-    gi: &[f32],
-    gh: &[f32],
-    h: &mut [f32],
-    logits: &mut [f32],
-    values: &mut [f32],
-    probs: &mut [f32],
-    lse: &mut [f32],
-));
-per_instruction_set!(heads_tail_simd => heads_tail(
-    net: &FusedNet,
-    f: &[f32],
-    logits: &mut [f32],
-    values: &mut [f32],
-    probs: &mut [f32],
-    lse: &mut [f32],
-));
+// The element-wise passes below are each built for AVX-512, AVX2 + FMA and the baseline
+// with the slices as parameters of their own (`per_instruction_set!`); everything they call
+// is `#[inline(always)]`, so it is compiled (and vectorised) for that instruction set.
 
-/// `v ← max(v + b, 0)` row by row, `v` `(m, H)`, `b` `(H)`. NaN propagates (as in
-/// candle and PyTorch), so that non-finite inputs surface as non-finite logits.
-#[inline(always)]
-fn bias_relu(v: &mut [f32], b: &[f32]) {
-    for row in v.chunks_exact_mut(b.len()) {
-        for (x, &bj) in row.iter_mut().zip(b) {
-            let y = *x + bj;
-            *x = if y < 0.0 { 0.0 } else { y };
+per_instruction_set! {
+    /// `v ← max(v + b, 0)` row by row, `v` `(m, H)`, `b` `(H)`. NaN propagates (as in
+    /// candle and PyTorch), so that non-finite inputs surface as non-finite logits.
+    fn bias_relu => bias_relu_simd(v: &mut [f32], b: &[f32]) {
+        for row in v.chunks_exact_mut(b.len()) {
+            for (x, &bj) in row.iter_mut().zip(b) {
+                let y = *x + bj;
+                *x = if y < 0.0 { 0.0 } else { y };
+            }
         }
     }
 }
 
-/// GRU gates in place on `h` `(m, H)`, then the heads, for every row of the tile (`gi`,
-/// `gh` `(m, 3H)`; `logits`, `probs` `(m, A)`; `values`, `lse` `(m)`).
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn gru_tail(
-    net: &FusedNet,
-    gi: &[f32],
-    gh: &[f32],
-    h: &mut [f32],
-    logits: &mut [f32],
-    values: &mut [f32],
-    probs: &mut [f32],
-    lse: &mut [f32],
-) {
-    let Core::Gru {
-        b_rz, b_in, b_hn, ..
-    } = &net.core
-    else {
-        return;
-    };
-    let hd = net.hidden;
-    for (i, h_row) in h.chunks_exact_mut(hd).enumerate() {
-        let gi = &gi[i * 3 * hd..(i + 1) * 3 * hd];
-        let gh = &gh[i * 3 * hd..(i + 1) * 3 * hd];
-        gru_gates(gi, gh, b_rz, b_in, b_hn, h_row);
-        row_heads(net, h_row, i, logits, values, probs, lse);
+per_instruction_set! {
+    /// GRU gates in place on `h` `(m, H)`, then the heads, for every row of the tile (`gi`,
+    /// `gh` `(m, 3H)`; `logits`, `probs` `(m, A)`; `values`, `lse` `(m)`).
+    fn gru_tail => gru_tail_simd(
+        net: &FusedNet,
+        gi: &[f32],
+        gh: &[f32],
+        h: &mut [f32],
+        logits: &mut [f32],
+        values: &mut [f32],
+        probs: &mut [f32],
+        lse: &mut [f32],
+    ) {
+        let Core::Gru {
+            b_rz, b_in, b_hn, ..
+        } = &net.core
+        else {
+            return;
+        };
+        let hd = net.hidden;
+        for (i, h_row) in h.chunks_exact_mut(hd).enumerate() {
+            let gi = &gi[i * 3 * hd..(i + 1) * 3 * hd];
+            let gh = &gh[i * 3 * hd..(i + 1) * 3 * hd];
+            gru_gates(gi, gh, b_rz, b_in, b_hn, h_row);
+            row_heads(net, h_row, i, logits, values, probs, lse);
+        }
     }
 }
 
-/// Heads for every row of a tile whose features are `f` `(m, H)`.
-#[inline(always)]
-fn heads_tail(
-    net: &FusedNet,
-    f: &[f32],
-    logits: &mut [f32],
-    values: &mut [f32],
-    probs: &mut [f32],
-    lse: &mut [f32],
-) {
-    for (i, f_row) in f.chunks_exact(net.hidden).enumerate() {
-        row_heads(net, f_row, i, logits, values, probs, lse);
+per_instruction_set! {
+    /// Heads for every row of a tile whose features are `f` `(m, H)`.
+    fn heads_tail => heads_tail_simd(
+        net: &FusedNet,
+        f: &[f32],
+        logits: &mut [f32],
+        values: &mut [f32],
+        probs: &mut [f32],
+        lse: &mut [f32],
+    ) {
+        for (i, f_row) in f.chunks_exact(net.hidden).enumerate() {
+            row_heads(net, f_row, i, logits, values, probs, lse);
+        }
     }
 }
 

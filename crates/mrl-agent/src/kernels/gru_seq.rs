@@ -174,90 +174,68 @@ fn gate_row_bwd(
     }
 }
 
-/// Forward gate pass of time step `t` over the batch (one [`gate_row`] per trial).
-///
-/// # Shapes
-/// `xp` `(B, T, 3H)`, `gh` `(B, 3H)`, `b_hh` `(3H)`, `h_prev`/`h_next` `(B, H)`, `gates`
-/// `(B, 4H)`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn forward_pass(
-    xp: &[f32],
-    gh: &[f32],
-    b_hh: &[f32],
-    h_prev: &[f32],
-    h_next: &mut [f32],
-    gates: &mut [f32],
-    t: usize,
-    dims: Dims,
-) {
-    let (seq_len, hd) = (dims.seq_len, dims.hidden);
-    for b in 0..dims.batch {
-        let x0 = (b * seq_len + t) * 3 * hd;
-        gate_row(
-            &xp[x0..x0 + 3 * hd],
-            &gh[b * 3 * hd..(b + 1) * 3 * hd],
-            b_hh,
-            &h_prev[b * hd..(b + 1) * hd],
-            &mut h_next[b * hd..(b + 1) * hd],
-            &mut gates[b * 4 * hd..(b + 1) * 4 * hd],
-        );
+per_instruction_set! {
+    /// Forward gate pass of time step `t` over the batch (one [`gate_row`] per trial).
+    ///
+    /// # Shapes
+    /// `xp` `(B, T, 3H)`, `gh` `(B, 3H)`, `b_hh` `(3H)`, `h_prev`/`h_next` `(B, H)`, `gates`
+    /// `(B, 4H)`.
+    fn forward_pass => forward_pass_simd(
+        xp: &[f32],
+        gh: &[f32],
+        b_hh: &[f32],
+        h_prev: &[f32],
+        h_next: &mut [f32],
+        gates: &mut [f32],
+        t: usize,
+        dims: Dims,
+    ) {
+        let (seq_len, hd) = (dims.seq_len, dims.hidden);
+        for b in 0..dims.batch {
+            let x0 = (b * seq_len + t) * 3 * hd;
+            gate_row(
+                &xp[x0..x0 + 3 * hd],
+                &gh[b * 3 * hd..(b + 1) * 3 * hd],
+                b_hh,
+                &h_prev[b * hd..(b + 1) * hd],
+                &mut h_next[b * hd..(b + 1) * hd],
+                &mut gates[b * 4 * hd..(b + 1) * 4 * hd],
+            );
+        }
     }
 }
 
-/// Backward gate pass of time step `t` over the batch (one [`gate_row_bwd`] per trial).
-///
-/// # Shapes
-/// `d_out` `(B, T, H)`, `gates` `(B, 4H)`, `h_prev`/`carry` `(B, H)`, `dxp` `(B, T, 3H)`,
-/// `dgh` `(B, 3H)`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn backward_pass(
-    d_out: &[f32],
-    gates: &[f32],
-    h_prev: &[f32],
-    carry: &mut [f32],
-    dxp: &mut [f32],
-    dgh: &mut [f32],
-    t: usize,
-    dims: Dims,
-) {
-    let (seq_len, hd) = (dims.seq_len, dims.hidden);
-    for b in 0..dims.batch {
-        let o0 = (b * seq_len + t) * hd;
-        let x0 = (b * seq_len + t) * 3 * hd;
-        gate_row_bwd(
-            &d_out[o0..o0 + hd],
-            &gates[b * 4 * hd..(b + 1) * 4 * hd],
-            &h_prev[b * hd..(b + 1) * hd],
-            &mut carry[b * hd..(b + 1) * hd],
-            &mut dxp[x0..x0 + 3 * hd],
-            &mut dgh[b * 3 * hd..(b + 1) * 3 * hd],
-        );
+per_instruction_set! {
+    /// Backward gate pass of time step `t` over the batch (one [`gate_row_bwd`] per trial).
+    ///
+    /// # Shapes
+    /// `d_out` `(B, T, H)`, `gates` `(B, 4H)`, `h_prev`/`carry` `(B, H)`, `dxp` `(B, T, 3H)`,
+    /// `dgh` `(B, 3H)`.
+    fn backward_pass => backward_pass_simd(
+        d_out: &[f32],
+        gates: &[f32],
+        h_prev: &[f32],
+        carry: &mut [f32],
+        dxp: &mut [f32],
+        dgh: &mut [f32],
+        t: usize,
+        dims: Dims,
+    ) {
+        let (seq_len, hd) = (dims.seq_len, dims.hidden);
+        for b in 0..dims.batch {
+            let o0 = (b * seq_len + t) * hd;
+            let x0 = (b * seq_len + t) * 3 * hd;
+            gate_row_bwd(
+                &d_out[o0..o0 + hd],
+                &gates[b * 4 * hd..(b + 1) * 4 * hd],
+                &h_prev[b * hd..(b + 1) * hd],
+                &mut carry[b * hd..(b + 1) * hd],
+                &mut dxp[x0..x0 + 3 * hd],
+                &mut dgh[b * 3 * hd..(b + 1) * 3 * hd],
+            );
+        }
     }
 }
-
-per_instruction_set!(forward_pass_simd => forward_pass(
-    xp: &[f32],
-    gh: &[f32],
-    b_hh: &[f32],
-    h_prev: &[f32],
-    h_next: &mut [f32],
-    gates: &mut [f32],
-    t: usize,
-    dims: Dims,
-));
-
-per_instruction_set!(backward_pass_simd => backward_pass(
-    d_out: &[f32],
-    gates: &[f32],
-    h_prev: &[f32],
-    carry: &mut [f32],
-    dxp: &mut [f32],
-    dgh: &mut [f32],
-    t: usize,
-    dims: Dims,
-));
 
 /// The parameters unpacked from `[W_ih | b_ih | W_hh | b_hh]` `(3H, I + 1 + H + 1)`.
 struct Params {

@@ -16,29 +16,46 @@
 //! rollout workspace or checkpoints; the networks build the kernels' weight snapshots and
 //! call them (a one-way edge, checked by the crate's tidy test).
 
-/// Defines `$name(simd, args…)`, which runs the `#[inline(always)]` function `$body(args…)`
-/// compiled for the instruction set `simd` (AVX-512, AVX2 + FMA or the baseline; the exp
-/// polynomials vectorise). The builds take the slices as parameters of their own, not inside
-/// a struct or an enum: only then does the compiler know that they do not overlap and
-/// vectorise the gate loops without run-time overlap checks (measured on the GRU's forward
-/// gate pass: 10–11 ms before, 2.7–3.3 ms after, per 600 steps of 16 trials at H = 128). The
-/// arithmetic is the same scalar code at every width (no contraction into FMAs), so the
-/// results are the same bits.
+/// Defines an `#[inline(always)]` function `$name(args…)` and `$simd_name(simd, args…)`,
+/// which runs it compiled for the instruction set `simd` (AVX-512, AVX2 + FMA or the
+/// baseline; the exp polynomials vectorise):
+///
+/// ```text
+/// per_instruction_set! {
+///     /// docs
+///     fn name => name_simd(a: &[f32], b: &mut [f32]) { … }
+/// }
+/// ```
+///
+/// The builds take the slices as parameters of their own, not inside a struct or an enum:
+/// only then does the compiler know that they do not overlap and vectorise the loops without
+/// run-time overlap checks (measured on the GRU's forward gate pass: 10–11 ms before, 2.7–3.3
+/// ms after, per 600 steps of 16 trials at H = 128). The arithmetic is the same scalar code at
+/// every width (no contraction into FMAs), so the results are the same bits.
 macro_rules! per_instruction_set {
-    ($name:ident => $body:ident($($arg:ident: $ty:ty),* $(,)?)) => {
+    (
+        $(#[$meta:meta])*
+        fn $name:ident => $simd_name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block
+    ) => {
+        $(#[$meta])*
         #[allow(clippy::too_many_arguments)]
-        fn $name(simd: $crate::kernels::fused::Simd, $($arg: $ty),*) {
+        #[inline(always)]
+        fn $name($($arg: $ty),*) $body
+
+        /// Runs the function of the same name without `_simd` built for `simd`.
+        #[allow(clippy::too_many_arguments)]
+        fn $simd_name(simd: $crate::kernels::fused::Simd, $($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[allow(clippy::too_many_arguments)]
                 #[target_feature(enable = "avx512f")]
                 fn avx512($($arg: $ty),*) {
-                    $body($($arg),*)
+                    $name($($arg),*)
                 }
                 #[allow(clippy::too_many_arguments)]
                 #[target_feature(enable = "avx2,fma")]
                 fn avx2($($arg: $ty),*) {
-                    $body($($arg),*)
+                    $name($($arg),*)
                 }
                 match simd {
                     // SAFETY: `Simd::Avx512` is only detected with AVX-512F present.
@@ -48,7 +65,7 @@ macro_rules! per_instruction_set {
                     $crate::kernels::fused::Simd::Baseline => {}
                 }
             }
-            $body($($arg),*)
+            $name($($arg),*)
         }
     };
 }
