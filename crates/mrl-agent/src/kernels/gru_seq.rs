@@ -408,12 +408,15 @@ fn recur(
                 }
             });
     }
-    for (t, h_t) in hs[bh..].chunks_exact(bh).enumerate() {
-        for (b, row) in h_t.chunks_exact(hd).enumerate() {
-            let o0 = (b * seq_len + t) * hd;
-            out[o0..o0 + hd].copy_from_slice(row);
-        }
-    }
+    // Time-major h_1 … h_T into the batch-major output, trials in parallel.
+    out.par_chunks_mut(seq_len * hd)
+        .enumerate()
+        .for_each(|(b, out_b)| {
+            for (t, row) in out_b.chunks_exact_mut(hd).enumerate() {
+                let h0 = (t + 1) * bh + b * hd;
+                row.copy_from_slice(&hs[h0..h0 + hd]);
+            }
+        });
     Block { batch, hs, gates }
 }
 

@@ -27,6 +27,7 @@
 //! slice of its gradient back to its `Var` (see [`NetLayout`]).
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 use super::gru_seq::{
     self, Dims, SavedSlot, block_trials, column_sums, f32_slice, matmul, with_cpu_f32,
@@ -121,11 +122,17 @@ impl Drop for Saved {
     }
 }
 
-/// `out (rows, cols) = bias` broadcast over the rows.
+/// Rows per rayon task of the element-wise loops below (large enough to amortise the task).
+const PAR_ROWS: usize = 512;
+
+/// `out (rows, cols) = bias` broadcast over the rows, in parallel.
 fn fill_rows(out: &mut [f32], bias: &[f32]) {
-    for row in out.chunks_exact_mut(bias.len()) {
-        row.copy_from_slice(bias);
-    }
+    let cols = bias.len();
+    out.par_chunks_mut(PAR_ROWS * cols).for_each(|block| {
+        for row in block.chunks_exact_mut(cols) {
+            row.copy_from_slice(bias);
+        }
+    });
 }
 
 /// The forward: `y` `(B·T, A + 1)` and the saved state.
@@ -148,7 +155,9 @@ fn forward(
         true,
         true,
     );
-    encoded.iter_mut().for_each(|v| *v = v.max(0.0));
+    encoded
+        .par_chunks_mut(PAR_ROWS * hd)
+        .for_each(|block| block.iter_mut().for_each(|v| *v = v.max(0.0)));
     let dims = Dims {
         batch,
         seq_len,
@@ -209,11 +218,15 @@ fn backward(
     let (mut da, dh0, d_gru) = gru_seq::backward(&saved.gru, &saved.encoded, &dh);
     give(dh);
     // ReLU: e > 0 exactly where the pre-activation was positive.
-    for (g, e) in da.iter_mut().zip(&saved.encoded) {
-        if *e <= 0.0 {
-            *g = 0.0;
-        }
-    }
+    da.par_chunks_mut(PAR_ROWS * hd)
+        .zip(saved.encoded.par_chunks(PAR_ROWS * hd))
+        .for_each(|(da, encoded)| {
+            for (g, e) in da.iter_mut().zip(encoded) {
+                if *e <= 0.0 {
+                    *g = 0.0;
+                }
+            }
+        });
     let mut d_flat = vec![0.0f32; layout.len()];
     matmul(
         &mut d_flat[..hd * layout.input],
