@@ -525,7 +525,7 @@ fn shipped_belief_configs_train_like_the_rl2_configs_they_copy() {
     assert_eq!((b.agent.hidden, &b.optim), (r.agent.hidden, &r.optim));
     let as_transformer = TrainConfig {
         agent: t.agent.clone(),
-        optim: t.optim.clone(),
+        optim: t.optim,
         ..b.clone()
     };
     assert_eq!(
