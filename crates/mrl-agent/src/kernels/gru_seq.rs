@@ -266,6 +266,19 @@ impl Params {
     }
 }
 
+/// Rows per rayon task of the element-wise loops below (large enough to amortise the task).
+pub(crate) const PAR_ROWS: usize = 512;
+
+/// `out (rows, cols) = bias` broadcast over the rows, in parallel.
+pub(crate) fn fill_rows(out: &mut [f32], bias: &[f32]) {
+    let cols = bias.len();
+    out.par_chunks_mut(PAR_ROWS * cols).for_each(|block| {
+        for row in block.chunks_exact_mut(cols) {
+            row.copy_from_slice(bias);
+        }
+    });
+}
+
 /// Column sums of a row-major `(rows, cols)` matrix, each column summed over the rows in
 /// order. Large matrices split their columns over the rayon threads, which keeps every
 /// column's order of summation, so the result is the same bits for any thread count.
@@ -320,9 +333,7 @@ pub(crate) fn forward(
     } = Params::unpack(packed, dims.input, hd);
     // xp (B·T, 3H) = b_ih + x (B·T, I) · W_ihᵀ
     let mut xp = take(rows * g3);
-    for row in xp.chunks_exact_mut(g3) {
-        row.copy_from_slice(&b_ih);
-    }
+    fill_rows(&mut xp, &b_ih);
     matmul(
         &mut xp,
         (x, false),

@@ -30,7 +30,8 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gru_seq::{
-    self, Dims, SavedSlot, block_trials, column_sums, f32_slice, matmul, with_cpu_f32,
+    self, Dims, PAR_ROWS, SavedSlot, block_trials, column_sums, f32_slice, fill_rows, matmul,
+    with_cpu_f32,
 };
 use super::scratch::{give, take};
 
@@ -120,19 +121,6 @@ impl Drop for Saved {
         give(std::mem::take(&mut self.encoded));
         give(std::mem::take(&mut self.hidden));
     }
-}
-
-/// Rows per rayon task of the element-wise loops below (large enough to amortise the task).
-const PAR_ROWS: usize = 512;
-
-/// `out (rows, cols) = bias` broadcast over the rows, in parallel.
-fn fill_rows(out: &mut [f32], bias: &[f32]) {
-    let cols = bias.len();
-    out.par_chunks_mut(PAR_ROWS * cols).for_each(|block| {
-        for row in block.chunks_exact_mut(cols) {
-            row.copy_from_slice(bias);
-        }
-    });
 }
 
 /// The forward: `y` `(B·T, A + 1)` and the saved state.
