@@ -836,7 +836,7 @@ pub(crate) fn gru_sequence(
 mod tests {
     use super::*;
 
-    use crate::kernels::test_values as values;
+    use crate::kernels::{test_bits, test_values as values};
 
     #[test]
     fn blocks_of_trials_give_the_whole_batch_result() {
@@ -905,8 +905,7 @@ mod tests {
             backward_pass_simd(
                 simd, &d_out, &gates, &h_prev, &mut carry, &mut dxp, &mut dgh, 1, dims,
             );
-            [h_next, gates, carry, dxp, dgh]
-                .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>())
+            [h_next, gates, carry, dxp, dgh].map(|v| test_bits(&v))
         };
         let want = run(Simd::Baseline);
         for simd in Simd::available() {
@@ -918,7 +917,6 @@ mod tests {
     /// the outputs and in every gradient.
     #[test]
     fn thread_counts_give_the_same_bits() {
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
         for (batch, hidden) in [(16, 40), (24, 40), (9, 64)] {
             let dims = Dims {
                 batch,
@@ -939,7 +937,12 @@ mod tests {
                 pool.install(|| {
                     let (out, saved) = forward(&x, &h0, &packed, dims, block_trials(batch));
                     let (dx, dh0, dp) = backward(&saved, &x, &d_out);
-                    [bits(&out), bits(&dx), bits(&dh0), bits(&dp)]
+                    [
+                        test_bits(&out),
+                        test_bits(&dx),
+                        test_bits(&dh0),
+                        test_bits(&dp),
+                    ]
                 })
             };
             let want = run(1);
@@ -978,15 +981,14 @@ mod tests {
                 *a += v;
             }
         }
-        let want: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+        let want = test_bits(&want);
         for threads in 1..=4 {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap();
             let got = pool.install(|| column_sums(&m, cols));
-            let got: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
-            assert_eq!(got, want, "{threads} threads");
+            assert_eq!(test_bits(&got), want, "{threads} threads");
         }
     }
 

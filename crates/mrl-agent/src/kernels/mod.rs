@@ -81,6 +81,12 @@ pub(crate) mod packed;
 pub(crate) mod scratch;
 pub(crate) mod transformer_step;
 
+/// The f32 bit patterns of `v`, for tests that assert bit-for-bit equality.
+#[cfg(test)]
+pub(crate) fn test_bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 /// Deterministic test values in `(−scale, scale)` (a multiplicative hash of the index).
 #[cfg(test)]
 pub(crate) fn test_values(n: usize, seed: u32, scale: f32) -> Vec<f32> {

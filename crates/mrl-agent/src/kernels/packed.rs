@@ -390,11 +390,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_values as values;
-
-    fn bits(v: &[f32]) -> Vec<u32> {
-        v.iter().map(|x| x.to_bits()).collect()
-    }
+    use crate::kernels::{test_bits as bits, test_values as values};
 
     /// The packed product against the `gemm` call it replaces, on the f32 bits, for every
     /// instruction set of this CPU, both storage orders of the operand and with and without

@@ -491,12 +491,12 @@ fn a_belief_trace_covers_the_trial_and_knows_the_truth() {
 #[test]
 fn shipped_belief_configs_train_like_the_rl2_configs_they_copy() {
     let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs"));
+    let load = |name: &str| TrainConfig::load(&dir.join(name)).unwrap();
     for (belief, rl2, latent) in [
         ("synthetic-ar1-belief.toml", "synthetic-ar1.toml", 1),
         ("bandits-k5-n10-belief.toml", "bandits-k5-n10.toml", 5),
     ] {
-        let b = TrainConfig::load(&dir.join(belief)).unwrap();
-        let r = TrainConfig::load(&dir.join(rl2)).unwrap();
+        let (b, r) = (load(belief), load(rl2));
         assert_eq!(b.agent.kind, PolicyKind::TaskInference, "{belief}");
         assert_eq!(b.agent.task_inference.latent, latent, "{belief}");
         assert_eq!(
@@ -515,7 +515,6 @@ fn shipped_belief_configs_train_like_the_rl2_configs_they_copy() {
     }
     // The k = 5, n = 100 comparison: the Transformer comparison's budget, task and PPO, with
     // RL²'s width and step size.
-    let load = |name: &str| TrainConfig::load(&dir.join(name)).unwrap();
     let b = load("bandits-k5-n100-belief.toml");
     let t = load("bandits-k5-n100-transformer.toml");
     let r = load("bandits-k5-n100.toml");
