@@ -71,6 +71,7 @@ mod checkpoint;
 mod config;
 mod error;
 mod eval;
+mod fused;
 mod gae;
 mod grad;
 mod loss;

@@ -3,12 +3,19 @@
 //!
 //! Parameters are a slice of candle [`Var`]s in a fixed order (the agent's parameter order),
 //! so that the Adam moments line up with them across checkpoints.
+//!
+//! For contiguous f32 CPU tensors the global norm, the clipping and the Adam step run as
+//! fused passes (`crate::fused`) with exactly the bits of the candle expressions written
+//! below, which remain the reference and the path for every other device and dtype.
 
 use std::collections::HashMap;
 
 use candle_core::{DType, Tensor, Var, backprop::GradStore};
 use serde::{Deserialize, Serialize};
 
+use crate::fused::{
+    AdamParamUpdate, AdamScalars, adam_moments, scaled, sum_squares_f64, with_cpu_f32,
+};
 use crate::{Error, Result};
 
 /// Adam hyper-parameters (Kingma & Ba 2015) without weight decay.
@@ -95,17 +102,25 @@ pub fn collect_grads(params: &[Var], grads: &GradStore) -> Result<Vec<Tensor>> {
         .collect()
 }
 
-/// Total L2 norm over all gradients, `sqrt(Σ_i ‖g_i‖²)`, accumulated in f64.
+/// Total L2 norm over all gradients, `sqrt(Σ_i ‖g_i‖²)`, accumulated in f64 (each
+/// gradient's squares summed in element order, then the gradients in order).
 pub fn global_norm(grads: &[Tensor]) -> Result<f64> {
     let mut sum = 0.0;
     for g in grads {
-        sum += g
-            .to_dtype(DType::F64)?
-            .sqr()?
-            .sum_all()?
-            .to_scalar::<f64>()?;
+        sum += match with_cpu_f32([g], |[g]| sum_squares_f64(g)) {
+            Some(s) => s,
+            None => sum_squares_candle(g)?,
+        };
     }
     Ok(sum.sqrt())
+}
+
+/// `‖g‖²` in f64 as candle ops: the reference of the fused pass and its fallback.
+fn sum_squares_candle(g: &Tensor) -> Result<f64> {
+    Ok(g.to_dtype(DType::F64)?
+        .sqr()?
+        .sum_all()?
+        .to_scalar::<f64>()?)
 }
 
 /// Clips gradients by their global norm, with the semantics of PyTorch's
@@ -114,15 +129,22 @@ pub fn global_norm(grads: &[Tensor]) -> Result<f64> {
 /// gradients are then returned unchanged and the caller must stop).
 pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
     let norm = global_norm(grads)?;
-    if norm.is_finite() {
-        let coef = max_norm / (norm + 1e-6);
-        if coef < 1.0 {
-            for g in grads.iter_mut() {
-                *g = (&*g * coef)?;
-            }
+    if let Some(coef) = clip_coef(norm, max_norm) {
+        for g in grads.iter_mut() {
+            let fused = with_cpu_f32([&*g], |[x]| scaled(x, coef));
+            *g = match fused {
+                Some(x) => Tensor::from_vec(x, g.shape(), g.device())?,
+                None => (&*g * coef)?,
+            };
         }
     }
     Ok(norm)
+}
+
+/// The factor `max_norm / (norm + 1e-6)` when it is below 1 and the norm finite.
+fn clip_coef(norm: f64, max_norm: f64) -> Option<f64> {
+    let coef = max_norm / (norm + 1e-6);
+    (norm.is_finite() && coef < 1.0).then_some(coef)
 }
 
 /// Adam with PyTorch's bias-corrected update (`torch.optim.Adam`, no weight decay, not
@@ -144,6 +166,54 @@ pub struct Adam {
     exp_avg_sq: Vec<Tensor>,
 }
 
+/// One parameter's Adam step as candle ops (any device and dtype): the new moments `(m, v)`,
+/// the parameter set to its new value. The reference of [`adam_step_fused`].
+fn adam_step_candle(
+    param: &Var,
+    grad: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    k: &AdamScalars,
+) -> Result<(Tensor, Tensor)> {
+    let grad = grad.to_dtype(param.dtype())?;
+    // torch: exp_avg.lerp_(grad, 1 − β₁) = m + w·(g − m) for w < 0.5.
+    let m = (m + (&grad - m)?.affine(1.0 - k.beta1, 0.0)?)?;
+    // torch: exp_avg_sq.mul_(β₂).addcmul_(grad, grad, value = 1 − β₂).
+    let v = (v.affine(k.beta2, 0.0)? + grad.affine(1.0 - k.beta2, 0.0)?.mul(&grad)?)?;
+    let denom = v
+        .sqrt()?
+        .broadcast_div(&scalar_like(k.bias_correction2_sqrt, &v)?)?
+        .affine(1.0, k.eps)?;
+    let update = m.div(&denom)?.affine(-k.step_size, 0.0)?;
+    param.set(&(param.as_tensor() + update)?)?;
+    Ok((m, v))
+}
+
+/// [`adam_step_candle`] as two fused passes when the parameter, its gradient and its
+/// moments are contiguous f32 CPU tensors of one shape (the new moments, then the parameter
+/// updated in place); `None`, nothing changed, otherwise. Same bits as the candle ops.
+fn adam_step_fused(
+    param: &Var,
+    grad: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    k: &AdamScalars,
+) -> Result<Option<(Tensor, Tensor)>> {
+    if [grad, m, v].iter().any(|t| t.dims() != param.dims()) {
+        return Ok(None);
+    }
+    let moments = with_cpu_f32([param.as_tensor(), grad, m, v], |[_, g, m, v]| {
+        adam_moments(g, m, v, k)
+    });
+    let Some((m_new, v_new)) = moments else {
+        return Ok(None);
+    };
+    let m_new = Tensor::from_vec(m_new, m.shape(), m.device())?;
+    let v_new = Tensor::from_vec(v_new, v.shape(), v.device())?;
+    param.inplace_op3(&m_new, &v_new, &AdamParamUpdate(*k))?;
+    Ok(Some((m_new, v_new)))
+}
+
 /// One scalar on the device and in the dtype of `like`.
 fn scalar_like(value: f64, like: &Tensor) -> Result<Tensor> {
     Ok(Tensor::new(value, like.device())?.to_dtype(like.dtype())?)
@@ -160,16 +230,18 @@ impl Adam {
                 found: names.len(),
             });
         }
-        let zeros = params
-            .iter()
-            .map(|p| Ok(p.as_tensor().zeros_like()?))
-            .collect::<Result<Vec<_>>>()?;
+        let zeros = || {
+            params
+                .iter()
+                .map(|p| Ok(p.as_tensor().zeros_like()?))
+                .collect::<Result<Vec<_>>>()
+        };
         Ok(Self {
             config,
             names,
             step: 0,
-            exp_avg: zeros.clone(),
-            exp_avg_sq: zeros,
+            exp_avg: zeros()?,
+            exp_avg_sq: zeros()?,
         })
     }
 
@@ -188,6 +260,21 @@ impl Adam {
     /// # Errors
     /// [`Error::OptimizerMismatch`] when `params` or `grads` do not match the moments.
     pub fn step(&mut self, params: &[Var], grads: &[Tensor], lr: f64) -> Result<()> {
+        let scalars = self.begin_step(params, grads, lr)?;
+        for (i, (param, grad)) in params.iter().zip(grads).enumerate() {
+            let (m, v) = (&self.exp_avg[i], &self.exp_avg_sq[i]);
+            let (m, v) = match adam_step_fused(param, grad, m, v, &scalars)? {
+                Some(moments) => moments,
+                None => adam_step_candle(param, grad, m, v, &scalars)?,
+            };
+            self.exp_avg[i] = m;
+            self.exp_avg_sq[i] = v;
+        }
+        Ok(())
+    }
+
+    /// Checks the lengths, counts the step and returns its scalars.
+    fn begin_step(&mut self, params: &[Var], grads: &[Tensor], lr: f64) -> Result<AdamScalars> {
         if params.len() != self.exp_avg.len() || grads.len() != self.exp_avg.len() {
             return Err(Error::OptimizerMismatch {
                 reason: format!(
@@ -205,25 +292,13 @@ impl Adam {
         let t = self.step as f64;
         let bias_correction1 = 1.0 - beta1.powf(t);
         let bias_correction2_sqrt = (1.0 - beta2.powf(t)).sqrt();
-        let step_size = lr / bias_correction1;
-        for (i, (param, grad)) in params.iter().zip(grads).enumerate() {
-            let grad = grad.to_dtype(param.dtype())?;
-            let m = &self.exp_avg[i];
-            let v = &self.exp_avg_sq[i];
-            // torch: exp_avg.lerp_(grad, 1 − β₁) = m + w·(g − m) for w < 0.5.
-            let m = (m + (&grad - m)?.affine(1.0 - beta1, 0.0)?)?;
-            // torch: exp_avg_sq.mul_(β₂).addcmul_(grad, grad, value = 1 − β₂).
-            let v = (v.affine(beta2, 0.0)? + grad.affine(1.0 - beta2, 0.0)?.mul(&grad)?)?;
-            let denom = v
-                .sqrt()?
-                .broadcast_div(&scalar_like(bias_correction2_sqrt, &v)?)?
-                .affine(1.0, eps)?;
-            let update = m.div(&denom)?.affine(-step_size, 0.0)?;
-            param.set(&(param.as_tensor() + update)?)?;
-            self.exp_avg[i] = m;
-            self.exp_avg_sq[i] = v;
-        }
-        Ok(())
+        Ok(AdamScalars {
+            beta1,
+            beta2,
+            eps,
+            bias_correction2_sqrt,
+            step_size: lr / bias_correction1,
+        })
     }
 
     /// The moments as named tensors (`exp_avg.<name>`, `exp_avg_sq.<name>`) for a
@@ -281,6 +356,9 @@ impl Adam {
 #[cfg(test)]
 mod tests {
     use candle_core::Device;
+    use proptest::prelude::*;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
 
     use super::*;
 
@@ -374,6 +452,132 @@ mod tests {
                 }
             )
             .is_err()
+        );
+    }
+
+    /// Values over five decades with exact zeros of both signs (candle's `affine(w, 0)` adds
+    /// `+0`, which turns −0 into +0: the fused passes must too).
+    fn ragged_values(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| match rng.random_range(0..10) {
+                0 => 0.0,
+                1 => -0.0,
+                _ => scale * rng.random_range(-1.0f32..1.0) * 10f32.powi(rng.random_range(-3..2)),
+            })
+            .collect()
+    }
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        let values = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        values.iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// Ragged f32 CPU tensors of the lengths `lens` (even ones as 2-D), from `rng`.
+    fn ragged_tensors(rng: &mut ChaCha8Rng, lens: &[usize], scale: f32) -> Vec<Tensor> {
+        lens.iter()
+            .map(|&n| {
+                let values = ragged_values(rng, n, scale);
+                let t = Tensor::from_vec(values, n, &Device::Cpu).unwrap();
+                if n % 2 == 0 {
+                    t.reshape((2, n / 2)).unwrap()
+                } else {
+                    t
+                }
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Four annealed steps of global norm, clipping (binding or not) and Adam through the
+        /// fused passes give exactly the bits of the candle expressions, step after step.
+        #[test]
+        fn fused_steps_match_candle_bit_for_bit(
+            seed in any::<u64>(),
+            lens in prop::collection::vec(1usize..70, 1..6),
+            max_norm in prop::sample::select(vec![1e-3, 0.5, 1e6]),
+        ) {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let init = ragged_tensors(&mut rng, &lens, 1.0);
+            let vars = |ts: &[Tensor]| -> Vec<Var> {
+                ts.iter().map(|t| Var::from_tensor(&t.copy().unwrap()).unwrap()).collect()
+            };
+            let (fused_params, candle_params) = (vars(&init), vars(&init));
+            let names: Vec<String> = (0..lens.len()).map(|i| format!("p{i}")).collect();
+            let config = AdamConfig { lr: 3e-3, ..Default::default() };
+            let mut fused = Adam::new(names.clone(), &fused_params, config).unwrap();
+            let mut reference = Adam::new(names, &candle_params, config).unwrap();
+            let iterations = 4;
+            for iteration in 0..iterations {
+                let lr = annealed_lr(config.lr, iteration, iterations, true);
+                let grads = ragged_tensors(&mut rng, &lens, 0.3);
+
+                let mut fused_grads = grads.clone();
+                let fused_norm = clip_grad_norm(&mut fused_grads, max_norm).unwrap();
+                fused.step(&fused_params, &fused_grads, lr).unwrap();
+
+                let mut sum = 0.0;
+                for g in &grads {
+                    sum += sum_squares_candle(g).unwrap();
+                }
+                let norm = sum.sqrt();
+                let mut candle_grads = grads;
+                if let Some(coef) = clip_coef(norm, max_norm) {
+                    for g in candle_grads.iter_mut() {
+                        *g = (&*g * coef).unwrap();
+                    }
+                }
+                let k = reference.begin_step(&candle_params, &candle_grads, lr).unwrap();
+                for (i, (p, g)) in candle_params.iter().zip(&candle_grads).enumerate() {
+                    let (m, v) = (&reference.exp_avg[i], &reference.exp_avg_sq[i]);
+                    let (m, v) = adam_step_candle(p, g, m, v, &k).unwrap();
+                    reference.exp_avg[i] = m;
+                    reference.exp_avg_sq[i] = v;
+                }
+
+                prop_assert_eq!(fused_norm.to_bits(), norm.to_bits());
+                for (a, b) in fused_grads.iter().zip(&candle_grads) {
+                    prop_assert_eq!(bits(a), bits(b));
+                }
+                for (a, b) in fused_params.iter().zip(&candle_params) {
+                    prop_assert_eq!(bits(a.as_tensor()), bits(b.as_tensor()));
+                }
+                for ((_, a), (_, b)) in fused.state_tensors().iter().zip(&reference.state_tensors()) {
+                    prop_assert_eq!(bits(a), bits(b));
+                }
+            }
+            prop_assert_eq!(fused.step_count(), iterations);
+        }
+    }
+
+    #[test]
+    fn first_fused_step_has_the_closed_form_moments() {
+        // f32 on the CPU: the fused passes.
+        let p = Var::from_tensor(&Tensor::new(&[1.0f32, 2.0], &Device::Cpu).unwrap()).unwrap();
+        let mut adam = Adam::new(
+            vec!["p".into()],
+            std::slice::from_ref(&p),
+            AdamConfig::default(),
+        )
+        .unwrap();
+        let g = Tensor::new(&[0.5f32, -0.25], &Device::Cpu).unwrap();
+        adam.step(std::slice::from_ref(&p), &[g], 0.1).unwrap();
+        let state: HashMap<_, _> = adam.state_tensors().into_iter().collect();
+        // m = 0.1·g, v = 0.001·g².
+        assert_eq!(
+            state["exp_avg.p"].to_vec1::<f32>().unwrap(),
+            vec![0.05, -0.025]
+        );
+        assert_eq!(
+            state["exp_avg_sq.p"].to_vec1::<f32>().unwrap(),
+            vec![0.001f32 * 0.5 * 0.5, 0.001f32 * 0.25 * 0.25]
+        );
+        // One step moves each parameter by lr·sign(g) (m̂ = g, v̂ = g²).
+        let after = p.as_tensor().to_vec1::<f32>().unwrap();
+        assert!(
+            (after[0] - 0.9).abs() < 1e-6 && (after[1] - 2.1).abs() < 1e-6,
+            "{after:?}"
         );
     }
 
