@@ -11,30 +11,52 @@
 //! - `t * f64` is `affine(f64, 0)`; `a + b`, `a − b`, `a * b`, `a / b`, `sqrt` are the plain
 //!   f32 operations; a `broadcast_div` by a scalar divides by that scalar cast to f32;
 //! - `to_dtype(F64)` is `x as f64`, `sqr` is `x * x`, and `sum_all` of an f64 tensor adds the
-//!   elements in order from 0 (f64 has no SIMD reduction in candle).
+//!   elements in order from 0 (f64 has no SIMD reduction in candle); an f32 sum runs candle's
+//!   own reduction kernel ([`candle_sum_f32`]).
 //!
 //! Callers keep the candle expression as the reference and the fallback: [`with_cpu_f32`]
 //! answers `None` for anything but contiguous f32 CPU tensors (another device, f64, a
 //! strided view), and the caller then runs the candle ops.
 
-use candle_core::{CpuStorage, InplaceOp3, Layout, Storage, Tensor};
+use candle_core::cpu::kernels::VecOps;
+use candle_core::{CpuStorage, InplaceOp3, Layout, Storage, Tensor, WithDType};
 
-/// Runs `f` on the contiguous f32 data of CPU tensors, read in place; `None` (and `f` not
-/// run) when one of them is on another device, of another dtype or not contiguous.
-pub(crate) fn with_cpu_f32<R, const N: usize>(
+/// Runs `f` on the contiguous data of CPU tensors of dtype `T`, read in place; `None` (and
+/// `f` not run) when one of them is on another device, of another dtype or not contiguous.
+pub(crate) fn with_cpu<T: WithDType, R, const N: usize>(
     tensors: [&Tensor; N],
-    f: impl FnOnce([&[f32]; N]) -> R,
+    f: impl FnOnce([&[T]; N]) -> R,
 ) -> Option<R> {
     let guards = tensors.map(|t| t.storage_and_layout());
-    let mut slices: [&[f32]; N] = [&[]; N];
+    let mut slices: [&[T]; N] = [&[]; N];
     for (slot, (storage, layout)) in slices.iter_mut().zip(&guards) {
-        let Storage::Cpu(CpuStorage::F32(data)) = &**storage else {
+        let Storage::Cpu(cpu) = &**storage else {
             return None;
         };
+        let data = T::cpu_storage_as_slice(cpu).ok()?;
         let (start, end) = layout.contiguous_offsets()?;
         *slot = &data[start..end];
     }
     Some(f(slices))
+}
+
+/// [`with_cpu`] for f32 tensors.
+pub(crate) fn with_cpu_f32<R, const N: usize>(
+    tensors: [&Tensor; N],
+    f: impl FnOnce([&[f32]; N]) -> R,
+) -> Option<R> {
+    with_cpu(tensors, f)
+}
+
+/// `Σ x` in f32 exactly as candle's `sum`/`sum_all` of a contiguous f32 run computes it
+/// (its `VecOps::vec_reduce_sum`: 32-wide SIMD partial sums where the CPU has AVX2 or NEON,
+/// element order otherwise), by calling that same kernel.
+pub(crate) fn candle_sum_f32(x: &[f32]) -> f32 {
+    let mut sum = 0.0f32;
+    // SAFETY: the kernel reads `x.len()` elements from `x`'s start and writes one f32 to
+    // `sum`; both are valid for those accesses.
+    unsafe { <f32 as VecOps>::vec_reduce_sum(x.as_ptr(), &mut sum, x.len()) };
+    sum
 }
 
 /// `Σ x²` in f64, in element order: `t.to_dtype(F64)?.sqr()?.sum_all()` bit for bit.
