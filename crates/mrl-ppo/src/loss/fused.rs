@@ -24,6 +24,7 @@
 use std::sync::{Arc, OnceLock};
 
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 use crate::Result;
 use crate::fused::{candle_sum_f32, with_cpu, with_cpu_f32};
@@ -60,6 +61,90 @@ struct Constants {
     inv_n: f32,
 }
 
+/// Rows per rayon task at least: below twice this the passes run on the calling thread.
+const ROWS_PER_TASK: usize = 2048;
+
+/// Rows per block for `n` rows: `n` over the rayon threads, at least [`ROWS_PER_TASK`].
+fn row_block(n: usize) -> usize {
+    n.div_ceil(rayon::current_num_threads().max(1))
+        .max(ROWS_PER_TASK)
+}
+
+/// A block of rows: its first row, its slices of the per-row arrays.
+struct RowBlock<'a, T> {
+    first: usize,
+    per_row_a: Vec<&'a mut [f32]>,
+    per_row: &'a mut [T],
+}
+
+/// Runs `f(first_row, rows_a, rows)` over `n` rows split into contiguous blocks of `block`
+/// rows on the rayon threads (on the calling thread when one block holds them all); each
+/// call gets its rows' slices of the row-major `per_row_a` (`A` values a row, any number of
+/// arrays) and `per_row` (one value a row). Every row is computed on its own, so the split
+/// never changes a bit.
+fn for_row_blocks<T: Send>(
+    n: usize,
+    n_actions: usize,
+    block: usize,
+    per_row_a: &mut [&mut [f32]],
+    per_row: &mut [T],
+    f: impl Fn(usize, &mut [&mut [f32]], &mut [T]) + Sync,
+) {
+    let block = block.max(1);
+    if block >= n {
+        f(0, per_row_a, per_row);
+        return;
+    }
+    // Split every array at the same row boundaries.
+    let mut blocks = Vec::with_capacity(n.div_ceil(block));
+    let mut rest_a: Vec<&mut [f32]> = per_row_a.iter_mut().map(|s| &mut **s).collect();
+    let mut rest = per_row;
+    let mut first = 0;
+    while first < n {
+        let rows = block.min(n - first);
+        let mut heads = Vec::with_capacity(rest_a.len());
+        let mut tails = Vec::with_capacity(rest_a.len());
+        for s in rest_a {
+            let (head, tail) = s.split_at_mut((rows * n_actions).min(s.len()));
+            heads.push(head);
+            tails.push(tail);
+        }
+        rest_a = tails;
+        let (head, tail) = rest.split_at_mut(rows.min(rest.len()));
+        rest = tail;
+        blocks.push(RowBlock {
+            first,
+            per_row_a: heads,
+            per_row: head,
+        });
+        first += rows;
+    }
+    blocks
+        .into_par_iter()
+        .for_each(|mut b| f(b.first, &mut b.per_row_a, b.per_row));
+}
+
+/// One row's scalars from the forward.
+#[derive(Debug, Clone, Copy, Default)]
+struct RowForward {
+    /// `Σ_a exp(x − max)`.
+    normaliser: f32,
+    /// `log π(a_t)`.
+    new_log_prob: f32,
+    /// `ratio_t`.
+    ratio: f32,
+    /// Whether the min took the unclipped side.
+    take_unclipped: bool,
+    /// `min(ratio·A, clamp(ratio)·A)`.
+    surrogate: f32,
+    /// `V_t − R_t`.
+    value_err: f32,
+    /// `Σ_a π log π` negated: the row's entropy.
+    entropy: f32,
+    /// `|ratio_t − 1| > ε`.
+    outside_clip: bool,
+}
+
 /// What the forward computed: the loss parts, and what the backward reads.
 struct Forward {
     /// `log π`, `(N, A)`.
@@ -68,115 +153,121 @@ struct Forward {
     probs: Vec<f32>,
     /// `exp(x − max)`, `(N, A)`.
     exp_shifted: Vec<f32>,
-    /// `Σ_a exp(x − max)`, `(N,)`.
-    normaliser: Vec<f32>,
-    /// `log π(a_t)`, `(N,)`.
-    new_log_probs: Vec<f32>,
-    /// `ratio_t`, `(N,)`.
-    ratio: Vec<f32>,
-    /// Whether the min took the unclipped side, `(N,)`.
-    take_unclipped: Vec<bool>,
-    /// `V_t − R_t`, `(N,)`.
-    value_err: Vec<f32>,
-    /// `|ratio_t − 1| > ε`, `(N,)`.
-    outside_clip: Vec<u8>,
+    /// The rows' scalars, `(N,)`.
+    rows: Vec<RowForward>,
     policy: f32,
     value: f32,
     entropy: f32,
     total: f32,
 }
 
-/// `Σ x·m` (with the mask) or `Σ x`, then `·(1/n)`: candle's masked mean.
-fn masked_mean(x: &[f32], mask: Option<&[f32]>, inv_n: f32) -> f32 {
-    let sum = match mask {
-        Some(mask) => {
-            let xm: Vec<f32> = x.iter().zip(mask).map(|(&x, &m)| x * m).collect();
-            candle_sum_f32(&xm)
-        }
-        None => candle_sum_f32(x),
+/// `Σ x·m` (with the mask) or `Σ x`, then `·(1/n)`: candle's masked mean of `x` (one value a
+/// row) over the whole batch in one sum, as candle's SIMD order depends on the positions.
+fn masked_mean(x: impl Iterator<Item = f32>, mask: Option<&[f32]>, inv_n: f32) -> f32 {
+    let x: Vec<f32> = match mask {
+        Some(mask) => x.zip(mask).map(|(x, &m)| x * m).collect(),
+        None => x.collect(),
     };
-    sum * inv_n + 0.0
+    candle_sum_f32(&x) * inv_n + 0.0
 }
 
-/// The forward pass over `N` rows of `A` logits.
-fn forward(logits: &[f32], values: &[f32], t: &Targets, k: &Constants) -> Forward {
+/// One row of the forward: `x` its `A` logits, the outputs `log π`, `π`, `exp(x − max)` and
+/// `scratch` (`π log π`), `A` values each.
+#[allow(clippy::too_many_arguments)]
+fn forward_row(
+    i: usize,
+    x: &[f32],
+    value: f32,
+    t: &Targets,
+    k: &Constants,
+    lp: &mut [f32],
+    p: &mut [f32],
+    e: &mut [f32],
+    scratch: &mut [f32],
+) -> RowForward {
+    // max_keepdim: the first element, replaced by every larger one.
+    let mut max = x[0];
+    for &v in x {
+        if max < v {
+            max = v;
+        }
+    }
+    for (e, &v) in e.iter_mut().zip(x) {
+        *e = (v - max).exp();
+    }
+    let normaliser = candle_sum_f32(e);
+    let log_sum = normaliser.ln();
+    for (lp, &v) in lp.iter_mut().zip(x) {
+        *lp = (v - max) - log_sum;
+    }
+    for ((p, pl), &lp) in p.iter_mut().zip(scratch.iter_mut()).zip(lp.iter()) {
+        *p = lp.exp();
+        *pl = *p * lp;
+    }
+    let entropy = -candle_sum_f32(scratch);
+
+    let new_log_prob = lp[t.actions[i] as usize];
+    let ratio = (new_log_prob - t.old_log_probs[i]).exp();
+    let adv = t.advantages[i];
+    let unclipped = ratio * adv;
+    // clamp = maximum(lo) then minimum(hi), candle's comparisons.
+    let clamped = if ratio < k.lo { k.lo } else { ratio };
+    let clamped = if clamped > k.hi { k.hi } else { clamped };
+    let clipped = clamped * adv;
+    let take_unclipped = unclipped <= clipped;
+    RowForward {
+        normaliser,
+        new_log_prob,
+        ratio,
+        take_unclipped,
+        surrogate: if take_unclipped { unclipped } else { clipped },
+        value_err: value - t.returns[i],
+        entropy,
+        outside_clip: (ratio * 1.0 + -1.0).abs() > k.clip,
+    }
+}
+
+/// The forward pass over `N` rows of `A` logits, in blocks of `block` rows.
+fn forward(logits: &[f32], values: &[f32], t: &Targets, k: &Constants, block: usize) -> Forward {
     let n_actions = k.n_actions;
     let n = values.len();
     let mut log_probs = vec![0.0f32; n * n_actions];
     let mut probs = vec![0.0f32; n * n_actions];
     let mut exp_shifted = vec![0.0f32; n * n_actions];
-    let mut normaliser = Vec::with_capacity(n);
-    let mut new_log_probs = Vec::with_capacity(n);
-    let mut ratio = Vec::with_capacity(n);
-    let mut take_unclipped = Vec::with_capacity(n);
-    let mut surrogate = Vec::with_capacity(n);
-    let mut value_err = Vec::with_capacity(n);
-    let mut value_sq = Vec::with_capacity(n);
-    let mut neg_row_entropy = Vec::with_capacity(n);
-    let mut outside_clip = Vec::with_capacity(n);
-    let mut plogp = vec![0.0f32; n_actions];
-    for i in 0..n {
-        let rows = i * n_actions..(i + 1) * n_actions;
-        let x = &logits[rows.clone()];
-        // max_keepdim: the first element, replaced by every larger one.
-        let mut max = x[0];
-        for &v in x {
-            if max < v {
-                max = v;
+    let mut rows = vec![RowForward::default(); n];
+    for_row_blocks(
+        n,
+        n_actions,
+        block,
+        &mut [&mut log_probs, &mut probs, &mut exp_shifted],
+        &mut rows,
+        |first, per_row_a, rows| {
+            let [lp, p, e] = per_row_a else {
+                return;
+            };
+            let mut scratch = vec![0.0f32; n_actions];
+            let blocks = lp
+                .chunks_exact_mut(n_actions)
+                .zip(p.chunks_exact_mut(n_actions))
+                .zip(e.chunks_exact_mut(n_actions));
+            for (j, (((lp, p), e), row)) in blocks.zip(rows.iter_mut()).enumerate() {
+                let i = first + j;
+                let x = &logits[i * n_actions..(i + 1) * n_actions];
+                *row = forward_row(i, x, values[i], t, k, lp, p, e, &mut scratch);
             }
-        }
-        let e = &mut exp_shifted[rows.clone()];
-        for (e, &v) in e.iter_mut().zip(x) {
-            *e = (v - max).exp();
-        }
-        let sum = candle_sum_f32(e);
-        normaliser.push(sum);
-        let log_sum = sum.ln();
-        let lp = &mut log_probs[rows.clone()];
-        for (lp, &v) in lp.iter_mut().zip(x) {
-            *lp = (v - max) - log_sum;
-        }
-        let p = &mut probs[rows];
-        for ((p, pl), &lp) in p.iter_mut().zip(plogp.iter_mut()).zip(lp.iter()) {
-            *p = lp.exp();
-            *pl = *p * lp;
-        }
-        neg_row_entropy.push(-candle_sum_f32(&plogp));
-
-        let new_lp = lp[t.actions[i] as usize];
-        new_log_probs.push(new_lp);
-        let r = (new_lp - t.old_log_probs[i]).exp();
-        ratio.push(r);
-        let adv = t.advantages[i];
-        let unclipped = r * adv;
-        // clamp = maximum(lo) then minimum(hi), candle's comparisons.
-        let clamped = if r < k.lo { k.lo } else { r };
-        let clamped = if clamped > k.hi { k.hi } else { clamped };
-        let clipped = clamped * adv;
-        let take = unclipped <= clipped;
-        take_unclipped.push(take);
-        surrogate.push(if take { unclipped } else { clipped });
-        outside_clip.push(u8::from((r * 1.0 + -1.0).abs() > k.clip));
-
-        let d = values[i] - t.returns[i];
-        value_err.push(d);
-        value_sq.push(d * d);
-    }
+        },
+    );
     let mask = t.mask.as_deref();
-    let policy = -masked_mean(&surrogate, mask, k.inv_n);
-    let value = masked_mean(&value_sq, mask, k.inv_n);
-    let entropy = masked_mean(&neg_row_entropy, mask, k.inv_n);
+    let policy = -masked_mean(rows.iter().map(|r| r.surrogate), mask, k.inv_n);
+    let value_sq = rows.iter().map(|r| r.value_err * r.value_err);
+    let value = masked_mean(value_sq, mask, k.inv_n);
+    let entropy = masked_mean(rows.iter().map(|r| r.entropy), mask, k.inv_n);
     let total = (policy + (value * k.value_coef + 0.0)) - (entropy * k.entropy_coef + 0.0);
     Forward {
         log_probs,
         probs,
         exp_shifted,
-        normaliser,
-        new_log_probs,
-        ratio,
-        take_unclipped,
-        value_err,
-        outside_clip,
+        rows,
         policy,
         value,
         entropy,
@@ -184,83 +275,98 @@ fn forward(logits: &[f32], values: &[f32], t: &Targets, k: &Constants) -> Forwar
     }
 }
 
-/// The gradient reaching each element of a masked mean's input from the gradient `g` of
-/// the mean: through `·(1/n)`, the squeeze, the sum's broadcast and the mask's `Mul`.
-fn mean_input_grads(g: f32, mask: Option<&[f32]>, inv_n: f32, n: usize) -> Vec<f32> {
-    let g_sum = acc(acc(g * inv_n + 0.0)); // affine, then the squeeze's reshape
-    let g_each = acc(g_sum); // the sum's broadcast back
+/// The gradient reaching one element of a masked mean's input from the gradient `g` of
+/// the mean: `g_each` (through `·(1/n)`, the squeeze and the sum's broadcast back), then
+/// the mask's `Mul` at row `i`.
+fn mean_input_grad(g_each: f32, mask: Option<&[f32]>, i: usize) -> f32 {
     match mask {
-        Some(mask) => mask.iter().map(|&m| acc(g_each * m)).collect(),
-        None => vec![g_each; n],
+        Some(mask) => acc(g_each * mask[i]),
+        None => g_each,
     }
 }
 
-/// The backward pass from `∂/∂total = g_total`: `(∂/∂logits (N, A), ∂/∂values (N,))`.
-fn backward(fwd: &Forward, t: &Targets, k: &Constants, g_total: f32) -> (Vec<f32>, Vec<f32>) {
+/// `g_each` of [`mean_input_grad`] for the mean's gradient `g`.
+fn mean_each_grad(g: f32, inv_n: f32) -> f32 {
+    acc(acc(acc(g * inv_n + 0.0))) // affine, the squeeze's reshape, the sum's broadcast
+}
+
+/// The backward pass from `∂/∂total = g_total`: `(∂/∂logits (N, A), ∂/∂values (N,))`, in
+/// blocks of `block` rows.
+fn backward(
+    fwd: &Forward,
+    t: &Targets,
+    k: &Constants,
+    g_total: f32,
+    block: usize,
+) -> (Vec<f32>, Vec<f32>) {
     let n_actions = k.n_actions;
-    let n = fwd.ratio.len();
+    let n = fwd.rows.len();
     let mask = t.mask.as_deref();
     // total = (policy + c_v·value) − c_e·entropy; the entropy branch is processed first.
     let g_sum = acc(g_total);
-    let g_entropy_term = 0.0 - g_total;
-    let g_entropy = acc(g_entropy_term * k.entropy_coef + 0.0);
-    let g_neg_entropy_rows = mean_input_grads(g_entropy, mask, k.inv_n, n);
-    let mut g_log_probs = vec![0.0f32; n * n_actions];
-    for (i, &g_neg) in g_neg_entropy_rows.iter().enumerate() {
-        let g_row = acc(0.0 - g_neg); // neg (into zeros), then the squeeze's reshape
-        let g_plogp = acc(g_row); // the row sum's broadcast back
-        let rows = i * n_actions..(i + 1) * n_actions;
-        for ((g_lp, &lp), &p) in g_log_probs[rows.clone()]
-            .iter_mut()
-            .zip(&fwd.log_probs[rows.clone()])
-            .zip(&fwd.probs[rows])
-        {
-            // Mul(π, log π): π's gradient, then log π's; then Exp(log π) into log π.
-            let g_p = acc(g_plogp * lp);
-            *g_lp = acc(g_plogp * p) + g_p * p;
-        }
-    }
-
+    let g_entropy = acc((0.0 - g_total) * k.entropy_coef + 0.0);
+    let g_entropy_each = mean_each_grad(g_entropy, k.inv_n);
     let g_policy = acc(g_sum);
-    let g_value_term = acc(g_sum);
-    let g_value = acc(g_value_term * k.value_coef + 0.0);
-    let g_value_sq = mean_input_grads(g_value, mask, k.inv_n, n);
-    let g_values: Vec<f32> = g_value_sq
-        .iter()
-        .zip(&fwd.value_err)
-        .map(|(&g, &d)| acc((d * g) * 2.0 + 0.0))
-        .collect();
+    let g_value = acc(acc(g_sum) * k.value_coef + 0.0);
+    let g_value_each = mean_each_grad(g_value, k.inv_n);
+    let g_policy_each = mean_each_grad(0.0 - g_policy, k.inv_n);
 
-    let g_surrogate = mean_input_grads(0.0 - g_policy, mask, k.inv_n, n);
     let mut g_logits = vec![0.0f32; n * n_actions];
-    let mut g_log_sum = vec![0.0f32; n_actions];
-    for i in 0..n {
-        let g_unclipped = acc(if fwd.take_unclipped[i] {
-            g_surrogate[i]
-        } else {
-            0.0
-        });
-        let g_ratio = acc(g_unclipped * t.advantages[i]);
-        let g_diff = acc(g_ratio * fwd.ratio[i]);
-        let g_new_lp = acc(acc(g_diff)); // sub, then the squeeze's reshape
-        let rows = i * n_actions..(i + 1) * n_actions;
-        let g_lp = &mut g_log_probs[rows.clone()];
-        g_lp[t.actions[i] as usize] += g_new_lp;
-        // log π = shifted − log Σ: the shifted logits get +g, the normaliser's broadcast −g.
-        for (g_ls, &g) in g_log_sum.iter_mut().zip(g_lp.iter()) {
-            *g_ls = 0.0 - g;
-        }
-        let g_log_normaliser = acc(candle_sum_f32(&g_log_sum));
-        let g_normaliser = acc(g_log_normaliser / fwd.normaliser[i]);
-        let g_exp = acc(g_normaliser);
-        for ((g_x, &g), &e) in g_logits[rows.clone()]
-            .iter_mut()
-            .zip(g_lp.iter())
-            .zip(&fwd.exp_shifted[rows])
-        {
-            *g_x = acc(acc(g) + g_exp * e);
-        }
-    }
+    let mut g_values = vec![0.0f32; n];
+    for_row_blocks(
+        n,
+        n_actions,
+        block,
+        &mut [&mut g_logits],
+        &mut g_values,
+        |first, per_row_a, g_values| {
+            let [g_logits] = per_row_a else {
+                return;
+            };
+            let mut g_lp = vec![0.0f32; n_actions];
+            let mut g_log_sum = vec![0.0f32; n_actions];
+            let rows = g_logits
+                .chunks_exact_mut(n_actions)
+                .zip(g_values.iter_mut());
+            for (j, (g_x, g_v)) in rows.enumerate() {
+                let i = first + j;
+                let row = &fwd.rows[i];
+                let span = i * n_actions..(i + 1) * n_actions;
+                // Entropy: neg (into zeros), the squeeze's reshape, the row sum's broadcast.
+                let g_neg = mean_input_grad(g_entropy_each, mask, i);
+                let g_plogp = acc(acc(0.0 - g_neg));
+                for ((g_lp, &lp), &p) in g_lp
+                    .iter_mut()
+                    .zip(&fwd.log_probs[span.clone()])
+                    .zip(&fwd.probs[span.clone()])
+                {
+                    // Mul(π, log π): π's gradient, then log π's; then Exp(log π) into log π.
+                    let g_p = acc(g_plogp * lp);
+                    *g_lp = acc(g_plogp * p) + g_p * p;
+                }
+                // Value: Sqr(V − R), then the subtraction into V.
+                let g_sq = mean_input_grad(g_value_each, mask, i);
+                *g_v = acc((row.value_err * g_sq) * 2.0 + 0.0);
+                // Policy: neg, the where, Mul(ratio, A), Exp, the subtraction, the squeeze's
+                // reshape, then the gather's scatter-add at the action.
+                let g_surrogate = mean_input_grad(g_policy_each, mask, i);
+                let g_unclipped = acc(if row.take_unclipped { g_surrogate } else { 0.0 });
+                let g_ratio = acc(g_unclipped * t.advantages[i]);
+                let g_diff = acc(g_ratio * row.ratio);
+                g_lp[t.actions[i] as usize] += acc(acc(g_diff));
+                // log π = shifted − log Σ: the shifted logits get +g, the normaliser's
+                // broadcast −g, summed over the actions.
+                for (g_ls, &g) in g_log_sum.iter_mut().zip(g_lp.iter()) {
+                    *g_ls = 0.0 - g;
+                }
+                let g_log_normaliser = acc(candle_sum_f32(&g_log_sum));
+                let g_exp = acc(acc(g_log_normaliser / row.normaliser));
+                for ((g_x, &g), &e) in g_x.iter_mut().zip(&g_lp).zip(&fwd.exp_shifted[span]) {
+                    *g_x = acc(acc(g) + g_exp * e);
+                }
+            }
+        },
+    );
     (g_logits, g_values)
 }
 
@@ -296,6 +402,7 @@ impl CustomOp2 for PpoLossOp {
             &values[v0..v1],
             &self.targets,
             &self.constants,
+            row_block(values.len()),
         );
         let total = fwd.total;
         if self.saved.set(fwd).is_err() {
@@ -315,7 +422,8 @@ impl CustomOp2 for PpoLossOp {
             candle_core::bail!("ppo-loss: backward before forward");
         };
         let g_total = grad_total.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-        let (g_logits, g_values) = backward(fwd, &self.targets, &self.constants, g_total);
+        let block = row_block(fwd.rows.len());
+        let (g_logits, g_values) = backward(fwd, &self.targets, &self.constants, g_total, block);
         Ok((
             Some(Tensor::from_vec(g_logits, logits.shape(), &Device::Cpu)?),
             Some(Tensor::from_vec(g_values, values.shape(), &Device::Cpu)?),
@@ -392,14 +500,22 @@ pub(super) fn ppo_loss_fused(
         return Err(candle_core::Error::Msg("ppo-loss: the forward did not run".into()).into());
     };
     let scalar = |v: f32| Tensor::new(v, &Device::Cpu);
+    let per_row = |f: fn(&RowForward) -> f32| -> candle_core::Result<Tensor> {
+        Tensor::from_vec(
+            fwd.rows.iter().map(f).collect::<Vec<f32>>(),
+            n,
+            &Device::Cpu,
+        )
+    };
+    let outside: Vec<u8> = fwd.rows.iter().map(|r| u8::from(r.outside_clip)).collect();
     Ok(Some(PpoLoss {
         total,
         policy: scalar(fwd.policy)?,
         value: scalar(fwd.value)?,
         entropy: scalar(fwd.entropy)?,
-        new_log_probs: Tensor::from_slice(&fwd.new_log_probs, n, &Device::Cpu)?,
-        ratio: Tensor::from_slice(&fwd.ratio, n, &Device::Cpu)?,
-        outside_clip: Tensor::from_slice(&fwd.outside_clip, n, &Device::Cpu)?,
+        new_log_probs: per_row(|r| r.new_log_prob)?,
+        ratio: per_row(|r| r.ratio)?,
+        outside_clip: Tensor::from_vec(outside, n, &Device::Cpu)?,
     }))
 }
 
@@ -448,4 +564,64 @@ pub(super) fn kl_and_clip_fraction(
             .map(|(i, &o)| f64::from(o) * m(i)),
     );
     Some((kl * inv_n + 0.0, clipped * inv_n + 0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic batch of `n` rows over 3 actions, every fifth step padded.
+    fn batch(n: usize) -> (Vec<f32>, Vec<f32>, Targets, Constants) {
+        let wave = |i: usize, a: f32, b: f32| (i as f32 * a).sin() * b;
+        let logits = (0..3 * n).map(|i| wave(i, 0.7, 2.0)).collect();
+        let values = (0..n).map(|i| wave(i, 0.3, 1.0)).collect();
+        let targets = Targets {
+            actions: (0..n).map(|i| (i * 7 % 3) as u32).collect(),
+            old_log_probs: (0..n).map(|i| -1.1 + wave(i, 1.3, 0.4)).collect(),
+            advantages: (0..n).map(|i| wave(i, 0.9, 1.5)).collect(),
+            returns: (0..n).map(|i| wave(i, 0.2, 0.5)).collect(),
+            mask: Some((0..n).map(|i| f32::from(i % 5 != 4)).collect()),
+        };
+        let constants = Constants {
+            n_actions: 3,
+            lo: 0.8,
+            hi: 1.2,
+            clip: 0.2,
+            value_coef: 0.5,
+            entropy_coef: 0.01,
+            inv_n: (1.0 / (n - n / 5) as f64) as f32,
+        };
+        (logits, values, targets, constants)
+    }
+
+    fn bits(x: &[f32]) -> Vec<u32> {
+        x.iter().map(|v| v.to_bits()).collect()
+    }
+
+    #[test]
+    fn row_blocks_never_change_a_bit() {
+        let n = 1000;
+        let (logits, values, targets, k) = batch(n);
+        let whole = forward(&logits, &values, &targets, &k, n);
+        let (g_logits, g_values) = backward(&whole, &targets, &k, 1.0, n);
+        // Blocks of 1, a ragged 37 and 500 rows, on the rayon threads.
+        for block in [1, 37, 500] {
+            let split = forward(&logits, &values, &targets, &k, block);
+            assert_eq!(bits(&split.log_probs), bits(&whole.log_probs));
+            assert_eq!(bits(&split.probs), bits(&whole.probs));
+            assert_eq!(bits(&split.exp_shifted), bits(&whole.exp_shifted));
+            let scalars = |f: &Forward| bits(&[f.policy, f.value, f.entropy, f.total]);
+            assert_eq!(scalars(&split), scalars(&whole));
+            let ratios = |f: &Forward| bits(&f.rows.iter().map(|r| r.ratio).collect::<Vec<_>>());
+            assert_eq!(ratios(&split), ratios(&whole));
+            let (gl, gv) = backward(&split, &targets, &k, 1.0, block);
+            assert_eq!(bits(&gl), bits(&g_logits));
+            assert_eq!(bits(&gv), bits(&g_values));
+        }
+        // Padded steps get no gradient; valid ones do.
+        assert_eq!(g_values[4], 0.0);
+        assert_eq!(&g_logits[12..15], &[0.0, 0.0, 0.0]);
+        assert!(g_values[1] != 0.0 && g_logits[3..6].iter().any(|&g| g != 0.0));
+        assert_eq!(row_block(10), ROWS_PER_TASK);
+    }
 }
