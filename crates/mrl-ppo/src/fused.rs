@@ -50,9 +50,17 @@ pub(crate) fn with_cpu_f32<R, const N: usize>(
 
 /// `Σ x` in f32 exactly as candle's `sum`/`sum_all` of a contiguous f32 run computes it
 /// (its `VecOps::vec_reduce_sum`: 32-wide SIMD partial sums where the CPU has AVX2 or NEON,
-/// element order otherwise), by calling that same kernel.
+/// 16-wide with WASM SIMD, element order otherwise), by calling that same kernel. Runs
+/// shorter than every kernel's block (16) are summed here: each kernel then reduces its zero
+/// partial sums to +0 and adds the elements in order, which is this loop.
 pub(crate) fn candle_sum_f32(x: &[f32]) -> f32 {
     let mut sum = 0.0f32;
+    if x.len() < 16 {
+        for &v in x {
+            sum += v;
+        }
+        return sum;
+    }
     // SAFETY: the kernel reads `x.len()` elements from `x`'s start and writes one f32 to
     // `sum`; both are valid for those accesses.
     unsafe { <f32 as VecOps>::vec_reduce_sum(x.as_ptr(), &mut sum, x.len()) };
@@ -104,12 +112,17 @@ pub(crate) fn adam_moments(
     let w1 = (1.0 - k.beta1) as f32;
     let b2 = k.beta2 as f32;
     let w2 = (1.0 - k.beta2) as f32;
-    let mut m_new = Vec::with_capacity(m.len());
-    let mut v_new = Vec::with_capacity(v.len());
-    for ((&g, &m), &v) in grad.iter().zip(m).zip(v) {
-        m_new.push(m + ((g - m) * w1 + 0.0));
-        v_new.push((v * b2 + 0.0) + (g * w2 + 0.0) * g);
-    }
+    // Two collects over zipped slices (the compiler vectorises these, not a push loop).
+    let m_new = m
+        .iter()
+        .zip(grad)
+        .map(|(&m, &g)| m + ((g - m) * w1 + 0.0))
+        .collect();
+    let v_new = v
+        .iter()
+        .zip(grad)
+        .map(|(&v, &g)| (v * b2 + 0.0) + (g * w2 + 0.0) * g)
+        .collect();
     (m_new, v_new)
 }
 
