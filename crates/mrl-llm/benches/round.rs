@@ -76,8 +76,8 @@ fn main() -> anyhow::Result<()> {
     for (name, secs) in [
         ("actor candidates", p.actor),
         ("judge scores + meta-judge", p.judge),
-        ("DPO actor", p.dpo_actor),
-        ("DPO judge", p.dpo_judge),
+        ("DPO actor (beside the judge's)", p.dpo_actor),
+        ("DPO judge (beside the actor's)", p.dpo_judge),
         ("validation", p.validation),
         ("whole round", log.seconds),
     ] {

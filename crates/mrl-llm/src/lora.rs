@@ -15,9 +15,10 @@
 use std::path::Path;
 
 use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
-use candle_core::{D, DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::decoder::{LlamaShape, rotary_tables};
@@ -78,12 +79,14 @@ impl Lora {
         })
     }
 
-    /// The adapter's contribution for rows `x` (`[T, in]` → `[T, out]`).
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok((x
-            .matmul(&self.a.as_tensor().t()?)?
-            .matmul(&self.b.as_tensor().t()?)?
-            * self.scale)?)
+    /// The adapter's contribution for rows `x` (`[T, in]` → `[T, out]`); with `grad` false
+    /// the matrices enter detached, so no autograd graph is recorded.
+    fn forward(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
+        let (a, b) = match grad {
+            true => (self.a.as_tensor().clone(), self.b.as_tensor().clone()),
+            false => (self.a.as_tensor().detach(), self.b.as_tensor().detach()),
+        };
+        Ok((x.matmul(&a.t()?)?.matmul(&b.t()?)? * self.scale)?)
     }
 }
 
@@ -139,23 +142,25 @@ impl candle_core::CustomOp1 for FrozenLinear {
         layout: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use candle_core::CpuStorage;
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("frozen-linear: the input must be contiguous");
+        let (t, d_in) = match layout.dims() {
+            [t, d_in] => (*t, *d_in),
+            dims => candle_core::bail!("frozen-linear: [T, in] expected, got {dims:?}"),
         };
-        let device = Device::Cpu;
-        let x = match storage {
-            CpuStorage::F32(v) => Tensor::from_slice(&v[start..end], layout.shape(), &device)?,
-            CpuStorage::F64(v) => Tensor::from_slice(&v[start..end], layout.shape(), &device)?,
+        let (d_out, w_in) = self.w.dims2()?;
+        if w_in != d_in {
+            candle_core::bail!("frozen-linear: rows of {d_in} against a weight [{d_out}, {w_in}]");
+        }
+        let name = self.name();
+        let storage = match storage {
+            CpuStorage::F32(x) => CpuStorage::F32(with_cpu_data(name, &self.w, |w| {
+                x_wt(cpu_slice(name, x, layout)?, w, (t, d_in, d_out))
+            })?),
+            CpuStorage::F64(x) => CpuStorage::F64(with_cpu_data(name, &self.w, |w| {
+                x_wt(cpu_slice(name, x, layout)?, w, (t, d_in, d_out))
+            })?),
             _ => candle_core::bail!("frozen-linear: f32 or f64 input expected"),
         };
-        let y = x.matmul(&self.w.t()?)?; // [T, in] x [in, out] -> [T, out]
-        let shape = y.shape().clone();
-        let flat = y.flatten_all()?;
-        let storage = match y.dtype() {
-            DType::F64 => CpuStorage::F64(flat.to_vec1()?),
-            _ => CpuStorage::F32(flat.to_vec1()?),
-        };
-        Ok((storage, shape))
+        Ok((storage, (t, d_out).into()))
     }
 
     fn bwd(
@@ -181,10 +186,249 @@ fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// embedding and before the grouped-query repeat: each `[kv_heads, T, d]`.
 type LayerCache = (Tensor, Tensor);
 
-/// `x / sqrt(mean(x²) + eps) · w` over the last dimension.
+/// `x / sqrt(mean(x²) + eps) · w` over the last dimension, `w` frozen ([`RmsNorm`]).
+///
+/// # Shapes
+/// `x`: `[.., D]`, `w`: `[D]` → `[.., D]`.
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-    Ok(x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)?)
+    Ok(x.contiguous()?.apply_op1(RmsNorm { w: w.clone(), eps })?)
+}
+
+/// The contiguous f32 or f64 data of a CPU op's input, or a named error.
+fn cpu_slice<'a, T: candle_core::WithDType>(
+    op: &str,
+    data: &'a [T],
+    layout: &candle_core::Layout,
+) -> candle_core::Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: the input must be contiguous"),
+    }
+}
+
+/// Runs `f` on the contiguous CPU data of `tensor` (a frozen weight) without copying it, or
+/// a named error for another device, dtype or layout.
+fn with_cpu_data<T: candle_core::WithDType, R>(
+    op: &str,
+    tensor: &Tensor,
+    f: impl FnOnce(&[T]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let (storage, layout) = tensor.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("{op}: the weight must be on the CPU");
+    };
+    let data = cpu.as_slice::<T>()?;
+    f(cpu_slice(op, data, layout)?)
+}
+
+/// `x Wᵀ` through `gemm` (candle's own kernels), with `x` `[T, in]` and `W` `[out, in]`
+/// row-major: `[T, out]`, on the rayon threads.
+fn x_wt<T: candle_core::WithDType>(
+    x: &[T],
+    w: &[T],
+    (t, d_in, d_out): (usize, usize, usize),
+) -> candle_core::Result<Vec<T>> {
+    if x.len() != t * d_in || w.len() != d_out * d_in {
+        candle_core::bail!(
+            "frozen-linear: {} inputs, {} weights for [{t}, {d_in}] x [{d_out}, {d_in}]ᵀ",
+            x.len(),
+            w.len()
+        );
+    }
+    let mut y = vec![T::zero(); t * d_out];
+    if t == 0 || d_out == 0 {
+        return Ok(y);
+    }
+    // SAFETY: the lengths are checked above; `y` is [t, d_out] row-major (column stride 1,
+    // row stride d_out), `x` is [t, d_in] row-major, and Wᵀ is read as [d_in, d_out] with
+    // column stride d_in and row stride 1, all inside their slices; `y` aliases neither.
+    unsafe {
+        gemm::gemm(
+            t,
+            d_out,
+            d_in,
+            y.as_mut_ptr(),
+            1,
+            d_out as isize,
+            false,
+            x.as_ptr(),
+            1,
+            d_in as isize,
+            w.as_ptr(),
+            d_in as isize,
+            1,
+            T::zero(),
+            T::one(),
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+    Ok(y)
+}
+
+/// The backward pass of a row-wise op from two same-shaped inputs (the op's input or
+/// output, and the gradient of its output), one row of `cols` at a time.
+trait RowGrad: Send + Sync {
+    const NAME: &'static str;
+
+    fn rows<T: Real>(&self, a: &[T], g: &[T], cols: usize) -> candle_core::Result<Vec<T>>;
+}
+
+/// A [`RowGrad`] as a candle op (used without its own backward).
+struct RowGradOp<G>(G);
+
+impl<G: RowGrad> candle_core::CustomOp2 for RowGradOp<G> {
+    fn name(&self) -> &'static str {
+        G::NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        a: &candle_core::CpuStorage,
+        a_layout: &candle_core::Layout,
+        g: &candle_core::CpuStorage,
+        g_layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage;
+        if a_layout.dims() != g_layout.dims() {
+            candle_core::bail!(
+                "{}: {:?} against a gradient {:?}",
+                G::NAME,
+                a_layout.dims(),
+                g_layout.dims()
+            );
+        }
+        let cols = a_layout.dims().last().copied().unwrap_or(0);
+        let storage = match (a, g) {
+            (CpuStorage::F32(a), CpuStorage::F32(g)) => CpuStorage::F32(self.0.rows(
+                cpu_slice(G::NAME, a, a_layout)?,
+                cpu_slice(G::NAME, g, g_layout)?,
+                cols,
+            )?),
+            (CpuStorage::F64(a), CpuStorage::F64(g)) => CpuStorage::F64(self.0.rows(
+                cpu_slice(G::NAME, a, a_layout)?,
+                cpu_slice(G::NAME, g, g_layout)?,
+                cols,
+            )?),
+            _ => candle_core::bail!("{}: f32 or f64 inputs of one type expected", G::NAME),
+        };
+        Ok((storage, a_layout.shape().clone()))
+    }
+}
+
+/// RMSNorm (Zhang & Sennrich 2019, arXiv:1910.07467) with a frozen gain `w`, one pass per
+/// row: `y = x · r · w` with `r = 1/√(mean(x²) + ε)`. Backward gives `∂x` only:
+/// `∂x = r · w ⊙ g − x · r³ · mean(w ⊙ g ⊙ x)` (the gain is never trained here).
+struct RmsNorm {
+    /// `w`, `[D]`.
+    w: Tensor,
+    eps: f64,
+}
+
+/// `∂x` of [`RmsNorm`] from `x` (the op's input) and `g` (the gradient of its output).
+struct RmsNormGrad {
+    w: Tensor,
+    eps: f64,
+}
+
+/// `1/√(mean(x²) + ε)` of one row, accumulated in the element type.
+fn inv_rms<T: Real>(row: &[T], eps: f64) -> T {
+    let mut ss = T::zero();
+    for &v in row {
+        ss += v * v;
+    }
+    let n = T::from_f64(row.len() as f64);
+    T::one() / (ss / n + T::from_f64(eps)).sqrt()
+}
+
+impl RmsNorm {
+    fn rows<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
+        let d = w.len();
+        let mut y = vec![T::zero(); x.len()];
+        y.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(y, x)| {
+            let r = inv_rms(x, eps);
+            for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+                *y = x * r * w;
+            }
+        });
+        y
+    }
+}
+
+impl RowGrad for RmsNormGrad {
+    const NAME: &'static str = "rms-norm-grad";
+
+    fn rows<T: Real>(&self, x: &[T], g: &[T], d: usize) -> candle_core::Result<Vec<T>> {
+        let (w, eps) = (gain::<T>(&self.w, d)?, self.eps);
+        let mut dx = vec![T::zero(); x.len()];
+        dx.par_chunks_mut(d)
+            .zip(x.par_chunks(d).zip(g.par_chunks(d)))
+            .for_each(|(dx, (x, g))| {
+                let r = inv_rms(x, eps);
+                let mut dot = T::zero();
+                for ((&x, &g), &w) in x.iter().zip(g).zip(&w) {
+                    dot += w * g * x;
+                }
+                let c = r * r * r * dot / T::from_f64(d as f64);
+                for (((dx, &x), &g), &w) in dx.iter_mut().zip(x).zip(g).zip(&w) {
+                    *dx = r * w * g - x * c;
+                }
+            });
+        Ok(dx)
+    }
+}
+
+/// The gain of a norm op as a vector of the input's element type.
+fn gain<T: candle_core::WithDType>(w: &Tensor, d: usize) -> candle_core::Result<Vec<T>> {
+    let w = w.to_dtype(T::DTYPE)?.to_vec1::<T>()?;
+    if w.len() != d {
+        candle_core::bail!("rms-norm: a gain of {} for rows of {d}", w.len());
+    }
+    Ok(w)
+}
+
+impl candle_core::CustomOp1 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage;
+        let d = layout.dims().last().copied().unwrap_or(0);
+        let storage = match storage {
+            CpuStorage::F32(v) => CpuStorage::F32(Self::rows(
+                cpu_slice(self.name(), v, layout)?,
+                &gain(&self.w, d)?,
+                self.eps,
+            )),
+            CpuStorage::F64(v) => CpuStorage::F64(Self::rows(
+                cpu_slice(self.name(), v, layout)?,
+                &gain(&self.w, d)?,
+                self.eps,
+            )),
+            _ => candle_core::bail!("rms-norm: f32 or f64 input expected"),
+        };
+        Ok((storage, layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let grad = RowGradOp(RmsNormGrad {
+            w: self.w.clone(),
+            eps: self.eps,
+        });
+        Ok(Some(arg.apply_op2_no_bwd(&grad_res.contiguous()?, &grad)?))
+    }
 }
 
 /// Attention weights `softmax(x · scale + mask)` over the last dimension of `x`
@@ -202,44 +446,54 @@ impl CausalSoftmax {
     /// The rows of `x` (`[.., T, cols]`, contiguous) in place.
     fn rows<T>(&self, x: &mut [T], t: usize, cols: usize)
     where
-        T: candle_core::WithDType + candle_core::cpu::kernels::VecOps + Exp,
+        T: Real + candle_core::cpu::kernels::VecOps,
     {
         let scale = T::from_f64(self.scale);
-        for (r, row) in x.chunks_exact_mut(cols).enumerate() {
-            let visible = (self.past + r % t + 1).min(cols);
-            let (seen, hidden) = row.split_at_mut(visible);
-            let mut max = T::from_f64(f64::NEG_INFINITY);
-            for v in seen.iter_mut() {
-                *v *= scale;
-                max = max.max(*v);
-            }
-            let mut sum = T::zero();
-            for v in seen.iter_mut() {
-                *v = (*v - max).exp();
-                sum += *v;
-            }
-            for v in seen.iter_mut() {
-                *v /= sum;
-            }
-            hidden.fill(T::zero());
-        }
+        x.par_chunks_exact_mut(cols)
+            .enumerate()
+            .for_each(|(r, row)| {
+                let visible = (self.past + r % t + 1).min(cols);
+                let (seen, hidden) = row.split_at_mut(visible);
+                let mut max = T::from_f64(f64::NEG_INFINITY);
+                for v in seen.iter_mut() {
+                    *v *= scale;
+                    max = max.max(*v);
+                }
+                let mut sum = T::zero();
+                for v in seen.iter_mut() {
+                    *v = (*v - max).exp();
+                    sum += *v;
+                }
+                for v in seen.iter_mut() {
+                    *v /= sum;
+                }
+                hidden.fill(T::zero());
+            });
     }
 }
 
-/// `e^x` in the element type (libm's `expf` for f32, as candle's `exp`).
-trait Exp {
+/// The element types of the custom ops: `e^x` (libm's `expf` for f32, as candle's `exp`)
+/// and `√x`.
+trait Real: candle_core::WithDType {
     fn exp(self) -> Self;
+    fn sqrt(self) -> Self;
 }
 
-impl Exp for f32 {
+impl Real for f32 {
     fn exp(self) -> Self {
         f32::exp(self)
     }
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
 }
 
-impl Exp for f64 {
+impl Real for f64 {
     fn exp(self) -> Self {
         f64::exp(self)
+    }
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
     }
 }
 
@@ -284,25 +538,130 @@ impl candle_core::CustomOp1 for CausalSoftmax {
         res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let gy = (grad_res * res)?.sum_keepdim(D::Minus1)?;
-        Ok(Some(
-            (grad_res.broadcast_sub(&gy)? * res)?.affine(self.scale, 0.0)?,
-        ))
+        let grad = RowGradOp(CausalSoftmaxGrad { scale: self.scale });
+        Ok(Some(res.apply_op2_no_bwd(&grad_res.contiguous()?, &grad)?))
     }
 }
 
-/// Interleaved rotary embedding: pairs `(2i, 2i+1)` rotated by `pos · θ_i`.
+/// `∂x = scale · y ⊙ (g − Σ_j g_j y_j)` of [`CausalSoftmax`] from its output `y` and the
+/// gradient `g` of that output, one pass per row.
+struct CausalSoftmaxGrad {
+    scale: f64,
+}
+
+impl RowGrad for CausalSoftmaxGrad {
+    const NAME: &'static str = "causal-softmax-grad";
+
+    fn rows<T: Real>(&self, y: &[T], g: &[T], cols: usize) -> candle_core::Result<Vec<T>> {
+        let scale = T::from_f64(self.scale);
+        let mut dx = vec![T::zero(); y.len()];
+        dx.par_chunks_mut(cols)
+            .zip(y.par_chunks(cols).zip(g.par_chunks(cols)))
+            .for_each(|(dx, (y, g))| {
+                let mut gy = T::zero();
+                for (&g, &y) in g.iter().zip(y) {
+                    gy += g * y;
+                }
+                for ((dx, &g), &y) in dx.iter_mut().zip(g).zip(y) {
+                    *dx = (g - gy) * y * scale;
+                }
+            });
+        Ok(dx)
+    }
+}
+
+/// Interleaved rotary embedding: pairs `(2i, 2i+1)` rotated by `pos · θ_i` ([`Rope`]).
 ///
 /// # Shapes
 /// `x`: `[heads, T, d]`; `cos`, `sin`: `[T, d/2]`.
 fn rope_interleaved(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let (h, t, d) = x.dims3()?;
-    let pairs = x.reshape((h, t, d / 2, 2))?;
-    let x0 = pairs.narrow(3, 0, 1)?.squeeze(3)?;
-    let x1 = pairs.narrow(3, 1, 1)?.squeeze(3)?;
-    let r0 = (x0.broadcast_mul(cos)? - x1.broadcast_mul(sin)?)?;
-    let r1 = (x0.broadcast_mul(sin)? + x1.broadcast_mul(cos)?)?;
-    Ok(Tensor::stack(&[r0, r1], 3)?.reshape((h, t, d))?)
+    Ok(x.contiguous()?.apply_op1(Rope {
+        cos: cos.clone(),
+        sin: sin.clone(),
+        inverse: false,
+    })?)
+}
+
+/// Rotary position embedding (Su et al. 2021, "RoFormer", arXiv:2104.09864) in llama.cpp's
+/// interleaved ("normal") layout, one pass over `[heads, T, d]`:
+/// `(y₀, y₁) = (x₀ cos − x₁ sin, x₀ sin + x₁ cos)` for each pair `(2i, 2i+1)` of row `t`.
+/// The rotation is orthogonal, so backward is the inverse rotation (`sin` negated) of the
+/// gradient.
+struct Rope {
+    /// `[T, d/2]`.
+    cos: Tensor,
+    /// `[T, d/2]`.
+    sin: Tensor,
+    /// Rotate by `−pos · θ_i` (the backward pass).
+    inverse: bool,
+}
+
+impl Rope {
+    fn rows<T: Real>(&self, x: &[T], t: usize, d: usize) -> candle_core::Result<Vec<T>> {
+        let cos = self.cos.to_dtype(T::DTYPE)?.flatten_all()?.to_vec1::<T>()?;
+        let mut sin = self.sin.to_dtype(T::DTYPE)?.flatten_all()?.to_vec1::<T>()?;
+        if cos.len() != t * d / 2 || sin.len() != cos.len() {
+            candle_core::bail!("rope: tables of {} for {t} positions of {d}", cos.len());
+        }
+        if self.inverse {
+            sin.iter_mut().for_each(|s| *s = T::zero() - *s);
+        }
+        let mut y = vec![T::zero(); x.len()];
+        y.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .enumerate()
+            .for_each(|(row, (y, x))| {
+                let at = (row % t) * (d / 2);
+                let (cos, sin) = (&cos[at..at + d / 2], &sin[at..at + d / 2]);
+                for (i, (y, x)) in y.chunks_exact_mut(2).zip(x.chunks_exact(2)).enumerate() {
+                    y[0] = x[0] * cos[i] - x[1] * sin[i];
+                    y[1] = x[0] * sin[i] + x[1] * cos[i];
+                }
+            });
+        Ok(y)
+    }
+}
+
+impl candle_core::CustomOp1 for Rope {
+    fn name(&self) -> &'static str {
+        "rope-interleaved"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage;
+        let (t, d) = match layout.dims() {
+            [_, t, d] if d % 2 == 0 => (*t, *d),
+            dims => candle_core::bail!("rope: [heads, T, even d] expected, got {dims:?}"),
+        };
+        let storage = match storage {
+            CpuStorage::F32(v) => {
+                CpuStorage::F32(self.rows(cpu_slice(self.name(), v, layout)?, t, d)?)
+            }
+            CpuStorage::F64(v) => {
+                CpuStorage::F64(self.rows(cpu_slice(self.name(), v, layout)?, t, d)?)
+            }
+            _ => candle_core::bail!("rope: f32 or f64 input expected"),
+        };
+        Ok((storage, layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let inverse = Rope {
+            cos: self.cos.clone(),
+            sin: self.sin.clone(),
+            inverse: !self.inverse,
+        };
+        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&inverse)?))
+    }
 }
 
 impl LoraLlama {
@@ -588,7 +947,7 @@ impl LoraLlama {
         if t > 0 && from >= t {
             return Err(Error::setting("from", from, "a position of the sequence"));
         }
-        let (x, _) = self.run_layers(ids, None)?;
+        let (x, _) = self.run_layers(ids, None, true)?;
         self.logits(&x.narrow(0, from, t - from)?)
     }
 
@@ -612,14 +971,38 @@ impl LoraLlama {
         prefix: &[u32],
         continuations: &[&[u32]],
     ) -> Result<Vec<Tensor>> {
+        self.continuations(prefix, continuations, true)
+    }
+
+    /// [`forward_continuations`](Self::forward_continuations) without recording the
+    /// autograd graph (the adapters enter detached): the same numbers, for passes that need
+    /// no gradient (DPO's reference log-probabilities, losses logged after training). Each
+    /// op's output is freed as soon as the next op has read it.
+    ///
+    /// # Shapes and errors
+    /// As [`forward_continuations`](Self::forward_continuations).
+    pub fn forward_continuations_detached(
+        &self,
+        prefix: &[u32],
+        continuations: &[&[u32]],
+    ) -> Result<Vec<Tensor>> {
+        self.continuations(prefix, continuations, false)
+    }
+
+    fn continuations(
+        &self,
+        prefix: &[u32],
+        continuations: &[&[u32]],
+        grad: bool,
+    ) -> Result<Vec<Tensor>> {
         let cache = match prefix.is_empty() {
             true => None,
-            false => Some(self.run_layers(prefix, None)?.1),
+            false => Some(self.run_layers(prefix, None, grad)?.1),
         };
         continuations
             .iter()
             .map(|ids| {
-                let (x, _) = self.run_layers(ids, cache.as_deref())?;
+                let (x, _) = self.run_layers(ids, cache.as_deref(), grad)?;
                 self.logits(&x)
             })
             .collect()
@@ -635,7 +1018,8 @@ impl LoraLlama {
 
     /// Runs the layers over `ids` at the positions after `past` (the keys and values of
     /// the earlier positions, one pair per layer, or none): the hidden states of `ids` and
-    /// every layer's keys and values extended by them.
+    /// every layer's keys and values extended by them. With `grad` false the adapters
+    /// enter detached and no autograd graph is recorded.
     ///
     /// # Shapes
     /// `ids`: `[T]`; each cached key or value `[kv_heads, P, d]` → `[T, D]` and
@@ -644,6 +1028,7 @@ impl LoraLlama {
         &self,
         ids: &[u32],
         past: Option<&[LayerCache]>,
+        grad: bool,
     ) -> Result<(Tensor, Vec<LayerCache>)> {
         let t = ids.len();
         let p = match past.and_then(|c| c.first()) {
@@ -671,9 +1056,9 @@ impl LoraLlama {
         let mut caches = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &layer.attn_norm, self.eps)?;
-            let q = (linear(&h, &layer.wq)? + layer.lora_q.forward(&h)?)?;
+            let q = (linear(&h, &layer.wq)? + layer.lora_q.forward(&h, grad)?)?;
             let k = linear(&h, &layer.wk)?;
-            let v = (linear(&h, &layer.wv)? + layer.lora_v.forward(&h)?)?;
+            let v = (linear(&h, &layer.wv)? + layer.lora_v.forward(&h, grad)?)?;
             // [T, heads·d] -> [heads, T, d]
             let q = q
                 .reshape((t, self.n_head, hd))?
@@ -697,15 +1082,22 @@ impl LoraLlama {
                 None => (k, v),
             };
             caches.push((k.clone(), v.clone()));
-            // Query head j reads key/value head j / n_rep.
-            let k = Tensor::cat(&vec![&k; n_rep], 1)?.reshape((self.n_head, cols, hd))?;
-            let v = Tensor::cat(&vec![&v; n_rep], 1)?.reshape((self.n_head, cols, hd))?;
+            // Query head j reads key/value head j / n_rep: the query heads of one key/value
+            // head are adjacent, so grouping them as the rows of one matrix per key/value
+            // head ([kv_heads, n_rep·T, d]) reads each key and value once, without copies.
+            let q = q.reshape((self.n_kv_head, n_rep * t, hd))?;
             // Row i (position p + i) sees columns 0 ..= p + i.
-            let att = q.matmul(&k.t()?)?.apply_op1(CausalSoftmax {
-                scale: 1.0 / (hd as f64).sqrt(),
-                past: p,
-            })?;
-            let y = att.matmul(&v)?; // [heads, T, d]
+            let att = q
+                .matmul(&k.t()?)?
+                .reshape((self.n_head, t, cols))?
+                .apply_op1(CausalSoftmax {
+                    scale: 1.0 / (hd as f64).sqrt(),
+                    past: p,
+                })?;
+            let y = att
+                .reshape((self.n_kv_head, n_rep * t, cols))?
+                .matmul(&v)?
+                .reshape((self.n_head, t, hd))?; // [heads, T, d]
             let y = y.transpose(0, 1)?.reshape((t, self.n_head * hd))?;
             x = (x + linear(&y, &layer.wo)?)?;
             let h = rms_norm(&x, &layer.ffn_norm, self.eps)?;
@@ -714,5 +1106,120 @@ impl LoraLlama {
             x = (x + linear(&(gate * up)?, &layer.w_down)?)?;
         }
         Ok((x, caches))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::D;
+
+    use super::*;
+
+    /// A tensor of seeded draws, uniform in `center ± spread`.
+    fn draws(shape: &[usize], center: f64, spread: f64, seed: u64) -> Tensor {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let n = shape.iter().product();
+        let v: Vec<f64> = (0..n)
+            .map(|_| center + rng.random_range(-spread..spread))
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max)
+    }
+
+    /// Compares `op` with `chain` (the same function in candle's tensor ops) at `x` in f64:
+    /// values within `tol.0`, and gradients of `Σ f(x) ⊙ c` (a fixed seeded `c`) within
+    /// `tol.1`. Returns the op's output, its gradient and `c`, flattened.
+    fn against_chain(
+        x: &Tensor,
+        op: impl Fn(&Tensor) -> Result<Tensor>,
+        chain: impl Fn(&Tensor) -> Result<Tensor>,
+        tol: (f64, f64),
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let x = Var::from_tensor(x).unwrap();
+        let (y_op, y_chain) = (op(&x).unwrap(), chain(&x).unwrap());
+        let c = draws(y_op.dims(), 0.0, 1.0, 3);
+        let grad = |y: &Tensor| {
+            let grads = (y * &c).unwrap().sum_all().unwrap().backward().unwrap();
+            flat(grads.get(&x).unwrap())
+        };
+        let (g_op, g_chain) = (grad(&y_op), grad(&y_chain));
+        let (y_op, y_chain) = (flat(&y_op), flat(&y_chain));
+        assert!(
+            max_diff(&y_op, &y_chain) < tol.0,
+            "{}",
+            max_diff(&y_op, &y_chain)
+        );
+        assert!(
+            max_diff(&g_op, &g_chain) < tol.1,
+            "{}",
+            max_diff(&g_op, &g_chain)
+        );
+        (y_op, g_op, flat(&c))
+    }
+
+    #[test]
+    fn the_rms_norm_op_equals_the_chain_of_tensor_ops_in_value_and_gradient() {
+        let x = draws(&[2, 5, 24], 0.0, 3.0, 1);
+        let w = draws(&[24], 1.0, 0.5, 2);
+        let eps = 1e-5;
+        let chain = |x: &Tensor| -> Result<Tensor> {
+            let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+            Ok(x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(&w)?)
+        };
+        let (_, a, _) = against_chain(&x, |x| rms_norm(x, &w, eps), chain, (1e-13, 1e-12));
+        assert!(a.iter().any(|g| g.abs() > 1e-3));
+    }
+
+    #[test]
+    fn the_rope_op_equals_the_chain_of_tensor_ops_and_backward_is_the_inverse_rotation() {
+        let device = Device::Cpu;
+        let (heads, t, d) = (3, 7, 8);
+        let x = draws(&[heads, t, d], 0.0, 1.0, 4);
+        let theta = draws(&[t, d / 2], 0.0, 3.0, 5);
+        let (cos, sin) = (theta.cos().unwrap(), theta.sin().unwrap());
+        let chain = |x: &Tensor| -> Result<Tensor> {
+            let pairs = x.reshape((heads, t, d / 2, 2))?;
+            let x0 = pairs.narrow(3, 0, 1)?.squeeze(3)?;
+            let x1 = pairs.narrow(3, 1, 1)?.squeeze(3)?;
+            let r0 = (x0.broadcast_mul(&cos)? - x1.broadcast_mul(&sin)?)?;
+            let r1 = (x0.broadcast_mul(&sin)? + x1.broadcast_mul(&cos)?)?;
+            Ok(Tensor::stack(&[r0, r1], 3)?.reshape((heads, t, d))?)
+        };
+        let (_, a, c) = against_chain(
+            &x,
+            |x| rope_interleaved(x, &cos, &sin),
+            chain,
+            (1e-14, 1e-14),
+        );
+        // A rotation keeps norms: backward of Σ y ⊙ c is c rotated back, of c's norm.
+        let norm = |v: &[f64]| v.iter().map(|v| v * v).sum::<f64>().sqrt();
+        assert!((norm(&a) - norm(&c)).abs() < 1e-12);
+        assert!(
+            rope_interleaved(
+                &Tensor::zeros((2, 3, 5), DType::F64, &device).unwrap(),
+                &cos,
+                &sin
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn the_custom_ops_reject_what_they_cannot_compute() {
+        let device = Device::Cpu;
+        let w = Tensor::ones(4, DType::F64, &device).unwrap();
+        let ints = Tensor::new(&[[1u32, 2, 3, 4]], &device).unwrap();
+        assert!(rms_norm(&ints, &w, 1e-5).is_err());
+        // Rows of 3 against a gain of 4.
+        let wrong_gain = Tensor::zeros((1, 3), DType::F64, &device).unwrap();
+        assert!(rms_norm(&wrong_gain, &w, 1e-5).is_err());
     }
 }

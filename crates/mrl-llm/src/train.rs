@@ -49,6 +49,7 @@ use mrl_data::BarSeries;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{GenerateConfig, Message};
@@ -442,9 +443,10 @@ pub struct PhaseSeconds {
     pub actor: f64,
     /// The judge's scores and the meta-judge's verdicts (with loading the adapted judge).
     pub judge: f64,
-    /// DPO of the actor (reference pass, steps, the pass after the last step).
+    /// DPO of the actor (reference pass, steps, the pass after the last step); it runs
+    /// side by side with the judge's, so the two overlap in time.
     pub dpo_actor: f64,
-    /// DPO of the judge.
+    /// DPO of the judge (side by side with the actor's).
     pub dpo_judge: f64,
     /// The validation after the round.
     pub validation: f64,
@@ -465,21 +467,27 @@ struct DpoRun {
 fn dpo_train(model: &LoraLlama, pairs: &[PreferencePair], run: DpoRun) -> Result<DpoStats> {
     // Summed log-probabilities of the chosen and the rejected response: the prompt (but its
     // last token) runs once as their shared prefix; the rows from the prompt's last
-    // position on predict the responses.
-    let logprobs = |p: &PreferencePair| -> Result<(Tensor, Tensor)> {
+    // position on predict the responses. Passes without gradient record no graph.
+    let logprobs = |p: &PreferencePair, grad: bool| -> Result<(Tensor, Tensor)> {
         let from = p.prompt_ids.len().saturating_sub(1);
         let tails = [&p.chosen_ids, &p.rejected_ids].map(|r| [&p.prompt_ids[from..], r].concat());
-        let rows = model.forward_continuations(&p.prompt_ids[..from], &[&tails[0], &tails[1]])?;
+        let prefix = &p.prompt_ids[..from];
+        let continuations = [&tails[0][..], &tails[1][..]];
+        let rows = match grad {
+            true => model.forward_continuations(prefix, &continuations)?,
+            false => model.forward_continuations_detached(prefix, &continuations)?,
+        };
         let logprob = |k: usize| -> Result<Tensor> {
             Ok(response_logprob(&rows[k], &tails[k], 1)?.reshape(1)?)
         };
         Ok((logprob(0)?, logprob(1)?))
     };
-    let mut reference = Vec::with_capacity(pairs.len());
-    for p in pairs {
-        let (c, r) = logprobs(p)?;
-        reference.push((c.detach(), r.detach()));
-    }
+    // The passes without gradient are independent across pairs: they run on the rayon
+    // threads side by side (each pair's numbers are the same as one after the other).
+    let detached = || -> Result<Vec<(Tensor, Tensor)>> {
+        pairs.par_iter().map(|p| logprobs(p, false)).collect()
+    };
+    let reference = detached()?;
     let vars = model.adapters().into_iter().cloned().collect();
     let mut optimiser = AdamW::new(
         vars,
@@ -501,15 +509,8 @@ fn dpo_train(model: &LoraLlama, pairs: &[PreferencePair], run: DpoRun) -> Result
         margin_after: 0.0,
     };
     let n = pairs.len() as f64;
-    let pair_loss = |k: usize| -> Result<crate::dpo::DpoLoss> {
-        let (chosen, rejected) = logprobs(&pairs[k])?;
-        dpo_loss(
-            &chosen,
-            &rejected,
-            &reference[k].0,
-            &reference[k].1,
-            run.beta,
-        )
+    let loss_against_reference = |k: usize, (chosen, rejected): &(Tensor, Tensor)| {
+        dpo_loss(chosen, rejected, &reference[k].0, &reference[k].1, run.beta)
     };
     let scalar = |t: &Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
     for epoch in 0..run.epochs {
@@ -517,7 +518,7 @@ fn dpo_train(model: &LoraLlama, pairs: &[PreferencePair], run: DpoRun) -> Result
         order.shuffle(&mut rng);
         let (mut loss_sum, mut margin_sum, mut chosen_sum, mut rejected_sum) = (0.0, 0.0, 0.0, 0.0);
         for k in order {
-            let out = pair_loss(k)?;
+            let out = loss_against_reference(k, &logprobs(&pairs[k], true)?)?;
             optimiser.backward_step(&out.loss)?;
             stats.steps += 1;
             loss_sum += scalar(&out.loss)?;
@@ -539,8 +540,8 @@ fn dpo_train(model: &LoraLlama, pairs: &[PreferencePair], run: DpoRun) -> Result
         stats.chosen_reward = chosen_sum / n;
         stats.rejected_reward = rejected_sum / n;
     }
-    for k in 0..pairs.len() {
-        let out = pair_loss(k)?;
+    for (k, after) in detached()?.iter().enumerate() {
+        let out = loss_against_reference(k, after)?;
         stats.loss_after += scalar(&out.loss)? / n;
         stats.margin_after += out.mean_margin() / n;
     }
@@ -1227,28 +1228,13 @@ pub fn train(
             pairs.iter().cloned().partition(|p| p.role == Role::Actor);
         log.actor_pairs = actor_pairs.len();
         log.judge_pairs = judge_pairs.len();
-        for (model, role_pairs, tag, slot, seconds) in [
-            (
-                &actor,
-                &actor_pairs,
-                1u64,
-                &mut log.actor_dpo,
-                &mut log.phase_seconds.dpo_actor,
-            ),
-            (
-                &judge,
-                &judge_pairs,
-                2u64,
-                &mut log.judge_dpo,
-                &mut log.phase_seconds.dpo_judge,
-            ),
-        ] {
+        let role_dpo = |model: &LoraLlama, role_pairs: &[PreferencePair], tag: u64| {
             if role_pairs.is_empty() {
-                continue;
+                return Ok(None);
             }
             let dpo_start = Instant::now();
             tracing::info!(pairs = role_pairs.len(), role = tag, "dpo");
-            *slot = Some(dpo_train(
+            let stats = dpo_train(
                 model,
                 role_pairs,
                 DpoRun {
@@ -1258,8 +1244,23 @@ pub fn train(
                     epochs: config.dpo.epochs,
                     seed: derive_seed(config.seed, &[round as u64, 5, tag]),
                 },
-            )?);
-            *seconds = dpo_start.elapsed().as_secs_f64();
+            )?;
+            Ok::<_, Error>(Some((stats, dpo_start.elapsed().as_secs_f64())))
+        };
+        // The two roles' DPO share nothing but the frozen base (their own adapters, pairs,
+        // optimisers and seeds): they run side by side on the rayon threads, with the same
+        // numbers as one after the other.
+        let (actor_dpo, judge_dpo) = rayon::join(
+            || role_dpo(&actor, &actor_pairs, 1),
+            || role_dpo(&judge, &judge_pairs, 2),
+        );
+        if let Some((stats, seconds)) = actor_dpo? {
+            log.actor_dpo = Some(stats);
+            log.phase_seconds.dpo_actor = seconds;
+        }
+        if let Some((stats, seconds)) = judge_dpo? {
+            log.judge_dpo = Some(stats);
+            log.phase_seconds.dpo_judge = seconds;
         }
         if let Some(bars) = &validation {
             let validation_start = Instant::now();

@@ -315,6 +315,15 @@ fn continuations_of_a_shared_prefix_equal_whole_forwards_in_value_and_gradient()
         assert!(scale > 0.0);
         assert!(max_abs_diff(a, b) < 1e-4 * scale.max(1.0), "{var:?}");
     }
+    // Without the graph: the same numbers bit for bit, and nothing to differentiate.
+    let detached = model
+        .forward_continuations_detached(&prefix, &[&chosen, &rejected])
+        .unwrap();
+    for (d, r) in detached.iter().zip(&rows) {
+        assert_eq!(max_abs_diff(d, r), 0.0);
+    }
+    let none = loss(&detached[0], &detached[1]).backward().unwrap();
+    assert!(model.adapters().iter().all(|var| none.get(var).is_none()));
     // No prefix: the continuation alone.
     let alone = model.forward_continuations(&[], &[&chosen]).unwrap();
     assert!(max_abs_diff(&alone[0], &model.forward(&chosen).unwrap()) < 1e-6);
