@@ -152,6 +152,11 @@ fn masked_mean(x: &Tensor, mask: Option<&Tensor>, n_valid: f64) -> Result<Tensor
 
 /// The clipped PPO objective.
 ///
+/// Contiguous f32 CPU tensors (u32 actions, both coefficients positive) take the fused op:
+/// `total` is then one autograd node over `logits` and `values` whose gradients are exactly
+/// those of the candle graph, and the other parts are plain tensors; anything else builds
+/// the candle graph.
+///
 /// # Shapes
 /// - `logits`: `(N, A)` (with the autograd graph of the policy)
 /// - `values`: `(N,)` (with the graph of the value head)
