@@ -1,5 +1,6 @@
 //! Fused passes over contiguous f32 CPU buffers for the optimiser step, each producing
-//! exactly the bits of the candle ops it replaces.
+//! exactly the bits of the candle ops it replaces, and the buffer access and f32 sum that
+//! the fused PPO loss (`crate::loss`) shares.
 //!
 //! Every candle op is one allocation and, on the CPU, one pass (and at several threads a
 //! pool wake-up); Adam alone is about 12 of them per parameter tensor and minibatch. The
