@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Tensor, Var, backprop::GradStore};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::fused::{
@@ -106,14 +105,9 @@ pub fn collect_grads(params: &[Var], grads: &GradStore) -> Result<Vec<Tensor>> {
 /// Total L2 norm over all gradients, `sqrt(Σ_i ‖g_i‖²)`, accumulated in f64 (each
 /// gradient's squares summed in element order, then the gradients in order).
 pub fn global_norm(grads: &[Tensor]) -> Result<f64> {
-    // Each gradient's own sum on the rayon threads (f32 CPU ones), then all in order.
-    let fused: Vec<Option<f64>> = grads
-        .par_iter()
-        .map(|g| with_cpu_f32([g], |[g]| sum_squares_f64(g)))
-        .collect();
     let mut sum = 0.0;
-    for (g, fused) in grads.iter().zip(fused) {
-        sum += match fused {
+    for g in grads {
+        sum += match with_cpu_f32([g], |[g]| sum_squares_f64(g)) {
             Some(s) => s,
             None => sum_squares_candle(g)?,
         };
@@ -267,21 +261,11 @@ impl Adam {
     /// [`Error::OptimizerMismatch`] when `params` or `grads` do not match the moments.
     pub fn step(&mut self, params: &[Var], grads: &[Tensor], lr: f64) -> Result<()> {
         let scalars = self.begin_step(params, grads, lr)?;
-        // The fused steps of the parameters on the rayon threads (each parameter on its own),
-        // then the candle ops, in order, for those the fused path does not take.
-        let fused: Vec<Result<Option<(Tensor, Tensor)>>> = params
-            .par_iter()
-            .zip(grads)
-            .zip(self.exp_avg.par_iter().zip(&self.exp_avg_sq))
-            .map(|((param, grad), (m, v))| adam_step_fused(param, grad, m, v, &scalars))
-            .collect();
-        for (i, ((param, grad), fused)) in params.iter().zip(grads).zip(fused).enumerate() {
-            let (m, v) = match fused? {
+        for (i, (param, grad)) in params.iter().zip(grads).enumerate() {
+            let (m, v) = (&self.exp_avg[i], &self.exp_avg_sq[i]);
+            let (m, v) = match adam_step_fused(param, grad, m, v, &scalars)? {
                 Some(moments) => moments,
-                None => {
-                    let (m, v) = (&self.exp_avg[i], &self.exp_avg_sq[i]);
-                    adam_step_candle(param, grad, m, v, &scalars)?
-                }
+                None => adam_step_candle(param, grad, m, v, &scalars)?,
             };
             self.exp_avg[i] = m;
             self.exp_avg_sq[i] = v;

@@ -24,7 +24,6 @@
 use std::sync::{Arc, OnceLock};
 
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
-use rayon::prelude::*;
 
 use crate::Result;
 use crate::fused::{candle_sum_f32, with_cpu, with_cpu_f32};
@@ -59,69 +58,6 @@ struct Constants {
     entropy_coef: f32,
     /// `1 / n_valid` (the masked mean's, or the plain mean's `1 / N`).
     inv_n: f32,
-}
-
-/// Rows per rayon task at least: below twice this the passes run on the calling thread.
-const ROWS_PER_TASK: usize = 2048;
-
-/// Rows per block for `n` rows: `n` over the rayon threads, at least [`ROWS_PER_TASK`].
-fn row_block(n: usize) -> usize {
-    n.div_ceil(rayon::current_num_threads().max(1))
-        .max(ROWS_PER_TASK)
-}
-
-/// A block of rows: its first row, its slices of the per-row arrays.
-struct RowBlock<'a, T> {
-    first: usize,
-    per_row_a: Vec<&'a mut [f32]>,
-    per_row: &'a mut [T],
-}
-
-/// Runs `f(first_row, rows_a, rows)` over `n` rows split into contiguous blocks of `block`
-/// rows on the rayon threads (on the calling thread when one block holds them all); each
-/// call gets its rows' slices of the row-major `per_row_a` (`A` values a row, any number of
-/// arrays) and `per_row` (one value a row). Every row is computed on its own, so the split
-/// never changes a bit.
-fn for_row_blocks<T: Send>(
-    n: usize,
-    n_actions: usize,
-    block: usize,
-    per_row_a: &mut [&mut [f32]],
-    per_row: &mut [T],
-    f: impl Fn(usize, &mut [&mut [f32]], &mut [T]) + Sync,
-) {
-    let block = block.max(1);
-    if block >= n {
-        f(0, per_row_a, per_row);
-        return;
-    }
-    // Split every array at the same row boundaries.
-    let mut blocks = Vec::with_capacity(n.div_ceil(block));
-    let mut rest_a: Vec<&mut [f32]> = per_row_a.iter_mut().map(|s| &mut **s).collect();
-    let mut rest = per_row;
-    let mut first = 0;
-    while first < n {
-        let rows = block.min(n - first);
-        let mut heads = Vec::with_capacity(rest_a.len());
-        let mut tails = Vec::with_capacity(rest_a.len());
-        for s in rest_a {
-            let (head, tail) = s.split_at_mut((rows * n_actions).min(s.len()));
-            heads.push(head);
-            tails.push(tail);
-        }
-        rest_a = tails;
-        let (head, tail) = rest.split_at_mut(rows.min(rest.len()));
-        rest = tail;
-        blocks.push(RowBlock {
-            first,
-            per_row_a: heads,
-            per_row: head,
-        });
-        first += rows;
-    }
-    blocks
-        .into_par_iter()
-        .for_each(|mut b| f(b.first, &mut b.per_row_a, b.per_row));
 }
 
 /// One row's scalars from the forward.
@@ -227,36 +163,23 @@ fn forward_row(
     }
 }
 
-/// The forward pass over `N` rows of `A` logits, in blocks of `block` rows.
-fn forward(logits: &[f32], values: &[f32], t: &Targets, k: &Constants, block: usize) -> Forward {
+/// The forward pass over `N` rows of `A` logits.
+fn forward(logits: &[f32], values: &[f32], t: &Targets, k: &Constants) -> Forward {
     let n_actions = k.n_actions;
     let n = values.len();
     let mut log_probs = vec![0.0f32; n * n_actions];
     let mut probs = vec![0.0f32; n * n_actions];
     let mut exp_shifted = vec![0.0f32; n * n_actions];
     let mut rows = vec![RowForward::default(); n];
-    for_row_blocks(
-        n,
-        n_actions,
-        block,
-        &mut [&mut log_probs, &mut probs, &mut exp_shifted],
-        &mut rows,
-        |first, per_row_a, rows| {
-            let [lp, p, e] = per_row_a else {
-                return;
-            };
-            let mut scratch = vec![0.0f32; n_actions];
-            let blocks = lp
-                .chunks_exact_mut(n_actions)
-                .zip(p.chunks_exact_mut(n_actions))
-                .zip(e.chunks_exact_mut(n_actions));
-            for (j, (((lp, p), e), row)) in blocks.zip(rows.iter_mut()).enumerate() {
-                let i = first + j;
-                let x = &logits[i * n_actions..(i + 1) * n_actions];
-                *row = forward_row(i, x, values[i], t, k, lp, p, e, &mut scratch);
-            }
-        },
-    );
+    let mut scratch = vec![0.0f32; n_actions];
+    let per_row_a = log_probs
+        .chunks_exact_mut(n_actions)
+        .zip(probs.chunks_exact_mut(n_actions))
+        .zip(exp_shifted.chunks_exact_mut(n_actions));
+    for (i, (((lp, p), e), row)) in per_row_a.zip(rows.iter_mut()).enumerate() {
+        let x = &logits[i * n_actions..(i + 1) * n_actions];
+        *row = forward_row(i, x, values[i], t, k, lp, p, e, &mut scratch);
+    }
     let mask = t.mask.as_deref();
     let policy = -masked_mean(rows.iter().map(|r| r.surrogate), mask, k.inv_n);
     let value_sq = rows.iter().map(|r| r.value_err * r.value_err);
@@ -290,15 +213,8 @@ fn mean_each_grad(g: f32, inv_n: f32) -> f32 {
     acc(acc(acc(g * inv_n + 0.0))) // affine, the squeeze's reshape, the sum's broadcast
 }
 
-/// The backward pass from `∂/∂total = g_total`: `(∂/∂logits (N, A), ∂/∂values (N,))`, in
-/// blocks of `block` rows.
-fn backward(
-    fwd: &Forward,
-    t: &Targets,
-    k: &Constants,
-    g_total: f32,
-    block: usize,
-) -> (Vec<f32>, Vec<f32>) {
+/// The backward pass from `∂/∂total = g_total`: `(∂/∂logits (N, A), ∂/∂values (N,))`.
+fn backward(fwd: &Forward, t: &Targets, k: &Constants, g_total: f32) -> (Vec<f32>, Vec<f32>) {
     let n_actions = k.n_actions;
     let n = fwd.rows.len();
     let mask = t.mask.as_deref();
@@ -313,60 +229,47 @@ fn backward(
 
     let mut g_logits = vec![0.0f32; n * n_actions];
     let mut g_values = vec![0.0f32; n];
-    for_row_blocks(
-        n,
-        n_actions,
-        block,
-        &mut [&mut g_logits],
-        &mut g_values,
-        |first, per_row_a, g_values| {
-            let [g_logits] = per_row_a else {
-                return;
-            };
-            let mut g_lp = vec![0.0f32; n_actions];
-            let mut g_log_sum = vec![0.0f32; n_actions];
-            let rows = g_logits
-                .chunks_exact_mut(n_actions)
-                .zip(g_values.iter_mut());
-            for (j, (g_x, g_v)) in rows.enumerate() {
-                let i = first + j;
-                let row = &fwd.rows[i];
-                let span = i * n_actions..(i + 1) * n_actions;
-                // Entropy: neg (into zeros), the squeeze's reshape, the row sum's broadcast.
-                let g_neg = mean_input_grad(g_entropy_each, mask, i);
-                let g_plogp = acc(acc(0.0 - g_neg));
-                for ((g_lp, &lp), &p) in g_lp
-                    .iter_mut()
-                    .zip(&fwd.log_probs[span.clone()])
-                    .zip(&fwd.probs[span.clone()])
-                {
-                    // Mul(π, log π): π's gradient, then log π's; then Exp(log π) into log π.
-                    let g_p = acc(g_plogp * lp);
-                    *g_lp = acc(g_plogp * p) + g_p * p;
-                }
-                // Value: Sqr(V − R), then the subtraction into V.
-                let g_sq = mean_input_grad(g_value_each, mask, i);
-                *g_v = acc((row.value_err * g_sq) * 2.0 + 0.0);
-                // Policy: neg, the where, Mul(ratio, A), Exp, the subtraction, the squeeze's
-                // reshape, then the gather's scatter-add at the action.
-                let g_surrogate = mean_input_grad(g_policy_each, mask, i);
-                let g_unclipped = acc(if row.take_unclipped { g_surrogate } else { 0.0 });
-                let g_ratio = acc(g_unclipped * t.advantages[i]);
-                let g_diff = acc(g_ratio * row.ratio);
-                g_lp[t.actions[i] as usize] += acc(acc(g_diff));
-                // log π = shifted − log Σ: the shifted logits get +g, the normaliser's
-                // broadcast −g, summed over the actions.
-                for (g_ls, &g) in g_log_sum.iter_mut().zip(g_lp.iter()) {
-                    *g_ls = 0.0 - g;
-                }
-                let g_log_normaliser = acc(candle_sum_f32(&g_log_sum));
-                let g_exp = acc(acc(g_log_normaliser / row.normaliser));
-                for ((g_x, &g), &e) in g_x.iter_mut().zip(&g_lp).zip(&fwd.exp_shifted[span]) {
-                    *g_x = acc(acc(g) + g_exp * e);
-                }
-            }
-        },
-    );
+    let mut g_lp = vec![0.0f32; n_actions];
+    let mut g_log_sum = vec![0.0f32; n_actions];
+    let rows = g_logits
+        .chunks_exact_mut(n_actions)
+        .zip(g_values.iter_mut());
+    for (i, (g_x, g_v)) in rows.enumerate() {
+        let row = &fwd.rows[i];
+        let span = i * n_actions..(i + 1) * n_actions;
+        // Entropy: neg (into zeros), the squeeze's reshape, the row sum's broadcast.
+        let g_neg = mean_input_grad(g_entropy_each, mask, i);
+        let g_plogp = acc(acc(0.0 - g_neg));
+        for ((g_lp, &lp), &p) in g_lp
+            .iter_mut()
+            .zip(&fwd.log_probs[span.clone()])
+            .zip(&fwd.probs[span.clone()])
+        {
+            // Mul(π, log π): π's gradient, then log π's; then Exp(log π) into log π.
+            let g_p = acc(g_plogp * lp);
+            *g_lp = acc(g_plogp * p) + g_p * p;
+        }
+        // Value: Sqr(V − R), then the subtraction into V.
+        let g_sq = mean_input_grad(g_value_each, mask, i);
+        *g_v = acc((row.value_err * g_sq) * 2.0 + 0.0);
+        // Policy: neg, the where, Mul(ratio, A), Exp, the subtraction, the squeeze's
+        // reshape, then the gather's scatter-add at the action.
+        let g_surrogate = mean_input_grad(g_policy_each, mask, i);
+        let g_unclipped = acc(if row.take_unclipped { g_surrogate } else { 0.0 });
+        let g_ratio = acc(g_unclipped * t.advantages[i]);
+        let g_diff = acc(g_ratio * row.ratio);
+        g_lp[t.actions[i] as usize] += acc(acc(g_diff));
+        // log π = shifted − log Σ: the shifted logits get +g, the normaliser's
+        // broadcast −g, summed over the actions.
+        for (g_ls, &g) in g_log_sum.iter_mut().zip(g_lp.iter()) {
+            *g_ls = 0.0 - g;
+        }
+        let g_log_normaliser = acc(candle_sum_f32(&g_log_sum));
+        let g_exp = acc(acc(g_log_normaliser / row.normaliser));
+        for ((g_x, &g), &e) in g_x.iter_mut().zip(&g_lp).zip(&fwd.exp_shifted[span]) {
+            *g_x = acc(acc(g) + g_exp * e);
+        }
+    }
     (g_logits, g_values)
 }
 
@@ -402,7 +305,6 @@ impl CustomOp2 for PpoLossOp {
             &values[v0..v1],
             &self.targets,
             &self.constants,
-            row_block(values.len()),
         );
         let total = fwd.total;
         if self.saved.set(fwd).is_err() {
@@ -422,8 +324,7 @@ impl CustomOp2 for PpoLossOp {
             candle_core::bail!("ppo-loss: backward before forward");
         };
         let g_total = grad_total.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-        let block = row_block(fwd.rows.len());
-        let (g_logits, g_values) = backward(fwd, &self.targets, &self.constants, g_total, block);
+        let (g_logits, g_values) = backward(fwd, &self.targets, &self.constants, g_total);
         Ok((
             Some(Tensor::from_vec(g_logits, logits.shape(), &Device::Cpu)?),
             Some(Tensor::from_vec(g_values, values.shape(), &Device::Cpu)?),
@@ -594,34 +495,25 @@ mod tests {
         (logits, values, targets, constants)
     }
 
-    fn bits(x: &[f32]) -> Vec<u32> {
-        x.iter().map(|v| v.to_bits()).collect()
-    }
-
     #[test]
-    fn row_blocks_never_change_a_bit() {
-        let n = 1000;
+    fn padded_steps_get_no_gradient() {
+        let n = 40;
         let (logits, values, targets, k) = batch(n);
-        let whole = forward(&logits, &values, &targets, &k, n);
-        let (g_logits, g_values) = backward(&whole, &targets, &k, 1.0, n);
-        // Blocks of 1, a ragged 37 and 500 rows, on the rayon threads.
-        for block in [1, 37, 500] {
-            let split = forward(&logits, &values, &targets, &k, block);
-            assert_eq!(bits(&split.log_probs), bits(&whole.log_probs));
-            assert_eq!(bits(&split.probs), bits(&whole.probs));
-            assert_eq!(bits(&split.exp_shifted), bits(&whole.exp_shifted));
-            let scalars = |f: &Forward| bits(&[f.policy, f.value, f.entropy, f.total]);
-            assert_eq!(scalars(&split), scalars(&whole));
-            let ratios = |f: &Forward| bits(&f.rows.iter().map(|r| r.ratio).collect::<Vec<_>>());
-            assert_eq!(ratios(&split), ratios(&whole));
-            let (gl, gv) = backward(&split, &targets, &k, 1.0, block);
-            assert_eq!(bits(&gl), bits(&g_logits));
-            assert_eq!(bits(&gv), bits(&g_values));
+        let fwd = forward(&logits, &values, &targets, &k);
+        let (g_logits, g_values) = backward(&fwd, &targets, &k, 1.0);
+        for i in 0..n {
+            let g_row = &g_logits[3 * i..3 * i + 3];
+            if i % 5 == 4 {
+                assert_eq!((g_values[i], g_row), (0.0, &[0.0f32; 3][..]), "row {i}");
+            } else if i > 0 {
+                assert!(
+                    g_values[i] != 0.0 && g_row.iter().any(|&g| g != 0.0),
+                    "row {i}"
+                );
+            }
         }
-        // Padded steps get no gradient; valid ones do.
-        assert_eq!(g_values[4], 0.0);
-        assert_eq!(&g_logits[12..15], &[0.0, 0.0, 0.0]);
-        assert!(g_values[1] != 0.0 && g_logits[3..6].iter().any(|&g| g != 0.0));
-        assert_eq!(row_block(10), ROWS_PER_TASK);
+        // The logits' gradient of a row sums to 0 (softmax): up to rounding.
+        let row_sum: f32 = g_logits[3..6].iter().sum();
+        assert!(row_sum.abs() < 1e-6, "{row_sum}");
     }
 }
