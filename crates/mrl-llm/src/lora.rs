@@ -7,10 +7,13 @@
 //! uniformly in ±1/√in from a seeded `ChaCha8Rng` and `B` (`out × r`) zero, so an untrained
 //! adapter leaves the model unchanged. Only `A` and `B` receive gradients.
 //!
-//! The forward pass is candle's quantised Llama written out in differentiable tensor ops:
-//! RMSNorm, interleaved ("normal", llama.cpp) rotary embeddings, grouped-query causal
-//! attention, SwiGLU feed-forward, tied or separate output matrix. It processes one whole
-//! sequence (no cache) and returns the logits of every position.
+//! The forward pass is candle's quantised Llama written out as differentiable ops: RMSNorm,
+//! interleaved ("normal", llama.cpp) rotary embeddings, grouped-query causal attention,
+//! SwiGLU feed-forward, tied or separate output matrix. RMSNorm, the rotary embedding, the
+//! causal softmax and the frozen linear layers are single candle custom ops with their own
+//! backward (the gradient of the input only: the base is frozen), on the rayon threads;
+//! each is tested against the chain of candle tensor ops it replaces. It processes one
+//! whole sequence, or continuations of a shared prefix, and returns logits.
 
 use std::path::Path;
 
