@@ -196,8 +196,13 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         (None, None) => config.market.generate(config.market.seed)?,
     };
     let start = Instant::now();
+    let generation = match config.generation_weights {
+        mrl_llm::Weights::Quantized => "quantised blocks as stored",
+        mrl_llm::Weights::DequantizedF32 => "dequantised to f32",
+    };
     print(format!(
-        "mrl llm train: {} round(s) of {} contexts × {} candidates on {} series, model {}",
+        "mrl llm train: {} round(s) of {} contexts × {} candidates on {} series, model {} \
+         (generation {generation}, DPO in f32; -v logs each phase)",
         config.rounds,
         config.contexts,
         config.candidates,
@@ -236,7 +241,7 @@ fn round_line(log: &RoundLog) -> String {
         })
     };
     format!(
-        "round {}: actor pairs {} ({}; candidates long/short/flat {}/{}/{}, pairs of differing positions {}), judge pairs {} ({}), judge-outcome Spearman {}, parse failures actor {}/{} judge {}/{} meta {}/{}, {}",
+        "round {}: actor pairs {} ({}; candidates long/short/flat {}/{}/{}, pairs of differing positions {}), judge pairs {} ({}), judge-outcome Spearman {}, parse failures actor {}/{} judge {}/{} meta {}/{} (repaired {}/{}/{}), {}",
         log.round,
         log.actor_pairs,
         dpo(log.actor_dpo),
@@ -254,6 +259,9 @@ fn round_line(log: &RoundLog) -> String {
         log.judge_replies.total(),
         log.meta_judge_replies.failed,
         log.meta_judge_replies.total(),
+        log.actor_replies.repaired,
+        log.judge_replies.repaired,
+        log.meta_judge_replies.repaired,
         human_secs(log.seconds)
     ) + &log.validation.as_ref().map_or(String::new(), |row| {
         format!("; validation {}", validation_line(row))

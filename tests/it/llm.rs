@@ -142,6 +142,14 @@ fn train_then_eval_on_the_tiny_model() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("round 1: actor pairs"), "{stdout}");
+    // The start line says which weights generate (the config's default: f32), the round
+    // line how many replies each role needed repaired.
+    assert!(
+        stdout.contains("(generation dequantised to f32, DPO in f32; -v logs each phase)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("meta 0/"), "{stdout}");
+    assert!(stdout.contains(" (repaired "), "{stdout}");
     // The validation before and after the round, in the round's line and the curve.
     assert!(stdout.contains("; validation Sharpe"), "{stdout}");
     assert!(
