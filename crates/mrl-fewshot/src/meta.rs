@@ -229,7 +229,13 @@ impl MetaTrainConfig {
             .map(|t| t.try_into().map_err(toml_error))
             .transpose()?
             .unwrap_or_default();
-        let rest = toml::to_string(&table).unwrap_or_default();
+        // The train part goes back through the plain config's parser; a table that does not
+        // serialise again is reported, never parsed as empty.
+        let rest = toml::to_string(&table).map_err(|e| {
+            toml_error(serde::de::Error::custom(format!(
+                "the config outside [meta] cannot be re-read: {e}"
+            )))
+        })?;
         let train = TrainConfig::from_toml_str(&rest, path)?;
         meta.validate()?;
         if let Some(t) = &transfer {
