@@ -134,18 +134,15 @@ struct FrozenLinear {
     w: Tensor,
 }
 
-impl candle_core::CustomOp1 for FrozenLinear {
-    fn name(&self) -> &'static str {
-        "frozen-linear"
-    }
+impl RealKernel for FrozenLinear {
+    const NAME: &'static str = "frozen-linear";
 
-    fn cpu_fwd(
+    fn run<T: Real>(
         &self,
-        storage: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use candle_core::CpuStorage;
-        let (t, d_in) = match layout.dims() {
+        x: &[T],
+        dims: &[usize],
+    ) -> candle_core::Result<(Vec<T>, candle_core::Shape)> {
+        let (t, d_in) = match dims {
             [t, d_in] => (*t, *d_in),
             dims => candle_core::bail!("frozen-linear: [T, in] expected, got {dims:?}"),
         };
@@ -153,17 +150,8 @@ impl candle_core::CustomOp1 for FrozenLinear {
         if w_in != d_in {
             candle_core::bail!("frozen-linear: rows of {d_in} against a weight [{d_out}, {w_in}]");
         }
-        let name = self.name();
-        let storage = match storage {
-            CpuStorage::F32(x) => CpuStorage::F32(with_cpu_data(name, &self.w, |w| {
-                x_wt(cpu_slice(name, x, layout)?, w, (t, d_in, d_out))
-            })?),
-            CpuStorage::F64(x) => CpuStorage::F64(with_cpu_data(name, &self.w, |w| {
-                x_wt(cpu_slice(name, x, layout)?, w, (t, d_in, d_out))
-            })?),
-            _ => candle_core::bail!("frozen-linear: f32 or f64 input expected"),
-        };
-        Ok((storage, (t, d_out).into()))
+        let y = with_cpu_data(Self::NAME, &self.w, |w| x_wt(x, w, (t, d_in, d_out)))?;
+        Ok((y, (t, d_out).into()))
     }
 
     fn bwd(
@@ -182,7 +170,8 @@ impl candle_core::CustomOp1 for FrozenLinear {
 /// # Shapes
 /// `x`: `[T, in]`, `w`: `[out, in]` → `[T, out]`.
 fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    Ok(x.contiguous()?.apply_op1(FrozenLinear { w: w.clone() })?)
+    Ok(x.contiguous()?
+        .apply_op1(RealOp(FrozenLinear { w: w.clone() }))?)
 }
 
 /// The keys and values of one layer for the positions run so far, after the rotary
@@ -194,7 +183,8 @@ type LayerCache = (Tensor, Tensor);
 /// # Shapes
 /// `x`: `[.., D]`, `w`: `[D]` → `[.., D]`.
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    Ok(x.contiguous()?.apply_op1(RmsNorm { w: w.clone(), eps })?)
+    Ok(x.contiguous()?
+        .apply_op1(RealOp(RmsNorm { w: w.clone(), eps }))?)
 }
 
 /// The contiguous f32 or f64 data of a CPU op's input, or a named error.
@@ -222,6 +212,67 @@ fn with_cpu_data<T: candle_core::WithDType, R>(
     };
     let data = cpu.as_slice::<T>()?;
     f(cpu_slice(op, data, layout)?)
+}
+
+/// A custom op's CPU forward, generic over the model's two element types.
+trait RealKernel {
+    /// The op's name (in errors).
+    const NAME: &'static str;
+
+    /// The output and its shape for the contiguous input `x` of shape `dims`.
+    fn run<T: Real>(
+        &self,
+        x: &[T],
+        dims: &[usize],
+    ) -> candle_core::Result<(Vec<T>, candle_core::Shape)>;
+
+    /// The gradient of the input from the input `arg`, the output `res` and the output's
+    /// gradient (the op's backward).
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>>;
+}
+
+/// A [`RealKernel`] as a candle op: on a CPU input its f32 or f64 data read in place (a
+/// named error for another dtype or a strided layout), backward by the kernel's own.
+struct RealOp<K>(K);
+
+impl<K: RealKernel + Send + Sync> candle_core::CustomOp1 for RealOp<K> {
+    fn name(&self) -> &'static str {
+        K::NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage;
+        let dims = layout.dims();
+        Ok(match storage {
+            CpuStorage::F32(v) => {
+                let (y, shape) = self.0.run(cpu_slice(K::NAME, v, layout)?, dims)?;
+                (CpuStorage::F32(y), shape)
+            }
+            CpuStorage::F64(v) => {
+                let (y, shape) = self.0.run(cpu_slice(K::NAME, v, layout)?, dims)?;
+                (CpuStorage::F64(y), shape)
+            }
+            _ => candle_core::bail!("{}: f32 or f64 input expected", K::NAME),
+        })
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        self.0.bwd(arg, res, grad_res)
+    }
 }
 
 /// `x Wᵀ` through `gemm` (candle's own kernels), with `x` `[T, in]` and `W` `[out, in]`
@@ -392,32 +443,16 @@ fn gain<T: candle_core::WithDType>(w: &Tensor, d: usize) -> candle_core::Result<
     Ok(w)
 }
 
-impl candle_core::CustomOp1 for RmsNorm {
-    fn name(&self) -> &'static str {
-        "rms-norm"
-    }
+impl RealKernel for RmsNorm {
+    const NAME: &'static str = "rms-norm";
 
-    fn cpu_fwd(
+    fn run<T: Real>(
         &self,
-        storage: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use candle_core::CpuStorage;
-        let d = layout.dims().last().copied().unwrap_or(0);
-        let storage = match storage {
-            CpuStorage::F32(v) => CpuStorage::F32(Self::rows(
-                cpu_slice(self.name(), v, layout)?,
-                &gain(&self.w, d)?,
-                self.eps,
-            )),
-            CpuStorage::F64(v) => CpuStorage::F64(Self::rows(
-                cpu_slice(self.name(), v, layout)?,
-                &gain(&self.w, d)?,
-                self.eps,
-            )),
-            _ => candle_core::bail!("rms-norm: f32 or f64 input expected"),
-        };
-        Ok((storage, layout.shape().clone()))
+        x: &[T],
+        dims: &[usize],
+    ) -> candle_core::Result<(Vec<T>, candle_core::Shape)> {
+        let d = dims.last().copied().unwrap_or(0);
+        Ok((Self::rows(x, &gain(&self.w, d)?, self.eps), dims.into()))
     }
 
     fn bwd(
@@ -447,10 +482,7 @@ struct CausalSoftmax {
 
 impl CausalSoftmax {
     /// The rows of `x` (`[.., T, cols]`, contiguous) in place.
-    fn rows<T>(&self, x: &mut [T], t: usize, cols: usize)
-    where
-        T: Real + candle_core::cpu::kernels::VecOps,
-    {
+    fn rows<T: Real>(&self, x: &mut [T], t: usize, cols: usize) {
         let scale = T::from_f64(self.scale);
         x.par_chunks_exact_mut(cols)
             .enumerate()
@@ -475,9 +507,9 @@ impl CausalSoftmax {
     }
 }
 
-/// The element types of the custom ops: `e^x` (libm's `expf` for f32, as candle's `exp`)
-/// and `√x`.
-trait Real: candle_core::WithDType {
+/// The element types of the custom ops (f32, and f64 for gradient checks): candle's vector
+/// ops, `e^x` (libm's `expf` for f32, as candle's `exp`) and `√x`.
+trait Real: candle_core::WithDType + candle_core::cpu::kernels::VecOps {
     fn exp(self) -> Self;
     fn sqrt(self) -> Self;
 }
@@ -500,39 +532,21 @@ impl Real for f64 {
     }
 }
 
-impl candle_core::CustomOp1 for CausalSoftmax {
-    fn name(&self) -> &'static str {
-        "causal-softmax"
-    }
+impl RealKernel for CausalSoftmax {
+    const NAME: &'static str = "causal-softmax";
 
-    fn cpu_fwd(
+    fn run<T: Real>(
         &self,
-        storage: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use candle_core::CpuStorage;
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("causal-softmax: the input must be contiguous");
-        };
-        let dims = layout.dims();
+        x: &[T],
+        dims: &[usize],
+    ) -> candle_core::Result<(Vec<T>, candle_core::Shape)> {
         let (t, cols) = match dims {
             [.., t, cols] => (*t, *cols),
             _ => candle_core::bail!("causal-softmax: [.., T, cols] expected, got {dims:?}"),
         };
-        let storage = match storage {
-            CpuStorage::F32(v) => {
-                let mut y = v[start..end].to_vec();
-                self.rows(&mut y, t, cols);
-                CpuStorage::F32(y)
-            }
-            CpuStorage::F64(v) => {
-                let mut y = v[start..end].to_vec();
-                self.rows(&mut y, t, cols);
-                CpuStorage::F64(y)
-            }
-            _ => candle_core::bail!("causal-softmax: f32 or f64 input expected"),
-        };
-        Ok((storage, layout.shape().clone()))
+        let mut y = x.to_vec();
+        self.rows(&mut y, t, cols);
+        Ok((y, dims.into()))
     }
 
     fn bwd(
@@ -578,11 +592,11 @@ impl RowGrad for CausalSoftmaxGrad {
 /// # Shapes
 /// `x`: `[heads, T, d]`; `cos`, `sin`: `[T, d/2]`.
 fn rope_interleaved(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    Ok(x.contiguous()?.apply_op1(Rope {
+    Ok(x.contiguous()?.apply_op1(RealOp(Rope {
         cos: cos.clone(),
         sin: sin.clone(),
         inverse: false,
-    })?)
+    }))?)
 }
 
 /// Rotary position embedding (Su et al. 2021, "RoFormer", arXiv:2104.09864) in llama.cpp's
@@ -625,31 +639,19 @@ impl Rope {
     }
 }
 
-impl candle_core::CustomOp1 for Rope {
-    fn name(&self) -> &'static str {
-        "rope-interleaved"
-    }
+impl RealKernel for Rope {
+    const NAME: &'static str = "rope-interleaved";
 
-    fn cpu_fwd(
+    fn run<T: Real>(
         &self,
-        storage: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use candle_core::CpuStorage;
-        let (t, d) = match layout.dims() {
+        x: &[T],
+        dims: &[usize],
+    ) -> candle_core::Result<(Vec<T>, candle_core::Shape)> {
+        let (t, d) = match dims {
             [_, t, d] if d % 2 == 0 => (*t, *d),
             dims => candle_core::bail!("rope: [heads, T, even d] expected, got {dims:?}"),
         };
-        let storage = match storage {
-            CpuStorage::F32(v) => {
-                CpuStorage::F32(self.rows(cpu_slice(self.name(), v, layout)?, t, d)?)
-            }
-            CpuStorage::F64(v) => {
-                CpuStorage::F64(self.rows(cpu_slice(self.name(), v, layout)?, t, d)?)
-            }
-            _ => candle_core::bail!("rope: f32 or f64 input expected"),
-        };
-        Ok((storage, layout.shape().clone()))
+        Ok((self.rows(x, t, d)?, dims.into()))
     }
 
     fn bwd(
@@ -663,7 +665,9 @@ impl candle_core::CustomOp1 for Rope {
             sin: self.sin.clone(),
             inverse: !self.inverse,
         };
-        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&inverse)?))
+        Ok(Some(
+            grad_res.contiguous()?.apply_op1_no_bwd(&RealOp(inverse))?,
+        ))
     }
 }
 
@@ -1093,10 +1097,10 @@ impl LoraLlama {
             let att = q
                 .matmul(&k.t()?)?
                 .reshape((self.n_head, t, cols))?
-                .apply_op1(CausalSoftmax {
+                .apply_op1(RealOp(CausalSoftmax {
                     scale: 1.0 / (hd as f64).sqrt(),
                     past: p,
-                })?;
+                }))?;
             let y = att
                 .reshape((self.n_kv_head, n_rep * t, cols))?
                 .matmul(&v)?
