@@ -149,6 +149,24 @@ pub(crate) fn matmul_nn(dst: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usiz
     matmul(dst, (a, false), (b, false), (m, k, n), false, false);
 }
 
+/// A weight gradient `gᵀ x` `(m, n)` for `g` `(rows, m)` and `x` `(rows, n)`, row-major,
+/// summed over many rows into a narrow result (`n ≪ m`, e.g. the encoder's `(H, I)`).
+///
+/// Computed as `(xᵀ g)ᵀ`: `gemm` packs the wide operand `g` as its right-hand side, which
+/// on 2 cores at `rows = 19 200`, `(m, n) = (128, 19)` takes 0.7 ms against 2.1–2.5 ms for
+/// `gᵀ x` directly. The sums are the same: `gemm` accumulates each element as one chain of
+/// products over the rows in its depth blocks, which depend on the depth, not on which
+/// operand is transposed, and a product's factors commute (a test asserts the bits).
+pub(crate) fn weight_gradient_narrow(
+    g: &[f32],
+    x: &[f32],
+    (rows, m, n): (usize, usize, usize),
+) -> Vec<f32> {
+    let mut t = vec![0.0f32; n * m];
+    matmul(&mut t, (x, true), (g, false), (n, rows, m), false, true);
+    transpose(&t, n, m)
+}
+
 /// Transpose of a row-major `(rows, cols)` matrix: `(cols, rows)`.
 pub(crate) fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut t = vec![0.0; m.len()];
@@ -205,6 +223,31 @@ mod tests {
         matmul_as_candle(&mut d, a, b, (input, rows, out));
         let got: Vec<u32> = d.iter().map(|v| v.to_bits()).collect();
         assert_eq!(got, want);
+    }
+
+    /// The narrow weight gradient is `gᵀ x` as one `gemm` call computes it, bit for bit,
+    /// across depths below, at and above `gemm`'s depth blocks.
+    #[test]
+    fn narrow_weight_gradient_equals_the_direct_product_bit_for_bit() {
+        for (rows, m, n) in [(7, 5, 3), (600, 128, 19), (1500, 40, 14), (4800, 128, 19)] {
+            let g = crate::kernels::test_values(rows * m, 5, 1.0);
+            let x = crate::kernels::test_values(rows * n, 6, 1.0);
+            let mut want = vec![0.0f32; m * n];
+            matmul(
+                &mut want,
+                (&g, true),
+                (&x, false),
+                (m, rows, n),
+                false,
+                true,
+            );
+            let got = weight_gradient_narrow(&g, &x, (rows, m, n));
+            assert_eq!(
+                crate::kernels::test_bits(&got),
+                crate::kernels::test_bits(&want),
+                "rows {rows}, ({m}, {n})"
+            );
+        }
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! ```
 //!
 //! where `xp = x W_ihᵀ + b_ih` is one GEMM over all `B·T` rows inside the op (so the
-//! `(B, T, 3H)` projection and its gradient never become candle tensors). The forward
+//! `(B, T, 3H)` projection and its gradient never become candle tensors); the GEMM
+//! overwrites its output and the gate pass adds `b_ih`, which rounds exactly as adding the
+//! product onto a bias-filled buffer and saves a pass over `(B·T, 3H)`. The forward
 //! saves `x`, `r, z, n, gh_n` and every `h_t`; the backward walks the steps in reverse:
 //!
 //! ```text
@@ -101,13 +103,17 @@ fn thirds(v: &[f32], hd: usize) -> [&[f32]; 3] {
 
 /// Gate arithmetic of one row, saving `r, z, n, gh_n` into `saved` (`4H`).
 ///
+/// `xp` is the input projection without its bias: `xp + b_ih` here rounds exactly as the
+/// projection computed onto a bias-filled buffer did (`b_ih + acc`; addition commutes),
+/// without a pass that fills `(B·T, 3H)` with the bias first.
+///
 /// # Shapes
-/// `xp` `(3H)`, `gh` `(3H)` (no bias), `b_hh` `(3H)`, `h_prev`/`h_next` `(H)`.
+/// `xp` `(3H)`, `gh` `(3H)` (no bias), `b_ih`/`b_hh` `(3H)`, `h_prev`/`h_next` `(H)`.
 #[inline(always)]
 fn gate_row(
     xp: &[f32],
     gh: &[f32],
-    b_hh: &[f32],
+    (b_ih, b_hh): (&[f32], &[f32]),
     h_prev: &[f32],
     h_next: &mut [f32],
     saved: &mut [f32],
@@ -116,17 +122,17 @@ fn gate_row(
     // Slices of exactly H values each, so that the loop has no bounds checks and
     // vectorises.
     let ([x_r, x_z, x_n], [g_r, g_z, g_n]) = (thirds(xp, hd), thirds(gh, hd));
-    let [b_r, b_z, b_n] = thirds(b_hh, hd);
+    let ([c_r, c_z, c_n], [b_r, b_z, b_n]) = (thirds(b_ih, hd), thirds(b_hh, hd));
     let h_next = &mut h_next[..hd];
     let (s_r, rest) = saved.split_at_mut(hd);
     let (s_z, rest) = rest.split_at_mut(hd);
     let (s_n, s_hn) = rest.split_at_mut(hd);
     let s_hn = &mut s_hn[..hd];
     for j in 0..hd {
-        let r = sigmoid(x_r[j] + g_r[j] + b_r[j]);
-        let z = sigmoid(x_z[j] + g_z[j] + b_z[j]);
+        let r = sigmoid((x_r[j] + c_r[j]) + g_r[j] + b_r[j]);
+        let z = sigmoid((x_z[j] + c_z[j]) + g_z[j] + b_z[j]);
         let hn = g_n[j] + b_n[j];
-        let n = tanh(x_n[j] + r * hn);
+        let n = tanh((x_n[j] + c_n[j]) + r * hn);
         h_next[j] = n + z * (h_prev[j] - n);
         s_r[j] = r;
         s_z[j] = z;
@@ -178,12 +184,12 @@ per_instruction_set! {
     /// Forward gate pass of time step `t` over the batch (one [`gate_row`] per trial).
     ///
     /// # Shapes
-    /// `xp` `(B, T, 3H)`, `gh` `(B, 3H)`, `b_hh` `(3H)`, `h_prev`/`h_next` `(B, H)`, `gates`
-    /// `(B, 4H)`.
+    /// `xp` `(B, T, 3H)` (without `b_ih`), `gh` `(B, 3H)`, `b_ih`/`b_hh` `(3H)`,
+    /// `h_prev`/`h_next` `(B, H)`, `gates` `(B, 4H)`.
     fn forward_pass => forward_pass_simd(
         xp: &[f32],
         gh: &[f32],
-        b_hh: &[f32],
+        biases: (&[f32], &[f32]),
         h_prev: &[f32],
         h_next: &mut [f32],
         gates: &mut [f32],
@@ -196,7 +202,7 @@ per_instruction_set! {
             gate_row(
                 &xp[x0..x0 + 3 * hd],
                 &gh[b * 3 * hd..(b + 1) * 3 * hd],
-                b_hh,
+                biases,
                 &h_prev[b * hd..(b + 1) * hd],
                 &mut h_next[b * hd..(b + 1) * hd],
                 &mut gates[b * 4 * hd..(b + 1) * 4 * hd],
@@ -283,18 +289,55 @@ pub(crate) fn fill_rows(out: &mut [f32], bias: &[f32]) {
 /// order. Large matrices split their columns over the rayon threads, which keeps every
 /// column's order of summation, so the result is the same bits for any thread count.
 pub(crate) fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
+    by_columns(m.len(), cols, |first, acc| sum_columns(m, cols, first, acc))
+}
+
+/// The ReLU's backward and the bias gradient in one pass: zeroes `grad` where `out ≤ 0`
+/// (the ReLU's output; `out > 0` exactly where its input was positive), then returns the
+/// column sums of the masked `grad`, each column summed over the rows in order, as
+/// [`column_sums`] after a separate masking pass (the same bits, one pass fewer over
+/// `(rows, cols)`).
+///
+/// # Panics
+/// When `grad` and `out` differ in length (an internal invariant of the callers).
+pub(crate) fn relu_backward_column_sums(grad: &mut [f32], out: &[f32], cols: usize) -> Vec<f32> {
+    assert_eq!(grad.len(), out.len(), "relu backward sizes");
+    let len = grad.len();
+    let grad = Disjoint::new(grad);
+    by_columns(len, cols, |first, acc| {
+        let n = acc.len();
+        for (r, out) in out.chunks_exact(cols).enumerate() {
+            // SAFETY: each call of this closure owns columns first..first + n of every
+            // row (`by_columns` hands out disjoint column ranges), so no two threads touch
+            // the same elements; the slice ends with the iteration.
+            let g = unsafe { grad.slice_mut(r * cols + first, n) };
+            for ((a, g), o) in acc.iter_mut().zip(g).zip(&out[first..first + n]) {
+                if *o <= 0.0 {
+                    *g = 0.0;
+                }
+                *a += *g;
+            }
+        }
+    })
+}
+
+/// Column-wise work over a row-major `(len / cols, cols)` matrix: `f(first, acc)` fills
+/// `acc`, the results of columns `first .. first + acc.len()`. Large matrices split their
+/// columns over the rayon threads (each column's work stays on one thread, in row order),
+/// so the result is the same bits for any thread count.
+fn by_columns(len: usize, cols: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
     /// Fewest elements worth a second thread, fewest columns per thread.
     const PARALLEL_FROM: usize = 1 << 16;
     const MIN_COLS: usize = 16;
     let mut sums = vec![0.0f32; cols];
     let threads = rayon::current_num_threads();
     let per = cols.div_ceil(threads).max(MIN_COLS);
-    if m.len() < PARALLEL_FROM || per >= cols {
-        sum_columns(m, cols, 0, &mut sums);
+    if len < PARALLEL_FROM || per >= cols {
+        f(0, &mut sums);
     } else {
         sums.par_chunks_mut(per)
             .enumerate()
-            .for_each(|(i, part)| sum_columns(m, cols, i * per, part));
+            .for_each(|(i, part)| f(i * per, part));
     }
     sums
 }
@@ -331,15 +374,14 @@ pub(crate) fn forward(
         w_hh,
         b_hh,
     } = Params::unpack(packed, dims.input, hd);
-    // xp (B·T, 3H) = b_ih + x (B·T, I) · W_ihᵀ
+    // xp (B·T, 3H) = x (B·T, I) · W_ihᵀ, overwritten; the gate pass adds b_ih.
     let mut xp = take(rows * g3);
-    fill_rows(&mut xp, &b_ih);
     matmul(
         &mut xp,
         (x, false),
         (&w_ih, true),
         (rows, dims.input, g3),
-        true,
+        false,
         true,
     );
     // W_hh (3H, H) is the transposed right operand of h_{t-1} (b, H) · W_hhᵀ, packed once
@@ -358,7 +400,7 @@ pub(crate) fn forward(
                 ..dims
             };
             let part = part_trials(dims.batch, threads, &w_hh_t);
-            recur(xp, h0, &w_hh_t, &b_hh, out, dims, part)
+            recur(xp, h0, &w_hh_t, (&b_ih, &b_hh), out, dims, part)
         })
         .collect();
     give(xp);
@@ -379,7 +421,7 @@ fn recur(
     xp: &[f32],
     h0: &[f32],
     w_hh_t: &PackedRhs,
-    b_hh: &[f32],
+    biases: (&[f32], &[f32]),
     out: &mut [f32],
     dims: Dims,
     part: usize,
@@ -415,7 +457,7 @@ fn recur(
                     };
                     // (rows, H) · (H, 3H)
                     matmul_packed(&mut gh, h_prev, w_hh_t, rows, false);
-                    forward_pass_simd(simd, xp, &gh, b_hh, h_prev, h_next, gates, t, dims);
+                    forward_pass_simd(simd, xp, &gh, biases, h_prev, h_next, gates, t, dims);
                 }
             });
     }
@@ -885,6 +927,7 @@ mod tests {
         let xp = values(rows * 3 * hd, 1, 3.0);
         let gh = values(b * 3 * hd, 2, 3.0);
         let b_hh = values(3 * hd, 3, 0.5);
+        let b_ih = values(3 * hd, 7, 0.5);
         let h_prev = values(b * hd, 4, 1.0);
         let d_out = values(rows * hd, 5, 1.0);
         let run = |simd: Simd| {
@@ -893,7 +936,7 @@ mod tests {
                 simd,
                 &xp,
                 &gh,
-                &b_hh,
+                (&b_ih, &b_hh),
                 &h_prev,
                 &mut h_next,
                 &mut gates,
@@ -989,6 +1032,35 @@ mod tests {
                 .unwrap();
             let got = pool.install(|| column_sums(&m, cols));
             assert_eq!(test_bits(&got), want, "{threads} threads");
+        }
+    }
+
+    /// The fused ReLU backward masks exactly where the output is not positive and sums the
+    /// masked columns as a masking pass followed by [`column_sums`], for any thread count.
+    #[test]
+    fn relu_backward_column_sums_mask_then_sum_for_any_thread_count() {
+        let (rows, cols) = (3000, 50);
+        let grad = values(rows * cols, 10, 1.0);
+        let out: Vec<f32> = values(rows * cols, 11, 1.0)
+            .into_iter()
+            .map(|v| v.max(0.0))
+            .collect();
+        let masked: Vec<f32> = grad
+            .iter()
+            .zip(&out)
+            .map(|(g, o)| if *o <= 0.0 { 0.0 } else { *g })
+            .collect();
+        assert!(masked.iter().filter(|v| **v == 0.0).count() > rows * cols / 4);
+        let want = test_bits(&column_sums(&masked, cols));
+        for threads in 1..=4 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut got = grad.clone();
+            let sums = pool.install(|| relu_backward_column_sums(&mut got, &out, cols));
+            assert_eq!(test_bits(&sums), want, "{threads} threads");
+            assert_eq!(test_bits(&got), test_bits(&masked), "{threads} threads");
         }
     }
 

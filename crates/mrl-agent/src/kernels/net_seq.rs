@@ -29,9 +29,10 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::gemm::weight_gradient_narrow;
 use super::gru_seq::{
     self, Dims, PAR_ROWS, SavedSlot, block_trials, column_sums, f32_slice, fill_rows, matmul,
-    with_cpu_f32,
+    relu_backward_column_sums, with_cpu_f32,
 };
 use super::scratch::{give, take};
 
@@ -133,19 +134,24 @@ fn forward(
 ) -> (Vec<f32>, Saved) {
     let p = Params::split(flat, layout);
     let (rows, hd, width) = (batch * seq_len, layout.hidden, layout.width());
+    // e = relu(b_e + x W_eᵀ): the product overwrites the buffer and one pass adds the bias
+    // and clamps (the same bits as the product added onto a bias-filled buffer).
     let mut encoded = take(rows * hd);
-    fill_rows(&mut encoded, p.b_e);
     matmul(
         &mut encoded,
         (x, false),
         (p.w_e, true),
         (rows, layout.input, hd),
-        true,
+        false,
         true,
     );
-    encoded
-        .par_chunks_mut(PAR_ROWS * hd)
-        .for_each(|block| block.iter_mut().for_each(|v| *v = v.max(0.0)));
+    encoded.par_chunks_mut(PAR_ROWS * hd).for_each(|block| {
+        for row in block.chunks_exact_mut(hd) {
+            for (v, b) in row.iter_mut().zip(p.b_e) {
+                *v = (*b + *v).max(0.0);
+            }
+        }
+    });
     let dims = Dims {
         batch,
         seq_len,
@@ -205,26 +211,12 @@ fn backward(
     );
     let (mut da, dh0, d_gru) = gru_seq::backward(&saved.gru, &saved.encoded, &dh);
     give(dh);
-    // ReLU: e > 0 exactly where the pre-activation was positive.
-    da.par_chunks_mut(PAR_ROWS * hd)
-        .zip(saved.encoded.par_chunks(PAR_ROWS * hd))
-        .for_each(|(da, encoded)| {
-            for (g, e) in da.iter_mut().zip(encoded) {
-                if *e <= 0.0 {
-                    *g = 0.0;
-                }
-            }
-        });
+    // ReLU (e > 0 exactly where the pre-activation was positive) and db_e in one pass.
+    let d_b_e = relu_backward_column_sums(&mut da, &saved.encoded, hd);
     let mut d_flat = vec![0.0f32; layout.len()];
-    matmul(
-        &mut d_flat[..hd * layout.input],
-        (&da, true),
-        (x, false),
-        (hd, rows, layout.input),
-        false,
-        true,
-    );
-    d_flat[hd * layout.input..layout.gru_offset()].copy_from_slice(&column_sums(&da, hd));
+    let d_w_e = weight_gradient_narrow(&da, x, (rows, hd, layout.input));
+    d_flat[..hd * layout.input].copy_from_slice(&d_w_e);
+    d_flat[hd * layout.input..layout.gru_offset()].copy_from_slice(&d_b_e);
     d_flat[layout.gru_offset()..layout.heads_offset()].copy_from_slice(&d_gru);
     d_flat[layout.heads_offset()..layout.head_bias_offset()].copy_from_slice(&d_w_heads);
     d_flat[layout.head_bias_offset()..].copy_from_slice(&d_b_heads);
