@@ -289,7 +289,10 @@ pub(crate) fn fill_rows(out: &mut [f32], bias: &[f32]) {
 /// order. Large matrices split their columns over the rayon threads, which keeps every
 /// column's order of summation, so the result is the same bits for any thread count.
 pub(crate) fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
-    by_columns(m.len(), cols, |first, acc| sum_columns(m, cols, first, acc))
+    let simd = Simd::detect();
+    by_columns(m.len(), cols, |first, acc| {
+        sum_columns_simd(simd, m, cols, first, acc);
+    })
 }
 
 /// The ReLU's backward and the bias gradient in one pass: zeroes `grad` where `out ≤ 0`
@@ -302,7 +305,7 @@ pub(crate) fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
 /// When `grad` and `out` differ in length (an internal invariant of the callers).
 pub(crate) fn relu_backward_column_sums(grad: &mut [f32], out: &[f32], cols: usize) -> Vec<f32> {
     assert_eq!(grad.len(), out.len(), "relu backward sizes");
-    let len = grad.len();
+    let (len, simd) = (grad.len(), Simd::detect());
     let grad = Disjoint::new(grad);
     by_columns(len, cols, |first, acc| {
         let n = acc.len();
@@ -311,14 +314,26 @@ pub(crate) fn relu_backward_column_sums(grad: &mut [f32], out: &[f32], cols: usi
             // row (`by_columns` hands out disjoint column ranges), so no two threads touch
             // the same elements; the slice ends with the iteration.
             let g = unsafe { grad.slice_mut(r * cols + first, n) };
-            for ((a, g), o) in acc.iter_mut().zip(g).zip(&out[first..first + n]) {
-                if *o <= 0.0 {
-                    *g = 0.0;
-                }
-                *a += *g;
-            }
+            relu_backward_row_simd(simd, g, &out[first..first + n], acc);
         }
     })
+}
+
+per_instruction_set! {
+    /// One row of [`relu_backward_column_sums`]: `g = 0` where `out ≤ 0`, then `acc += g`
+    /// (a select and an add per column, which vectorise).
+    ///
+    /// # Shapes
+    /// `g`, `out` and `acc` `(n)`.
+    fn relu_backward_row => relu_backward_row_simd(g: &mut [f32], out: &[f32], acc: &mut [f32]) {
+        let n = acc.len();
+        let (g, out) = (&mut g[..n], &out[..n]);
+        for j in 0..n {
+            let v = if out[j] <= 0.0 { 0.0 } else { g[j] };
+            g[j] = v;
+            acc[j] += v;
+        }
+    }
 }
 
 /// Column-wise work over a row-major `(len / cols, cols)` matrix: `f(first, acc)` fills
@@ -342,13 +357,15 @@ fn by_columns(len: usize, cols: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> 
     sums
 }
 
-/// Adds columns `first .. first + acc.len()` of the row-major `(rows, cols)` matrix `m`
-/// into `acc`, row by row.
-fn sum_columns(m: &[f32], cols: usize, first: usize, acc: &mut [f32]) {
-    let n = acc.len();
-    for row in m.chunks_exact(cols) {
-        for (a, v) in acc.iter_mut().zip(&row[first..first + n]) {
-            *a += v;
+per_instruction_set! {
+    /// Adds columns `first .. first + acc.len()` of the row-major `(rows, cols)` matrix `m`
+    /// into `acc`, row by row (one column per SIMD lane: each column's order is kept).
+    fn sum_columns => sum_columns_simd(m: &[f32], cols: usize, first: usize, acc: &mut [f32]) {
+        let n = acc.len();
+        for row in m.chunks_exact(cols) {
+            for (a, v) in acc.iter_mut().zip(&row[first..first + n]) {
+                *a += v;
+            }
         }
     }
 }
