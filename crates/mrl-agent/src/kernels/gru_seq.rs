@@ -431,7 +431,8 @@ pub(crate) fn forward(
     (out, saved)
 }
 
-/// The recurrence of one block of trials; writes every `h_t` into `out` `(b, T, H)`.
+/// The recurrence of one block of trials; writes every `h_t` into `out` `(b, T, H)` (as
+/// each step computes it, beside the time-major copy the backward reads).
 /// Parts of `part` trials run their recurrences on separate rayon threads (see
 /// [`part_trials`]); the block's buffers are laid out as for one part.
 fn recur(
@@ -453,8 +454,9 @@ fn recur(
     {
         let (hs, gates) = (Disjoint::new(&mut hs), Disjoint::new(&mut gates));
         xp.par_chunks(part * seq_len * g3)
+            .zip(out.par_chunks_mut(part * seq_len * hd))
             .enumerate()
-            .for_each(|(i, xp)| {
+            .for_each(|(i, (xp, out))| {
                 let (r0, rows) = (i * part, xp.len() / (seq_len * g3));
                 let dims = Dims {
                     batch: rows,
@@ -475,18 +477,14 @@ fn recur(
                     // (rows, H) · (H, 3H)
                     matmul_packed(&mut gh, h_prev, w_hh_t, rows, false);
                     forward_pass_simd(simd, xp, &gh, biases, h_prev, h_next, gates, t, dims);
+                    // h_t into the batch-major output while it is in cache.
+                    for (b, h) in h_next.chunks_exact(hd).enumerate() {
+                        let o = (b * seq_len + t) * hd;
+                        out[o..o + hd].copy_from_slice(h);
+                    }
                 }
             });
     }
-    // Time-major h_1 … h_T into the batch-major output, trials in parallel.
-    out.par_chunks_mut(seq_len * hd)
-        .enumerate()
-        .for_each(|(b, out_b)| {
-            for (t, row) in out_b.chunks_exact_mut(hd).enumerate() {
-                let h0 = (t + 1) * bh + b * hd;
-                row.copy_from_slice(&hs[h0..h0 + hd]);
-            }
-        });
     Block { batch, hs, gates }
 }
 
