@@ -7,6 +7,9 @@
 //! a pool of 16 batches, previous action = the sampled one, reward = 0.001·(a − 1)).
 //! Throughput is `Elements(B)`, so criterion's elements/s are env-steps/s.
 //!
+//! The measured loops run on a worker of a rayon pool, as `mrl`'s commands do
+//! ([`mrl::agent::in_worker_pool`]).
+//!
 //! Bench ids: `fused/B` (fused CPU step, all rayon threads), `fused_1thread/B` (one
 //! thread), `candle/B` (the plain candle-tensor step on the CPU, same work) — side by side
 //! in one run, so the ratios can be quoted.
@@ -121,7 +124,7 @@ fn policy_step_cpu(c: &mut Criterion) {
             let mut feed = Feed::new(&config, batch_size);
             let mut rng = ChaCha8Rng::seed_from_u64(1);
             group.bench_function(BenchmarkId::new(name, batch_size), |b| {
-                b.iter(|| feed.step(&mut ws, &mut rng))
+                in_pool(|| b.iter(|| feed.step(&mut ws, &mut rng)));
             });
         }
     }
@@ -169,20 +172,31 @@ fn rollout_cpu_trading(c: &mut Criterion) {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         group.throughput(Throughput::Elements((batch_size * trial_len) as u64));
         group.bench_function(BenchmarkId::new("fused", batch_size), |b| {
-            b.iter(|| {
-                collect_rollout(
-                    &mut trials,
-                    &mut ws,
-                    &policy,
-                    &mut buffer,
-                    &mut rng,
-                    GaeScope::Trial,
-                )
-                .unwrap_or_else(|e| panic!("rollout: {e}"))
-            })
+            in_pool(|| {
+                b.iter(|| {
+                    collect_rollout(
+                        &mut trials,
+                        &mut ws,
+                        &policy,
+                        &mut buffer,
+                        &mut rng,
+                        GaeScope::Trial,
+                    )
+                    .unwrap_or_else(|e| panic!("rollout: {e}"))
+                });
+            });
         });
     }
     group.finish();
+}
+
+/// Runs a measured loop on a worker of a rayon pool, as `mrl`'s commands run
+/// ([`mrl::agent::in_worker_pool`]; the calling thread takes part in each step's parallel
+/// region, as PyTorch's OpenMP master thread does in the reference).
+fn in_pool(f: impl FnOnce() + Send) {
+    if let Err(e) = mrl::agent::in_worker_pool(f) {
+        panic!("thread pool: {e}");
+    }
 }
 
 criterion_group!(benches, policy_step_cpu, rollout_cpu_trading);

@@ -144,6 +144,7 @@ mod input;
 mod kernels;
 mod nets;
 mod norm;
+mod pool;
 mod rollout;
 mod sampling;
 
@@ -159,5 +160,6 @@ pub use input::{InputLayout, PolicyInputs};
 pub use nets::{Belief, DECODER_PARAM_NAMES, Gru, Linear, TASK_INFERENCE_PARAM_NAMES};
 pub use nets::{MLP_PARAM_NAMES, Policy, RL2_PARAM_NAMES, SeqOutput, StepOutput};
 pub use norm::{DEFAULT_NORM_CLIP, InputNorm, NORM_EPSILON, RunningMeanStd};
+pub use pool::{WORKER_STACK_BYTES, in_worker_pool, worker_pool};
 pub use rollout::{RolloutOptions, RolloutWorkspace, StepView};
 pub use sampling::{greedy_action, sample_action};

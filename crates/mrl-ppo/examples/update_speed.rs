@@ -12,6 +12,11 @@ use mrl_agent::{AgentConfig, InputLayout, Policy, PolicyInputs};
 use mrl_ppo::{AdamConfig, Learner, PpoConfig, PpoTargets};
 
 fn main() -> anyhow::Result<()> {
+    // On a worker of a rayon pool, as `mrl`'s commands and the criterion bench run.
+    mrl_agent::in_worker_pool(run)?
+}
+
+fn run() -> anyhow::Result<()> {
     let seq_len = 600;
     let reps: usize = std::env::args().nth(1).map_or(Ok(5), |s| s.parse())?;
     for batch_size in [1usize, 8, 16, 32] {
