@@ -76,7 +76,9 @@ enum Backend {
 ///
 /// On a CPU policy the step runs the fused f32 path (pre-transposed weight snapshot, GEMMs
 /// through the `gemm` crate, gate arithmetic, heads and softmax fused per row, rows split
-/// over rayon threads); call [`refresh`](Self::refresh) after every optimiser step. On other
+/// over rayon threads); call [`refresh`](Self::refresh) after every optimiser step, and
+/// step from a rayon worker ([`in_worker_pool`](crate::in_worker_pool)) so that each step's
+/// split forks in place rather than being handed over from outside the pool. On other
 /// devices (CUDA), or with [`new_candle`](Self::new_candle), it runs [`Policy::step`] on
 /// candle tensors and copies only logits and values back.
 ///
