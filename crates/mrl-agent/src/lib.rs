@@ -98,8 +98,8 @@
 //!
 //! The rollout step at H = 128 is two `(B×128)·(128×384)` products plus element-wise work.
 //! The fused path (`RolloutWorkspace` on the CPU) keeps the weights pre-transposed, runs the
-//! products through the `gemm` crate with its AVX-512 kernels (≈200 GFLOP/s on one core of
-//! the development machine), fuses gates, heads and softmax into one vectorised pass per
+//! products through the `gemm` crate with its AVX-512 kernels (≈110 GFLOP/s on one core of
+//! the development machine for the update's large products, about 93 % of its f32 peak), fuses gates, heads and softmax into one vectorised pass per
 //! row (compiled for AVX-512 / AVX2 and chosen at run time), and splits rows over rayon
 //! threads; sampling stays serial in trial order, so results do not depend on the thread
 //! count. Measured with `cargo bench --bench gru_rollout` on a shared 2-core machine:
