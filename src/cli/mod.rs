@@ -114,10 +114,21 @@ pub fn error_chain(err: &anyhow::Error) -> String {
     out
 }
 
-/// Writes `text` to stdout (the CLI's one place that prints results).
+/// Writes `text` to stdout (the CLI's one place that prints results). When the reader has
+/// gone away (`mrl … | head`), the process ends quietly with status 0, as command-line
+/// tools do on a broken pipe, instead of panicking; any other write error ends it with a
+/// message and status 1. Results files are written before their summary is printed.
 pub fn print(text: impl std::fmt::Display) {
-    #[allow(clippy::print_stdout)]
-    {
-        println!("{text}");
+    use std::io::Write;
+    let written = writeln!(std::io::stdout().lock(), "{text}");
+    if let Err(err) = written {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("error: writing to stdout: {err}");
+        }
+        std::process::exit(1);
     }
 }

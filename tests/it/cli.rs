@@ -669,6 +669,67 @@ fn fetch_rejects_a_reversed_range_and_unparseable_times_before_any_request() {
 // ---------------------------------------------------------------------------------------
 // mrl train, mrl eval bandits
 
+/// Resuming a run that is already at the asked-for iterations trains nothing and says so
+/// (no NaN returns of an empty run); a closed stdout (`mrl … | head`) ends the command
+/// quietly with status 0 instead of a panic.
+#[test]
+fn resume_with_nothing_to_train_and_a_closed_stdout() {
+    let dir = TempDir::new().unwrap();
+    let run_dir = dir.path().join("run");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/bandits-k5-n10.toml");
+    let train = |iterations: &str, resume: bool| {
+        let mut args = vec![
+            "train",
+            "--config",
+            utf8(&config),
+            "--out",
+            utf8(&run_dir),
+            "--iterations",
+            iterations,
+            "--n-envs",
+            "16",
+        ];
+        if resume {
+            args.push("--resume");
+        }
+        mrl_ok(&args)
+    };
+    assert_contains(&train("1", false), "trained 1 iteration (1 this run");
+    let again = train("1", true);
+    assert_contains(
+        &again,
+        "nothing to train: the run is already at 1 iteration (asked for 1)",
+    );
+    assert!(!again.contains("NaN"), "{again}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mrl"))
+        .args(["-q", "train", "--config", utf8(&config)])
+        .args([
+            "--out",
+            utf8(&run_dir),
+            "--iterations",
+            "2",
+            "--n-envs",
+            "16",
+        ])
+        .arg("--resume")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the mrl binary runs");
+    drop(child.stdout.take()); // the reader goes away before anything is printed
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let state = std::fs::read_to_string(run_dir.join("checkpoint/state.json")).unwrap();
+    assert!(
+        !state.is_empty(),
+        "the checkpoint was written before the summary"
+    );
+}
+
 #[test]
 fn train_two_iterations_then_evaluate_against_the_baselines() {
     let dir = TempDir::new().unwrap();

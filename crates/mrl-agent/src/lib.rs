@@ -102,9 +102,10 @@
 //! the development machine for the update's large products, about 93 % of its f32 peak), fuses gates, heads and softmax into one vectorised pass per
 //! row (compiled for AVX-512 / AVX2 and chosen at run time), and splits rows over rayon
 //! threads; sampling stays serial in trial order, so results do not depend on the thread
-//! count. Measured with `cargo bench --bench gru_rollout` on a shared 2-core machine:
-//! ≈0.15 M env-steps/s at B = 1 and 0.6–0.7 M at B ≥ 16 on one core, 10–15× the plain
-//! candle step in the same run.
+//! count. Measured with `cargo bench --bench gru_rollout` (`fused_1thread`, 2026-12-01):
+//! 0.16 M env-steps/s at B = 1 and 0.46–0.47 M at B = 16–1024 on one core (≈ 95 GFLOP/s,
+//! 80 % of the core's f32 peak); the plain candle step was 10–15× slower when the two were
+//! last run side by side.
 //!
 //! Training (PPO's full BPTT over `T` = 600 steps) goes through [`Gru::forward_seq_fused`]:
 //! a candle custom op that runs the input projection as one GEMM over all `B·T` rows, the

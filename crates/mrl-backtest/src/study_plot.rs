@@ -153,9 +153,67 @@ pub(crate) fn draw_panel<DB: DrawingBackend>(
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(legend_position(panel, (x0, x1, y0, y1)))
         .draw()
         .map_err(err)
+}
+
+/// Where the legend goes: the first of the four corners, then the middle of the left and
+/// right edges, that covers the fewest samples of the lines and bands (each segment sampled
+/// at 16 points). The legend's box is taken as a quarter of the width and `0.04 + 0.07` of
+/// the height per line, about its size on a [`PANEL`]-sized chart.
+fn legend_position(panel: &Panel, (x0, x1, y0, y1): (f64, f64, f64, f64)) -> SeriesLabelPosition {
+    use SeriesLabelPosition::{
+        LowerLeft, LowerRight, MiddleLeft, MiddleRight, UpperLeft, UpperRight,
+    };
+    let (w, h) = (0.25, (0.04 + 0.07 * panel.lines.len() as f64).min(0.5));
+    // Candidate boxes in fractions of the axes: (position, x from, x to, y from, y to).
+    let boxes = [
+        (UpperLeft, 0.0, w, 1.0 - h, 1.0),
+        (UpperRight, 1.0 - w, 1.0, 1.0 - h, 1.0),
+        (LowerLeft, 0.0, w, 0.0, h),
+        (LowerRight, 1.0 - w, 1.0, 0.0, h),
+        (MiddleLeft, 0.0, w, 0.5 - h / 2.0, 0.5 + h / 2.0),
+        (MiddleRight, 1.0 - w, 1.0, 0.5 - h / 2.0, 0.5 + h / 2.0),
+    ];
+    let (dx, dy) = (
+        (x1 - x0).max(f64::MIN_POSITIVE),
+        (y1 - y0).max(f64::MIN_POSITIVE),
+    );
+    let mut samples = Vec::new();
+    let mut polyline = |points: &mut dyn Iterator<Item = (f64, f64)>| {
+        let mut prev: Option<(f64, f64)> = None;
+        for (x, y) in points.filter(|(x, y)| x.is_finite() && y.is_finite()) {
+            let (u, v) = ((x - x0) / dx, (y - y0) / dy);
+            match prev {
+                Some((pu, pv)) => samples.extend((1..=16).map(|i| {
+                    let f = f64::from(i) / 16.0;
+                    (pu + f * (u - pu), pv + f * (v - pv))
+                })),
+                None => samples.push((u, v)),
+            }
+            prev = Some((u, v));
+        }
+    };
+    for line in &panel.lines {
+        polyline(&mut line.points.iter().copied());
+        polyline(&mut line.band.iter().map(|&(x, lo, _)| (x, lo)));
+        polyline(&mut line.band.iter().map(|&(x, _, hi)| (x, hi)));
+    }
+    let covered = |&(_, u0, u1, v0, v1): &(SeriesLabelPosition, f64, f64, f64, f64)| {
+        samples
+            .iter()
+            .filter(|&&(u, v)| (u0..=u1).contains(&u) && (v0..=v1).contains(&v))
+            .count()
+    };
+    let mut best = (UpperLeft, usize::MAX);
+    for candidate in &boxes {
+        let n = covered(candidate);
+        if n < best.1 {
+            best = (candidate.0.clone(), n);
+        }
+    }
+    best.0
 }
 
 /// Rows and columns of the grid for `n` panels: one column up to 2 panels, then two.
@@ -241,6 +299,48 @@ mod tests {
             lines,
             integer_x: true,
         }
+    }
+
+    /// The legend avoids the lines: a falling curve (entropy, KL) gets it top right, a
+    /// chart whose corners are all crossed but whose middle is empty (the adaptation
+    /// chart) gets it at the middle of an edge.
+    #[test]
+    fn legend_goes_where_the_lines_are_not() {
+        let line = |name: &str, points: Vec<(f64, f64)>| BandLine {
+            name: name.into(),
+            points,
+            band: Vec::new(),
+        };
+        let falling = panel(vec![
+            line(
+                "rl2",
+                (0..50)
+                    .map(|i| (f64::from(i), 1.1 - 0.012 * f64::from(i)))
+                    .collect(),
+            ),
+            line(
+                "mlp",
+                (0..50)
+                    .map(|i| (f64::from(i), 1.1 - 0.009 * f64::from(i)))
+                    .collect(),
+            ),
+        ]);
+        let pos = legend_position(&falling, bounds(&falling));
+        assert!(matches!(pos, SeriesLabelPosition::UpperRight), "{pos:?}");
+        let adaptation = panel(vec![
+            line("rl2", vec![(1.0, 27.9), (2.0, 30.4), (3.0, 31.3)]),
+            line("mlp", vec![(1.0, 9.1), (2.0, 9.1), (3.0, 9.2)]),
+            line("oracle", vec![(1.0, 32.3), (2.0, 32.1), (3.0, 32.4)]),
+            line("buy_and_hold", vec![(1.0, 0.2), (2.0, 0.2), (3.0, 0.1)]),
+        ]);
+        let pos = legend_position(&adaptation, bounds(&adaptation));
+        assert!(
+            matches!(
+                pos,
+                SeriesLabelPosition::MiddleLeft | SeriesLabelPosition::MiddleRight
+            ),
+            "{pos:?}"
+        );
     }
 
     #[test]
