@@ -97,6 +97,11 @@ pub(crate) fn draw_panel<DB: DrawingBackend>(
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let (x0, x1, y0, y1) = bounds(panel);
     let integer_x = panel.integer_x;
+    // Iterations and other whole-number x values get whole-number tick labels.
+    let whole_x = panel
+        .lines
+        .iter()
+        .all(|l| l.points.iter().all(|(x, _)| x.fract() == 0.0));
     let mut chart = ChartBuilder::on(area)
         .caption(panel.title.as_str(), ("sans-serif", 24))
         .margin(12)
@@ -112,7 +117,7 @@ pub(crate) fn draw_panel<DB: DrawingBackend>(
             10
         })
         .x_label_formatter(&|x| {
-            if integer_x {
+            if integer_x || (whole_x && x.fract() == 0.0) {
                 format!("{x:.0}")
             } else {
                 format!("{x:.1}")

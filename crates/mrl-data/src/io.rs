@@ -162,6 +162,13 @@ enum Format {
 
 impl Format {
     fn of(path: &Path) -> Result<Format> {
+        if path.is_dir() {
+            return Err(Error::InvalidParameter {
+                name: "bar file",
+                value: path.display().to_string(),
+                reason: "is a directory: give one .csv, .parquet or .pq file".into(),
+            });
+        }
         let ext = path
             .extension()
             .and_then(|e| e.to_str())

@@ -97,6 +97,10 @@ fn unknown_extension_is_an_error() {
     );
     let err = write_bars(&sample_series(), Path::new("bars")).unwrap_err();
     assert!(matches!(err, Error::InvalidParameter { .. }));
+    // A directory (`mrl data check ../shared/data`) is named as one, not as an extension.
+    let dir = tempfile::TempDir::new().unwrap();
+    let err = read_bars(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("is a directory"), "{err}");
 }
 
 #[test]
