@@ -194,9 +194,7 @@ fn rollout_cpu_trading(c: &mut Criterion) {
 /// ([`mrl::agent::in_worker_pool`]; the calling thread takes part in each step's parallel
 /// region, as PyTorch's OpenMP master thread does in the reference).
 fn in_pool(f: impl FnOnce() + Send) {
-    if let Err(e) = mrl::agent::in_worker_pool(f) {
-        panic!("thread pool: {e}");
-    }
+    mrl::agent::in_worker_pool(f).unwrap_or_else(|e| panic!("thread pool: {e}"));
 }
 
 criterion_group!(benches, policy_step_cpu, rollout_cpu_trading);

@@ -86,17 +86,15 @@ fn bench_ppo_update(c: &mut Criterion) {
                 &batch_size,
                 |bench, _| {
                     // On a worker of a rayon pool, as `mrl`'s commands run.
-                    let run = mrl_agent::in_worker_pool(|| {
+                    mrl_agent::in_worker_pool(|| {
                         bench.iter(|| {
                             learner
                                 .gradient_step(&x, &targets, 3e-4)
                                 .map(|r| r.grad_norm)
                                 .ok()
                         });
-                    });
-                    if let Err(e) = run {
-                        panic!("thread pool: {e}");
-                    }
+                    })
+                    .unwrap_or_else(|e| panic!("thread pool: {e}"));
                 },
             );
         }

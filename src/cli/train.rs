@@ -44,24 +44,24 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     config.validate()?;
     let (summary, this_run) = train_with_progress(&config, &args.out, args.resume)?;
+    let iterations = match summary.iterations {
+        1 => "1 iteration".to_string(),
+        n => format!("{n} iterations"),
+    };
     if summary.iterations_run == 0 {
         // A resumed run already at (or past) the asked-for iterations: nothing was trained,
         // so there is no return of this run to report.
         print(format!(
-            "nothing to train: the run is already at {} iteration{} (asked for {}); \
+            "nothing to train: the run is already at {iterations} (asked for {}); \
              checkpoint: {}",
-            summary.iterations,
-            if summary.iterations == 1 { "" } else { "s" },
             config.iterations,
             summary.checkpoint.display()
         ));
         return Ok(());
     }
     print(format!(
-        "trained {} iteration{} ({} this run, {} env-steps) in {:.1} s: {}\n\
+        "trained {iterations} ({} this run, {} env-steps) in {:.1} s: {}\n\
          mean trial return: last {:.3}, last 10% {:.3}\ncheckpoint: {}",
-        summary.iterations,
-        if summary.iterations == 1 { "" } else { "s" },
         summary.iterations_run,
         summary.env_steps,
         summary.seconds,
