@@ -118,10 +118,22 @@ pub fn seeds_phrase(n: usize) -> String {
     }
 }
 
+/// What a chart's shading shows for `n` seeds: the min–max band across seeds, or, for one
+/// seed, that the lines are that seed's alone (a band of one seed is the line itself).
+#[cfg(feature = "plot")]
+fn band_phrase(n: usize) -> String {
+    if n == 1 {
+        "1 seed, no band".into()
+    } else {
+        format!("band: min–max across {n} seeds")
+    }
+}
+
 /// The `adaptation` and `training` charts (min–max bands across seeds).
 #[cfg(feature = "plot")]
 fn write_charts(report: &StudyReport, out_dir: &Path) -> Result<()> {
     use mrl_backtest::{BandLine, Panel};
+    let seeds = report.per_seed.len();
     let band_line = |name: &str, band: &CurveBand, x0: f64, scale: f64| BandLine {
         name: name.into(),
         points: band
@@ -151,7 +163,7 @@ fn write_charts(report: &StudyReport, out_dir: &Path) -> Result<()> {
         .chain(["mlp", "oracle", "buy_and_hold"])
         .collect();
     let adaptation = Panel {
-        title: "mean return by episode of the trial (band: min–max across seeds)".into(),
+        title: "mean return by episode of the trial".into(),
         x_desc: "episode of the trial (last = evaluation window)".into(),
         y_desc: "return (%)".into(),
         lines: shown
@@ -165,7 +177,7 @@ fn write_charts(report: &StudyReport, out_dir: &Path) -> Result<()> {
         "adaptation",
         &format!(
             "Adaptation on held-out markets, greedy ({})",
-            seeds_phrase(report.per_seed.len())
+            band_phrase(seeds)
         ),
         &[adaptation],
     )
@@ -196,10 +208,7 @@ fn write_charts(report: &StudyReport, out_dir: &Path) -> Result<()> {
     mrl_backtest::write_band_figure(
         out_dir,
         "training",
-        &format!(
-            "Training diagnostics (band: min–max across {})",
-            seeds_phrase(report.per_seed.len())
-        ),
+        &format!("Training diagnostics ({})", band_phrase(seeds)),
         &panels,
     )
     .map_err(chart_err("training"))?;
@@ -524,5 +533,12 @@ mod tests {
             "hidden 64, lr 0.0005, 4 epochs × 16 trials per minibatch, entropy 0.003"
         );
         assert_eq!(own_settings_summary("x = \n"), "x = ; ");
+    }
+
+    #[cfg(feature = "plot")]
+    #[test]
+    fn one_seed_claims_no_band() {
+        assert_eq!(band_phrase(1), "1 seed, no band");
+        assert_eq!(band_phrase(3), "band: min–max across 3 seeds");
     }
 }
