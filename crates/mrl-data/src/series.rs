@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -110,21 +111,56 @@ impl Interval {
     }
 }
 
+/// The units of an interval's text, largest first: `w`, `d`, `h`, `m`, `s`, then `ms`.
+const UNITS: [(&str, i64); 6] = [
+    ("w", 7 * DAY_MS),
+    ("d", DAY_MS),
+    ("h", HOUR_MS),
+    ("m", 60_000),
+    ("s", 1_000),
+    ("ms", 1),
+];
+
 impl fmt::Display for Interval {
+    /// The largest unit that divides the length: `1h`, `4h`, `1d`, `1w`, `15m`, `1500ms`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0;
-        for (unit, size) in [
-            ("w", 7 * DAY_MS),
-            ("d", DAY_MS),
-            ("h", HOUR_MS),
-            ("m", 60_000),
-            ("s", 1_000),
-        ] {
-            if ms % size == 0 {
-                return write!(f, "{}{unit}", ms / size);
-            }
-        }
-        write!(f, "{ms}ms")
+        let (unit, size) = UNITS
+            .into_iter()
+            .find(|&(_, size)| self.0 % size == 0)
+            .unwrap_or(("ms", 1));
+        write!(f, "{}{unit}", self.0 / size)
+    }
+}
+
+impl FromStr for Interval {
+    type Err = Error;
+
+    /// A positive count and a unit `ms`, `s`, `m`, `h`, `d` or `w` (`15m`, `1h`, `4h`, `1d`),
+    /// the inverse of [`Display`](fmt::Display).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming the text when it is not a count and one of those
+    /// units, the count is 0, or the length overflows `i64` milliseconds.
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::InvalidParameter {
+            name: "interval",
+            value: format!("{text:?}"),
+            reason: reason.into(),
+        };
+        let expected = "expected a count and a unit ms, s, m, h, d or w, e.g. 4h";
+        let digits = text
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| bad(expected))?;
+        let (count, unit) = text.split_at(digits);
+        let count: i64 = count.parse().map_err(|_| bad(expected))?;
+        let (_, size) = UNITS
+            .into_iter()
+            .find(|&(name, _)| name == unit)
+            .ok_or_else(|| bad(expected))?;
+        let ms = count
+            .checked_mul(size)
+            .ok_or_else(|| bad("too long for i64 milliseconds"))?;
+        Interval::from_millis(ms).map_err(|_| bad("the count must be at least 1"))
     }
 }
 
@@ -638,5 +674,40 @@ mod tests {
                 expected: 1
             }
         ));
+    }
+
+    #[test]
+    fn interval_text_round_trips_and_bad_text_is_named() {
+        for (text, ms) in [
+            ("15m", 15 * 60_000),
+            ("1h", HOUR_MS),
+            ("4h", 4 * HOUR_MS),
+            ("1d", DAY_MS),
+            ("1w", 7 * DAY_MS),
+            ("30s", 30_000),
+            ("1500ms", 1500),
+        ] {
+            let interval: Interval = text.parse().unwrap();
+            assert_eq!(interval.millis(), ms, "{text}");
+            assert_eq!(interval.to_string(), text);
+        }
+        // Another spelling of the same length prints in its largest unit.
+        assert_eq!("60m".parse::<Interval>().unwrap(), Interval::HOUR);
+        assert_eq!("7d".parse::<Interval>().unwrap().to_string(), "1w");
+        for text in [
+            "",
+            "h",
+            "1",
+            "0h",
+            "-1h",
+            "1x",
+            "1 h",
+            "1H",
+            "99999999999999999w",
+        ] {
+            let err = text.parse::<Interval>().unwrap_err().to_string();
+            assert!(err.contains("interval"), "{text}: {err}");
+            assert!(err.contains(&format!("{text:?}")), "{text}: {err}");
+        }
     }
 }

@@ -24,7 +24,7 @@
 use std::path::{Path, PathBuf};
 
 use mrl_agent::{PolicyKind, TaskInferenceConfig, TransformerConfig};
-use mrl_data::{DAY_MS, DomainRandomization, HOUR_MS, Interval};
+use mrl_data::{DomainRandomization, Interval};
 use mrl_env::{Ar1Family, AssetSplit, RegimeConfig, TradingConfig, TrialConfig};
 use serde::{Deserialize, Serialize};
 
@@ -208,30 +208,17 @@ pub fn asset_path(data_dir: &Path, interval: &str, asset: &str) -> PathBuf {
     resolve_data_dir(data_dir).join(format!("{asset}_{interval}.csv"))
 }
 
-/// Parses an interval written as a count and a unit: `15m`, `1h`, `4h`, `1d`, `1w`.
+/// Parses a config's interval, a count and a unit: `15m`, `1h`, `4h`, `1d`, `1w` (the text
+/// of [`Interval`]'s `FromStr`).
 ///
 /// # Errors
 /// [`Error::InvalidConfig`] naming `task.intervals` for anything else.
 pub fn parse_interval(text: &str) -> Result<Interval> {
-    let bad = || Error::InvalidConfig {
+    text.parse().map_err(|_| Error::InvalidConfig {
         field: "task.intervals",
         value: text.to_owned(),
-        reason: "expected a count and a unit m, h, d or w, e.g. 4h",
-    };
-    let digits = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (count, unit) = text.split_at(digits);
-    let count: i64 = count.parse().map_err(|_| bad())?;
-    let unit_ms = match unit {
-        "m" => 60_000,
-        "h" => HOUR_MS,
-        "d" => DAY_MS,
-        "w" => 7 * DAY_MS,
-        _ => return Err(bad()),
-    };
-    count
-        .checked_mul(unit_ms)
-        .and_then(|ms| Interval::from_millis(ms).ok())
-        .ok_or_else(bad)
+        reason: "expected a positive count and a unit ms, s, m, h, d or w, e.g. 4h",
+    })
 }
 
 impl TaskKind {

@@ -4,7 +4,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use mrl_data::{BarSeries, DAY_MS, HOUR_MS, Interval, resample_complete};
+use mrl_data::{BarSeries, Interval, resample_complete};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -190,11 +190,7 @@ impl MarketTasks {
         let (mut train, mut test) = (Vec::new(), Vec::new());
         for (group, &interval) in intervals.iter().enumerate() {
             let interval_ms = interval.millis();
-            let label = format!(
-                "{}@{}",
-                series.symbol().unwrap_or("asset"),
-                interval_name(interval_ms)
-            );
+            let label = format!("{}@{interval}", series.symbol().unwrap_or("asset"));
             for (bars, split, tasks) in [
                 (train_bars.clone(), Split::Train, &mut train),
                 (test_bars.clone(), Split::Test, &mut test),
@@ -324,17 +320,6 @@ pub(super) fn split_name(split: Split) -> &'static str {
     }
 }
 
-/// `"1h"`, `"4h"`, `"1d"`, `"15m"`, else `"{ms}ms"`.
-fn interval_name(ms: i64) -> String {
-    const MINUTE_MS: i64 = 60_000;
-    match ms {
-        ms if ms > 0 && ms % DAY_MS == 0 => format!("{}d", ms / DAY_MS),
-        ms if ms > 0 && ms % HOUR_MS == 0 => format!("{}h", ms / HOUR_MS),
-        ms if ms > 0 && ms % MINUTE_MS == 0 => format!("{}m", ms / MINUTE_MS),
-        ms => format!("{ms}ms"),
-    }
-}
-
 /// Name, split and sampling group of a task being built.
 pub(super) struct PartInfo {
     pub(super) name: String,
@@ -374,18 +359,4 @@ pub(super) fn part_task(
         group: part.group,
         info: Arc::new(info),
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn interval_names() {
-        assert_eq!(interval_name(HOUR_MS), "1h");
-        assert_eq!(interval_name(4 * HOUR_MS), "4h");
-        assert_eq!(interval_name(DAY_MS), "1d");
-        assert_eq!(interval_name(15 * 60_000), "15m");
-        assert_eq!(interval_name(1500), "1500ms");
-    }
 }
