@@ -119,7 +119,7 @@ fn given(path: &Path, what: &str) -> anyhow::Result<GivenPolicy> {
 /// Runs `mrl eval fewshot`.
 pub fn run(args: FewshotArgs) -> anyhow::Result<()> {
     let start = Instant::now();
-    let mut config = MetaTrainConfig::load(&args.config)?;
+    let mut config = super::load_config(&args.config, MetaTrainConfig::load)?;
     if let Some(iterations) = args.meta_iterations {
         config.meta.iterations = iterations;
         config.meta.validate()?;

@@ -188,7 +188,7 @@ fn read_data_dir(dir: &Path) -> anyhow::Result<Vec<BarSeries>> {
 }
 
 fn train(args: TrainArgs) -> anyhow::Result<()> {
-    let config = TrainConfig::from_toml_file(&args.config)?;
+    let config = super::load_config(&args.config, TrainConfig::from_toml_file)?;
     let model = model_path(args.model.as_deref())?;
     let series = match (&args.data, &args.data_dir) {
         (Some(file), _) => vec![mrl::data::read_bars(file)?],
@@ -328,7 +328,7 @@ fn resolve_adapter(adapter: &Path) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
 
 fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let (run_dir, rounds) = resolve_adapter(&args.adapter)?;
-    let mut config = TrainConfig::from_toml_file(&run_dir.join("config.toml"))?;
+    let mut config = super::load_config(&run_dir.join("config.toml"), TrainConfig::from_toml_file)?;
     if let Some(n) = args.decisions {
         config.eval.decisions = n;
     }

@@ -11,6 +11,8 @@ mod quickstart;
 mod study;
 mod train;
 
+use std::path::Path;
+
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -112,6 +114,26 @@ pub fn error_chain(err: &anyhow::Error) -> String {
         out.push_str(&text);
     }
     out
+}
+
+/// Loads a config file with `load`, its errors naming the file: a parse error names it
+/// already; a validation error (`invalid config: gae.gamma = 1.5 (must lie in [0, 1])`)
+/// gets `PATH: ` in front, so that the message says which file holds the bad value.
+///
+/// # Errors
+/// `load`'s error, with the path as context when its message lacks it.
+pub fn load_config<T, E>(path: &Path, load: impl FnOnce(&Path) -> Result<T, E>) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    load(path).map_err(|err| {
+        let shown = path.display().to_string();
+        if err.to_string().contains(&shown) {
+            anyhow::Error::new(err)
+        } else {
+            anyhow::Error::new(err).context(shown)
+        }
+    })
 }
 
 /// Writes `text` to stdout (the CLI's one place that prints results). When the reader has

@@ -46,7 +46,7 @@ pub struct RunArgs {
 /// Runs the quick start.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let train = match &args.config {
-        Some(path) => TrainConfig::load(path)?,
+        Some(path) => super::load_config(path, TrainConfig::load)?,
         None => TrainConfig::from_toml_str(CONFIG, "configs/quickstart.toml".as_ref())?,
     };
     let mut config = StudyConfig::new(train, vec![args.seed]);

@@ -66,7 +66,7 @@ pub(super) fn style(template: &str) -> ProgressStyle {
 
 /// Runs the study with progress bars and prints the pooled table and the verdict.
 pub fn run(args: StudyArgs) -> anyhow::Result<()> {
-    let train = TrainConfig::load(&args.config)?;
+    let train = super::load_config(&args.config, TrainConfig::load)?;
     let mut config = StudyConfig::new(train, args.seeds);
     config.iterations = args.iterations;
     config.n_envs = args.n_envs;

@@ -32,7 +32,7 @@ pub struct TrainArgs {
 
 /// Trains with a progress bar and prints a summary.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let mut config = TrainConfig::load(&args.config)?;
+    let mut config = super::load_config(&args.config, TrainConfig::load)?;
     if let Some(iterations) = args.iterations {
         config.iterations = iterations;
     }

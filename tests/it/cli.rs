@@ -1190,3 +1190,32 @@ fn mrl_run_prints_the_adaptation_curve_the_verdict_and_writes_the_study() {
         14
     );
 }
+
+/// A config whose value is out of range names the file as well as the field, for each
+/// command that reads a train config; a misspelt key is named with the file too.
+#[test]
+fn a_bad_config_value_names_the_file_and_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad-gamma.toml");
+    std::fs::write(&bad, "[gae]\ngamma = 1.5\n").unwrap();
+    let out = dir.path().join("out");
+    for args in [
+        vec!["train", "--config", utf8(&bad), "--out", utf8(&out)],
+        vec!["run", "--config", utf8(&bad), "--out", utf8(&out)],
+    ] {
+        let stderr = mrl_err(&args);
+        assert!(stderr.contains(utf8(&bad)), "{args:?}: {stderr}");
+        assert!(stderr.contains("gae.gamma = 1.5"), "{args:?}: {stderr}");
+    }
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(
+        &typo,
+        "[task]\nkind = \"multi-asset\"\nassets = [\"A\"]\n[task.split]\ntest_strat = 5\n",
+    )
+    .unwrap();
+    let stderr = mrl_err(&["train", "--config", utf8(&typo), "--out", utf8(&out)]);
+    assert!(
+        stderr.contains(utf8(&typo)) && stderr.contains("test_strat"),
+        "{stderr}"
+    );
+}

@@ -64,6 +64,113 @@ fn every_shipped_config_loads_and_validates() {
     }
 }
 
+/// Loads a shipped config's text as its command would: the language-model trader's,
+/// a meta-training config (a train config plus `[meta]`) or a train config.
+fn load_text(name: &str, text: &str) -> Result<(), String> {
+    let path = Path::new(name);
+    let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    if name.starts_with("llm-") {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        return mrl_llm::TrainConfig::from_toml_file(&file)
+            .map(drop)
+            .map_err(|e| e.to_string());
+    }
+    if table.contains_key("meta") {
+        mrl_fewshot::MetaTrainConfig::from_toml_str(text, path)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    } else {
+        TrainConfig::from_toml_str(text, path)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The dotted paths of every table in `table` (inline tables and arrays of tables
+/// included), `prefix` first.
+fn table_paths(table: &toml::Table, prefix: &[String], out: &mut Vec<Vec<String>>) {
+    out.push(prefix.to_vec());
+    for (key, value) in table {
+        let mut path = prefix.to_vec();
+        path.push(key.clone());
+        match value {
+            toml::Value::Table(inner) => table_paths(inner, &path, out),
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let toml::Value::Table(inner) = item {
+                        let mut at = path.clone();
+                        at.push(i.to_string());
+                        table_paths(inner, &at, out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The table at `path` (array entries by index).
+fn table_at<'a>(table: &'a mut toml::Table, path: &[String]) -> &'a mut toml::Table {
+    let Some((key, rest)) = path.split_first() else {
+        return table;
+    };
+    match table.get_mut(key.as_str()) {
+        Some(toml::Value::Table(inner)) => table_at(inner, rest),
+        Some(toml::Value::Array(items)) => {
+            let (index, rest) = rest.split_first().expect("an array entry's index");
+            match &mut items[index.parse::<usize>().unwrap()] {
+                toml::Value::Table(inner) => table_at(inner, rest),
+                other => panic!("{key}[{index}] is not a table: {other}"),
+            }
+        }
+        other => panic!("{key} is not a table: {other:?}"),
+    }
+}
+
+/// A misspelt key anywhere in a shipped config is an error, never silently ignored (a typo in
+/// `[task.split]` once let training run on the test period): a key is added to every table of
+/// every config in turn, and each must fail to load, naming the key.
+#[test]
+fn a_misspelt_key_in_any_table_of_a_shipped_config_is_an_error() {
+    const TYPO: &str = "zz_misspelt";
+    let mut silent = Vec::new();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(configs_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        let mut paths = Vec::new();
+        table_paths(&table, &[], &mut paths);
+        for at in paths {
+            let mut changed = table.clone();
+            table_at(&mut changed, &at).insert(TYPO.into(), toml::Value::Integer(1));
+            let changed = toml::to_string(&changed).unwrap();
+            checked += 1;
+            match load_text(&name, &changed) {
+                Err(e) if e.contains(TYPO) => {}
+                Err(e) => silent.push(format!(
+                    "{name} [{}]: error without the key: {e}",
+                    at.join(".")
+                )),
+                Ok(()) => silent.push(format!("{name} [{}]: accepted", at.join("."))),
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} tables checked");
+    assert!(
+        silent.is_empty(),
+        "{} tables:\n{}",
+        silent.len(),
+        silent.join("\n")
+    );
+}
+
 #[test]
 fn bandit_configs_match_their_names() {
     for (k, n) in [(5, 10), (5, 100), (10, 10), (10, 100)] {

@@ -33,7 +33,7 @@ pub const SYNTHETIC_EPOCH_MS: i64 = 1_577_836_800_000;
 
 /// How log returns become OHLCV bars: start price, clock, wicks and volume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct BarStyle {
     /// Price before the first bar (the first bar's open). Default 100.
     pub start_price: f64,
@@ -72,6 +72,7 @@ impl BarStyle {
 
 /// Geometric Brownian motion: `r_t = μ − σ²/2 + σ ε_t` per bar.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GbmParams {
     /// `μ`: log of the expected gross return per bar (`E[close_t/close_{t−1}] = e^μ`).
     pub drift: f64,
@@ -103,6 +104,7 @@ impl GbmParams {
 /// The oracle is `E[r_{t+1} | r_t] = μ + φ (r_t − μ)`; lag-1 autocorrelation of `r` is `φ`, its
 /// stationary standard deviation `σ/√(1 − φ²)`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Ar1Params {
     /// `μ`: mean log return per bar.
     pub drift: f64,
@@ -172,6 +174,7 @@ pub struct RegimeState {
 /// `P(s_{t+1} = j | s_t = i) = transition[i][j]`; within a state returns are GBM. `s_0` is
 /// uniform over the states.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RegimeParams {
     /// The states.
     pub states: Vec<RegimeState>,
@@ -293,6 +296,7 @@ impl RegimeParams {
 /// GBM with Merton (1976) compound-Poisson jumps in the log price; the drift is compensated so
 /// that `E[close_t/close_{t−1}] = e^μ` as in [`GbmParams`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct JumpParams {
     /// `μ`: log of the expected gross return per bar.
     pub drift: f64,
@@ -344,7 +348,7 @@ impl JumpParams {
 
 /// The law of a synthetic market, with its true parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum MarketProcess {
     /// Geometric Brownian motion.
     Gbm(GbmParams),
@@ -455,6 +459,7 @@ impl FromStr for ProcessKind {
 /// # Ok::<(), mrl_data::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SyntheticConfig {
     /// The law of the returns.
     pub process: MarketProcess,
@@ -611,7 +616,7 @@ impl SyntheticSeries {
 ///
 /// Defaults are hourly-crypto scale.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DomainRandomization {
     /// Kinds to draw from, uniformly. Default all four.
     pub kinds: Vec<ProcessKind>,

@@ -64,7 +64,7 @@ impl Message {
 
 /// How the next token is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Sampling {
     /// The most likely token (the lowest id on ties): deterministic.
     Greedy,

@@ -21,7 +21,7 @@ use crate::{
 /// - both: train on the other assets before `test_start`, test on the held-out assets from
 ///   `test_start` on (neither the asset nor the period was seen in training).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AssetSplit {
     /// Symbols of the test assets. Default none.
     pub held_out: Vec<String>,
