@@ -1,5 +1,6 @@
 //! The error type of mrl-data.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use crate::time::TimeUnit;
@@ -12,7 +13,7 @@ use crate::time::TimeUnit;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A price (open, high, low or close) is zero, negative, NaN or infinite.
-    #[error("row {row}: {field} is {value}, expected a finite price > 0")]
+    #[error("row {row}: {field} is {}, expected a finite price > 0", ShortFloat(*value))]
     NonPositivePrice {
         /// 1-based data row.
         row: usize,
@@ -22,7 +23,7 @@ pub enum Error {
         value: f64,
     },
     /// Volume is negative, NaN or infinite.
-    #[error("row {row}: volume is {value}, expected a finite value >= 0")]
+    #[error("row {row}: volume is {}, expected a finite value >= 0", ShortFloat(*value))]
     InvalidVolume {
         /// 1-based data row.
         row: usize,
@@ -30,7 +31,11 @@ pub enum Error {
         value: f64,
     },
     /// `high < max(open, close)`.
-    #[error("row {row}: high {high} is below max(open, close) = {bound}")]
+    #[error(
+        "row {row}: high {} is below max(open, close) = {}",
+        ShortFloat(*high),
+        ShortFloat(*bound)
+    )]
     HighBelowBody {
         /// 1-based data row.
         row: usize,
@@ -40,7 +45,11 @@ pub enum Error {
         bound: f64,
     },
     /// `low > min(open, close)`.
-    #[error("row {row}: low {low} is above min(open, close) = {bound}")]
+    #[error(
+        "row {row}: low {} is above min(open, close) = {}",
+        ShortFloat(*low),
+        ShortFloat(*bound)
+    )]
     LowAboveBody {
         /// 1-based data row.
         row: usize,
@@ -90,6 +99,26 @@ pub enum Error {
         value: String,
         /// Why it failed.
         reason: String,
+    },
+    /// A column of a bar file has a type that cannot hold its field (a boolean price, a list of
+    /// timestamps).
+    #[error("column {column}: type {dtype} is not supported, expected {expected}")]
+    UnsupportedColumnType {
+        /// The bar field (`timestamp`, `open`, …).
+        column: &'static str,
+        /// The column's type as the file declares it.
+        dtype: String,
+        /// The types that field accepts.
+        expected: &'static str,
+    },
+    /// A file that cannot be decoded as its format: corrupt, truncated, or another format under
+    /// its extension.
+    #[error("unreadable {format} file (corrupt, truncated or not {format}): {detail}")]
+    Unreadable {
+        /// The format the extension promised (`parquet`).
+        format: &'static str,
+        /// What the decoder reported.
+        detail: String,
     },
     /// A bar file lacks one of the six columns (matched by name, in any order and case).
     #[error(
@@ -229,6 +258,24 @@ pub enum Error {
     },
 }
 
+/// An `f64` printed short and exact: the shortest text that reads back to the same bits, in
+/// plain decimals for magnitudes in [1e-4, 1e16) (`57953.86`, `0.5`, `0`, `-100.5`, `NaN`) and
+/// in scientific notation otherwise (`1e-300`, `1.5e20`), so no value prints as hundreds of
+/// zeros.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ShortFloat(pub(crate) f64);
+
+impl fmt::Display for ShortFloat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let x = self.0;
+        if x == 0.0 || !x.is_finite() || (1e-4..1e16).contains(&x.abs()) {
+            write!(f, "{x}")
+        } else {
+            write!(f, "{x:e}")
+        }
+    }
+}
+
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -239,5 +286,48 @@ impl Error {
             path: path.into(),
             source: Box::new(self),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_print_short_and_exact() {
+        for (x, text) in [
+            (57_953.86, "57953.86"),
+            (-100.5, "-100.5"),
+            (0.0, "0"),
+            (101.0, "101"),
+            (1e-4, "0.0001"),
+            (f64::NAN, "NaN"),
+            (f64::NEG_INFINITY, "-inf"),
+            (1e15, "1000000000000000"),
+            (1e-300, "1e-300"),
+            (-1.6420789394991747e-200, "-1.6420789394991747e-200"),
+            (1.5e20, "1.5e20"),
+            (f64::MAX, "1.7976931348623157e308"),
+            (5e-324, "5e-324"),
+        ] {
+            let shown = ShortFloat(x).to_string();
+            assert_eq!(shown, text);
+            if x.is_finite() {
+                assert_eq!(
+                    shown.parse::<f64>().unwrap().to_bits(),
+                    x.to_bits(),
+                    "{text}"
+                );
+            }
+        }
+        let err = Error::LowAboveBody {
+            row: 50,
+            low: 57_555.0,
+            bound: 1e-300,
+        };
+        assert_eq!(
+            err.to_string(),
+            "row 50: low 57555 is above min(open, close) = 1e-300"
+        );
     }
 }

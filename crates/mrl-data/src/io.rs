@@ -1,12 +1,17 @@
 //! Reading and writing bars as CSV or Parquet through polars.
 //!
 //! Both formats hold the six columns `timestamp,open,high,low,close,volume`, matched by name
-//! (any order, any case; further columns such as `turnover` are ignored). `open` .. `volume`
-//! are numbers. `timestamp` is the bar's open time, in any of the forms of the
-//! [`TimestampFormat`] the file uses throughout: integers since the Unix epoch in seconds,
-//! milliseconds, microseconds or nanoseconds (the unit detected from the magnitudes, see
-//! [`TimeUnit::detect`]), ISO 8601 / RFC 3339 text ([`TEXT_FORMS`]), or a Parquet date-time or
-//! date column. Whatever the form, the series holds milliseconds since the epoch, UTC, and
+//! (any order, any case; further columns such as `turnover` are ignored, and a Parquet reader
+//! does not even decode them). `open` .. `volume` are numbers: in Parquet, integer, float or
+//! decimal columns (decimals converted to the nearest `f64`) or numeric text; a column of
+//! another type (booleans, dates, binary) is refused, naming the column and its type.
+//! `timestamp` is the bar's open time, in any of the forms of the [`TimestampFormat`] the file
+//! uses throughout: integers since the Unix epoch in seconds, milliseconds, microseconds or
+//! nanoseconds (the unit detected from the magnitudes, see [`TimeUnit::detect`]; a Parquet float
+//! column is read when every value is a whole number), ISO 8601 / RFC 3339 text
+//! ([`TEXT_FORMS`]), or a Parquet date-time (any unit; the stored instants are UTC whatever the
+//! time zone, and a zone-less one is read as UTC, like text without an offset) or date column
+//! (midnight UTC). Whatever the form, the series holds milliseconds since the epoch, UTC, and
 //! [`read_bar_file`] says which form the file used. Files are written with the six columns in
 //! order and integer milliseconds. polars stays inside this module; the public API speaks
 //! [`BarSeries`] and [`Path`].
@@ -14,13 +19,17 @@
 //! Reading validates everything [`BarSeries`] checks, and every error names the file, the
 //! 1-based data row (row 1 is line 2 of a CSV file), the field and the raw value. CSV is read by
 //! polars with a fixed schema; when that fails (or leaves a null), the text is scanned again line
-//! by line to find the first bad row and field, so the message is precise.
+//! by line to find the first bad row and field, so the message is precise. Both paths ignore
+//! spaces around a value (`1704067200000, 57953.86`), so whether a file reads does not depend on
+//! which path it took.
 //!
 //! No input makes [`read_csv`] panic (a proptest feeds it arbitrary bytes): text polars cannot
-//! take is parsed line by line, and a panic inside polars becomes [`Error::Polars`]. Parquet is
-//! meant for files this project writes (caches): arbitrary bytes are an error, but a *corrupted*
-//! Parquet file can make polars 0.55 request an impossible allocation, which aborts the
-//! process; read untrusted data from CSV.
+//! take is parsed line by line, and a panic inside polars becomes [`Error::Polars`]. A Parquet
+//! file polars cannot decode (corrupt, truncated, or not Parquet) is [`Error::Unreadable`],
+//! also when polars panics on it; such panics are caught without being printed. Parquet is
+//! still meant for files this project writes (caches): a *corrupted* Parquet file can make
+//! polars 0.55 request an impossible allocation, which aborts the process; read untrusted data
+//! from CSV.
 //!
 //! Writing is atomic: the bytes go to a temporary file in the target's directory, are synced,
 //! and the temporary file is renamed over the target, so an interrupted write never leaves a
@@ -32,15 +41,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use polars::prelude::{
-    Column, CsvReadOptions, CsvWriter, DataFrame, DataType, Field, ParquetReader, ParquetWriter,
-    Schema, SerReader, SerWriter,
+    ArrowDataType, Column, CsvReadOptions, CsvWriter, DataFrame, DataType, Field, ParallelStrategy,
+    ParquetReader, ParquetWriter, Schema, SerReader, SerWriter, Series,
 };
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ShortFloat};
+use crate::quiet_panic::catch_quietly;
 use crate::series::BarSeries;
 #[cfg(doc)]
 use crate::time::TEXT_FORMS;
-use crate::time::{TimeUnit, TimestampFormat, epoch_to_millis, parse_timestamps};
+use crate::time::{TimeUnit, TimestampFormat, clean_cell, epoch_to_millis, parse_timestamps};
 
 /// The columns of a bar file: the order files are written in; read in any order.
 pub const COLUMNS: [&str; 6] = ["timestamp", "open", "high", "low", "close", "volume"];
@@ -92,8 +102,8 @@ pub fn write_csv(series: &BarSeries, path: &Path) -> Result<()> {
     write_file_atomic(path, &buf)
 }
 
-/// Reads bars from a Parquet file with the six bar columns (see the module docs; integer or
-/// float price columns are cast to `f64`).
+/// Reads bars from a Parquet file with the six bar columns (see the module docs; integer,
+/// float, decimal or numeric-text price columns are read as `f64`).
 ///
 /// The symbol is taken from the file name as in [`read_csv`].
 pub fn read_parquet(path: &Path) -> Result<BarSeries> {
@@ -267,64 +277,224 @@ fn to_frame(series: &BarSeries) -> Result<DataFrame> {
     DataFrame::new(series.len(), columns).map_err(polars_error)
 }
 
-/// Column `i` of `df` cast to `dtype`; a failed cast or a null is an error naming the field
-/// (and the row of the first null).
-fn typed_column(
-    df: &DataFrame,
-    i: usize,
-    field: &'static str,
-    dtype: &DataType,
-) -> Result<polars::prelude::Series> {
-    let col = df.select_at_idx(i).ok_or_else(|| Error::MissingColumn {
-        column: field,
-        found: Vec::new(),
-    })?;
-    let cast = col
-        .as_materialized_series()
-        .strict_cast(dtype)
-        .map_err(|e| Error::Parse {
-            row: 1,
-            field: field.to_string(),
-            value: col.dtype().to_string(),
-            reason: format!("column type cannot be read as {dtype}: {e}"),
-        })?;
-    if let Some(row) = cast.is_null().iter().position(|x| x == Some(true)) {
-        return Err(Error::Parse {
-            row: row + 1,
-            field: field.to_string(),
-            value: String::new(),
-            reason: "missing value".into(),
-        });
+/// The types a value column (`open` .. `volume`) may have, for error messages.
+const VALUE_TYPES: &str = "integers, floats, decimals or numeric text";
+/// The types a `timestamp` column may have, for error messages.
+const TIMESTAMP_TYPES: &str =
+    "integers, whole-number floats, ISO 8601 / RFC 3339 text, a date-time or a date";
+
+/// Checks a Parquet column's declared type before anything is decoded: a type no field can
+/// hold (booleans, binary, nested or dictionary columns, a decimal timestamp) is an error
+/// naming the column and the type, as are the narrow integers and `f16` that polars is built
+/// without here.
+fn check_arrow_type(column: &'static str, dtype: &ArrowDataType) -> Result<()> {
+    use ArrowDataType as A;
+    let is_timestamp = column == COLUMNS[0];
+    let supported = match dtype {
+        A::Null
+        | A::Int32
+        | A::Int64
+        | A::UInt32
+        | A::UInt64
+        | A::Float32
+        | A::Float64
+        | A::Utf8
+        | A::LargeUtf8
+        | A::Utf8View => true,
+        A::Decimal(..) | A::Decimal32(..) | A::Decimal64(..) | A::Decimal256(..) => !is_timestamp,
+        A::Timestamp(..) | A::Date32 | A::Date64 => is_timestamp,
+        _ => false,
+    };
+    if supported {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedColumnType {
+            column,
+            dtype: truncate(&format!("{dtype:?}")),
+            expected: if is_timestamp {
+                TIMESTAMP_TYPES
+            } else {
+                VALUE_TYPES
+            },
+        })
     }
-    Ok(cast)
+}
+
+/// Column `i` of `df`.
+fn column_at<'a>(df: &'a DataFrame, i: usize, field: &'static str) -> Result<&'a Series> {
+    df.select_at_idx(i)
+        .map(Column::as_materialized_series)
+        .ok_or_else(|| Error::MissingColumn {
+            column: field,
+            found: Vec::new(),
+        })
+}
+
+/// An error naming the 1-based row of the first null in `series`, if it has one.
+fn no_nulls(series: &Series, field: &'static str) -> Result<()> {
+    if series.null_count() == 0 {
+        return Ok(());
+    }
+    let row = series
+        .is_null()
+        .iter()
+        .position(|x| x == Some(true))
+        .map_or(1, |i| i + 1);
+    Err(Error::Parse {
+        row,
+        field: field.to_string(),
+        value: String::new(),
+        reason: "missing value".into(),
+    })
+}
+
+/// A column of another type than its field takes, found after decoding (Parquet columns are
+/// checked before, by [`check_arrow_type`]; CSV columns have a fixed schema).
+fn unsupported(field: &'static str, dtype: &DataType, expected: &'static str) -> Error {
+    Error::UnsupportedColumnType {
+        column: field,
+        dtype: truncate(&dtype.to_string()),
+        expected,
+    }
+}
+
+/// A value cell as `f64`: surrounding spaces and one pair of `"` quotes are ignored, as
+/// polars' CSV reader ignores leading spaces, so the polars path and the line scan accept the
+/// same cells.
+fn parse_value(raw: &str) -> std::result::Result<f64, std::num::ParseFloatError> {
+    clean_cell(raw).parse()
+}
+
+/// `units × 10^-scale` (a decimal's value) as the nearest `f64`.
+fn decimal_to_f64(units: i128, scale: usize) -> f64 {
+    /// The powers of ten that are exact in an `f64`.
+    const POW10: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ];
+    match POW10.get(scale) {
+        // Both operands exact: IEEE division rounds once, to the nearest.
+        Some(pow) if units.unsigned_abs() <= 1 << 53 => units as f64 / pow,
+        // Rust's float parsing rounds to the nearest too, from any number of digits.
+        _ => format!("{units}e-{scale}").parse().unwrap_or(f64::NAN),
+    }
+}
+
+/// A value column (`open` .. `volume`) of `df` as `f64`: floats and integers converted
+/// (exactly, up to 2^53), decimals to the nearest `f64`, text parsed like a CSV cell; a null is
+/// an error naming its row, and unparseable text one naming its row and value.
+fn value_column(df: &DataFrame, i: usize, field: &'static str) -> Result<Vec<f64>> {
+    let series = column_at(df, i, field)?;
+    no_nulls(series, field)?;
+    let dtype = series.dtype();
+    if dtype.is_float() || dtype.is_integer() || dtype.is_null() {
+        let floats = series.cast(&DataType::Float64).map_err(polars_error)?;
+        return Ok(floats
+            .f64()
+            .map_err(polars_error)?
+            .into_no_null_iter()
+            .collect());
+    }
+    match dtype {
+        DataType::Decimal(_, scale) => {
+            let units = series.to_physical_repr();
+            Ok(units
+                .i128()
+                .map_err(polars_error)?
+                .into_no_null_iter()
+                .map(|x| decimal_to_f64(x, *scale))
+                .collect())
+        }
+        DataType::String => series
+            .str()
+            .map_err(polars_error)?
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| {
+                let cell = cell.unwrap_or_default(); // nulls were refused above
+                parse_value(cell).map_err(|e| Error::Parse {
+                    row: i + 1,
+                    field: field.to_string(),
+                    value: truncate(cell),
+                    reason: e.to_string(),
+                })
+            })
+            .collect(),
+        other => Err(unsupported(field, other, VALUE_TYPES)),
+    }
 }
 
 /// The five value columns of a frame as `f64`.
 fn value_columns(df: &DataFrame, layout: &Layout) -> Result<[Vec<f64>; 5]> {
     let mut values: [Vec<f64>; 5] = Default::default();
     for ((column, &i), name) in values.iter_mut().zip(&layout.index[1..]).zip(&COLUMNS[1..]) {
-        *column = typed_column(df, i, name, &DataType::Float64)?
-            .f64()
-            .map_err(polars_error)?
-            .into_no_null_iter()
-            .collect();
+        *column = value_column(df, i, name)?;
     }
     Ok(values)
 }
 
+/// Float timestamps as integers: each must be a whole number in the `i64` range, else an
+/// error naming its row and value (as the CSV reader refuses `1.5`). Infinities are out of
+/// range.
+fn whole_numbers(floats: impl Iterator<Item = f64>, field: &'static str) -> Result<Vec<i64>> {
+    /// 2^63, the first float past `i64::MAX`.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    floats
+        .enumerate()
+        .map(|(i, x)| {
+            let problem = if x.fract() != 0.0 || x.is_nan() {
+                "not a whole number"
+            } else if !(-LIMIT..LIMIT).contains(&x) {
+                "out of the range of a 64-bit integer"
+            } else {
+                return Ok(x as i64);
+            };
+            Err(Error::Parse {
+                row: i + 1,
+                field: field.to_string(),
+                value: ShortFloat(x).to_string(),
+                reason: format!("{problem}; expected an integer count since the epoch"),
+            })
+        })
+        .collect()
+}
+
+/// Integer timestamps as `i64`; a `u64` past `i64::MAX` is an error naming its row and value.
+fn integers(series: &Series, field: &'static str) -> Result<Vec<i64>> {
+    if let Ok(unsigned) = series.u64() {
+        return unsigned
+            .into_no_null_iter()
+            .enumerate()
+            .map(|(i, x)| {
+                i64::try_from(x).map_err(|e| Error::Parse {
+                    row: i + 1,
+                    field: field.to_string(),
+                    value: x.to_string(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect();
+    }
+    let ints = series.cast(&DataType::Int64).map_err(polars_error)?;
+    Ok(ints
+        .i64()
+        .map_err(polars_error)?
+        .into_no_null_iter()
+        .collect())
+}
+
 /// The timestamp column of a frame in milliseconds, by its type: text (parsed), a Parquet
-/// date-time or date (its declared unit), or numbers (unit detected).
+/// date-time (its declared unit; the instants are UTC whatever the time zone, and a naive
+/// date-time is read as UTC, like naive text) or date (midnight UTC), or numbers (unit
+/// detected; floats must be whole).
 fn timestamp_column(df: &DataFrame, i: usize) -> Result<(Vec<i64>, TimestampFormat)> {
     let field = COLUMNS[0];
-    let dtype = df
-        .select_at_idx(i)
-        .map(|c| c.dtype().clone())
-        .unwrap_or(DataType::Null);
-    let physical = |dtype: &DataType| -> Result<Vec<i64>> {
-        let col = typed_column(df, i, field, dtype)?;
-        let ints = col
+    let series = column_at(df, i, field)?;
+    no_nulls(series, field)?;
+    let physical = || -> Result<Vec<i64>> {
+        let ints = series
             .to_physical_repr()
-            .strict_cast(&DataType::Int64)
+            .cast(&DataType::Int64)
             .map_err(polars_error)?;
         Ok(ints
             .i64()
@@ -332,11 +502,14 @@ fn timestamp_column(df: &DataFrame, i: usize) -> Result<(Vec<i64>, TimestampForm
             .into_no_null_iter()
             .collect())
     };
-    match &dtype {
+    let epoch = |values: Vec<i64>| -> Result<(Vec<i64>, TimestampFormat)> {
+        let (millis, unit) = epoch_to_millis(&values)?;
+        Ok((millis, TimestampFormat::Epoch(unit)))
+    };
+    match series.dtype() {
         DataType::String => {
-            let col = typed_column(df, i, field, &DataType::String)?;
-            let cells = col.str().map_err(polars_error)?;
-            parse_timestamps(cells.iter().map(|c| c.unwrap_or_default()), field)
+            let cells = series.str().map_err(polars_error)?;
+            parse_timestamps(cells.iter().map(Option::unwrap_or_default), field)
         }
         DataType::Datetime(unit, _) => {
             let unit = match unit {
@@ -344,24 +517,23 @@ fn timestamp_column(df: &DataFrame, i: usize) -> Result<(Vec<i64>, TimestampForm
                 polars::prelude::TimeUnit::Microseconds => TimeUnit::Microseconds,
                 polars::prelude::TimeUnit::Nanoseconds => TimeUnit::Nanoseconds,
             };
-            let millis = physical(&dtype)?
-                .into_iter()
-                .map(|t| unit.to_millis(t))
-                .collect();
+            let millis = physical()?.into_iter().map(|t| unit.to_millis(t)).collect();
             Ok((millis, TimestampFormat::Datetime(unit)))
         }
         DataType::Date => {
-            let millis = physical(&dtype)?
+            let millis = physical()?
                 .into_iter()
                 .map(|days| days.saturating_mul(crate::series::DAY_MS))
                 .collect();
             Ok((millis, TimestampFormat::Date))
         }
-        _ => {
-            let values = physical(&DataType::Int64)?;
-            let (millis, unit) = epoch_to_millis(&values)?;
-            Ok((millis, TimestampFormat::Epoch(unit)))
+        dtype if dtype.is_float() => {
+            let floats = series.cast(&DataType::Float64).map_err(polars_error)?;
+            let floats = floats.f64().map_err(polars_error)?;
+            epoch(whole_numbers(floats.into_no_null_iter(), field)?)
         }
+        dtype if dtype.is_integer() || dtype.is_null() => epoch(integers(series, field)?),
+        other => Err(unsupported(field, other, TIMESTAMP_TYPES)),
     }
 }
 
@@ -427,14 +599,15 @@ fn parse_csv(bytes: &[u8]) -> Result<(BarSeries, TimestampFormat)> {
     }
 }
 
-/// Runs a polars call, turning a panic inside polars into [`Error::Polars`].
+/// Runs a polars call, turning a panic inside polars into [`Error::Polars`] without the panic
+/// being printed (see [`catch_quietly`]).
 ///
 /// Last-resort guard: polars 0.55 panics on some malformed inputs (an unterminated quote in a
 /// CSV, corrupted Parquet pages; found by the proptests in `tests/it/io.rs`), and a reader of
 /// untrusted files must return an error instead. The closure's state is discarded on panic, so
 /// asserting unwind safety is sound. It cannot help under `panic = "abort"`.
 fn guard_panic<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+    catch_quietly(f).unwrap_or_else(|payload| {
         let message = payload
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -487,8 +660,8 @@ fn has_inner_blank_line(body: &[u8]) -> bool {
     false
 }
 
-/// Parses the data lines one by one (`"`-quoted values allowed, trailing blank lines
-/// ignored): the first row with the wrong number of fields or a value that does not parse is
+/// Parses the data lines one by one (`"`-quoted values and surrounding spaces allowed, as
+/// polars allows them, trailing blank lines ignored): the first row with the wrong number of fields or a value that does not parse is
 /// an error naming its 1-based row, field and raw text; then the timestamps are read as one
 /// column (one form for the whole file).
 fn parse_rows(body: &[u8], layout: &Layout) -> Result<(BarSeries, TimestampFormat)> {
@@ -519,7 +692,7 @@ fn parse_rows(body: &[u8], layout: &Layout) -> Result<(BarSeries, TimestampForma
             .zip(values.iter_mut())
         {
             let raw = fields[at];
-            column.push(unquote(raw).parse::<f64>().map_err(|e| Error::Parse {
+            column.push(parse_value(raw).map_err(|e| Error::Parse {
                 row,
                 field: (*name).into(),
                 value: truncate(raw),
@@ -533,27 +706,47 @@ fn parse_rows(body: &[u8], layout: &Layout) -> Result<(BarSeries, TimestampForma
     Ok((series, format))
 }
 
-/// `"x"` → `x`; anything else unchanged.
-fn unquote(raw: &str) -> &str {
-    raw.strip_prefix('"')
-        .and_then(|r| r.strip_suffix('"'))
-        .unwrap_or(raw)
-}
-
 fn truncate(text: &str) -> String {
     text.chars().take(MAX_VALUE_CHARS).collect()
 }
 
+/// Parses Parquet bytes: the six columns found by name and their types checked from the
+/// schema, then only they are decoded, on this thread (so a panic in polars is caught without
+/// being printed); any failure to decode names the file as unreadable.
 fn parse_parquet(bytes: Vec<u8>) -> Result<(BarSeries, TimestampFormat)> {
     if bytes.is_empty() {
         return Err(Error::NoBars {
             reason: "the file is empty",
         });
     }
-    let df = guard_panic("parquet reader", || {
-        ParquetReader::new(Cursor::new(bytes))
+    let unreadable = |e: polars::error::PolarsError| Error::Unreadable {
+        format: "parquet",
+        detail: e.to_string(),
+    };
+    let df = guard_panic("polars", || {
+        let mut reader = ParquetReader::new(Cursor::new(bytes));
+        let schema = reader.schema().map_err(unreadable)?;
+        let names: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
+        let layout = Layout::of(&names)?;
+        for (&i, column) in layout.index.iter().zip(COLUMNS) {
+            if let Some((_, field)) = schema.get_at_index(i) {
+                check_arrow_type(column, &field.dtype)?;
+            }
+        }
+        let mut projection = layout.index.to_vec();
+        projection.sort_unstable();
+        reader
+            .with_projection(Some(projection))
+            .read_parallel(ParallelStrategy::None)
             .finish()
-            .map_err(polars_error)
+            .map_err(unreadable)
+    })
+    .map_err(|e| match e {
+        Error::Polars(detail) => Error::Unreadable {
+            format: "parquet",
+            detail,
+        },
+        other => other,
     })?;
     let names: Vec<String> = df
         .get_column_names()
@@ -651,6 +844,45 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn decimals_convert_to_the_nearest_float() {
+        let nearest =
+            |units: i128, scale: usize| -> f64 { format!("{units}e-{scale}").parse().unwrap() };
+        let two_53 = 1i128 << 53;
+        for (units, scale) in [
+            (5_795_386, 2),
+            (-5_795_386, 2),
+            (0, 5),
+            (1, 22),
+            (two_53, 2),
+            (-two_53, 7),
+            (10i128.pow(19), 20),
+            (123_456_789, 30),
+            (i128::MAX, 38),
+        ] {
+            assert_eq!(
+                decimal_to_f64(units, scale),
+                nearest(units, scale),
+                "{units}e-{scale}"
+            );
+        }
+        // Past 2^53, dividing the rounded units would round twice: 90071992547409.93 is nearer
+        // ...409.9375 than ...409.921875 (the floats there are 1/64 apart).
+        assert_eq!(decimal_to_f64(two_53 + 1, 2), 90_071_992_547_409.94);
+        assert_eq!(decimal_to_f64(two_53 + 1, 2).fract(), 0.9375);
+        assert_eq!(((two_53 + 1) as f64 / 100.0).fract(), 0.921_875);
+    }
+
+    #[test]
+    fn value_cells_ignore_surrounding_spaces_and_quotes() {
+        for cell in ["1.5", " 1.5", "1.5 ", "\t1.5", "\"1.5\"", " \" 1.5 \" "] {
+            assert_eq!(parse_value(cell), Ok(1.5), "{cell:?}");
+        }
+        for cell in ["", "1 5", "\"1.5", "abc"] {
+            assert!(parse_value(cell).is_err(), "{cell:?}");
+        }
     }
 
     #[test]

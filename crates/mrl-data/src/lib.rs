@@ -9,9 +9,10 @@
 //!   for weekday daily bars), the same for any slice and unmoved by gaps.
 //! - Files: [`read_bars`] / [`write_bars`] (CSV or Parquet by extension, through polars, which
 //!   stays out of the API); columns matched by name; timestamps in seconds, milliseconds,
-//!   microseconds or nanoseconds (the [`TimeUnit`] detected per file) or ISO 8601 / RFC 3339
-//!   text, all read to milliseconds ([`read_bar_file`] says which form a file used); errors
-//!   name the file, row, field and value; writes are atomic and floats round-trip exactly.
+//!   microseconds or nanoseconds (the [`TimeUnit`] detected per file), ISO 8601 / RFC 3339
+//!   text or Parquet date-time and date columns, all read to milliseconds ([`read_bar_file`]
+//!   says which form a file used); errors name the file, row, field and value; writes are
+//!   atomic and floats round-trip exactly.
 //! - [`resample`] to a coarser interval (epoch-aligned buckets) and [`SeriesSummary`] (rows,
 //!   span, interval, gaps) for checking data.
 //! - Synthetic markets with known laws ([`SyntheticConfig`] over a [`MarketProcess`]: GBM,
@@ -58,6 +59,7 @@ pub mod bybit;
 mod calendar;
 mod error;
 mod io;
+mod quiet_panic;
 mod resample;
 mod series;
 mod summary;

@@ -25,7 +25,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Poisson, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ShortFloat};
 use crate::series::{BarSeries, Interval};
 
 /// 2020-01-01T00:00:00Z in ms: the default timestamp of the first synthetic bar.
@@ -132,7 +132,7 @@ impl Ar1Params {
         if !(self.phi.is_finite() && self.phi.abs() < 1.0) {
             return Err(invalid(
                 "phi",
-                self.phi,
+                ShortFloat(self.phi),
                 "must satisfy |phi| < 1 (stationary AR(1))",
             ));
         }
@@ -234,7 +234,11 @@ impl RegimeParams {
         }
         for &d in mean_durations {
             if !(d.is_finite() && d >= 1.0) {
-                return Err(invalid("mean_duration", d, "must be finite and >= 1 bar"));
+                return Err(invalid(
+                    "mean_duration",
+                    ShortFloat(d),
+                    "must be finite and >= 1 bar",
+                ));
             }
         }
         let params = RegimeParams {
@@ -266,12 +270,20 @@ impl RegimeParams {
         for row in &self.transition {
             for &p in row {
                 if !(0.0..=1.0).contains(&p) {
-                    return Err(invalid("transition probability", p, "must be in [0, 1]"));
+                    return Err(invalid(
+                        "transition probability",
+                        ShortFloat(p),
+                        "must be in [0, 1]",
+                    ));
                 }
             }
             let sum: f64 = row.iter().sum();
             if (sum - 1.0).abs() > 1e-9 {
-                return Err(invalid("transition row sum", sum, "each row must sum to 1"));
+                return Err(invalid(
+                    "transition row sum",
+                    ShortFloat(sum),
+                    "each row must sum to 1",
+                ));
             }
         }
         Ok(())
@@ -332,7 +344,7 @@ impl JumpParams {
         if !(0.0..=100.0).contains(&self.jump_rate) {
             return Err(invalid(
                 "jump_rate",
-                self.jump_rate,
+                ShortFloat(self.jump_rate),
                 "must be in [0, 100] jumps per bar",
             ));
         }
@@ -674,7 +686,7 @@ impl DomainRandomization {
             if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
                 return Err(invalid(
                     name,
-                    format!("({lo}, {hi})"),
+                    format!("({}, {})", ShortFloat(lo), ShortFloat(hi)),
                     "need finite lo <= hi",
                 ));
             }
@@ -685,7 +697,7 @@ impl DomainRandomization {
         if lo <= -1.0 || hi >= 1.0 {
             return Err(invalid(
                 "autocorrelation",
-                format!("({lo}, {hi})"),
+                format!("({}, {})", ShortFloat(lo), ShortFloat(hi)),
                 "must lie inside (-1, 1)",
             ));
         }
@@ -693,14 +705,14 @@ impl DomainRandomization {
         if lo < 0.0 || hi > 100.0 {
             return Err(invalid(
                 "jump_rate",
-                format!("({lo}, {hi})"),
+                format!("({}, {})", ShortFloat(lo), ShortFloat(hi)),
                 "must lie inside [0, 100]",
             ));
         }
         if self.regime_duration.0 < 1.0 {
             return Err(invalid(
                 "regime_duration",
-                self.regime_duration.0,
+                ShortFloat(self.regime_duration.0),
                 "must be >= 1 bar",
             ));
         }
@@ -888,7 +900,7 @@ fn finite(name: &'static str, value: f64) -> Result<()> {
     if value.is_finite() {
         Ok(())
     } else {
-        Err(invalid(name, value, "must be finite"))
+        Err(invalid(name, ShortFloat(value), "must be finite"))
     }
 }
 
@@ -896,7 +908,7 @@ fn non_negative(name: &'static str, value: f64) -> Result<()> {
     if value.is_finite() && value >= 0.0 {
         Ok(())
     } else {
-        Err(invalid(name, value, "must be finite and >= 0"))
+        Err(invalid(name, ShortFloat(value), "must be finite and >= 0"))
     }
 }
 
@@ -904,7 +916,7 @@ fn positive(name: &'static str, value: f64) -> Result<()> {
     if value.is_finite() && value > 0.0 {
         Ok(())
     } else {
-        Err(invalid(name, value, "must be finite and > 0"))
+        Err(invalid(name, ShortFloat(value), "must be finite and > 0"))
     }
 }
 

@@ -192,7 +192,7 @@ pub(crate) fn parse_timestamps<'a>(
     cells: impl IntoIterator<Item = &'a str>,
     field: &str,
 ) -> Result<(Vec<i64>, TimestampFormat)> {
-    let mut cells = cells.into_iter().map(clean).peekable();
+    let mut cells = cells.into_iter().map(clean_cell).peekable();
     let Some(first) = cells.peek().copied() else {
         return Ok((Vec::new(), TimestampFormat::Epoch(TimeUnit::Milliseconds)));
     };
@@ -249,8 +249,9 @@ fn unparseable() -> String {
     )
 }
 
-/// `" x "` / `"\"x\""` → `x`.
-fn clean(cell: &str) -> &str {
+/// `" x "` / `"\"x\""` → `x`: a cell of a bar file without its surrounding spaces and one pair of
+/// `"` quotes.
+pub(crate) fn clean_cell(cell: &str) -> &str {
     let cell = cell.trim();
     cell.strip_prefix('"')
         .and_then(|c| c.strip_suffix('"'))
@@ -282,7 +283,7 @@ fn is_date_like(text: &str) -> bool {
 
 /// A text time in one of [`TEXT_FORMS`] to milliseconds since the epoch (floored).
 pub fn parse_text_time(text: &str) -> Option<i64> {
-    let text = clean(text);
+    let text = clean_cell(text);
     if let Ok(time) = DateTime::parse_from_rfc3339(text) {
         return Some(time.timestamp_millis());
     }

@@ -285,9 +285,20 @@ fn parquet_errors() {
         Error::NoBars { .. }
     ));
     let path = write_text(dir.path(), "junk.parquet", b"PAR1 this is not parquet PAR1");
+    let err = read_parquet(&path).unwrap_err();
+    assert!(
+        err.to_string().starts_with(&format!(
+            "{}: unreadable parquet file (corrupt, truncated or not parquet): ",
+            path.display()
+        )),
+        "{err}"
+    );
     assert!(matches!(
-        in_file(read_parquet(&path).unwrap_err(), &path),
-        Error::Polars(_)
+        in_file(err, &path),
+        Error::Unreadable {
+            format: "parquet",
+            ..
+        }
     ));
     // A CSV saved under a Parquet name.
     let path = write_text(
@@ -355,6 +366,276 @@ fn parquet_columns_in_any_order_are_cast_and_nulls_named() {
             }
         ),
         "{inner}"
+    );
+}
+
+/// Six Parquet columns: `timestamp` hourly from [`T0`], prices 100, 101, 99, 100.5 and volume 3,
+/// with the columns in `replace` swapped in by name.
+fn parquet_with(path: &Path, n: usize, replace: Vec<polars::prelude::Column>) {
+    use polars::prelude::Column;
+    let stamps: Vec<i64> = (0..n as i64).map(|i| T0 + i * HOUR_MS).collect();
+    let mut columns = vec![Column::new("timestamp".into(), stamps)];
+    for (name, value) in [
+        ("open", 100.0),
+        ("high", 101.0),
+        ("low", 99.0),
+        ("close", 100.5),
+        ("volume", 3.0),
+    ] {
+        columns.push(Column::new(name.into(), vec![value; n]));
+    }
+    for column in replace {
+        let at = columns.iter().position(|c| c.name() == column.name());
+        match at {
+            Some(i) => columns[i] = column,
+            None => columns.push(column),
+        }
+    }
+    write_raw_parquet(path, columns);
+}
+
+#[test]
+fn parquet_decimal_prices_read_to_the_nearest_float() {
+    use polars::prelude::{Int128Chunked, IntoColumn};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dec.parquet");
+    // pyarrow's decimal128(12, 2), and a decimal128(38, 20) whose units pass 2^53.
+    let close = Int128Chunked::from_vec("close".into(), vec![5_795_386, 5_802_001, 10_050])
+        .into_decimal_unchecked(12, 2)
+        .into_column();
+    let volume = Int128Chunked::from_vec(
+        "volume".into(),
+        vec![
+            10i128.pow(19),
+            3 * 10i128.pow(20),
+            123_456_789_012_345_678_901_234_567,
+        ],
+    )
+    .into_decimal_unchecked(38, 20)
+    .into_column();
+    let high = polars::prelude::Column::new("high".into(), vec![60_000.0; 3]);
+    let low = polars::prelude::Column::new("low".into(), vec![99.0; 3]);
+    parquet_with(&path, 3, vec![close, volume, high, low]);
+    let s = read_parquet(&path).unwrap();
+    assert_eq!(s.closes(), &[57_953.86, 58_020.01, 100.5]);
+    assert_eq!(
+        s.volumes(),
+        &[0.1, 3.0, "1234567.89012345678901234567".parse().unwrap()]
+    );
+}
+
+#[test]
+fn parquet_text_prices_name_the_row_and_value() {
+    use polars::prelude::Column;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("text.parquet");
+    let mut cells: Vec<String> = (0..80).map(|i| format!("{}", 100 + i % 2)).collect();
+    cells[56] = "abc".into();
+    parquet_with(&path, 80, vec![Column::new("close".into(), &cells)]);
+    let err = read_parquet(&path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: row 57: field close: cannot parse \"abc\": invalid float literal",
+            path.display()
+        )
+    );
+    // Text that parses is read like a CSV cell: surrounding spaces and quotes ignored.
+    let cells = [" 100.25", "\"100.5\"", "100.75 "];
+    parquet_with(&path, 3, vec![Column::new("close".into(), &cells)]);
+    assert_eq!(
+        read_parquet(&path).unwrap().closes(),
+        &[100.25, 100.5, 100.75]
+    );
+    // A null in a text column names its row.
+    let cells = [Some("100"), None, Some("100")];
+    parquet_with(&path, 3, vec![Column::new("open".into(), &cells)]);
+    match in_file(read_parquet(&path).unwrap_err(), &path) {
+        Error::Parse {
+            row, field, reason, ..
+        } => assert_eq!(
+            (row, field.as_str(), reason.as_str()),
+            (2, "open", "missing value")
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn non_numeric_parquet_columns_are_refused_by_name_and_type() {
+    use polars::prelude::{Column, Int32Chunked, IntoColumn};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("types.parquet");
+    let days = || {
+        Int32Chunked::from_vec("open".into(), vec![19_723; 3])
+            .into_date()
+            .into_column()
+    };
+    for (column, field, dtype) in [
+        (
+            Column::new("close".into(), &[true, true, false]),
+            "close",
+            "Boolean",
+        ),
+        (
+            Column::new("volume".into(), &[true; 3]),
+            "volume",
+            "Boolean",
+        ),
+        (
+            Column::new("timestamp".into(), &[true; 3]),
+            "timestamp",
+            "Boolean",
+        ),
+        (days(), "open", "Date32"),
+    ] {
+        parquet_with(&path, 3, vec![column]);
+        let err = read_parquet(&path).unwrap_err();
+        let message = err.to_string();
+        match in_file(err, &path) {
+            Error::UnsupportedColumnType {
+                column, dtype: d, ..
+            } => assert_eq!((column, d.as_str()), (field, dtype)),
+            other => panic!("{field}: {other:?}"),
+        }
+        assert!(
+            message.contains(&format!(
+                "column {field}: type {dtype} is not supported, expected"
+            )),
+            "{message}"
+        );
+    }
+    // A column that is no bar field is not read, whatever its type.
+    parquet_with(&path, 3, vec![Column::new("halted".into(), &[false; 3])]);
+    assert_eq!(read_parquet(&path).unwrap().len(), 3);
+}
+
+/// Set in the child process of [`bad_parquet_files_print_nothing`].
+const CHILD: &str = "MRL_DATA_QUIET_PANIC_CHILD";
+
+/// A 40-bar Parquet file as [`write_parquet`] writes it, with byte 274 (in the first data page)
+/// inverted: polars 0.55 panics decoding it.
+fn corrupt_parquet(path: &Path) {
+    let bars: Vec<Bar> = (0..40)
+        .map(|i| {
+            let p = 100.0 + (i % 7) as f64 * 0.5;
+            Bar {
+                timestamp: T0 + i * HOUR_MS,
+                open: p,
+                high: p + 1.0,
+                low: p - 1.0,
+                close: p + 0.25,
+                volume: 10.0 + i as f64,
+            }
+        })
+        .collect();
+    write_parquet(&BarSeries::new(&bars).unwrap(), path).unwrap();
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[274] ^= 0xFF;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// The reads of [`bad_parquet_files_print_nothing`], run in a child process (a no-op here).
+#[test]
+fn bad_parquet_files_child() {
+    use polars::prelude::Int128Chunked;
+    use polars::prelude::IntoColumn;
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("corrupt.parquet");
+    corrupt_parquet(&path);
+    match in_file(read_parquet(&path).unwrap_err(), &path) {
+        Error::Unreadable {
+            format: "parquet",
+            detail,
+        } => assert!(
+            detail.starts_with("polars panicked: "),
+            "the corruption no longer makes polars panic (choose another byte): {detail}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let path = dir.path().join("dec.parquet");
+    let close = Int128Chunked::from_vec("close".into(), vec![10_050; 2])
+        .into_decimal_unchecked(12, 2)
+        .into_column();
+    parquet_with(&path, 2, vec![close]);
+    assert_eq!(read_parquet(&path).unwrap().closes(), &[100.5; 2]);
+}
+
+#[test]
+fn bad_parquet_files_print_nothing() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "io::bad_parquet_files_child", "--nocapture"])
+        .env(CHILD, "1")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "{stdout}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn spaces_around_csv_values_read_the_same_on_both_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = |i: i64| {
+        format!(
+            "{}, 57953.86, 58000.5,\t57900 , 57990.25 , 1.5\n",
+            T0 + i * HOUR_MS
+        )
+    };
+    let mut lines: Vec<String> = (0..8).map(line).collect();
+    let plain = lines.concat();
+    // One quoted timestamp (row 5) sends the file to the line-by-line scan.
+    lines[4] = lines[4].replacen(',', "\",", 1);
+    lines[4].insert(0, '"');
+    let quoted = lines.concat();
+    let header = "timestamp, open, high, low, close, volume\n";
+    let mut read = Vec::new();
+    for (name, body) in [("plain.csv", &plain), ("quoted.csv", &quoted)] {
+        let path = write_text(dir.path(), name, format!("{header}{body}").as_bytes());
+        read.push(read_csv(&path).unwrap_or_else(|e| panic!("{name}: {e}")));
+    }
+    assert_eq!(bits(&read[0]), bits(&read[1]));
+    assert_eq!(read[0].closes(), &[57_990.25; 8]);
+    assert_eq!(read[0].lows(), &[57_900.0; 8]);
+    // A bad value names its own row on the scan too, not row 1.
+    lines[6] = lines[6].replace(" 57990.25 ", " 5799x.25 ");
+    let path = write_text(
+        dir.path(),
+        "bad.csv",
+        format!("{header}{}", lines.concat()).as_bytes(),
+    );
+    match in_file(read_csv(&path).unwrap_err(), &path) {
+        Error::Parse {
+            row, field, value, ..
+        } => assert_eq!(
+            (row, field.as_str(), value.as_str()),
+            (7, "close", " 5799x.25 ")
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn float_values_in_errors_print_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{HEADER}{}{},57555,57600,57555,1e-300,1\n",
+        rows(2),
+        T0 + 2 * HOUR_MS
+    );
+    let path = write_text(dir.path(), "tiny.csv", text.as_bytes());
+    assert_eq!(
+        read_csv(&path).unwrap_err().to_string(),
+        format!(
+            "{}: row 3: low 57555 is above min(open, close) = 1e-300",
+            path.display()
+        )
     );
 }
 

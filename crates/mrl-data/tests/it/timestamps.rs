@@ -236,6 +236,114 @@ fn parquet_integer_and_text_timestamps_are_detected_the_same_way() {
     );
 }
 
+#[test]
+fn parquet_date_time_and_date_columns_read_as_utc_milliseconds() {
+    use polars::prelude::{
+        DataType, Int32Chunked, Int64Chunked, IntoColumn, TimeUnit as PolarsUnit, TimeZone,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let zone = |name: &str| TimeZone::opt_try_new(Some(name)).unwrap();
+    let in_unit = |per_ms: i64| -> Vec<i64> { HOURLY_MS.iter().map(|t| t * per_ms).collect() };
+    // What pyarrow writes as timestamp('ms'), timestamp('ns'), timestamp('ms', tz='UTC'), …:
+    // the stored instants are UTC whatever the zone; naive ones are read as UTC, like naive text.
+    for (name, per_ms, unit, zone, format) in [
+        (
+            "ms.parquet",
+            1,
+            PolarsUnit::Milliseconds,
+            None,
+            TimeUnit::Milliseconds,
+        ),
+        (
+            "ns.parquet",
+            1_000_000,
+            PolarsUnit::Nanoseconds,
+            None,
+            TimeUnit::Nanoseconds,
+        ),
+        (
+            "ms_utc.parquet",
+            1,
+            PolarsUnit::Milliseconds,
+            zone("UTC"),
+            TimeUnit::Milliseconds,
+        ),
+        (
+            "us_new_york.parquet",
+            1_000,
+            PolarsUnit::Microseconds,
+            zone("America/New_York"),
+            TimeUnit::Microseconds,
+        ),
+    ] {
+        let path = dir.path().join(name);
+        let column = Int64Chunked::from_vec("timestamp".into(), in_unit(per_ms))
+            .into_datetime(unit, zone)
+            .into_column();
+        assert!(matches!(column.dtype(), DataType::Datetime(..)), "{name}");
+        parquet_with_timestamps(&path, column);
+        let file = read_bar_file(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(file.series.timestamps(), &HOURLY_MS, "{name}");
+        assert_eq!(file.timestamp_format, TimestampFormat::Datetime(format));
+    }
+    // pyarrow's date32: days since the epoch, read as midnight UTC.
+    let path = dir.path().join("AAPL_1d.parquet");
+    let days = Int32Chunked::from_vec("timestamp".into(), vec![19_723, 19_724, 19_725])
+        .into_date()
+        .into_column();
+    parquet_with_timestamps(&path, days);
+    let file = read_bar_file(&path).unwrap();
+    assert_eq!(
+        file.series.timestamps(),
+        &[1_704_067_200_000, 1_704_153_600_000, 1_704_240_000_000]
+    );
+    assert_eq!(file.timestamp_format, TimestampFormat::Date);
+    assert_eq!(file.series.symbol(), Some("AAPL"));
+}
+
+#[test]
+fn fractional_parquet_timestamps_are_refused_like_csv() {
+    use polars::prelude::Column;
+    let dir = tempfile::tempdir().unwrap();
+    let whole: Vec<f64> = HOURLY_MS.iter().map(|&t| t as f64).collect();
+    let path = dir.path().join("whole.parquet");
+    parquet_with_timestamps(&path, Column::new("timestamp".into(), &whole));
+    assert_eq!(read_parquet(&path).unwrap().timestamps(), &HOURLY_MS);
+
+    for (bad, shown, problem) in [
+        (1_617_570_000_000.5, "1617570000000.5", "not a whole number"),
+        (f64::NAN, "NaN", "not a whole number"),
+        (1e300, "1e300", "out of the range of a 64-bit integer"),
+    ] {
+        let path = dir.path().join("fraction.parquet");
+        let stamps = [whole[0], bad, whole[2]];
+        parquet_with_timestamps(&path, Column::new("timestamp".into(), &stamps));
+        let err = read_parquet(&path).unwrap_err();
+        let message = err.to_string();
+        match inner(err) {
+            Error::Parse {
+                row, field, value, ..
+            } => assert_eq!(
+                (row, field.as_str(), value.as_str()),
+                (2, "timestamp", shown)
+            ),
+            other => panic!("{shown}: {other:?}"),
+        }
+        assert!(
+            message.contains(&format!(
+                "row 2: field timestamp: cannot parse \"{shown}\": {problem}; expected an integer"
+            )),
+            "{message}"
+        );
+    }
+    // The CSV reader refuses the same value at the same row and field.
+    let path = csv_with_stamps(dir.path(), &["1617566400000", "1617570000000.5"]);
+    match inner(read_csv(&path).unwrap_err()) {
+        Error::Parse { row, field, .. } => assert_eq!((row, field.as_str()), (2, "timestamp")),
+        other => panic!("{other:?}"),
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
