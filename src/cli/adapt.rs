@@ -52,7 +52,7 @@ pub struct MetaTrainArgs {
 
 /// Runs `mrl meta-train` with a progress bar.
 pub fn run_meta_train(args: MetaTrainArgs) -> anyhow::Result<()> {
-    let mut config = MetaTrainConfig::load(&args.config)?;
+    let mut config = super::load_config(&args.config, MetaTrainConfig::load)?;
     if let Some(iterations) = args.iterations {
         config.meta.iterations = iterations;
     }
@@ -357,9 +357,23 @@ pub fn run_adapt(args: AdaptArgs) -> anyhow::Result<()> {
         run_online(&adapted.policy, series.clone(), &train, &setup, &args)?;
     }
     let held_out = (series.len() - args.bars) as f64 / series.len() as f64;
+    // With no inner step there is no rollout (adapt.json has null returns): say so rather
+    // than print NaN.
+    let returns = [report.first_rollout_return, report.last_rollout_return];
+    let rollouts = if args.steps == 0 {
+        "no inner step ran (--steps 0), so no rollout return: the written policy is unadapted"
+            .to_string()
+    } else if !returns.iter().all(|r| r.is_finite()) {
+        "no inner rollout return was recorded".to_string()
+    } else {
+        format!(
+            "mean trial return of the inner rollouts: {:.3} first, {:.3} last",
+            report.first_rollout_return, report.last_rollout_return
+        )
+    };
     print(format!(
         "adapted {} to the first {} of {} bars of {} with {} steps in {:.2} s{}\n\
-         mean trial return of the inner rollouts: {:.3} first, {:.3} last\n\
+         {rollouts}\n\
          adapted policy: {}\n\
          walk-forward on the bars after the window: mrl backtest --checkpoint {} --data {} \
          --test-fraction {:.2}",
@@ -377,8 +391,6 @@ pub fn run_adapt(args: AdaptArgs) -> anyhow::Result<()> {
         } else {
             String::new()
         },
-        report.first_rollout_return,
-        report.last_rollout_return,
         out_checkpoint.display(),
         args.out.display(),
         args.data.display(),

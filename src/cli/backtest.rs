@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use mrl::agent::Policy;
-use mrl::backtest::{ActionMode, Policies, TestStart, WalkForwardConfig};
+use mrl::backtest::{ActionMode, InSample, Policies, TestStart, TrainedAsset, WalkForwardConfig};
 use mrl::data::BarSeries;
-use mrl::ppo::TrainConfig;
+use mrl::ppo::{TaskKind, TrainConfig};
 
 use super::print;
 
@@ -74,6 +74,9 @@ pub struct Loaded {
     pub mlp: Option<Policy>,
     /// Walk-forward settings.
     pub config: WalkForwardConfig,
+    /// What the RL² agent's run trained on, from its config ([`trained_assets`]; empty
+    /// without a config or for synthetic tasks).
+    pub trained: Vec<TrainedAsset>,
 }
 
 impl Loaded {
@@ -97,24 +100,114 @@ pub fn load_policy(path: &Path) -> anyhow::Result<Policy> {
         .with_context(|| format!("loading the agent of {}", path.display()))
 }
 
-/// The training config of a run directory (or its checkpoint directory), if present.
-pub fn run_config(path: &Path) -> Option<TrainConfig> {
+/// The `config.toml` of a run directory (or beside its checkpoint directory), if one exists.
+pub fn run_config_path(path: &Path) -> Option<PathBuf> {
     [
         path.join(mrl::ppo::CONFIG_FILE),
         path.join("..").join(mrl::ppo::CONFIG_FILE),
     ]
-    .iter()
+    .into_iter()
     .find(|p| p.exists())
-    .and_then(|p| TrainConfig::load(p).ok())
+}
+
+/// The training config of a run directory (or its checkpoint directory); `None` when it has
+/// no `config.toml`.
+///
+/// # Errors
+/// A `config.toml` that exists but does not load (unreadable, bad TOML, an invalid value),
+/// naming the file.
+pub fn load_run_config(path: &Path) -> anyhow::Result<Option<TrainConfig>> {
+    run_config_path(path)
+        .map(|file| {
+            TrainConfig::load(&file)
+                .with_context(|| format!("loading the run's config {}", file.display()))
+        })
+        .transpose()
+}
+
+/// What a run trained on, asset by asset, from its task: the training assets of a
+/// multi-asset task (all but the held-out ones, before its `test_start` when it has one,
+/// else every bar), every asset of a regime-window or timeframe task before its
+/// `test_start`, the union over a mixture's components. Synthetic tasks and bandits name
+/// no real asset: empty.
+pub fn trained_assets(kind: &TaskKind) -> Vec<TrainedAsset> {
+    let asset = |symbol: &String, before: Option<i64>| TrainedAsset {
+        symbol: symbol.clone(),
+        before,
+    };
+    match kind {
+        TaskKind::MultiAsset { assets, split, .. } => assets
+            .iter()
+            .filter(|a| !split.held_out.contains(a))
+            .map(|a| asset(a, split.test_start))
+            .collect(),
+        TaskKind::RegimeWindows {
+            assets, test_start, ..
+        } => assets.iter().map(|a| asset(a, Some(*test_start))).collect(),
+        TaskKind::Timeframes {
+            asset: symbol,
+            test_start,
+            ..
+        } => vec![asset(symbol, Some(*test_start))],
+        TaskKind::Mixture { components } => components
+            .iter()
+            .flat_map(|c| trained_assets(&c.kind))
+            .collect(),
+        TaskKind::Bandits { .. } | TaskKind::SyntheticAr1 { .. } | TaskKind::Synthetic { .. } => {
+            Vec::new()
+        }
+    }
+}
+
+/// Whether the walk-forward test of `series` under `config` evaluates bars the agent
+/// trained on ([`InSample::of`] over the decision bars of the planned windows); `None` when
+/// it does not, or when the windows cannot be planned (the backtest says why).
+pub fn in_sample(
+    series: &BarSeries,
+    config: &WalkForwardConfig,
+    trained: &[TrainedAsset],
+) -> Option<InSample> {
+    if trained.is_empty() {
+        return None;
+    }
+    let timestamps = series.timestamps();
+    let windows = mrl::backtest::plan_windows(timestamps, config).ok()?;
+    let evaluated: Vec<i64> = windows
+        .iter()
+        .flat_map(|w| w.eval.clone())
+        .map(|t| timestamps[t])
+        .collect();
+    InSample::of(series.symbol(), &evaluated, trained)
 }
 
 impl WalkForwardArgs {
-    /// Loads the agents and builds the settings.
+    /// Loads the agents and builds the settings: the run's trading settings from its
+    /// `config.toml` (an error when it exists but does not load; the defaults, with a
+    /// warning, when the run has none).
     pub fn load(&self) -> anyhow::Result<Loaded> {
         let rl2 = load_policy(&self.checkpoint)?;
         let mlp = self.mlp.as_deref().map(load_policy).transpose()?;
-        let mut config = run_config(&self.checkpoint)
-            .map_or_else(WalkForwardConfig::default, |c| mrl::walk_forward_config(&c));
+        let train = load_run_config(&self.checkpoint)?;
+        if train.is_none() {
+            let d = WalkForwardConfig::default();
+            tracing::warn!(
+                "{} has no {} (nor has its parent): default walk-forward settings (windows of \
+                 {} bars, {} adaptation episodes of {} bars, {} bps costs), and what the agent \
+                 trained on is unknown, so an in-sample test span is not detected",
+                self.checkpoint.display(),
+                mrl::ppo::CONFIG_FILE,
+                d.window_len,
+                d.adaptation_episodes,
+                d.adaptation_len,
+                d.cost_rate * 1e4
+            );
+        }
+        let trained = train
+            .as_ref()
+            .map_or_else(Vec::new, |c| trained_assets(&c.task.kind));
+        let mut config = train
+            .as_ref()
+            .map_or_else(WalkForwardConfig::default, mrl::walk_forward_config);
         config.test_start = TestStart::HeldOutFraction(self.test_fraction);
         if let Some(seeds) = self.seeds {
             config.mode = ActionMode::Sampled { seeds };
@@ -124,7 +217,12 @@ impl WalkForwardArgs {
         }
         config.seed = self.seed;
         config.validate()?;
-        Ok(Loaded { rl2, mlp, config })
+        Ok(Loaded {
+            rl2,
+            mlp,
+            config,
+            trained,
+        })
     }
 }
 
@@ -132,8 +230,12 @@ impl WalkForwardArgs {
 pub fn run_backtest(args: BacktestArgs) -> anyhow::Result<()> {
     let loaded = args.walk_forward.load()?;
     let series = mrl::data::read_bars(&args.data)?;
-    let result = mrl::backtest::backtest(&series, &loaded.policies(), &loaded.config)
+    let mut result = mrl::backtest::backtest(&series, &loaded.policies(), &loaded.config)
         .with_context(|| format!("walk-forward backtest of {}", args.data.display()))?;
+    result.report.in_sample = in_sample(&series, &loaded.config, &loaded.trained);
+    if let Some(s) = &result.report.in_sample {
+        tracing::warn!(data = %args.data.display(), "{}", s.note);
+    }
     if let Some(dir) = &args.report {
         let files = mrl::backtest::write_report(&result.report, &result.records, dir)?;
         tracing::info!(files = files.len(), dir = %dir.display(), "report written");
@@ -166,10 +268,7 @@ pub fn bar_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
             let mut found: Vec<PathBuf> = std::fs::read_dir(path)
                 .with_context(|| format!("reading {}", path.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.extension()
-                        .is_some_and(|e| e == "csv" || e == "parquet" || e == "pq")
-                })
+                .filter(|p| is_bar_file(p))
                 .collect();
             found.sort();
             anyhow::ensure!(
@@ -183,6 +282,16 @@ pub fn bar_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     Ok(files)
+}
+
+/// Whether `path` names a bar file by its extension: `.csv`, `.parquet` or `.pq`, in any
+/// case (as `mrl data check` and `read_bars` accept them).
+fn is_bar_file(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["csv", "parquet", "pq"]
+            .iter()
+            .any(|x| e.eq_ignore_ascii_case(x))
+    })
 }
 
 /// Reads every file, naming the one that fails.
@@ -205,8 +314,14 @@ pub fn run_markets(args: MarketsArgs) -> anyhow::Result<()> {
             )
         })
         .collect();
-    let summary =
+    let mut summary =
         mrl::backtest::evaluate_named_markets(&loaded.policies(), &names, &series, &loaded.config)?;
+    for (name, s) in names.iter().zip(&series) {
+        if let Some(found) = in_sample(s, &loaded.config, &loaded.trained) {
+            tracing::warn!(series = %name, "{}", found.note);
+            summary.in_sample.insert(name.clone(), found);
+        }
+    }
     let table = summary.to_table();
     print(&table);
     if let Some(dir) = &args.report {
@@ -217,4 +332,99 @@ pub fn run_markets(args: MarketsArgs) -> anyhow::Result<()> {
         print(format!("summary: {}", dir.display()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trained(task: &str) -> Vec<TrainedAsset> {
+        let text = format!("[task]\nepisodes_per_trial = 3\n{task}");
+        let config = TrainConfig::from_toml_str(&text, Path::new("config.toml")).unwrap();
+        trained_assets(&config.task.kind)
+    }
+
+    fn asset(symbol: &str, before: Option<i64>) -> TrainedAsset {
+        TrainedAsset {
+            symbol: symbol.into(),
+            before,
+        }
+    }
+
+    /// What each task kind trained on: the split's training assets, cut at `test_start`
+    /// where there is one; every asset of a regime or timeframe task before its cut; the
+    /// union of a mixture's components; nothing for synthetic markets.
+    #[test]
+    fn trained_assets_follow_the_task_and_its_split() {
+        let multi = "kind = \"multi-asset\"\nassets = [\"BTC\", \"ETH\", \"SOL\"]\n";
+        assert_eq!(
+            trained(&format!("{multi}split = {{ held_out = [\"SOL\"] }}\n")),
+            [asset("BTC", None), asset("ETH", None)]
+        );
+        assert_eq!(
+            trained(&format!(
+                "{multi}split = {{ held_out = [\"ETH\"], test_start = 1000 }}\n"
+            )),
+            [asset("BTC", Some(1000)), asset("SOL", Some(1000))]
+        );
+        assert_eq!(
+            trained(
+                "kind = \"regime-windows\"\nassets = [\"BTC\", \"ETH\"]\ntest_start = 7\n\
+                 trading = { max_steps = 50 }\nregime = { window = 60 }\n"
+            ),
+            [asset("BTC", Some(7)), asset("ETH", Some(7))]
+        );
+        assert_eq!(
+            trained(
+                "kind = \"timeframes\"\nasset = \"BTC\"\nintervals = [\"1h\", \"4h\"]\n\
+                 test_start = 9\n"
+            ),
+            [asset("BTC", Some(9))]
+        );
+        assert_eq!(
+            trained(
+                "kind = \"mixture\"\n[[task.components]]\nweight = 1.0\nkind = \"synthetic-ar1\"\n\
+                 [[task.components]]\nweight = 1.0\nkind = \"multi-asset\"\nassets = [\"BTC\"]\n\
+                 split = { test_start = 5 }\n"
+            ),
+            [asset("BTC", Some(5))]
+        );
+        assert!(trained("kind = \"synthetic-ar1\"\n").is_empty());
+    }
+
+    #[test]
+    fn bar_files_are_found_by_extension_in_any_case() {
+        for name in ["a_1h.csv", "B_1h.CSV", "c.Parquet", "d.PQ"] {
+            assert!(is_bar_file(Path::new(name)), "{name}");
+        }
+        for name in ["notes.txt", "csv", "e.csv.bak"] {
+            assert!(!is_bar_file(Path::new(name)), "{name}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["B_1h.CSV", "a_1h.csv", "notes.txt"] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        let names: Vec<String> = bar_files(&[dir.path().to_path_buf()])
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["B_1h.CSV", "a_1h.csv"]);
+    }
+
+    /// A run's config.toml that exists but does not load is an error naming it; a missing
+    /// one is `None`.
+    #[test]
+    fn a_run_config_that_does_not_load_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load_run_config(dir.path()).unwrap().is_none());
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "iterations = \"many\"\n").unwrap();
+        let err = load_run_config(dir.path()).unwrap_err();
+        let text = crate::cli::error_chain(&err);
+        assert!(text.contains(&file.display().to_string()), "{text}");
+        // From the checkpoint directory, the run's file beside it.
+        std::fs::create_dir(dir.path().join("checkpoint")).unwrap();
+        assert!(load_run_config(&dir.path().join("checkpoint")).is_err());
+    }
 }

@@ -62,7 +62,7 @@ fn bandits(args: BanditArgs) -> anyhow::Result<()> {
     let (mut arms, mut pulls) = (args.arms, args.pulls);
     if let Some(TaskKind::Bandits {
         arms: a, pulls: p, ..
-    }) = super::backtest::run_config(&args.checkpoint).map(|c| c.task.kind)
+    }) = super::backtest::load_run_config(&args.checkpoint)?.map(|c| c.task.kind)
     {
         arms = arms.or(Some(a));
         pulls = pulls.or(Some(p));

@@ -107,7 +107,7 @@ fn parse_methods(text: &str) -> anyhow::Result<Vec<Method>> {
 fn given(path: &Path, what: &str) -> anyhow::Result<GivenPolicy> {
     let policy = super::backtest::load_policy(path)?;
     let checkpoint = mrl::ppo::resolve_checkpoint(path);
-    let train = super::backtest::run_config(path)
+    let train = super::backtest::load_run_config(path)?
         .with_context(|| format!("{what} {}: no config.toml beside it", path.display()))?;
     Ok(GivenPolicy {
         policy,

@@ -338,7 +338,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         .iter()
         .map(|dir| {
             let policy = super::backtest::load_policy(dir)?;
-            let walk = super::backtest::run_config(dir)
+            let walk = super::backtest::load_run_config(dir)?
                 .map_or_else(mrl::backtest::WalkForwardConfig::default, |c| {
                     mrl::walk_forward_config(&c)
                 });

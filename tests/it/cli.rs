@@ -1219,3 +1219,226 @@ fn a_bad_config_value_names_the_file_and_the_field() {
         "{stderr}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// mrl backtest: the run's config, in-sample test spans; mrl eval markets: file names
+
+/// Trains the tiny RL² run of [`tiny_trading_runs`] alone; returns its run directory.
+fn tiny_rl2_run(dir: &Path) -> PathBuf {
+    let config = dir.join("rl2.toml");
+    std::fs::write(
+        &config,
+        "iterations = 1\nn_envs = 2\n[agent]\nkind = \"rl2\"\nhidden = 8\n\
+         [ppo]\nepochs = 1\nminibatch_trials = 2\n[task]\nkind = \"synthetic-ar1\"\n\
+         bars = 300\nepisodes_per_trial = 3\ntrading = { max_steps = 10 }\n",
+    )
+    .unwrap();
+    let run = dir.join("run-rl2");
+    let out = mrl(&["train", "--config", utf8(&config), "--out", utf8(&run)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    run
+}
+
+/// A copy of `run` (its checkpoint) whose config.toml is `config` (none when `None`).
+fn run_with_config(run: &Path, dir: &Path, name: &str, config: Option<&str>) -> PathBuf {
+    let copy = dir.join(name);
+    std::fs::create_dir_all(copy.join("checkpoint")).unwrap();
+    for entry in std::fs::read_dir(run.join("checkpoint")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(
+                &path,
+                copy.join("checkpoint").join(path.file_name().unwrap()),
+            )
+            .unwrap();
+        }
+    }
+    if let Some(text) = config {
+        std::fs::write(copy.join("config.toml"), text).unwrap();
+    }
+    copy
+}
+
+/// A multi-asset config with the tiny run's trading settings and this `[task.split]`.
+fn multi_asset_config(split: &str) -> String {
+    format!(
+        "iterations = 1\nn_envs = 2\n[agent]\nkind = \"rl2\"\nhidden = 8\n\
+         [ppo]\nepochs = 1\nminibatch_trials = 2\n\
+         [task]\nkind = \"multi-asset\"\nassets = [\"GBM\", \"ETHUSDT\", \"SOLUSDT\"]\n\
+         episodes_per_trial = 3\ntrading = {{ max_steps = 10 }}\n[task.split]\n{split}\n"
+    )
+}
+
+/// Runs `mrl backtest` without `-q` (so that warnings reach stderr) and asserts success.
+fn backtest_loud(args: &[&str]) -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mrl"))
+        .arg("backtest")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the mrl binary runs");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "stderr:\n{stderr}");
+    (stdout, stderr)
+}
+
+/// Issue case: a run trained on an asset's bars before its `[task.split] test_start` (or on
+/// all of them, without one) and backtested on that asset over those bars is an in-sample
+/// test. It is run (users may want the diagnostic), with a warning on stderr, a line in the
+/// table and an `in_sample` record in report.json; a held-out asset or a test span after
+/// the cut gives none.
+#[test]
+fn backtest_warns_of_and_records_an_in_sample_test_span() {
+    let dir = TempDir::new().unwrap();
+    let trained = tiny_rl2_run(dir.path());
+    let data = dir.path().join("GBM_1h.csv");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synthetic/gbm_1h.csv"),
+        &data,
+    )
+    .unwrap();
+    let series = read_bars(&data).unwrap();
+    let ts = series.timestamps();
+    // The default test span is the last 30 bars (70..99); the cut at bar 85 leaves 15 of
+    // them in the training period.
+    let cases = [
+        (format!("test_start = {}", ts[85]), Some((15, Some(ts[85])))),
+        ("held_out = [\"SOLUSDT\"]".to_string(), Some((29, None))),
+        (format!("test_start = {}", ts[60]), None),
+        ("held_out = [\"GBM\"]".to_string(), None),
+    ];
+    for (i, (split, want)) in cases.iter().enumerate() {
+        let run = run_with_config(
+            &trained,
+            dir.path(),
+            &format!("run{i}"),
+            Some(&multi_asset_config(split)),
+        );
+        let report = dir.path().join(format!("report{i}"));
+        let args = [
+            "--checkpoint",
+            utf8(&run),
+            "--data",
+            utf8(&data),
+            "--report",
+            utf8(&report),
+        ];
+        let (stdout, stderr) = backtest_loud(&args);
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
+        match want {
+            Some((bars, cut)) => {
+                assert_contains(&stderr, "in-sample: the agent was trained on GBM");
+                assert_contains(&stdout, "WARNING: in-sample: the agent was trained on GBM");
+                let record = &json["in_sample"];
+                assert_eq!(record["asset"], "GBM", "{split}: {json}");
+                assert_eq!(
+                    record["bars"].as_u64(),
+                    Some(*bars as u64),
+                    "{split}: {record}"
+                );
+                assert_eq!(record["evaluated"].as_u64(), Some(29), "{split}: {record}");
+                assert_eq!(record["trained_before"].as_i64(), *cut, "{split}: {record}");
+                // `mrl eval markets` warns of the same series in its table and summary.json.
+                let summary = dir.path().join(format!("summary{i}"));
+                let table = mrl_ok(&[
+                    "eval",
+                    "markets",
+                    "--checkpoint",
+                    utf8(&run),
+                    "--data",
+                    utf8(&data),
+                    "--report",
+                    utf8(&summary),
+                ]);
+                assert_contains(
+                    &table,
+                    "WARNING: GBM_1h: in-sample: the agent was trained on GBM",
+                );
+                let json: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(summary.join("summary.json")).unwrap())
+                        .unwrap();
+                assert_eq!(
+                    json["in_sample"]["GBM_1h"]["bars"].as_u64(),
+                    Some(*bars as u64)
+                );
+            }
+            None => {
+                assert!(!stderr.contains("in-sample"), "{split}: {stderr}");
+                assert!(!stdout.contains("in-sample"), "{split}: {stdout}");
+                assert!(json.get("in_sample").is_none(), "{split}: {json}");
+            }
+        }
+    }
+}
+
+/// Issue case: a run's config.toml that does not load silently gave default walk-forward
+/// settings. It is an error naming the file; a run without one falls back to the defaults
+/// and says so.
+#[test]
+fn backtest_refuses_a_bad_run_config_and_says_when_there_is_none() {
+    let dir = TempDir::new().unwrap();
+    let trained = tiny_rl2_run(dir.path());
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synthetic/gbm_1h.csv");
+    for (name, config) in [
+        ("syntax", "iterations = [\n"),
+        ("unknown", "iterations = 1\nnot_a_field = 3\n"),
+        ("invalid", "iterations = 0\n"),
+    ] {
+        let run = run_with_config(&trained, dir.path(), name, Some(config));
+        let stderr = mrl_err(&[
+            "backtest",
+            "--checkpoint",
+            utf8(&run),
+            "--data",
+            utf8(&data),
+        ]);
+        let file = run.join("config.toml");
+        assert_contains(
+            &stderr,
+            &format!("loading the run's config {}", file.display()),
+        );
+    }
+    // Through the checkpoint directory, the run's config beside it is found all the same.
+    let bad = dir.path().join("syntax").join("checkpoint");
+    let stderr = mrl_err(&[
+        "backtest",
+        "--checkpoint",
+        utf8(&bad),
+        "--data",
+        utf8(&data),
+    ]);
+    assert_contains(&stderr, "config.toml");
+    // Without a config.toml: the default settings (windows of 200 bars), with a warning.
+    let long = dir.path().join("long_1h.csv");
+    synth("gbm", 1200, 3, &long);
+    let bare = run_with_config(&trained, dir.path(), "bare", None);
+    let (stdout, stderr) = backtest_loud(&["--checkpoint", utf8(&bare), "--data", utf8(&long)]);
+    assert_contains(&stderr, "has no config.toml");
+    assert_contains(&stderr, "default walk-forward settings");
+    assert_contains(&stdout, "evaluation windows of 200 bars");
+}
+
+/// Issue case: `mrl eval markets --data DIR` skipped `BTCUSDT_1h.CSV` although `mrl data
+/// check` reads it: extensions are compared ignoring case.
+#[test]
+fn eval_markets_reads_files_with_upper_case_extensions() {
+    let dir = TempDir::new().unwrap();
+    let run = tiny_rl2_run(dir.path());
+    let data = dir.path().join("upper");
+    std::fs::create_dir(&data).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synthetic");
+    std::fs::copy(fixtures.join("gbm_1h.csv"), data.join("GBM_1h.CSV")).unwrap();
+    std::fs::copy(fixtures.join("ar1_1h.csv"), data.join("AR1_1h.Csv")).unwrap();
+    std::fs::write(data.join("notes.txt"), "not bars").unwrap();
+    let table = mrl_ok(&[
+        "eval",
+        "markets",
+        "--checkpoint",
+        utf8(&run),
+        "--data",
+        utf8(&data),
+    ]);
+    assert_contains(&table, "AR1_1h");
+    assert_contains(&table, "GBM_1h");
+}

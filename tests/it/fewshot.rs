@@ -221,3 +221,47 @@ fn eval_fewshot_writes_its_report_deterministically_and_names_bad_input() {
         );
     }
 }
+
+/// Issue case: `mrl adapt --steps 0` printed "mean trial return of the inner rollouts: NaN
+/// first, NaN last". It says that no inner step ran; adapt.json keeps null returns.
+#[test]
+fn adapt_with_no_step_says_so_instead_of_printing_nan() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, _) = crate::cli::tiny_trading_runs(dir.path());
+    let data = dir.path().join("new.csv");
+    ok(&[
+        "data",
+        "synth",
+        "--kind",
+        "ar1",
+        "--bars",
+        "400",
+        "--seed",
+        "5",
+        "--out",
+        s(&data),
+    ]);
+    let out = dir.path().join("adapted");
+    let printed = ok(&[
+        "adapt",
+        "--checkpoint",
+        s(&run),
+        "--data",
+        s(&data),
+        "--steps",
+        "0",
+        "--bars",
+        "120",
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        printed.contains("no inner step ran (--steps 0), so no rollout return"),
+        "{printed}"
+    );
+    assert!(!printed.contains("NaN"), "{printed}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("adapt.json")).unwrap()).unwrap();
+    assert!(report["first_rollout_return"].is_null(), "{report}");
+    assert_eq!(report["trace"].as_array().map(Vec::len), Some(0));
+}

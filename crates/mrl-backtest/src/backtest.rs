@@ -14,7 +14,7 @@ use crate::engine::check_policy;
 use crate::{
     ActionMode, BacktestReport, Baseline, Metrics, PolicyReport, PolicyRun, Result, Ruin,
     SeedSpread, Span, StepRecord, TraderRule, WalkForwardConfig, Window, adaptation_curve,
-    book_test_period, bootstrap_sharpe_diff_ci, mean_metrics, plan_windows, run_baseline,
+    book_test_period, bootstrap_mean_sharpe_diff_ci, mean_metrics, plan_windows, run_baseline,
     run_policy,
 };
 
@@ -105,6 +105,14 @@ pub fn backtest(
 /// through RL² trials ([`run_policy`]), buy-and-hold, flat, random and the oracle through
 /// [`run_baseline`]. Metrics are annualised by the series' own `periods_per_year`.
 ///
+/// With sampled actions every agent and the random baseline trade one run per seed, and a
+/// policy's reported figures are the means over its seeds ([`mean_metrics`]). The
+/// Sharpe-difference interval of each policy against `rl2` is built on the same figures:
+/// its point is `Sharpe(rl2) − Sharpe(policy)` as reported, and its bootstrap resamples the
+/// test bars jointly for every seed of both ([`bootstrap_mean_sharpe_diff_ci`]), so a
+/// printed difference and its interval come from one estimator. With one run each (greedy
+/// actions) this is the bootstrap of the two books' Sharpe difference.
+///
 /// # Errors
 /// [`Error::SeriesTooShort`](crate::Error::SeriesTooShort) naming the lengths,
 /// [`Error::InputMismatch`](crate::Error::InputMismatch) for a policy that does not read the
@@ -185,6 +193,7 @@ pub fn backtest_market(
 
     let mut records = PolicyRecords::new();
     let mut reports = BTreeMap::new();
+    let mut returns: BTreeMap<String, Vec<Vec<f64>>> = BTreeMap::new();
     for (name, policy_runs) in &runs {
         let books: Vec<Vec<StepRecord>> = policy_runs
             .iter()
@@ -216,23 +225,25 @@ pub fn backtest_market(
             seeds: SeedSpread::of(&metrics).filter(|s| s.seeds > 1),
         };
         reports.insert(name.clone(), report);
+        returns.insert(name.clone(), books.iter().map(|b| returns_of(b)).collect());
         records.insert(name.clone(), books.into_iter().next().unwrap_or_default());
     }
-    let rl2_returns = returns_of(records.get("rl2").map_or(&[][..], Vec::as_slice));
+    let runs_of = |name: &str| -> Vec<&[f64]> {
+        returns
+            .get(name)
+            .map_or_else(Vec::new, |rs| rs.iter().map(Vec::as_slice).collect())
+    };
+    let rl2_returns = runs_of("rl2");
     for (i, (name, report)) in reports.iter_mut().enumerate() {
         if name == "rl2" {
             continue;
         }
-        let other = returns_of(records.get(name).map_or(&[][..], Vec::as_slice));
-        let b = &config.bootstrap;
         let mut rng = stream_rng(config.seed, Stream::Bootstrap, i);
-        report.sharpe_diff_ci = bootstrap_sharpe_diff_ci(
+        report.sharpe_diff_ci = bootstrap_mean_sharpe_diff_ci(
             &rl2_returns,
-            &other,
+            &runs_of(name),
             periods_per_year,
-            b.resamples,
-            b.confidence,
-            b.block_len,
+            &config.bootstrap,
             &mut rng,
         );
     }
@@ -246,6 +257,7 @@ pub fn backtest_market(
             start: timestamps[first],
             end: timestamps[last],
         },
+        in_sample: None,
         policies: reports,
     };
     tracing::info!(
@@ -265,15 +277,17 @@ fn returns_of(records: &[StepRecord]) -> Vec<f64> {
     records.iter().map(|r| r.reward).collect()
 }
 
-/// Where the first ruined book of `books` (one per run) reached equity 0, and how many
-/// were ruined.
+/// The earliest ruin among `books` (one per run): the step at which a book first reached
+/// equity 0 and the run it happened in (of equal steps the lowest run), and how many were
+/// ruined. Its step is the earliest `ruin_step` of the runs' [`Metrics`], what
+/// [`mean_metrics`] reports.
 fn ruin_of(books: &[Vec<StepRecord>]) -> Option<Ruin> {
     let ruined: Vec<(usize, usize)> = books
         .iter()
         .enumerate()
         .filter_map(|(run, book)| Some((run, book.iter().position(|r| r.equity <= 0.0)?)))
         .collect();
-    let &(run, step) = ruined.first()?;
+    let &(run, step) = ruined.iter().min_by_key(|&&(run, step)| (step, run))?;
     let record = &books[run][step];
     Some(Ruin {
         run,
@@ -299,4 +313,58 @@ fn mean_columns(rows: &[Vec<f64>]) -> Vec<f64> {
     (0..first.len())
         .map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / n)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A book of `len` steps whose equity reaches 0 at `ruined_at` (and stays there).
+    fn book(len: usize, ruined_at: Option<usize>) -> Vec<StepRecord> {
+        (0..len)
+            .map(|t| StepRecord {
+                timestamp: 1000 * t as i64,
+                bar: 100 + t,
+                window: 0,
+                close: 1.0,
+                position: 1.0,
+                step_return: 0.0,
+                cost: 0.0,
+                reward: 0.0,
+                equity: if ruined_at.is_some_and(|r| t >= r) {
+                    0.0
+                } else {
+                    1.0
+                },
+            })
+            .collect()
+    }
+
+    /// Issue case: seed 0 ruined at step 4, seed 1 at step 2. The report's ruin (text) and
+    /// its `ruin_step` (JSON) both say step 2, in seed 1: one definition, the earliest ruin.
+    #[test]
+    fn ruin_is_the_earliest_over_the_runs_as_in_the_mean_metrics() {
+        let books = [book(6, Some(4)), book(6, Some(2)), book(6, None)];
+        let ruin = ruin_of(&books).unwrap();
+        assert_eq!(
+            (
+                ruin.run,
+                ruin.step,
+                ruin.bar,
+                ruin.timestamp,
+                ruin.runs_ruined
+            ),
+            (1, 2, 102, 2000, 2)
+        );
+        let base = metrics_of(&books[2], 252.0);
+        let per_seed = [Some(4), Some(2), None].map(|step| Metrics {
+            ruin_step: step,
+            ..base
+        });
+        assert_eq!(mean_metrics(&per_seed).unwrap().ruin_step, Some(ruin.step));
+        // Of equal steps, the lowest seed.
+        let tied = [book(5, None), book(5, Some(3)), book(5, Some(3))];
+        assert_eq!(ruin_of(&tied).map(|r| (r.run, r.step)), Some((1, 3)));
+        assert_eq!(ruin_of(&[book(5, None)]), None);
+    }
 }

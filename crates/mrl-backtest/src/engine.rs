@@ -316,7 +316,8 @@ pub struct StepRecord {
     pub cost: f64,
     /// Net return `step_return − cost` (the unscaled reward).
     pub reward: f64,
-    /// Equity after the step, compounded from 1 over the whole test period.
+    /// Equity after the step, compounded from 1 over the whole test period (floored at 0,
+    /// saturated at `f64::MAX`).
     pub equity: f64,
 }
 
@@ -345,7 +346,10 @@ pub fn book_test_period(
             };
             // `+ 0.0` turns the −0.0 of a flat step on a falling bar into 0.0.
             let (step_return, reward) = (step_return + 0.0, step_return - cost + 0.0);
-            equity = (equity * (1.0 + reward)).max(0.0);
+            // Floored at 0 (a NaN step ruins the book) and saturated at f64::MAX, as the
+            // metrics' equity.
+            let floored = (equity * (1.0 + reward)).max(0.0);
+            equity = floored.min(f64::MAX);
             records.push(StepRecord {
                 timestamp: timestamps[t],
                 bar: t,

@@ -79,9 +79,10 @@ mod windows;
 mod metrics;
 pub use metrics::{
     DISPERSION_ABS_FLOOR, DISPERSION_REL_FLOOR, Metrics, SharpeDiffCi, booked_returns,
-    bootstrap_sharpe_diff_ci, cagr, calmar, downside_deviation, exposure, is_negligible,
-    max_drawdown, max_drawdown_design, profit_factor, ruin_step, sharpe, sharpe_ddof1, sortino,
-    sortino_losing_std, total_return, total_turnover, trade_count, turnover, volatility, win_rate,
+    bootstrap_mean_sharpe_diff_ci, bootstrap_sharpe_diff_ci, cagr, calmar, downside_deviation,
+    exposure, is_negligible, max_drawdown, max_drawdown_design, mean_sharpe, profit_factor,
+    ruin_step, sharpe, sharpe_ddof1, sortino, sortino_losing_std, total_return, total_turnover,
+    trade_count, turnover, volatility, win_rate,
 };
 
 pub use adaptation::{AdaptationSummary, recovered_share, summarize_adaptation};
@@ -99,7 +100,8 @@ pub use markets::{
     evaluate_named_markets, market_labels,
 };
 pub use report::{
-    BacktestReport, POLICY_ORDER, PolicyReport, Ruin, SeedSpread, Span, Spread, mean_metrics,
+    BacktestReport, InSample, POLICY_ORDER, PolicyReport, Ruin, SeedSpread, Span, Spread,
+    TrainedAsset, mean_metrics,
 };
 pub use rules::{DEFAULT_PERIODS_PER_YEAR, TraderRule, position_toward};
 #[cfg(feature = "plot")]

@@ -8,10 +8,10 @@ use std::fmt::Write as _;
 use mrl_data::BarSeries;
 use serde::{Deserialize, Serialize};
 
-use crate::report::opt;
+use crate::report::{fit, pct};
 use crate::{
-    BacktestReport, Error, POLICY_ORDER, Policies, Result, SharpeDiffCi, WalkForwardConfig,
-    backtest,
+    BacktestReport, Error, InSample, POLICY_ORDER, Policies, Result, SharpeDiffCi, Spread,
+    WalkForwardConfig, backtest,
 };
 
 /// The headline figures of one policy on one series.
@@ -95,6 +95,11 @@ pub struct MarketsSummary {
     pub skipped: Vec<SkippedSeries>,
     /// Mean figures by policy over the rows ([`MarketMeans`]).
     pub means: BTreeMap<String, MarketMeans>,
+    /// Series whose evaluated bars the agent was trained on, by the caller's name for the
+    /// series ([`InSample`]; set by a caller that knows the run, as `mrl eval markets`
+    /// does); empty (no key) otherwise.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub in_sample: BTreeMap<String, InSample>,
 }
 
 impl MarketFigures {
@@ -228,6 +233,7 @@ pub fn evaluate_named_markets(
         rows,
         skipped,
         means,
+        in_sample: BTreeMap::new(),
     })
 }
 
@@ -256,7 +262,16 @@ fn means_of(rows: &[MarketRow]) -> BTreeMap<String, MarketMeans> {
             let figs: Vec<&MarketFigures> =
                 rows.iter().filter_map(|r| r.policies.get(&name)).collect();
             let n = figs.len().max(1) as f64;
-            let mean = |f: fn(&MarketFigures) -> f64| figs.iter().map(|x| f(x)).sum::<f64>() / n;
+            let mean = |f: fn(&MarketFigures) -> f64| {
+                let values: Vec<f64> = figs.iter().map(|x| f(x)).collect();
+                let plain = values.iter().sum::<f64>() / n;
+                if plain.is_finite() {
+                    plain
+                } else {
+                    // Saturated figures (f64::MAX) overflow the plain sum.
+                    Spread::of(&values).map_or(plain, |s| s.mean)
+                }
+            };
             let defined = |f: fn(&MarketFigures) -> Option<f64>| {
                 let values: Vec<f64> = figs.iter().filter_map(|x| f(x)).collect();
                 let mean =
@@ -292,11 +307,11 @@ fn cells(
     ruined: bool,
 ) -> String {
     format!(
-        " | {:>7} {:>7} {:>7.2}% {:>7.2}%{}",
-        opt(sharpe),
-        opt(sortino),
-        100.0 * max_drawdown,
-        100.0 * total_return,
+        " | {:>7} {:>7} {:>8} {:>8}{}",
+        fit(sharpe, 2, 7),
+        fit(sortino, 2, 7),
+        pct(Some(max_drawdown), 8),
+        pct(Some(total_return), 8),
         if ruined { "!" } else { "" }
     )
 }
@@ -304,10 +319,15 @@ fn cells(
 impl MarketsSummary {
     /// A table: one row per series and a `mean` row, and for each policy its Sharpe,
     /// Sortino, max drawdown and return (`-` where undefined, `!` after the return of a
-    /// ruined book); below, how many series each mean covers where a ratio is undefined
-    /// somewhere, and the skipped series.
+    /// ruined book, scientific notation for a figure too wide for its column); first a
+    /// warning for each in-sample series ([`MarketsSummary::in_sample`]); below, how many
+    /// series each mean covers where a ratio is undefined somewhere, and the skipped series.
     pub fn to_table(&self) -> String {
         let names = policy_names(&self.rows);
+        let mut warnings = String::new();
+        for (name, s) in &self.in_sample {
+            let _ = writeln!(warnings, "WARNING: {name}: {}", s.note);
+        }
         let width = self
             .rows
             .iter()
@@ -315,7 +335,8 @@ impl MarketsSummary {
             .max()
             .unwrap_or(0)
             .max(6);
-        let mut out = format!("{:<width$} {:>7}", "series", "bars");
+        let mut out = warnings;
+        let _ = write!(out, "{:<width$} {:>7}", "series", "bars");
         for name in &names {
             let _ = write!(out, " | {name:^BLOCK$}");
         }

@@ -17,8 +17,9 @@
 //! - **Win rate** `#(r>0) / (#(r>0) + #(r<0))`, flat steps ignored.
 //! - **Undefined ratios are `None`**, never a huge finite number or a 0: Sharpe when the
 //!   returns do not vary, Sortino when no step lost, win rate when no step won or lost,
-//!   profit factor without a losing step, Calmar without a drawdown, CAGR of an empty series
-//!   or one that overflows. They serialise as JSON `null` and print as `-`.
+//!   profit factor without a losing step, Calmar without a drawdown, CAGR of an empty series,
+//!   of a span under one year, or one that overflows. They serialise as JSON `null` and print
+//!   as `-`.
 //!   A denominator counts as zero when it is within float residue of zero,
 //!   `d ≤ max(1e-9 · |numerator|, 1e-14)` ([`is_negligible`]): returns computed in `f64`
 //!   from prices (`p_{t+1}/p_t − 1`) carry errors of a few ulps of 1.0 (≈ 1e-16), so a
@@ -27,6 +28,26 @@
 //!   residue, and a per-step ratio above 1e9 (a loss would be a billion-sigma event) is
 //!   not a measurement either. Any dispersion a market can produce (prices quoted to
 //!   ≥ 1e-12 relative) lies far above both floors.
+//! - **CAGR needs a year of steps**: `(1 + total)^(p/N) − 1` raises the growth to the power
+//!   `p/N`, so annualising a short span extrapolates it without bound (two hourly bars of
+//!   +1 % each give `1.0201^4383 − 1 ≈ 7.6e37`, a CAGR of 7.6e39 %). A span of fewer than
+//!   `p` steps (under one year) therefore has no CAGR, and no Calmar ratio (built on it):
+//!   the total return is the figure to read. This is the rule of the CFA Institute's
+//!   performance standards (GIPS 2010, provision I.5.A.4: "returns for periods of less than
+//!   one year must not be annualized"). empyrical's `annual_return` and quantstats' `cagr`
+//!   annualise any span and would print those figures. The other annualised figures
+//!   (volatility, Sharpe, Sortino, turnover) scale a per-step figure by `√p` or `p`, which
+//!   cannot explode, and stay defined on any span, as in those libraries.
+//! - **Non-finite inputs give undefined figures, never `inf` or a 0 made of `inf`.** The
+//!   moments are computed without intermediate overflow: when the plain sums overflow (step
+//!   returns beyond ≈ 1e154, from a bar priced near 0), they are taken of the returns scaled
+//!   by their largest magnitude and scaled back, so a Sharpe ratio of finite returns is
+//!   their Sharpe ratio, not `mean / inf = 0`. A ratio whose inputs are not finite (an
+//!   infinite return, a sum of gains beyond `f64::MAX`) is `None`. The two plain magnitudes
+//!   that could still exceed `f64` saturate at [`f64::MAX`]: equity (so the total return),
+//!   and the volatility (only a step return beyond ≈ `f64::MAX / √p` or an infinite one gets
+//!   there); a CAGR of a saturated equity is `None`. So every number of [`Metrics`] is
+//!   finite.
 //! - **Ruin is absorbing**: equity `E_t = max(E_{t−1}·(1 + r_t), 0)` from `E = 1.0`; the
 //!   first step with `E_t = 0` is the ruin step ([`ruin_step`]). There the book closes: the
 //!   ruin step's return is clipped to −1 (no more than the capital is lost) and every later
@@ -38,14 +59,17 @@
 //!   starting 1.0, is [`max_drawdown_design`], kept for parity with the golden file. The
 //!   drawdown lies in [−1, 0].
 //! - Figures that are sums or shares (total return, volatility, drawdown, turnover,
-//!   exposure, trades) are 0 for an empty series. A `periods_per_year` that is not finite
-//!   and > 0 is replaced by 1 (per-step figures) with a warning.
+//!   exposure, trades) are 0 (+0, never −0) for an empty series; so are the profit
+//!   factor's sums of no gain or no loss. A `periods_per_year` that is not finite and > 0
+//!   is replaced by 1 (per-step figures) with a warning.
 
 use std::borrow::Cow;
 
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+
+use crate::{BootstrapConfig, Spread};
 
 /// Relative floor of a ratio's denominator: at most `1e-9 · |numerator|` is float residue
 /// ([`is_negligible`]).
@@ -64,9 +88,10 @@ const DESIGN_EPSILON: f64 = 1e-10;
 pub struct Metrics {
     /// Compounded return over the whole series, [`total_return`].
     pub total_return: f64,
-    /// Compound annual growth rate, [`cagr`]; `None` when empty or not finite.
+    /// Compound annual growth rate, [`cagr`]; `None` over less than a year of steps, or
+    /// when not finite.
     pub cagr: Option<f64>,
-    /// Annualised volatility `std_ddof0 · √p`, [`volatility`].
+    /// Annualised volatility `std_ddof0 · √p`, [`volatility`] (saturated at `f64::MAX`).
     pub volatility: f64,
     /// Annualised Sharpe ratio (risk-free 0), [`sharpe`]; `None` when the returns do not
     /// vary.
@@ -76,7 +101,7 @@ pub struct Metrics {
     pub sortino: Option<f64>,
     /// Maximum drawdown from a starting equity of 1.0, in [−1, 0], [`max_drawdown`].
     pub max_drawdown: f64,
-    /// CAGR / |max drawdown|, [`calmar`]; `None` without a drawdown.
+    /// CAGR / |max drawdown|, [`calmar`]; `None` without a drawdown or without a CAGR.
     pub calmar: Option<f64>,
     /// Winning steps over non-flat steps, [`win_rate`]; `None` when no step won or lost.
     pub win_rate: Option<f64>,
@@ -159,10 +184,11 @@ pub fn is_negligible(dispersion: f64, level: f64) -> bool {
     dispersion.is_nan() || dispersion.abs() <= floor
 }
 
-/// `√p · numerator / denominator`, `None` when the denominator is negligible
-/// ([`is_negligible`]) or the result is not finite.
+/// `√p · numerator / denominator`, `None` when either input is not finite, the denominator
+/// is negligible ([`is_negligible`]) or the result is not finite.
 fn annualised_ratio(numerator: f64, denominator: f64, periods_per_year: f64) -> Option<f64> {
-    if is_negligible(denominator, numerator) {
+    if !(numerator.is_finite() && denominator.is_finite()) || is_negligible(denominator, numerator)
+    {
         return None;
     }
     let ratio = periods(periods_per_year).sqrt() * numerator / denominator;
@@ -172,24 +198,45 @@ fn annualised_ratio(numerator: f64, denominator: f64, periods_per_year: f64) -> 
 /// `(mean, std_ddof0)`; `(0, 0)` when empty, and an exact 0 std when every value is the
 /// same. The mean is refined once by the mean of the deviations (the corrected two-pass
 /// algorithm), so a long constant-ish series leaves no summation residue in the std.
+/// Finite values whose sums overflow get the moments of [`without_overflow`].
 fn mean_std(xs: &[f64]) -> (f64, f64) {
-    let Some(&first) = xs.first() else {
-        return (0.0, 0.0);
-    };
-    if xs.iter().all(|&x| x == first) {
-        return (first, 0.0);
-    }
-    let n = xs.len() as f64;
-    let rough = xs.iter().sum::<f64>() / n;
-    let mean = rough + xs.iter().map(|x| x - rough).sum::<f64>() / n;
-    let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
-    (mean, var.sqrt())
+    without_overflow(xs, |xs| {
+        let Some(&first) = xs.first() else {
+            return (0.0, 0.0);
+        };
+        if xs.iter().all(|&x| x == first) {
+            return (first, 0.0);
+        }
+        let n = xs.len() as f64;
+        let rough = xs.iter().sum::<f64>() / n;
+        let mean = rough + xs.iter().map(|x| x - rough).sum::<f64>() / n;
+        let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
+        (mean, var.sqrt())
+    })
 }
 
-/// Equity after each step from 1.0, floored at 0: `E_t = max(E_{t−1}·(1 + r_t), 0)`.
+/// `moments(xs)`, a pair of figures that scale with `xs` (a mean and a spread); when they
+/// are not finite although every value is, `s · moments(xs / s)` with `s = max|x|` instead:
+/// the scaled values lie in [−1, 1], so their sums cannot overflow and the figures come
+/// back at most `s`. Values that are not all finite get `moments(xs)` as it is.
+pub(crate) fn without_overflow(xs: &[f64], moments: impl Fn(&[f64]) -> (f64, f64)) -> (f64, f64) {
+    let (a, b) = moments(xs);
+    if (a.is_finite() && b.is_finite()) || !xs.iter().all(|x| x.is_finite()) {
+        return (a, b);
+    }
+    let scale = xs.iter().fold(0.0_f64, |m, x| m.max(x.abs()));
+    let scaled: Vec<f64> = xs.iter().map(|x| x / scale).collect();
+    let (a, b) = moments(&scaled);
+    (a * scale, b * scale)
+}
+
+/// Equity after each step from 1.0, floored at 0 and saturated at `f64::MAX`:
+/// `E_t = min(max(E_{t−1}·(1 + r_t), 0), f64::MAX)`.
 fn equity(returns: &[f64]) -> impl Iterator<Item = f64> + '_ {
     returns.iter().scan(1.0_f64, |e, r| {
-        *e = (*e * (1.0 + r)).max(0.0);
+        // `max` then `min`, not `clamp`: `max` makes a NaN step 0 (the book is ruined).
+        let floored = (*e * (1.0 + r)).max(0.0);
+        *e = floored.min(f64::MAX);
         Some(*e)
     })
 }
@@ -215,27 +262,38 @@ pub fn booked_returns(returns: &[f64]) -> Cow<'_, [f64]> {
     }
 }
 
-/// `Π(1 + r_t) − 1`, equity floored at 0 (so ≥ −1); 0 when empty.
+/// `Π(1 + r_t) − 1`, equity floored at 0 (so ≥ −1) and saturated at `f64::MAX`; 0 when
+/// empty.
 pub fn total_return(returns: &[f64]) -> f64 {
     equity(returns).last().unwrap_or(1.0) - 1.0
 }
 
-/// Compound annual growth rate `(1 + total_return)^(p/N) − 1`.
+/// Compound annual growth rate `(1 + total_return)^(p/N) − 1` over `N` steps.
 ///
-/// `None` when `returns` is empty or the result is not finite (annualising a short sample
-/// with a large return overflows); −1 after ruin.
+/// `None` over less than a year of steps (`N < p`: a short span is not annualised, see the
+/// module docs), when the equity saturated at `f64::MAX` on the way (the total return is
+/// then no measurement) or when the result is not finite; −1 after ruin.
 pub fn cagr(returns: &[f64], periods_per_year: f64) -> Option<f64> {
-    if returns.is_empty() {
+    let periods_per_year = periods(periods_per_year);
+    let steps = returns.len() as f64;
+    if returns.is_empty() || steps < periods_per_year {
         return None;
     }
-    let years = returns.len() as f64 / periods(periods_per_year);
-    let growth = (1.0 + total_return(returns)).powf(1.0 / years) - 1.0;
+    if equity(returns).any(|e| e >= f64::MAX) {
+        return None;
+    }
+    let total = total_return(returns);
+    let years = steps / periods_per_year;
+    let growth = (1.0 + total).powf(1.0 / years) - 1.0;
     growth.is_finite().then_some(growth)
 }
 
 /// Annualised volatility `std_ddof0(r) · √p` of the [`booked_returns`]; 0 when empty.
+/// Saturated at `f64::MAX` when the spread exceeds what an `f64` holds (an infinite step
+/// return, or one beyond ≈ `f64::MAX / √p`).
 pub fn volatility(returns: &[f64], periods_per_year: f64) -> f64 {
-    mean_std(&booked_returns(returns)).1 * periods(periods_per_year).sqrt()
+    let vol = mean_std(&booked_returns(returns)).1 * periods(periods_per_year).sqrt();
+    if vol.is_finite() { vol } else { f64::MAX }
 }
 
 /// Annualised Sharpe ratio (risk-free 0) of the [`booked_returns`]:
@@ -253,8 +311,12 @@ pub fn downside_deviation(returns: &[f64]) -> f64 {
     if returns.is_empty() {
         return 0.0;
     }
-    let sum_sq: f64 = returns.iter().map(|&r| r.min(0.0) * r.min(0.0)).sum();
-    (sum_sq / returns.len() as f64).sqrt()
+    let n = returns.len() as f64;
+    without_overflow(returns, |returns| {
+        let sum_sq: f64 = returns.iter().map(|&r| r.min(0.0) * r.min(0.0)).sum();
+        ((sum_sq / n).sqrt(), 0.0)
+    })
+    .0
 }
 
 /// Annualised Sortino ratio (target 0) of the [`booked_returns`]:
@@ -336,15 +398,25 @@ pub fn win_rate(returns: &[f64]) -> Option<f64> {
 /// [`is_negligible`]).
 pub fn profit_factor(returns: &[f64]) -> Option<f64> {
     let booked = booked_returns(returns);
-    let gains: f64 = booked.iter().filter(|&&r| r > 0.0).sum();
-    let losses: f64 = booked.iter().filter(|&&r| r < 0.0).map(|r| -r).sum();
-    (!is_negligible(losses, gains)).then(|| gains / losses)
+    // Sums from +0: `Iterator::sum` of no f64 is −0, which would print as −0.00.
+    let gains = sum(booked.iter().copied().filter(|&r| r > 0.0));
+    let losses = sum(booked.iter().filter(|&&r| r < 0.0).map(|r| -r));
+    if !(gains.is_finite() && losses.is_finite()) || is_negligible(losses, gains) {
+        return None;
+    }
+    let ratio = gains / losses;
+    ratio.is_finite().then_some(ratio)
+}
+
+/// `Σ values` from +0 (`Iterator::sum` of no `f64` is −0).
+fn sum(values: impl Iterator<Item = f64>) -> f64 {
+    values.fold(0.0, |acc, v| acc + v)
 }
 
 /// Total turnover `Σ_t |q_t − q_{t−1}|` with `q_{−1} = 0`: entering a unit position is 1,
-/// a flip from +1 to −1 is 2, and a final open position is not closed.
+/// a flip from +1 to −1 is 2, and a final open position is not closed. 0 when empty.
 pub fn total_turnover(positions: &[f64]) -> f64 {
-    position_changes(positions).map(f64::abs).sum()
+    sum(position_changes(positions).map(f64::abs))
 }
 
 /// Annualised turnover `total_turnover · p / N` (how many times a year the book is traded);
@@ -393,11 +465,13 @@ pub fn sharpe_ddof1(returns: &[f64], periods_per_year: f64) -> Option<f64> {
     annualised_ratio(mean, std1, periods_per_year)
 }
 
-/// A bootstrap confidence interval of `sharpe(a) − sharpe(b)`
-/// ([`bootstrap_sharpe_diff_ci`]).
+/// A bootstrap confidence interval of a Sharpe difference `S̄(a) − S̄(b)`
+/// ([`bootstrap_mean_sharpe_diff_ci`]; with one run each, `sharpe(a) − sharpe(b)`:
+/// [`bootstrap_sharpe_diff_ci`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SharpeDiffCi {
-    /// Difference on the observed returns.
+    /// Difference on the observed returns: the difference of the two policies' Sharpe
+    /// ratios as reported (each the mean over its runs).
     pub point: f64,
     /// Lower bound.
     pub lo: f64,
@@ -413,17 +487,7 @@ pub struct SharpeDiffCi {
 }
 
 /// Confidence interval of `sharpe(a) − sharpe(b)` by a paired stationary bootstrap
-/// (Politis & Romano 1994).
-///
-/// Each resample has the length of the data and is built of blocks that start at a uniform
-/// index and continue (wrapping around) with probability `1 − 1/block_len` at each step,
-/// so blocks have a geometric length of mean `block_len` and short-range dependence
-/// (volatility clustering) is kept; `block_len = 1` is the i.i.d. bootstrap. The same
-/// indices are used for `a` and `b`, which keeps their correlation (two strategies over the
-/// same bars). The interval is the percentile interval: the `(1 − confidence)/2` and
-/// `(1 + confidence)/2` quantiles of the resampled differences (linear interpolation).
-/// Resamples where either Sharpe ratio is undefined ([`sharpe`] is `None`) are dropped and
-/// counted in [`SharpeDiffCi::dropped`]; the interval covers [`SharpeDiffCi::resamples`].
+/// (Politis & Romano 1994): [`bootstrap_mean_sharpe_diff_ci`] with one run of each.
 ///
 /// `None` when `a` and `b` differ in length or have fewer than 2 steps, when `n_resamples`
 /// or `block_len` is 0, when `confidence` is not in (0, 1), when either Sharpe ratio is
@@ -437,9 +501,64 @@ pub fn bootstrap_sharpe_diff_ci(
     block_len: usize,
     rng: &mut ChaCha8Rng,
 ) -> Option<SharpeDiffCi> {
-    let n = a.len();
+    let config = BootstrapConfig {
+        resamples: n_resamples,
+        confidence,
+        block_len,
+    };
+    bootstrap_mean_sharpe_diff_ci(&[a], &[b], periods_per_year, &config, rng)
+}
+
+/// The mean Sharpe ratio of several runs over the same steps, `S̄ = mean_k sharpe(runs[k])`
+/// over the runs where it is defined (how [`mean_metrics`](crate::mean_metrics) averages
+/// the seeds of a sampled policy); `None` when it is defined for none.
+pub fn mean_sharpe(runs: &[&[f64]], periods_per_year: f64) -> Option<f64> {
+    Spread::of_defined(runs.iter().map(|r| sharpe(r, periods_per_year))).map(|s| s.mean)
+}
+
+/// Confidence interval of the difference of mean Sharpe ratios
+/// `Δ = S̄(a) − S̄(b)` ([`mean_sharpe`]) of two policies traded over the same steps, each
+/// with one or more runs (the seeds of sampled actions; a deterministic policy has one):
+/// `a[k]` and `b[k]` are per-step returns.
+///
+/// `Δ` is the difference of the two Sharpe ratios a report prints for the policies (each
+/// the mean over its seeds); when every run's Sharpe ratio is defined it is also the mean
+/// over seeds of the per-seed differences. The interval comes from the same estimator: a
+/// paired stationary bootstrap of the steps (Politis & Romano 1994). Each resample is a
+/// sequence of step indices as long as the data, built of blocks that start at a uniform
+/// index and continue (wrapping around) with probability `1 − 1/block_len` at each step,
+/// so blocks have a geometric length of mean `block_len` and short-range dependence
+/// (volatility clustering) is kept; `block_len = 1` is the i.i.d. bootstrap. The same
+/// indices resample every run of both policies, which keeps their correlation (all trade
+/// the same bars), and `Δ` is recomputed on them. The interval is the percentile interval:
+/// the `(1 − confidence)/2` and `(1 + confidence)/2` quantiles of the resampled `Δ` (linear
+/// interpolation). It covers the uncertainty of the market path with every run's actions
+/// held as they were; the spread across seeds is reported apart
+/// ([`SeedSpread`](crate::SeedSpread)). Resamples where either mean Sharpe ratio is
+/// undefined (no run defined) are dropped and counted in [`SharpeDiffCi::dropped`]; the
+/// interval covers [`SharpeDiffCi::resamples`]. With one run each this is the bootstrap of
+/// `sharpe(a) − sharpe(b)`, draw for draw.
+///
+/// `None` when a policy has no run, the runs differ in length or have fewer than 2 steps,
+/// when `resamples` or `block_len` is 0, when `confidence` is not in (0, 1), when either
+/// mean Sharpe ratio is undefined on the observed returns, or when no resample has both
+/// defined.
+pub fn bootstrap_mean_sharpe_diff_ci(
+    a: &[&[f64]],
+    b: &[&[f64]],
+    periods_per_year: f64,
+    config: &BootstrapConfig,
+    rng: &mut ChaCha8Rng,
+) -> Option<SharpeDiffCi> {
+    let n = a.first()?.len();
+    let &BootstrapConfig {
+        resamples: n_resamples,
+        confidence,
+        block_len,
+    } = config;
     let valid = n >= 2
-        && b.len() == n
+        && !b.is_empty()
+        && a.iter().chain(b).all(|run| run.len() == n)
         && n_resamples > 0
         && block_len > 0
         && confidence > 0.0
@@ -447,22 +566,32 @@ pub fn bootstrap_sharpe_diff_ci(
     if !valid {
         return None;
     }
-    let point = sharpe(a, periods_per_year)? - sharpe(b, periods_per_year)?;
+    let point = mean_sharpe(a, periods_per_year)? - mean_sharpe(b, periods_per_year)?;
     let restart = 1.0 / block_len as f64;
-    let (mut ra, mut rb) = (vec![0.0; n], vec![0.0; n]);
+    let mut indices = vec![0; n];
+    let mut resampled = vec![0.0; n];
+    let mut resampled_mean = |runs: &[&[f64]], indices: &[usize]| {
+        Spread::of_defined(runs.iter().map(|run| {
+            for (x, &i) in resampled.iter_mut().zip(indices) {
+                *x = run[i];
+            }
+            sharpe(&resampled, periods_per_year)
+        }))
+        .map(|s| s.mean)
+    };
     let mut diffs = Vec::with_capacity(n_resamples);
     for _ in 0..n_resamples {
         let mut idx = rng.random_range(0..n);
-        for (xa, xb) in ra.iter_mut().zip(&mut rb) {
-            *xa = a[idx];
-            *xb = b[idx];
+        for slot in &mut indices {
+            *slot = idx;
             idx = if rng.random::<f64>() < restart {
                 rng.random_range(0..n)
             } else {
                 (idx + 1) % n
             };
         }
-        if let (Some(sa), Some(sb)) = (sharpe(&ra, periods_per_year), sharpe(&rb, periods_per_year))
+        if let Some(sa) = resampled_mean(a, &indices)
+            && let Some(sb) = resampled_mean(b, &indices)
         {
             diffs.push(sa - sb);
         }
@@ -517,7 +646,7 @@ mod tests {
             assert_eq!(m.ruin_step, None);
         }
         assert_eq!(cagr(&[], 252.0), None);
-        assert_eq!(cagr(&[0.0; 30], 252.0), Some(0.0));
+        assert_eq!(cagr(&[0.0; 252], 252.0), Some(0.0));
         let json = serde_json::to_string(&Metrics::compute(&[], &[], 252.0)).unwrap();
         assert!(!json.contains("NaN"), "{json}");
         assert!(json.contains("\"sharpe\":null"), "{json}");
@@ -553,7 +682,7 @@ mod tests {
         assert_eq!(&booked_returns(&returns)[..], [0.1, -1.0, 0.0, 0.0]);
         assert_eq!(total_return(&returns), -1.0);
         assert_eq!(max_drawdown(&returns), -1.0);
-        assert_eq!(cagr(&returns, 252.0), Some(-1.0));
+        assert_eq!(cagr(&returns, 4.0), Some(-1.0));
         let m = Metrics::compute(&returns, &[1.0, -3.0, 1.0, 1.0], 252.0);
         assert_eq!(m.ruin_step, Some(1));
         // Positions after the ruin step are closed: enter, flip, close.
@@ -597,6 +726,92 @@ mod tests {
         for p in [0.0, -5.0, f64::NAN, f64::INFINITY] {
             assert_eq!(sharpe(&returns, p), sharpe(&returns, 1.0));
         }
+    }
+
+    /// Issue case: no step gained. The gains are +0, so the profit factor is +0 (it printed
+    /// `-0.00` and serialised as `-0.0`: the sum of no `f64` is −0).
+    #[test]
+    fn profit_factor_without_a_gain_is_positive_zero() {
+        for returns in [&[-0.01][..], &[-0.01, 0.0, -0.02][..]] {
+            let pf = profit_factor(returns).unwrap();
+            assert_eq!(pf.to_bits(), 0.0_f64.to_bits(), "{pf:?}");
+            let m = Metrics::compute(returns, &[], 252.0);
+            let json = serde_json::to_string(&m).unwrap();
+            assert!(json.contains("\"profit_factor\":0.0,"), "{json}");
+        }
+        assert_eq!(total_turnover(&[]).to_bits(), 0.0_f64.to_bits());
+    }
+
+    /// Issue case: a bar priced 1e-300 between bars near 100. A book long from that bar
+    /// returns ≈ 1e302 on the next step, whose square overflows: the volatility was `inf`,
+    /// the Sharpe ratio `mean / inf = 0` and the JSON `null` for a plain number. The moments
+    /// are now taken without overflow, so every figure is finite and the Sharpe ratio is
+    /// that of the returns (the same as of the returns scaled down by 1e300).
+    #[test]
+    fn huge_finite_returns_give_finite_figures() {
+        let mut returns: Vec<f64> = (0..200).map(|i| 0.01 * ((i as f64) * 0.7).sin()).collect();
+        returns[101] = 100.0 / 1e-300 - 1.0;
+        let m = Metrics::compute(&returns, &[1.0; 200], 8766.0);
+        assert!(m.volatility.is_finite() && m.volatility > 1e300, "{m:?}");
+        assert!(m.total_return.is_finite());
+        let s = m.sharpe.unwrap();
+        assert!(s.is_finite() && s != 0.0, "{s}");
+        let scaled: Vec<f64> = returns.iter().map(|r| r * 1e-300).collect();
+        let (mean, std) = mean_std(&scaled);
+        let want = 8766.0_f64.sqrt() * mean / std;
+        assert!((s - want).abs() <= 1e-9 * want.abs(), "{s} vs {want}");
+        // Next to a mean return of ≈ 5e299 the losses are float residue: no Sortino ratio.
+        assert_eq!(m.sortino, None);
+        let json = serde_json::to_value(m).unwrap();
+        for key in ["volatility", "total_return", "max_drawdown", "turnover"] {
+            assert!(json[key].is_number(), "{key}: {json}");
+        }
+    }
+
+    /// Non-finite inputs: a ratio built on them is undefined, never `inf` or a 0 made of
+    /// `inf`, and the plain figures saturate at `f64::MAX` instead of turning `null`.
+    #[test]
+    fn non_finite_inputs_give_undefined_ratios_and_saturated_magnitudes() {
+        let mut returns = vec![0.01, -0.02, 0.015, -0.005];
+        returns.push(f64::INFINITY);
+        returns.extend([0.01, -0.01]);
+        let m = Metrics::compute(&returns, &[], 1.0);
+        assert_eq!((m.sharpe, m.sortino, m.profit_factor), (None, None, None));
+        assert_eq!((m.cagr, m.calmar), (None, None));
+        assert_eq!(m.volatility, f64::MAX);
+        assert!(m.total_return.is_finite() && m.total_return > 1e300);
+        assert!((-1.0..=0.0).contains(&m.max_drawdown));
+        let json = serde_json::to_value(m).unwrap();
+        assert!(json["volatility"].is_number() && json["total_return"].is_number());
+        // Gains whose sum overflows: no profit factor.
+        assert_eq!(profit_factor(&[f64::MAX, f64::MAX, -0.5]), None);
+        // A spread beyond f64 saturates; the ratio over it is computed without overflow.
+        let wild = [1e307, -1e307, 1e307, -0.5e307];
+        assert_eq!(volatility(&wild, 8766.0), f64::MAX);
+        assert!(sharpe(&wild, 1.0).is_some_and(f64::is_finite));
+        assert_eq!(annualised_ratio(1.0, f64::INFINITY, 1.0), None);
+        assert_eq!(annualised_ratio(f64::INFINITY, 1.0, 1.0), None);
+    }
+
+    /// Issue case: annualising one or two test bars gave a CAGR of ≈ 4.6e92 %. A span under
+    /// one year of steps has no CAGR (GIPS I.5.A.4), nor Calmar ratio; from one year on the
+    /// figure is the usual one.
+    #[test]
+    fn cagr_needs_a_year_of_steps() {
+        assert_eq!(cagr(&[0.02, 0.03], 8766.0), None);
+        assert_eq!(calmar(&[0.02, -0.01], 8766.0), None);
+        let m = Metrics::compute(&[0.02, -0.01], &[1.0, 1.0], 8766.0);
+        assert_eq!((m.cagr, m.calmar), (None, None));
+        assert!(m.sharpe.is_some() && m.volatility > 0.0);
+        let almost: Vec<f64> = vec![0.001; 251];
+        assert_eq!(cagr(&almost, 252.0), None);
+        let year: Vec<f64> = vec![0.001; 252];
+        let want = 1.001_f64.powi(252) - 1.0;
+        assert!((cagr(&year, 252.0).unwrap() - want).abs() < 1e-12);
+        let two_years: Vec<f64> = vec![0.001; 504];
+        assert!((cagr(&two_years, 252.0).unwrap() - want).abs() < 1e-12);
+        // A saturated equity is a bound, not a value: no CAGR from it.
+        assert_eq!(cagr(&[1e300, 1e300, 0.0, 0.0], 1.0), None);
     }
 
     #[test]

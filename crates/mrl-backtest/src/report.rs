@@ -32,6 +32,75 @@ pub struct Span {
     pub end: i64,
 }
 
+/// What an agent trained on of one asset: its bars before `before` (ms UTC), or every bar
+/// when `before` is `None`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainedAsset {
+    /// The asset's symbol (`BTCUSDT`), as a series read from `BTCUSDT_1h.csv` carries it.
+    pub symbol: String,
+    /// First bar not trained on; `None` when training used all of the asset's bars.
+    pub before: Option<i64>,
+}
+
+/// A backtest that evaluates bars the agent was trained on: an in-sample diagnostic, not a
+/// test ([`InSample::of`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InSample {
+    /// The training asset the series is.
+    pub asset: String,
+    /// First bar of the asset the agent did not train on (ms UTC); `None` when it trained
+    /// on all of them.
+    pub trained_before: Option<i64>,
+    /// Evaluated bars the agent trained on.
+    pub bars: usize,
+    /// Evaluated bars in all.
+    pub evaluated: usize,
+    /// The warning, in words.
+    pub note: String,
+}
+
+impl InSample {
+    /// Whether evaluating the decision bars at `evaluated` (timestamps, ms UTC) of a series
+    /// of `symbol` evaluates bars listed in `trained` (symbols compared ignoring ASCII case:
+    /// file names may be lower case). Of several entries for the symbol the one covering
+    /// most evaluated bars counts. `None` when the symbol is unknown or not trained on, or no
+    /// evaluated bar lies in its training bars.
+    pub fn of(symbol: Option<&str>, evaluated: &[i64], trained: &[TrainedAsset]) -> Option<Self> {
+        let symbol = symbol?;
+        let (asset, bars) = trained
+            .iter()
+            .filter(|a| a.symbol.eq_ignore_ascii_case(symbol))
+            .map(|a| {
+                let bars = match a.before {
+                    Some(cut) => evaluated.iter().filter(|&&t| t < cut).count(),
+                    None => evaluated.len(),
+                };
+                (a, bars)
+            })
+            .max_by_key(|&(a, bars)| (bars, a.before.is_none()))?;
+        if bars == 0 {
+            return None;
+        }
+        let trained_on = match asset.before {
+            Some(cut) => format!("its bars before {}", mrl_data::format_timestamp(cut)),
+            None => "all of its bars; the run has no test_start".to_string(),
+        };
+        let note = format!(
+            "in-sample: the agent was trained on {} ({trained_on}) and {bars} of the {} \
+             evaluated bars lie there: an in-sample diagnostic, not an out-of-sample test",
+            asset.symbol,
+            evaluated.len()
+        );
+        Some(Self {
+            asset: asset.symbol.clone(),
+            trained_before: asset.before,
+            bars,
+            evaluated: evaluated.len(),
+            note,
+        })
+    }
+}
+
 /// Mean, standard deviation (ddof 0), min and max of one figure across runs, over the
 /// `n` runs where it is defined.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -49,18 +118,22 @@ pub struct Spread {
 }
 
 impl Spread {
-    /// The spread of `values`; `None` when empty.
+    /// The spread of `values`; `None` when empty. Finite values whose sums overflow (figures
+    /// near `f64::MAX`) are averaged without overflow, so finite values give finite figures.
     pub fn of(values: &[f64]) -> Option<Self> {
         if values.is_empty() {
             return None;
         }
         let n = values.len() as f64;
-        let mean = values.iter().sum::<f64>() / n;
-        let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+        let (mean, std) = crate::metrics::without_overflow(values, |values| {
+            let mean = values.iter().sum::<f64>() / n;
+            let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+            (mean, var.sqrt())
+        });
         Some(Self {
             n: values.len(),
             mean,
-            std: var.sqrt(),
+            std,
             min: values.iter().copied().fold(f64::INFINITY, f64::min),
             max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         })
@@ -111,13 +184,16 @@ impl SeedSpread {
     }
 }
 
-/// Where a policy's book was ruined: the first step of the test period at which its
-/// equity reached 0 (from then on it books flat, zero-return steps).
+/// Where a policy's book was ruined: the earliest step of the test period at which the
+/// equity of one of its runs reached 0 (from then on that run books flat, zero-return
+/// steps). With several runs (seeds) it is the run ruined first in time (of equal steps,
+/// the lowest seed); the same step is [`Metrics::ruin_step`] of the policy's report, which
+/// [`mean_metrics`] takes as the earliest ruin step over the runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ruin {
-    /// The run (seed index) this describes: the first run that was ruined.
+    /// The run (seed index) this describes: the run ruined earliest.
     pub run: usize,
-    /// Step of the test period (0 = its first decision bar).
+    /// Step of the test period (0 = its first decision bar), the earliest over the runs.
     pub step: usize,
     /// Index of the decision bar in the series.
     pub bar: usize,
@@ -136,12 +212,15 @@ pub struct PolicyReport {
     pub metrics: Metrics,
     /// Whether the book of any run was ruined (equity reached 0; the book is flat after).
     pub ruined: bool,
-    /// Where the first ruined run was ruined; `None` when no run was.
+    /// The earliest ruin over the runs ([`Ruin`]); `None` when no run was ruined.
     pub ruin: Option<Ruin>,
     /// Mean return (sum of net returns, each episode from flat) by episode index of the
     /// trial: the adaptation episodes, then the evaluation window.
     pub adaptation_curve: Vec<f64>,
-    /// Bootstrap CI of `sharpe(rl2) − sharpe(this)` on the first seed's returns; `None`
+    /// Bootstrap CI of `sharpe(rl2) − sharpe(this)`, the difference of the two Sharpe
+    /// ratios of the report (each the mean over the policy's seeds), resampling the test
+    /// bars jointly for every seed of both
+    /// ([`bootstrap_mean_sharpe_diff_ci`](crate::bootstrap_mean_sharpe_diff_ci)); `None`
     /// for `rl2` itself and where either Sharpe ratio is undefined.
     pub sharpe_diff_ci: Option<SharpeDiffCi>,
     /// Variation across seeds; `None` for a single (greedy or deterministic) run.
@@ -153,13 +232,18 @@ pub struct PolicyReport {
 /// `serde_json::to_value(&report)` has the keys `periods_per_year`, `span` and one key per
 /// policy (`rl2`, `mlp` when given, `buy_and_hold`, `flat`, `random`, `oracle` when
 /// available), each a [`PolicyReport`] whose [`Metrics`] fields sit at its top level.
-/// An undefined figure (a Sharpe ratio of constant returns, say) is `null`.
+/// An undefined figure (a Sharpe ratio of constant returns, say) is `null`. A report whose
+/// test span overlaps the agent's training data has an `in_sample` key too ([`InSample`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BacktestReport {
     /// Bars per year of the series (its calendar), used to annualise.
     pub periods_per_year: f64,
     /// First and last evaluated bar.
     pub span: Span,
+    /// Set by a caller that knows what the agent trained on (`mrl backtest` reads the run's
+    /// config) when the evaluated bars overlap it; `None` (no key) otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_sample: Option<InSample>,
     /// One entry per policy, keyed by name.
     #[serde(flatten)]
     pub policies: BTreeMap<String, PolicyReport>,
@@ -181,8 +265,11 @@ impl BacktestReport {
 
     /// A fixed-width table: one row per policy with return, CAGR, volatility, Sharpe,
     /// Sortino, max drawdown, Calmar, win rate, profit factor, turnover, exposure, trades
-    /// and the Sharpe-difference interval; an undefined figure is `-`. Ruined books are
-    /// listed below the table.
+    /// and the Sharpe-difference interval; an undefined figure is `-`, and a figure too wide
+    /// for its column is written in scientific notation (`4.6e92`) so that the columns stay
+    /// aligned. An in-sample warning ([`InSample`]) comes first; ruined books, what `-`
+    /// under CAGR means and how the interval is made are listed below the table, then the
+    /// verdict.
     pub fn to_table(&self) -> String {
         let mut out = format!(
             "periods/year {:.1}, span {} .. {}\n",
@@ -190,6 +277,9 @@ impl BacktestReport {
             mrl_data::format_timestamp(self.span.start),
             mrl_data::format_timestamp(self.span.end)
         );
+        if let Some(in_sample) = &self.in_sample {
+            out.push_str(&format!("WARNING: {}\n", in_sample.note));
+        }
         out.push_str(&format!(
             "{:<13} {:>9} {:>9} {:>8} {:>7} {:>8} {:>8} {:>7} {:>6} {:>6} {:>9} {:>6} {:>7}  {}\n",
             "policy",
@@ -214,18 +304,18 @@ impl BacktestReport {
                 |c| format!("{:+.2} [{:+.2}, {:+.2}]", c.point, c.lo, c.hi),
             );
             out.push_str(&format!(
-                "{:<13} {:>8.2}% {:>9} {:>7.2}% {:>7} {:>8} {:>7.2}% {:>7} {:>6} {:>6} {:>9.1} {:>6.3} {:>7}  {}\n",
+                "{:<13} {:>9} {:>9} {:>8} {:>7} {:>8} {:>8} {:>7} {:>6} {:>6} {:>9} {:>6.3} {:>7}  {}\n",
                 name,
-                100.0 * m.total_return,
-                opt_pct(m.cagr),
-                100.0 * m.volatility,
-                opt(m.sharpe),
-                opt(m.sortino),
-                100.0 * m.max_drawdown,
-                opt(m.calmar),
-                opt_with(m.win_rate, 3),
-                opt(m.profit_factor),
-                m.turnover,
+                pct(Some(m.total_return), 9),
+                pct(m.cagr, 9),
+                pct(Some(m.volatility), 8),
+                fit(m.sharpe, 2, 7),
+                fit(m.sortino, 2, 8),
+                pct(Some(m.max_drawdown), 8),
+                fit(m.calmar, 2, 7),
+                fit(m.win_rate, 3, 6),
+                fit(m.profit_factor, 2, 6),
+                fit(Some(m.turnover), 1, 9),
                 m.exposure,
                 m.trades,
                 ci
@@ -234,13 +324,43 @@ impl BacktestReport {
         for (name, p) in self.ordered() {
             if let Some(r) = p.ruin {
                 let runs = p.seeds.as_ref().map_or(1, |s| s.seeds);
+                let seed = if runs > 1 {
+                    format!(", earliest in seed {}", r.run)
+                } else {
+                    String::new()
+                };
                 out.push_str(&format!(
-                    "{name}: ruined (equity 0) at step {} ({}) in {} of {runs} run(s); flat from then on\n",
+                    "{name}: ruined (equity 0) at step {} ({}{seed}) in {} of {runs} run(s); flat from then on\n",
                     r.step,
                     mrl_data::format_timestamp(r.timestamp),
                     r.runs_ruined
                 ));
             }
+        }
+        if self.policies.values().any(|p| p.metrics.cagr.is_none()) {
+            out.push_str(
+                "cagr, calmar: - over a test span under one year (a short span is not \
+                 annualised, GIPS I.5.A.4; read the return), or where the figure overflows\n",
+            );
+        }
+        let ci = self.policies.values().find_map(|p| p.sharpe_diff_ci);
+        if let Some(c) = ci {
+            let seeds = self.policies.values().any(|p| p.seeds.is_some());
+            out.push_str(&format!(
+                "Δsharpe rl2: Sharpe(rl2) − Sharpe(policy){}; {:.0}% CI: paired stationary \
+                 bootstrap of the test bars (Politis & Romano 1994){}\n",
+                if seeds {
+                    ", each the mean over its seeds"
+                } else {
+                    ""
+                },
+                100.0 * c.confidence,
+                if seeds {
+                    ", every seed of both resampled on the same bars"
+                } else {
+                    ""
+                },
+            ));
         }
         if let Some(verdict) = self.verdict() {
             out.push_str(&verdict.to_string());
@@ -249,19 +369,52 @@ impl BacktestReport {
     }
 }
 
-/// `x` with `decimals` decimals, or `-` when undefined.
-pub(crate) fn opt_with(x: Option<f64>, decimals: usize) -> String {
-    x.map_or_else(|| "-".to_string(), |v| format!("{v:.decimals$}"))
+/// `x` with `decimals` decimals in at most `width` characters: in scientific notation with
+/// as many significant digits as fit (`4.6e92`, `-1e300`) when the fixed form is wider;
+/// `-` when undefined.
+pub(crate) fn fit(x: Option<f64>, decimals: usize, width: usize) -> String {
+    x.map_or_else(|| "-".to_string(), |v| fit_scaled(v, decimals, width, 0))
 }
 
-/// `x` with 2 decimals, or `-` when undefined.
-pub(crate) fn opt(x: Option<f64>) -> String {
-    opt_with(x, 2)
+/// `x` as a percentage with 2 decimals and a `%`, in at most `width` characters ([`fit`];
+/// a figure whose hundredfold overflows, such as a saturated volatility, too); `-` when
+/// undefined.
+pub(crate) fn pct(x: Option<f64>, width: usize) -> String {
+    x.map_or_else(
+        || "-".to_string(),
+        |v| {
+            let text = if (100.0 * v).is_finite() {
+                fit_scaled(100.0 * v, 2, width - 1, 0)
+            } else {
+                fit_scaled(v, 2, width - 1, 2)
+            };
+            format!("{text}%")
+        },
+    )
 }
 
-/// `x` as a percentage with 2 decimals, or `-` when undefined.
-fn opt_pct(x: Option<f64>) -> String {
-    x.map_or_else(|| "-".to_string(), |v| format!("{:.2}%", 100.0 * v))
+/// `v · 10^shift` (`shift` only in scientific notation, for a figure whose scaled value would
+/// overflow) with `decimals` decimals, in scientific notation when wider than `width`.
+fn fit_scaled(v: f64, decimals: usize, width: usize, shift: i32) -> String {
+    let fixed = format!("{v:.decimals$}");
+    if shift == 0 && fixed.chars().count() <= width {
+        return fixed;
+    }
+    let sci = |digits: usize| {
+        let text = format!("{v:.digits$e}");
+        match text.split_once('e') {
+            Some((mantissa, exp)) if shift != 0 => {
+                let exp: i32 = exp.parse().unwrap_or(0);
+                format!("{mantissa}e{}", exp + shift)
+            }
+            _ => text,
+        }
+    };
+    (0..=decimals)
+        .rev()
+        .map(sci)
+        .find(|s| s.chars().count() <= width)
+        .unwrap_or_else(|| sci(0))
 }
 
 impl fmt::Display for BacktestReport {
@@ -270,17 +423,26 @@ impl fmt::Display for BacktestReport {
     }
 }
 
-/// The mean of per-seed metrics: each figure averaged, the ones that may be undefined
-/// (Sharpe, Sortino, CAGR, Calmar, win rate, profit factor) over the seeds where they are
-/// defined (`None` when none is; [`SeedSpread`] says how many), trades rounded, and the
-/// earliest ruin step.
+/// The mean of per-seed metrics: each figure averaged (without overflow, [`Spread::of`]),
+/// the ones that may be undefined (Sharpe, Sortino, CAGR, Calmar, win rate, profit factor)
+/// over the seeds where they are defined (`None` when none is; [`SeedSpread`] says how
+/// many), trades rounded, and the earliest ruin step over the seeds (the step of the
+/// policy's [`Ruin`]).
 pub fn mean_metrics(runs: &[Metrics]) -> Option<Metrics> {
     let first = *runs.first()?;
     if runs.len() == 1 {
         return Some(first);
     }
     let n = runs.len() as f64;
-    let mean = |f: fn(&Metrics) -> f64| runs.iter().map(f).sum::<f64>() / n;
+    let mean = |f: fn(&Metrics) -> f64| {
+        let values: Vec<f64> = runs.iter().map(f).collect();
+        let plain = values.iter().sum::<f64>() / n;
+        if plain.is_finite() {
+            plain
+        } else {
+            Spread::of(&values).map_or(plain, |s| s.mean)
+        }
+    };
     let mean_opt =
         |f: fn(&Metrics) -> Option<f64>| Spread::of_defined(runs.iter().map(f)).map(|s| s.mean);
     Some(Metrics {
@@ -303,6 +465,26 @@ pub fn mean_metrics(runs: &[Metrics]) -> Option<Metrics> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue case: a CAGR of 4.6e92 % and an equity of 1e300 were printed in full and broke
+    /// the table's columns; too wide a figure is written in scientific notation instead.
+    #[test]
+    fn figures_fit_their_columns() {
+        assert_eq!(fit(Some(1.234), 2, 7), "1.23");
+        assert_eq!(fit(Some(-12345.678), 2, 7), "-1.23e4");
+        assert_eq!(fit(Some(4.6e92), 2, 7), "4.60e92");
+        assert_eq!(fit(Some(-1.5e300), 2, 6), "-2e300");
+        assert_eq!(fit(None, 2, 7), "-");
+        assert_eq!(pct(Some(4.6e90), 9), "4.60e92%");
+        assert_eq!(pct(Some(f64::MAX), 8), "1.8e310%");
+        assert_eq!(pct(Some(-0.0271), 9), "-2.71%");
+        for v in [1e-300, 0.5, 3.0, 1e5, 1e50, 1e300, f64::MAX, -f64::MAX] {
+            for width in [6, 7, 8, 9] {
+                let text = fit(Some(v), 2, width);
+                assert!(text.chars().count() <= width, "{v} in {width}: {text}");
+            }
+        }
+    }
 
     #[test]
     fn spread_and_mean_metrics() {

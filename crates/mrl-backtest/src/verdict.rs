@@ -37,10 +37,15 @@ pub struct AgentVerdict {
     pub agent: String,
     /// The agent's annualised Sharpe ratio; `None` when undefined.
     pub sharpe: Option<f64>,
-    /// `sharpe(agent) − sharpe(best baseline)`; `None` when the agent's is undefined.
+    /// `sharpe(agent) − sharpe(best baseline)`, the difference of the reported Sharpe ratios
+    /// (with sampled actions each the mean over the policy's seeds); `None` when the agent's
+    /// is undefined.
     pub sharpe_diff: Option<f64>,
-    /// Bootstrap interval of that difference; the backtest bootstraps `rl2` against every
-    /// policy, so only `rl2` on a single series has one.
+    /// Bootstrap interval of that same difference (its point is `sharpe_diff`: the backtest
+    /// builds both from one estimator,
+    /// [`bootstrap_mean_sharpe_diff_ci`](crate::bootstrap_mean_sharpe_diff_ci)); the
+    /// backtest bootstraps `rl2` against every policy, so only `rl2` on a single series has
+    /// one.
     pub ci: Option<SharpeDiffCi>,
     /// The comparison.
     pub standing: Standing,

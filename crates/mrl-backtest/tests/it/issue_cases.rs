@@ -341,3 +341,80 @@ fn a_gap_before_the_test_period_does_not_rescale_its_metrics() {
     assert_eq!(got, sharpe(&returns, 8766.0));
     assert!(got.is_some());
 }
+
+/// Issue case (`--seeds N`): the Sharpe columns and the verdict are means over the seeds,
+/// and so is the difference the interval is about. Every interval's point is the
+/// difference of the printed Sharpe ratios and lies inside its interval, the verdict's
+/// difference is that point, and with one seed nothing changes from the single-run
+/// bootstrap of the first seed's books.
+#[test]
+fn sampled_seeds_give_intervals_of_the_printed_mean_difference() {
+    let series = hourly(700, 4);
+    let rl2 = agent(PolicyKind::Rl2, 6);
+    let cfg = WalkForwardConfig {
+        mode: mrl_backtest::ActionMode::Sampled { seeds: 4 },
+        seed: 3,
+        ..config(400)
+    };
+    let bt = backtest(&series, &Policies::new(&rl2), &cfg).unwrap();
+    check_intervals(&bt.report, cfg.bootstrap.resamples);
+    let rl2_sharpe = bt.report.policies["rl2"].metrics.sharpe.unwrap();
+    let mut checked = 0;
+    for (name, p) in &bt.report.policies {
+        let Some(ci) = p.sharpe_diff_ci else {
+            continue;
+        };
+        // Exactly the printed columns' difference, and inside its own interval.
+        assert_eq!(ci.point, rl2_sharpe - p.metrics.sharpe.unwrap(), "{name}");
+        assert!(ci.lo <= ci.point && ci.point <= ci.hi, "{name}: {ci:?}");
+        checked += 1;
+    }
+    assert!(checked >= 5, "{checked}");
+    // The random baseline has 4 seeds too: its point is no single seed's difference.
+    let random = &bt.report.policies["random"];
+    let seed0 = random.seeds.as_ref().unwrap().per_seed[0].sharpe.unwrap();
+    let rl2_seed0 = bt.report.policies["rl2"].seeds.as_ref().unwrap().per_seed[0]
+        .sharpe
+        .unwrap();
+    assert_ne!(random.sharpe_diff_ci.unwrap().point, rl2_seed0 - seed0);
+    let verdict = bt.report.verdict().unwrap();
+    let rl2_verdict = &verdict.agents[0];
+    let best_ci = bt.report.policies[&verdict.best_baseline].sharpe_diff_ci;
+    assert_eq!(rl2_verdict.ci, best_ci);
+    assert_eq!(
+        rl2_verdict.sharpe_diff,
+        best_ci.map(|c| c.point),
+        "{verdict}"
+    );
+    let table = bt.report.to_table();
+    assert!(
+        table.contains("Sharpe(rl2) − Sharpe(policy), each the mean over its seeds"),
+        "{table}"
+    );
+
+    // One seed: the interval is the single-run bootstrap of the two books, draw for draw.
+    let one = WalkForwardConfig {
+        mode: mrl_backtest::ActionMode::Sampled { seeds: 1 },
+        ..cfg
+    };
+    let bt1 = backtest(&series, &Policies::new(&rl2), &one).unwrap();
+    let returns = |name: &str| -> Vec<f64> { bt1.records[name].iter().map(|r| r.reward).collect() };
+    for (i, (name, p)) in bt1.report.policies.iter().enumerate() {
+        if name == "rl2" {
+            continue;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(one.seed);
+        rng.set_stream((4 << 32) | i as u64); // the bootstrap's stream, run i
+        let b = &one.bootstrap;
+        let want = mrl_backtest::bootstrap_sharpe_diff_ci(
+            &returns("rl2"),
+            &returns(name),
+            bt1.report.periods_per_year,
+            b.resamples,
+            b.confidence,
+            b.block_len,
+            &mut rng,
+        );
+        assert_eq!(p.sharpe_diff_ci, want, "{name}");
+    }
+}
