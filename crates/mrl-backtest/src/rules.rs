@@ -98,7 +98,7 @@ impl TraderRule {
         overbought: 70.0,
     };
 
-    /// Time-series momentum over one year: `periods_per_year` rounded to bars (8760 for an
+    /// Time-series momentum over one year: `periods_per_year` rounded to bars (8766 for an
     /// hourly 24/7 series, 365 for daily crypto, about 252 for a stock's trading days), or
     /// [`DEFAULT_PERIODS_PER_YEAR`] when the series has no calendar (or a rate below one
     /// bar a year).
