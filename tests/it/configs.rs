@@ -319,3 +319,80 @@ fn synthetic_distribution_configs_build_and_every_task_has_an_oracle() {
         }
     }
 }
+
+/// Tables chosen by a `kind` (the trading actions and reward, the LLM trader's sampling)
+/// refuse a misspelt key and a parameter of another kind, field-less kinds included (serde
+/// alone ignores extra keys beside a field-less variant's tag), and still read every kind.
+#[test]
+fn kind_tables_refuse_misspelt_and_misplaced_keys() {
+    let text = std::fs::read_to_string(configs_dir().join("synthetic-ar1-sizing.toml")).unwrap();
+    let sizing = "actions = { kind = \"sizing\", position_step = 0.25 }";
+    assert!(text.contains(sizing));
+    let with = |replacement: &str| {
+        TrainConfig::from_toml_str(&text.replace(sizing, replacement), Path::new("x.toml"))
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+    for good in [
+        "actions = { kind = \"target\" }",
+        "actions = { kind = \"sizing\", position_step = 0.5 }",
+        "reward = { kind = \"net_return\" }",
+        "reward = { kind = \"differential_sharpe\" }",
+        "reward = { kind = \"differential_sharpe\", eta = 0.02, initial_std = 0.01 }",
+        "reward = { kind = \"mean_variance\", risk_aversion = 2.0 }",
+        "reward = { kind = \"drawdown_penalty\", penalty = 1.0 }",
+    ] {
+        with(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    for (bad, named) in [
+        (
+            "actions = { kind = \"target\", position_stepp = 0.25 }",
+            "position_stepp",
+        ),
+        (
+            "actions = { kind = \"target\", position_step = 0.25 }",
+            "position_step",
+        ),
+        ("actions = { kind = \"sizing\" }", "position_step"),
+        ("reward = { kind = \"net_return\", eta = 0.5 }", "eta"),
+        (
+            "reward = { kind = \"net_return\", penalty = 3.0 }",
+            "penalty",
+        ),
+        ("reward = { kind = \"mean_variance\", eta = 0.5 }", "eta"),
+        (
+            "reward = { kind = \"drawdown_penalty\", penality = 1.0 }",
+            "penality",
+        ),
+    ] {
+        let err = with(bad).expect_err(bad);
+        assert!(err.contains(named), "{bad}: {err}");
+    }
+    let llm = std::fs::read_to_string(configs_dir().join("llm-quick.toml")).unwrap();
+    let top_p = "[sampling]\nkind = \"top_p\"\ntemperature = 0.8\ntop_p = 0.95\n";
+    assert!(llm.contains(top_p));
+    for (sampling, named) in [
+        ("[sampling]\nkind = \"greedy\"\n", None),
+        (
+            "[sampling]\nkind = \"greedy\"\ntemprature = 0.8\n",
+            Some("temprature"),
+        ),
+        (
+            "[sampling]\nkind = \"greedy\"\ntemperature = 0.8\n",
+            Some("temperature"),
+        ),
+        (
+            "[sampling]\nkind = \"top_p\"\ntemperature = 0.8\n",
+            Some("top_p"),
+        ),
+    ] {
+        let result = load_text("llm-quick.toml", &llm.replace(top_p, sampling));
+        match named {
+            None => result.unwrap_or_else(|e| panic!("{sampling}: {e}")),
+            Some(named) => {
+                let err = result.expect_err(sampling);
+                assert!(err.contains(named), "{sampling}: {err}");
+            }
+        }
+    }
+}

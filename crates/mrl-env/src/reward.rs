@@ -71,8 +71,12 @@ fn default_penalty() -> f64 {
 /// In TOML (`[task.trading]` of a training config):
 /// `reward = { kind = "differential_sharpe", eta = 0.01 }`; omitted parameters take their
 /// defaults, an omitted `reward` is the net return.
+///
+/// Read through [`RewardToml`], a plain struct: serde ignores extra keys beside the tag of a
+/// field-less variant even with `deny_unknown_fields` (serde-rs/serde#2123), so
+/// `{ kind = "net_return", eta = 0.5 }` would load as the net return silently.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case", try_from = "RewardToml")]
 pub enum RewardConfig {
     /// The step's net return `r_t` (after costs, unscaled by equity).
     #[default]
@@ -118,6 +122,68 @@ pub enum RewardConfig {
         #[serde(default = "default_penalty")]
         penalty: f64,
     },
+}
+
+/// The TOML form of a [`RewardConfig`]: `kind` and every variant's parameters, unknown keys
+/// refused; a parameter of another kind is an error naming it and the kind.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RewardToml {
+    kind: RewardKind,
+    eta: Option<f64>,
+    initial_std: Option<f64>,
+    risk_aversion: Option<f64>,
+    penalty: Option<f64>,
+}
+
+/// The kinds of [`RewardConfig`].
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RewardKind {
+    NetReturn,
+    DifferentialSharpe,
+    MeanVariance,
+    DrawdownPenalty,
+}
+
+impl TryFrom<RewardToml> for RewardConfig {
+    type Error = String;
+
+    fn try_from(raw: RewardToml) -> std::result::Result<Self, String> {
+        let (kind, name, own): (RewardKind, &str, &[&str]) = match raw.kind {
+            RewardKind::NetReturn => (raw.kind, "net_return", &[]),
+            RewardKind::DifferentialSharpe => {
+                (raw.kind, "differential_sharpe", &["eta", "initial_std"])
+            }
+            RewardKind::MeanVariance => (raw.kind, "mean_variance", &["risk_aversion"]),
+            RewardKind::DrawdownPenalty => (raw.kind, "drawdown_penalty", &["penalty"]),
+        };
+        let given = [
+            ("eta", raw.eta),
+            ("initial_std", raw.initial_std),
+            ("risk_aversion", raw.risk_aversion),
+            ("penalty", raw.penalty),
+        ];
+        if let Some((field, _)) = given
+            .iter()
+            .find(|(field, value)| value.is_some() && !own.contains(field))
+        {
+            return Err(format!("{field} is not a parameter of kind = \"{name}\""));
+        }
+        Ok(match kind {
+            RewardKind::NetReturn => RewardConfig::NetReturn,
+            RewardKind::DifferentialSharpe => RewardConfig::DifferentialSharpe {
+                eta: raw.eta.unwrap_or_else(default_eta),
+                initial_std: raw.initial_std.unwrap_or_else(default_initial_std),
+            },
+            RewardKind::MeanVariance => RewardConfig::MeanVariance {
+                risk_aversion: raw.risk_aversion.unwrap_or_else(default_risk_aversion),
+            },
+            RewardKind::DrawdownPenalty => RewardConfig::DrawdownPenalty {
+                penalty: raw.penalty.unwrap_or_else(default_penalty),
+            },
+        })
+    }
 }
 
 impl RewardConfig {

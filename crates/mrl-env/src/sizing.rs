@@ -72,8 +72,12 @@ impl SizingAction {
 }
 
 /// Which actions a [`TradingEnv`](crate::TradingEnv) takes.
+///
+/// Read through [`ActionSpaceToml`], a plain struct: serde ignores extra keys beside the
+/// tag of a field-less variant even with `deny_unknown_fields` (serde-rs/serde#2123), so
+/// `{ kind = "target", position_stepp = 0.25 }` would load as `target` silently.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case", try_from = "ActionSpaceToml")]
 pub enum ActionSpace {
     /// [`TargetAction`]: Buy = 0, Sell = 1, Hold = 2 (3 actions).
     #[default]
@@ -85,6 +89,38 @@ pub enum ActionSpace {
         /// −1, −0.75, …, 1.
         position_step: f64,
     },
+}
+
+/// The TOML form of an [`ActionSpace`]: `kind` and every variant's fields, unknown keys
+/// refused; a field of another kind is an error naming both.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionSpaceToml {
+    kind: ActionKind,
+    position_step: Option<f64>,
+}
+
+/// The kinds of [`ActionSpace`].
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ActionKind {
+    Target,
+    Sizing,
+}
+
+impl TryFrom<ActionSpaceToml> for ActionSpace {
+    type Error = String;
+
+    fn try_from(raw: ActionSpaceToml) -> std::result::Result<Self, String> {
+        match (raw.kind, raw.position_step) {
+            (ActionKind::Target, None) => Ok(ActionSpace::Target),
+            (ActionKind::Target, Some(_)) => {
+                Err("position_step belongs to kind = \"sizing\", not \"target\"".into())
+            }
+            (ActionKind::Sizing, Some(position_step)) => Ok(ActionSpace::Sizing { position_step }),
+            (ActionKind::Sizing, None) => Err("missing field `position_step`".into()),
+        }
+    }
 }
 
 impl ActionSpace {

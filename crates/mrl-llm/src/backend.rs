@@ -63,8 +63,11 @@ impl Message {
 }
 
 /// How the next token is chosen.
+///
+/// Read through [`SamplingToml`], a plain struct: serde ignores extra keys beside the tag of
+/// a field-less variant even with `deny_unknown_fields` (serde-rs/serde#2123).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case", try_from = "SamplingToml")]
 pub enum Sampling {
     /// The most likely token (the lowest id on ties): deterministic.
     Greedy,
@@ -77,6 +80,42 @@ pub enum Sampling {
         /// Probability mass kept, in (0, 1].
         top_p: f64,
     },
+}
+
+/// The TOML form of a [`Sampling`]: `kind` and every variant's fields, unknown keys refused;
+/// a field of another kind is an error naming it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SamplingToml {
+    kind: SamplingKind,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+}
+
+/// The kinds of [`Sampling`].
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum SamplingKind {
+    Greedy,
+    TopP,
+}
+
+impl TryFrom<SamplingToml> for Sampling {
+    type Error = String;
+
+    fn try_from(raw: SamplingToml) -> std::result::Result<Self, String> {
+        match (raw.kind, raw.temperature, raw.top_p) {
+            (SamplingKind::Greedy, None, None) => Ok(Sampling::Greedy),
+            (SamplingKind::Greedy, ..) => {
+                Err("temperature and top_p belong to kind = \"top_p\", not \"greedy\"".into())
+            }
+            (SamplingKind::TopP, Some(temperature), Some(top_p)) => {
+                Ok(Sampling::TopP { temperature, top_p })
+            }
+            (SamplingKind::TopP, None, _) => Err("missing field `temperature`".into()),
+            (SamplingKind::TopP, _, None) => Err("missing field `top_p`".into()),
+        }
+    }
 }
 
 impl Default for Sampling {
