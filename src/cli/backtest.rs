@@ -100,14 +100,16 @@ pub fn load_policy(path: &Path) -> anyhow::Result<Policy> {
         .with_context(|| format!("loading the agent of {}", path.display()))
 }
 
-/// The `config.toml` of a run directory (or beside its checkpoint directory), if one exists.
+/// The `config.toml` of a run directory, or of the run a checkpoint directory (one holding
+/// `agent.json`) belongs to, if one exists. A run directory without its own config is not
+/// given its parent directory's.
 pub fn run_config_path(path: &Path) -> Option<PathBuf> {
-    [
-        path.join(mrl::ppo::CONFIG_FILE),
-        path.join("..").join(mrl::ppo::CONFIG_FILE),
-    ]
-    .into_iter()
-    .find(|p| p.exists())
+    let own = path.join(mrl::ppo::CONFIG_FILE);
+    if own.exists() {
+        return Some(own);
+    }
+    let beside = path.join("..").join(mrl::ppo::CONFIG_FILE);
+    (path.join("agent.json").exists() && beside.exists()).then_some(beside)
 }
 
 /// The training config of a run directory (or its checkpoint directory); `None` when it has
@@ -191,7 +193,7 @@ impl WalkForwardArgs {
         if train.is_none() {
             let d = WalkForwardConfig::default();
             tracing::warn!(
-                "{} has no {} (nor has its parent): default walk-forward settings (windows of \
+                "{} has no {} (nor, as a checkpoint directory, has its run): default walk-forward settings (windows of \
                  {} bars, {} adaptation episodes of {} bars, {} bps costs), and what the agent \
                  trained on is unknown, so an in-sample test span is not detected",
                 self.checkpoint.display(),
@@ -304,8 +306,10 @@ pub fn run_markets(args: MarketsArgs) -> anyhow::Result<()> {
     let loaded = args.walk_forward.load()?;
     let files = bar_files(&args.data)?;
     let series = read_all(&files)?;
-    // Rows are labelled by file stem: `BTCUSDT_1h.csv` and `BTCUSDT_4h.csv` are two rows.
-    let names: Vec<String> = files
+    // Rows are labelled by file stem: `BTCUSDT_1h.csv` and `BTCUSDT_4h.csv` are two rows;
+    // two files of one stem (in two directories) are `BTCUSDT_1h` and `BTCUSDT_1h #2`, the
+    // labels the in-sample notes below are filed under too.
+    let stems: Vec<String> = files
         .iter()
         .map(|f| {
             f.file_stem().map_or_else(
@@ -314,6 +318,7 @@ pub fn run_markets(args: MarketsArgs) -> anyhow::Result<()> {
             )
         })
         .collect();
+    let names = mrl::backtest::unique_labels(&stems);
     let mut summary =
         mrl::backtest::evaluate_named_markets(&loaded.policies(), &names, &series, &loaded.config)?;
     for (name, s) in names.iter().zip(&series) {
@@ -423,8 +428,16 @@ mod tests {
         let err = load_run_config(dir.path()).unwrap_err();
         let text = crate::cli::error_chain(&err);
         assert!(text.contains(&file.display().to_string()), "{text}");
-        // From the checkpoint directory, the run's file beside it.
-        std::fs::create_dir(dir.path().join("checkpoint")).unwrap();
-        assert!(load_run_config(&dir.path().join("checkpoint")).is_err());
+        // From the checkpoint directory (it holds agent.json), the run's file beside it.
+        let checkpoint = dir.path().join("checkpoint");
+        std::fs::create_dir(&checkpoint).unwrap();
+        std::fs::write(checkpoint.join("agent.json"), "{}").unwrap();
+        assert!(load_run_config(&checkpoint).is_err());
+        // A run directory nested in another run's has no config of its own: it is not given
+        // the parent's.
+        let nested = dir.path().join("run2");
+        std::fs::create_dir(&nested).unwrap();
+        assert!(run_config_path(&nested).is_none());
+        assert!(load_run_config(&nested).unwrap().is_none());
     }
 }

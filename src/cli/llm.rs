@@ -338,10 +338,17 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         .iter()
         .map(|dir| {
             let policy = super::backtest::load_policy(dir)?;
-            let walk = super::backtest::load_run_config(dir)?
-                .map_or_else(mrl::backtest::WalkForwardConfig::default, |c| {
-                    mrl::walk_forward_config(&c)
-                });
+            let walk = match super::backtest::load_run_config(dir)? {
+                Some(c) => mrl::walk_forward_config(&c),
+                None => {
+                    tracing::warn!(
+                        "agent {} has no {}: default walk-forward settings",
+                        dir.display(),
+                        mrl::ppo::CONFIG_FILE
+                    );
+                    mrl::backtest::WalkForwardConfig::default()
+                }
+            };
             let stem = dir.file_name().map_or_else(
                 || dir.display().to_string(),
                 |n| n.to_string_lossy().into_owned(),

@@ -97,7 +97,7 @@ pub use error::{Error, Result};
 pub use files::{equity_csv, write_report};
 pub use markets::{
     MarketFigures, MarketMeans, MarketRow, MarketsSummary, SkippedSeries, evaluate_markets,
-    evaluate_named_markets, market_labels,
+    evaluate_named_markets, market_labels, unique_labels,
 };
 pub use report::{
     BacktestReport, InSample, POLICY_ORDER, PolicyReport, Ruin, SeedSpread, Span, Spread,

@@ -149,8 +149,9 @@ pub fn market_labels(series: &[BarSeries]) -> Vec<String> {
 }
 
 /// `labels` with every repeat of an earlier label suffixed ` #2`, ` #3`, … (the first
-/// keeps its label), skipping suffixes that are themselves taken.
-fn unique_labels(labels: &[String]) -> Vec<String> {
+/// keeps its label), skipping suffixes that are themselves taken: the row labels
+/// [`evaluate_named_markets`] gives its series (unique labels come back unchanged).
+pub fn unique_labels(labels: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(labels.len());
     for label in labels {
         let mut candidate = label.clone();
@@ -497,5 +498,10 @@ mod tests {
     fn repeated_names_get_a_suffix_that_is_not_taken() {
         let names: Vec<String> = ["a", "a", "a #2", "b"].map(String::from).into();
         assert_eq!(unique_labels(&names), ["a", "a #3", "a #2", "b"]);
+        // The CLI labels its notes with these and passes them on: unique labels come back
+        // unchanged, so its notes and the summary's rows use the same labels.
+        let once = unique_labels(&["x", "x", "y", "x"].map(String::from));
+        assert_eq!(once, ["x", "x #2", "y", "x #3"]);
+        assert_eq!(unique_labels(&once), once);
     }
 }
