@@ -278,10 +278,11 @@ fn to_frame(series: &BarSeries) -> Result<DataFrame> {
 }
 
 /// The types a value column (`open` .. `volume`) may have, for error messages.
-const VALUE_TYPES: &str = "integers, floats, decimals or numeric text";
+const VALUE_TYPES: &str =
+    "32- or 64-bit integers, 32- or 64-bit floats, decimals of precision ≤ 38 or numeric text";
 /// The types a `timestamp` column may have, for error messages.
-const TIMESTAMP_TYPES: &str =
-    "integers, whole-number floats, ISO 8601 / RFC 3339 text, a date-time or a date";
+const TIMESTAMP_TYPES: &str = "32- or 64-bit integers, whole-number 32- or 64-bit floats, \
+     ISO 8601 / RFC 3339 text, a date-time or a date";
 
 /// Checks a Parquet column's declared type before anything is decoded: a type no field can
 /// hold (booleans, binary, nested or dictionary columns, a decimal timestamp) is an error
@@ -301,7 +302,9 @@ fn check_arrow_type(column: &'static str, dtype: &ArrowDataType) -> Result<()> {
         | A::Utf8
         | A::LargeUtf8
         | A::Utf8View => true,
-        A::Decimal(..) | A::Decimal32(..) | A::Decimal64(..) | A::Decimal256(..) => !is_timestamp,
+        A::Decimal(..) | A::Decimal32(..) | A::Decimal64(..) => !is_timestamp,
+        // polars reads decimals up to precision 38; wider ones would fail as a corrupt file.
+        A::Decimal256(precision, _) => !is_timestamp && *precision <= 38,
         A::Timestamp(..) | A::Date32 | A::Date64 => is_timestamp,
         _ => false,
     };
