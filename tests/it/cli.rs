@@ -1218,6 +1218,33 @@ fn a_bad_config_value_names_the_file_and_the_field() {
         stderr.contains(utf8(&typo)) && stderr.contains("test_strat"),
         "{stderr}"
     );
+    // A synthetic family's or domain randomisation's range is checked at load too, so its
+    // error names the file (it was found only when training started).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    for (config, from, to, field) in [
+        (
+            "synthetic-ar1.toml",
+            "phi_abs = [0.1, 0.5]",
+            "phi_abs = [0.5, 0.1]",
+            "phi_abs",
+        ),
+        (
+            "synthetic-regimes.toml",
+            "volatility = [0.003, 0.012]",
+            "volatility = [-0.01, 0.012]",
+            "volatility",
+        ),
+    ] {
+        let text = std::fs::read_to_string(root.join(config)).unwrap();
+        assert!(text.contains(from), "{config}");
+        let bad = dir.path().join(config);
+        std::fs::write(&bad, text.replace(from, to)).unwrap();
+        let stderr = mrl_err(&["train", "--config", utf8(&bad), "--out", utf8(&out)]);
+        assert!(
+            stderr.contains(utf8(&bad)) && stderr.contains(field),
+            "{stderr}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------

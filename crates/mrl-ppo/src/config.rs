@@ -238,9 +238,11 @@ impl TaskKind {
         };
         trading.validate()?;
         match self {
-            TaskKind::Bandits { .. }
-            | TaskKind::SyntheticAr1 { .. }
-            | TaskKind::Synthetic { .. } => {}
+            TaskKind::Bandits { .. } => {}
+            // Checked here, at load, so that a bad range is reported with the config file
+            // rather than when training starts.
+            TaskKind::SyntheticAr1 { family, .. } => family.validate()?,
+            TaskKind::Synthetic { randomization, .. } => randomization.validate()?,
             TaskKind::MultiAsset { assets, .. } => {
                 if assets.is_empty() {
                     return bad("task.assets", "[]".into(), "name at least one asset");
