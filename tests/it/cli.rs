@@ -1389,6 +1389,15 @@ fn backtest_warns_of_and_records_an_in_sample_test_span() {
                     json["in_sample"]["GBM_1h"]["bars"].as_u64(),
                     Some(*bars as u64)
                 );
+                // summary.csv carries the count on the series' row.
+                let csv = std::fs::read_to_string(summary.join("summary.csv")).unwrap();
+                let row = csv.lines().nth(1).unwrap_or_default();
+                assert!(row.starts_with("GBM_1h,"), "{csv}");
+                assert_eq!(
+                    row.split(',').nth(4),
+                    Some(bars.to_string().as_str()),
+                    "{csv}"
+                );
             }
             None => {
                 assert!(!stderr.contains("in-sample"), "{split}: {stderr}");

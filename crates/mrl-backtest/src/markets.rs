@@ -399,14 +399,15 @@ impl MarketsSummary {
         out
     }
 
-    /// CSV: `series,bars,periods_per_year,test_bars`, then per policy `<policy>_sharpe`,
-    /// `<policy>_sortino`, `<policy>_max_drawdown`, `<policy>_total_return`, the bootstrap
+    /// CSV: `series,bars,periods_per_year,test_bars,in_sample_bars` (evaluated bars the
+    /// agent trained on, [`MarketsSummary::in_sample`]; 0 when none), then per policy
+    /// `<policy>_sharpe`, `<policy>_sortino`, `<policy>_max_drawdown`, `<policy>_total_return`, the bootstrap
     /// interval of the Sharpe difference from rl2, `<policy>_dsharpe_lo` and
     /// `<policy>_dsharpe_hi`, and `<policy>_ruined` (`true`/`false`). An undefined figure
     /// is an empty cell (so is rl2's interval against itself).
     pub fn to_csv(&self) -> String {
         let names = policy_names(&self.rows);
-        let mut out = String::from("series,bars,periods_per_year,test_bars");
+        let mut out = String::from("series,bars,periods_per_year,test_bars,in_sample_bars");
         for n in &names {
             let _ = write!(
                 out,
@@ -419,11 +420,12 @@ impl MarketsSummary {
         for row in &self.rows {
             let _ = write!(
                 out,
-                "{},{},{},{}",
+                "{},{},{},{},{}",
                 row.name.replace(',', ";"),
                 row.bars,
                 row.periods_per_year,
-                row.test_bars
+                row.test_bars,
+                self.in_sample.get(&row.name).map_or(0, |s| s.bars)
             );
             for n in &names {
                 match row.policies.get(n) {

@@ -192,10 +192,12 @@ fn markets_summary_has_one_row_per_series_and_lists_skipped_ones() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 3);
     assert!(lines[0].starts_with(
-        "series,bars,periods_per_year,test_bars,rl2_sharpe,rl2_sortino,rl2_max_drawdown,\
+        "series,bars,periods_per_year,test_bars,in_sample_bars,rl2_sharpe,rl2_sortino,rl2_max_drawdown,\
          rl2_total_return,rl2_dsharpe_lo,rl2_dsharpe_hi,rl2_ruined,buy_and_hold_sharpe"
     ));
     assert!(lines[1].starts_with("AAA,450,"));
+    // No series was marked in-sample: 0 such bars on every row.
+    assert_eq!(lines[1].split(',').nth(4), Some("0"));
     // Every row has one cell per header; rl2 has no interval against itself, the others do.
     let header: Vec<&str> = lines[0].split(',').collect();
     let row: Vec<&str> = lines[1].split(',').collect();
