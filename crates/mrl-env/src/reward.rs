@@ -72,7 +72,7 @@ fn default_penalty() -> f64 {
 /// `reward = { kind = "differential_sharpe", eta = 0.01 }`; omitted parameters take their
 /// defaults, an omitted `reward` is the net return.
 ///
-/// Read through [`RewardToml`], a plain struct: serde ignores extra keys beside the tag of a
+/// Read through `RewardToml`, a plain struct: serde ignores extra keys beside the tag of a
 /// field-less variant even with `deny_unknown_fields` (serde-rs/serde#2123), so
 /// `{ kind = "net_return", eta = 0.5 }` would load as the net return silently.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]

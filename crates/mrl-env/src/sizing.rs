@@ -73,7 +73,7 @@ impl SizingAction {
 
 /// Which actions a [`TradingEnv`](crate::TradingEnv) takes.
 ///
-/// Read through [`ActionSpaceToml`], a plain struct: serde ignores extra keys beside the
+/// Read through `ActionSpaceToml`, a plain struct: serde ignores extra keys beside the
 /// tag of a field-less variant even with `deny_unknown_fields` (serde-rs/serde#2123), so
 /// `{ kind = "target", position_stepp = 0.25 }` would load as `target` silently.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]

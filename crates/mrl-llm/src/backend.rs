@@ -64,7 +64,7 @@ impl Message {
 
 /// How the next token is chosen.
 ///
-/// Read through [`SamplingToml`], a plain struct: serde ignores extra keys beside the tag of
+/// Read through `SamplingToml`, a plain struct: serde ignores extra keys beside the tag of
 /// a field-less variant even with `deny_unknown_fields` (serde-rs/serde#2123).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", try_from = "SamplingToml")]
