@@ -1245,6 +1245,21 @@ fn a_bad_config_value_names_the_file_and_the_field() {
             "{stderr}"
         );
     }
+    // The language-model trader's adapter rank and market process, likewise.
+    let llm = std::fs::read_to_string(root.join("llm-quick.toml")).unwrap();
+    for (from, to, field) in [
+        ("rank = 8\n", "rank = 0\n", "rank"),
+        ("phi = 0.3\n", "phi = 3.0\n", "phi"),
+    ] {
+        assert!(llm.contains(from), "llm-quick.toml: {from}");
+        let bad = dir.path().join("llm-bad.toml");
+        std::fs::write(&bad, llm.replace(from, to)).unwrap();
+        let stderr = mrl_err(&["llm", "train", "--config", utf8(&bad), "--out", utf8(&out)]);
+        assert!(
+            stderr.contains(utf8(&bad)) && stderr.contains(field),
+            "{stderr}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------

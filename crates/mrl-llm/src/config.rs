@@ -259,6 +259,11 @@ impl TrainConfig {
         at_least("dpo.epochs", self.dpo.epochs, 1)?;
         at_least("market.n_markets", self.market.n_markets, 1)?;
         at_least("eval.decisions", self.eval.decisions, 1)?;
+        at_least("lora.rank", self.lora.rank, 1)?;
+        // The synthetic markets' process and bar style, checked at load (the error then
+        // names the config file) rather than when the first market is generated.
+        self.market.synthetic.process.validate()?;
+        self.market.synthetic.bars.validate()?;
         if !(self.train_share > 0.0 && self.train_share < 1.0) {
             return Err(Error::setting(
                 "train_share",
