@@ -161,11 +161,13 @@ pub fn trained_assets(kind: &TaskKind) -> Vec<TrainedAsset> {
     }
 }
 
-/// Whether the walk-forward test of `series` under `config` evaluates bars the agent
-/// trained on ([`InSample::of`] over the decision bars of the planned windows); `None` when
+/// Whether the walk-forward test of `series` (read from `file`, whose stem names it) under
+/// `config` evaluates bars the agent trained on ([`InSample::of`] over the decision bars of
+/// the planned windows); `None` when
 /// it does not, or when the windows cannot be planned (the backtest says why).
 pub fn in_sample(
     series: &BarSeries,
+    file: &Path,
     config: &WalkForwardConfig,
     trained: &[TrainedAsset],
 ) -> Option<InSample> {
@@ -179,7 +181,10 @@ pub fn in_sample(
         .flat_map(|w| w.eval.clone())
         .map(|t| timestamps[t])
         .collect();
-    InSample::of(series.symbol(), &evaluated, trained)
+    // The file's stem names the series best (`BTCUSDT-1h.csv`, `BTC_USDT_1h.csv`); the
+    // series' symbol (the stem before its first `_`) is the fallback.
+    let stem = file.file_stem().and_then(|s| s.to_str());
+    InSample::of(stem.or(series.symbol()), &evaluated, trained)
 }
 
 impl WalkForwardArgs {
@@ -234,7 +239,7 @@ pub fn run_backtest(args: BacktestArgs) -> anyhow::Result<()> {
     let series = mrl::data::read_bars(&args.data)?;
     let mut result = mrl::backtest::backtest(&series, &loaded.policies(), &loaded.config)
         .with_context(|| format!("walk-forward backtest of {}", args.data.display()))?;
-    result.report.in_sample = in_sample(&series, &loaded.config, &loaded.trained);
+    result.report.in_sample = in_sample(&series, &args.data, &loaded.config, &loaded.trained);
     if let Some(s) = &result.report.in_sample {
         tracing::warn!(data = %args.data.display(), "{}", s.note);
     }
@@ -321,8 +326,8 @@ pub fn run_markets(args: MarketsArgs) -> anyhow::Result<()> {
     let names = mrl::backtest::unique_labels(&stems);
     let mut summary =
         mrl::backtest::evaluate_named_markets(&loaded.policies(), &names, &series, &loaded.config)?;
-    for (name, s) in names.iter().zip(&series) {
-        if let Some(found) = in_sample(s, &loaded.config, &loaded.trained) {
+    for ((name, s), file) in names.iter().zip(&series).zip(&files) {
+        if let Some(found) = in_sample(s, file, &loaded.config, &loaded.trained) {
             tracing::warn!(series = %name, "{}", found.note);
             summary.in_sample.insert(name.clone(), found);
         }

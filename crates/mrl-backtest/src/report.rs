@@ -61,15 +61,32 @@ pub struct InSample {
 
 impl InSample {
     /// Whether evaluating the decision bars at `evaluated` (timestamps, ms UTC) of a series
-    /// of `symbol` evaluates bars listed in `trained` (symbols compared ignoring ASCII case:
-    /// file names may be lower case). Of several entries for the symbol the one covering
-    /// most evaluated bars counts. `None` when the symbol is unknown or not trained on, or no
-    /// evaluated bar lies in its training bars.
-    pub fn of(symbol: Option<&str>, evaluated: &[i64], trained: &[TrainedAsset]) -> Option<Self> {
-        let symbol = symbol?;
+    /// named `name` (its symbol, or its file's stem) evaluates bars listed in `trained`. A
+    /// training asset matches a name equal to it, or starting with it and then a character
+    /// that is not a letter or digit (`BTCUSDT_1h`, `BTCUSDT-1h-2022`, `BTC_USDT_1h` for the
+    /// asset `BTC_USDT`), ignoring ASCII case (file names may be lower case); the longest
+    /// matching asset name counts, and of its entries the one covering most evaluated bars.
+    /// `None` when the name is unknown or no asset matches it, or no evaluated bar lies in
+    /// its training bars.
+    pub fn of(name: Option<&str>, evaluated: &[i64], trained: &[TrainedAsset]) -> Option<Self> {
+        let name = name?;
+        let matches = |asset: &str| {
+            name.len() >= asset.len()
+                && name.is_char_boundary(asset.len())
+                && name[..asset.len()].eq_ignore_ascii_case(asset)
+                && name[asset.len()..]
+                    .chars()
+                    .next()
+                    .is_none_or(|c| !c.is_alphanumeric())
+        };
+        let longest = trained
+            .iter()
+            .filter(|a| !a.symbol.is_empty() && matches(&a.symbol))
+            .map(|a| a.symbol.len())
+            .max()?;
         let (asset, bars) = trained
             .iter()
-            .filter(|a| a.symbol.eq_ignore_ascii_case(symbol))
+            .filter(|a| a.symbol.len() == longest && matches(&a.symbol))
             .map(|a| {
                 let bars = match a.before {
                     Some(cut) => evaluated.iter().filter(|&&t| t < cut).count(),
@@ -507,5 +524,41 @@ mod tests {
         assert_eq!(spread.total_return.n, 3);
         assert_eq!(mean_metrics(&[]), None);
         assert_eq!(SeedSpread::of(&[]), None);
+    }
+
+    /// A series is matched to a training asset by its name: the asset itself, or the asset
+    /// then a separator (file names such as `BTCUSDT-1h-2022` or `BTC_USDT_1h`), the
+    /// longest matching asset first; `BTCUSDTX` is another asset.
+    #[test]
+    fn in_sample_matches_an_asset_then_a_separator() {
+        let asset = |symbol: &str, before: Option<i64>| TrainedAsset {
+            symbol: symbol.into(),
+            before,
+        };
+        let trained = [
+            asset("BTCUSDT", Some(100)),
+            asset("BTC", None),
+            asset("BTC_USDT", Some(50)),
+        ];
+        let evaluated = [10, 60, 120];
+        let hit = |name: &str| InSample::of(Some(name), &evaluated, &trained);
+        for (name, symbol, bars) in [
+            ("BTCUSDT", "BTCUSDT", 2),
+            ("btcusdt_1h", "BTCUSDT", 2),
+            ("BTCUSDT-1h-2022", "BTCUSDT", 2),
+            ("BTCUSDT.1h", "BTCUSDT", 2),
+            ("BTC_USDT_1h", "BTC_USDT", 1),
+            ("BTC-PERP", "BTC", 3),
+        ] {
+            let found = hit(name).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!((found.asset.as_str(), found.bars), (symbol, bars), "{name}");
+            assert_eq!(found.evaluated, 3);
+        }
+        for name in ["BTCUSDTX_1h", "ETHUSDT_1h", "XBTC", ""] {
+            assert!(hit(name).is_none(), "{name}");
+        }
+        assert!(InSample::of(None, &evaluated, &trained).is_none());
+        // Evaluated bars after the asset's training bars are not in-sample.
+        assert!(InSample::of(Some("BTCUSDT"), &[200, 300], &trained[..1]).is_none());
     }
 }
