@@ -163,8 +163,8 @@ pub fn trained_assets(kind: &TaskKind) -> Vec<TrainedAsset> {
 
 /// Whether the walk-forward test of `series` (read from `file`, whose stem names it) under
 /// `config` evaluates bars the agent trained on ([`InSample::of`] over the decision bars of
-/// the planned windows); `None` when
-/// it does not, or when the windows cannot be planned (the backtest says why).
+/// the planned windows); `None` when it does not, or when the windows cannot be planned
+/// (the backtest says why).
 pub fn in_sample(
     series: &BarSeries,
     file: &Path,
@@ -198,9 +198,10 @@ impl WalkForwardArgs {
         if train.is_none() {
             let d = WalkForwardConfig::default();
             tracing::warn!(
-                "{} has no {} (nor, as a checkpoint directory, has its run): default walk-forward settings (windows of \
-                 {} bars, {} adaptation episodes of {} bars, {} bps costs), and what the agent \
-                 trained on is unknown, so an in-sample test span is not detected",
+                "{} has no {} (nor, as a checkpoint directory, has its run): default \
+                 walk-forward settings (windows of {} bars, {} adaptation episodes of {} bars, \
+                 {} bps costs), and what the agent trained on is unknown, so an in-sample \
+                 test span is not detected",
                 self.checkpoint.display(),
                 mrl::ppo::CONFIG_FILE,
                 d.window_len,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::report::{fit, pct};
 use crate::{
-    BacktestReport, Error, InSample, POLICY_ORDER, Policies, Result, SharpeDiffCi, Spread,
+    BacktestReport, Error, InSample, POLICY_ORDER, Policies, Result, SharpeDiffCi,
     WalkForwardConfig, backtest,
 };
 
@@ -262,16 +262,11 @@ fn means_of(rows: &[MarketRow]) -> BTreeMap<String, MarketMeans> {
         .map(|name| {
             let figs: Vec<&MarketFigures> =
                 rows.iter().filter_map(|r| r.policies.get(&name)).collect();
-            let n = figs.len().max(1) as f64;
+            // Saturated figures (f64::MAX) would overflow a plain sum.
             let mean = |f: fn(&MarketFigures) -> f64| {
-                let values: Vec<f64> = figs.iter().map(|x| f(x)).collect();
-                let plain = values.iter().sum::<f64>() / n;
-                if plain.is_finite() {
-                    plain
-                } else {
-                    // Saturated figures (f64::MAX) overflow the plain sum.
-                    Spread::of(&values).map_or(plain, |s| s.mean)
-                }
+                crate::metrics::mean_without_overflow(
+                    &figs.iter().map(|x| f(x)).collect::<Vec<_>>(),
+                )
             };
             let defined = |f: fn(&MarketFigures) -> Option<f64>| {
                 let values: Vec<f64> = figs.iter().filter_map(|x| f(x)).collect();

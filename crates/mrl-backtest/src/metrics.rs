@@ -230,6 +230,13 @@ pub(crate) fn without_overflow(xs: &[f64], moments: impl Fn(&[f64]) -> (f64, f64
     (a * scale, b * scale)
 }
 
+/// The mean of `values` (NaN when empty), without intermediate overflow: finite values
+/// near `f64::MAX` (saturated figures) give a finite mean ([`without_overflow`]).
+pub(crate) fn mean_without_overflow(values: &[f64]) -> f64 {
+    let n = values.len() as f64;
+    without_overflow(values, |values| (values.iter().sum::<f64>() / n, 0.0)).0
+}
+
 /// Equity after each step from 1.0, floored at 0 and saturated at `f64::MAX`:
 /// `E_t = min(max(E_{t−1}·(1 + r_t), 0), f64::MAX)`.
 fn equity(returns: &[f64]) -> impl Iterator<Item = f64> + '_ {

@@ -79,14 +79,9 @@ impl InSample {
                     .next()
                     .is_none_or(|c| !c.is_alphanumeric())
         };
-        let longest = trained
-            .iter()
-            .filter(|a| !a.symbol.is_empty() && matches(&a.symbol))
-            .map(|a| a.symbol.len())
-            .max()?;
         let (asset, bars) = trained
             .iter()
-            .filter(|a| a.symbol.len() == longest && matches(&a.symbol))
+            .filter(|a| !a.symbol.is_empty() && matches(&a.symbol))
             .map(|a| {
                 let bars = match a.before {
                     Some(cut) => evaluated.iter().filter(|&&t| t < cut).count(),
@@ -94,7 +89,7 @@ impl InSample {
                 };
                 (a, bars)
             })
-            .max_by_key(|&(a, bars)| (bars, a.before.is_none()))?;
+            .max_by_key(|&(a, bars)| (a.symbol.len(), bars, a.before.is_none()))?;
         if bars == 0 {
             return None;
         }
@@ -452,13 +447,7 @@ pub fn mean_metrics(runs: &[Metrics]) -> Option<Metrics> {
     }
     let n = runs.len() as f64;
     let mean = |f: fn(&Metrics) -> f64| {
-        let values: Vec<f64> = runs.iter().map(f).collect();
-        let plain = values.iter().sum::<f64>() / n;
-        if plain.is_finite() {
-            plain
-        } else {
-            Spread::of(&values).map_or(plain, |s| s.mean)
-        }
+        crate::metrics::mean_without_overflow(&runs.iter().map(f).collect::<Vec<_>>())
     };
     let mean_opt =
         |f: fn(&Metrics) -> Option<f64>| Spread::of_defined(runs.iter().map(f)).map(|s| s.mean);
