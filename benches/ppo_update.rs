@@ -77,9 +77,9 @@ fn bench_ppo_update(c: &mut Criterion) {
         let mut group = c.benchmark_group(name);
         group.sample_size(10);
         for &batch_size in batches {
-            let Ok((mut learner, x, targets)) = setup(kind, batch_size) else {
-                continue;
-            };
+            // A setup that fails is a broken bench, not a case to skip.
+            let (mut learner, x, targets) = setup(kind, batch_size)
+                .unwrap_or_else(|e| panic!("{name} setup at B = {batch_size}: {e}"));
             group.throughput(Throughput::Elements((batch_size * SEQ_LEN) as u64));
             group.bench_with_input(
                 BenchmarkId::new("b", batch_size),
