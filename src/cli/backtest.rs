@@ -21,19 +21,38 @@ pub struct WalkForwardArgs {
     /// A second run directory whose agent is the MLP baseline trained the same way.
     #[arg(long)]
     mlp: Option<PathBuf>,
-    /// Share of each series (the latest bars) held out for the walk-forward test.
-    #[arg(long, default_value_t = 0.3)]
+    /// Share of each series (the latest bars) held out for the walk-forward test, in (0, 1).
+    #[arg(long, default_value_t = 0.3, value_parser = open_fraction)]
     test_fraction: f64,
-    /// Sample actions with this many seeds instead of taking the greedy action.
-    #[arg(long)]
+    /// Sample actions with this many seeds (at least 1) instead of taking the greedy action.
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     seeds: Option<usize>,
-    /// Proportional cost per unit of position traded, in basis points (default: the
-    /// training run's).
-    #[arg(long)]
+    /// Proportional cost per unit of position traded, in basis points, in [0, 10000)
+    /// (default: the training run's).
+    #[arg(long, value_parser = cost_bps)]
     cost_bps: Option<f64>,
     /// Seed of the random baseline, sampled actions and the bootstrap.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+}
+
+/// `--test-fraction`: a number strictly between 0 and 1 (clap names the option and the
+/// value as typed in its error).
+fn open_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v < 1.0 => Ok(v),
+        Ok(_) => Err("a held-out share must lie strictly between 0 and 1".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `--cost-bps`: basis points in [0, 10000) (a cost rate in [0, 1)).
+fn cost_bps(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..1e4).contains(&v) => Ok(v),
+        Ok(_) => Err("a cost in basis points must lie in [0, 10000)".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Arguments of `mrl backtest`.

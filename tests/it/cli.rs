@@ -171,6 +171,39 @@ fn synth_rejects_an_unknown_kind_and_a_bad_extension() {
     assert!(!bad.exists());
 }
 
+/// Helper's case: `--test-fraction 1.0` was reported as "invalid config: test_start = 1" and
+/// `--cost-bps=-5` as "cost_rate = -0.0005"; a bad walk-forward option is a usage error that
+/// names the option and the value as typed, before any file is read.
+#[test]
+fn walk_forward_options_out_of_range_name_the_option_and_value() {
+    let cases: [(&str, &str, &str); 6] = [
+        ("--test-fraction", "1.0", "strictly between 0 and 1"),
+        ("--test-fraction", "0", "strictly between 0 and 1"),
+        ("--test-fraction", "nan", "strictly between 0 and 1"),
+        ("--cost-bps", "-5", "[0, 10000)"),
+        ("--cost-bps", "20000", "[0, 10000)"),
+        ("--seeds", "0", "1.."),
+    ];
+    for command in [&["backtest"][..], &["eval", "markets"]] {
+        for (option, value, rule) in cases {
+            let mut args = command.to_vec();
+            let flag = format!("{option}={value}");
+            args.extend([
+                "--checkpoint",
+                "missing-run",
+                "--data",
+                "missing.csv",
+                &flag,
+            ]);
+            let out = mrl(&args);
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            assert_contains(&stderr, &format!("'{value}' for '{option}"));
+            assert_contains(&stderr, rule);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // mrl data check
 
