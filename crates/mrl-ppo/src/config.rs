@@ -243,9 +243,27 @@ impl TaskKind {
             // rather than when training starts.
             TaskKind::SyntheticAr1 { family, .. } => family.validate()?,
             TaskKind::Synthetic { randomization, .. } => randomization.validate()?,
-            TaskKind::MultiAsset { assets, .. } => {
+            TaskKind::MultiAsset { assets, split, .. } => {
                 if assets.is_empty() {
                     return bad("task.assets", "[]".into(), "name at least one asset");
+                }
+                if let Some((i, a)) = assets
+                    .iter()
+                    .enumerate()
+                    .find(|(i, a)| assets[..*i].contains(a))
+                {
+                    return bad(
+                        "task.assets",
+                        format!("[{i}] {a}"),
+                        "an asset is listed once (a repeat would be read and sampled twice)",
+                    );
+                }
+                if let Some(h) = split.held_out.iter().find(|h| !assets.contains(h)) {
+                    return bad(
+                        "task.split.held_out",
+                        h.clone(),
+                        "a held-out asset must be one of task.assets (same spelling and case)",
+                    );
                 }
             }
             TaskKind::RegimeWindows { assets, regime, .. } => {
@@ -574,6 +592,43 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// Helper's case: a held-out asset missing from the assets (a typo, or another case) was
+    /// found only when training read the data, in an error without the config file.
+    #[test]
+    fn multi_asset_held_out_and_repeated_assets_are_refused_at_load() {
+        let multi = "[task]\nkind = \"multi-asset\"\n";
+        let load =
+            |rest: &str| TrainConfig::from_toml_str(&format!("{multi}{rest}"), Path::new("x.toml"));
+        let ok = "assets = [\"BTC\", \"ETH\"]\nsplit = { held_out = [\"ETH\"] }\n";
+        load(ok).unwrap();
+        for (rest, field, value) in [
+            (
+                "assets = [\"BTC\", \"ETH\"]\nsplit = { held_out = [\"SOL\"] }\n",
+                "task.split.held_out",
+                "SOL",
+            ),
+            (
+                "assets = [\"BTC\", \"ETH\"]\nsplit = { held_out = [\"eth\"] }\n",
+                "task.split.held_out",
+                "eth",
+            ),
+            (
+                "assets = [\"BTC\", \"ETH\", \"BTC\"]\n",
+                "task.assets",
+                "[2] BTC",
+            ),
+        ] {
+            match load(rest) {
+                Err(Error::InvalidConfig {
+                    field: f, value: v, ..
+                }) => {
+                    assert_eq!((f, v.as_str()), (field, value), "{rest}");
+                }
+                other => panic!("{rest}: {other:?}"),
+            }
+        }
     }
 
     #[test]
