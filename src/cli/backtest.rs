@@ -270,8 +270,11 @@ pub fn run_backtest(args: BacktestArgs) -> anyhow::Result<()> {
     if args.json {
         print(serde_json::to_string_pretty(&result.report)?);
     } else {
+        // The bars actually evaluated: the last window may be shorter than `window_len`.
+        let evaluated: usize = result.windows.iter().map(|w| w.eval.len()).sum();
         print(format!(
-            "{}: {} evaluation windows of {} bars after {} adaptation episodes, {} bps costs",
+            "{}: {evaluated} bar(s) evaluated in {} window(s) of up to {} bars, each after {} \
+             adaptation episodes, {} bps costs",
             args.data.display(),
             result.windows.len(),
             loaded.config.window_len,

@@ -1500,7 +1500,7 @@ fn backtest_refuses_a_bad_run_config_and_says_when_there_is_none() {
     let (stdout, stderr) = backtest_loud(&["--checkpoint", utf8(&bare), "--data", utf8(&long)]);
     assert_contains(&stderr, "has no config.toml");
     assert_contains(&stderr, "default walk-forward settings");
-    assert_contains(&stdout, "evaluation windows of 200 bars");
+    assert_contains(&stdout, "window(s) of up to 200 bars");
 }
 
 /// Issue case: `mrl eval markets --data DIR` skipped `BTCUSDT_1h.CSV` although `mrl data
