@@ -212,6 +212,14 @@ impl WalkForwardArgs {
     /// warning, when the run has none).
     pub fn load(&self) -> anyhow::Result<Loaded> {
         let rl2 = load_policy(&self.checkpoint)?;
+        if rl2.kind() != mrl::agent::PolicyKind::Rl2 {
+            // The tables' `rl2` rows are the agent under test, whatever its network.
+            tracing::warn!(
+                "{} holds an agent of kind {}: its rows are labelled rl2 (the agent under test)",
+                self.checkpoint.display(),
+                rl2.kind().as_str()
+            );
+        }
         let mlp = self.mlp.as_deref().map(load_policy).transpose()?;
         let train = load_run_config(&self.checkpoint)?;
         if train.is_none() {

@@ -926,6 +926,22 @@ pub(crate) fn tiny_trading_runs(dir: &Path) -> (std::path::PathBuf, std::path::P
     (runs[0].clone(), runs[1].clone())
 }
 
+/// Helper's case: an MLP run passed as `--checkpoint` was reported in the `rl2` rows without
+/// a word; the label stays (the agent under test) and a warning names the network.
+#[test]
+fn backtest_of_an_mlp_checkpoint_says_its_rows_are_labelled_rl2() {
+    let dir = TempDir::new().unwrap();
+    let (rl2, mlp) = tiny_trading_runs(dir.path());
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/synthetic/gbm_1h.csv");
+    let (_, stderr) = backtest_loud(&["--checkpoint", utf8(&mlp), "--data", utf8(&data)]);
+    assert_contains(
+        &stderr,
+        "holds an agent of kind mlp: its rows are labelled rl2",
+    );
+    let (_, stderr) = backtest_loud(&["--checkpoint", utf8(&rl2), "--data", utf8(&data)]);
+    assert!(!stderr.contains("its rows are labelled rl2"), "{stderr}");
+}
+
 #[test]
 fn backtest_json_has_the_documented_shape_on_hourly_and_daily_series() {
     let dir = TempDir::new().unwrap();
