@@ -306,7 +306,7 @@ pub fn bar_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
             let mut found: Vec<PathBuf> = std::fs::read_dir(path)
                 .with_context(|| format!("reading {}", path.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| is_bar_file(p))
+                .filter(|p| mrl::data::is_bar_file(p))
                 .collect();
             found.sort();
             anyhow::ensure!(
@@ -320,16 +320,6 @@ pub fn bar_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     Ok(files)
-}
-
-/// Whether `path` names a bar file by its extension: `.csv`, `.parquet` or `.pq`, in any
-/// case (as `mrl data check` and `read_bars` accept them).
-fn is_bar_file(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-        ["csv", "parquet", "pq"]
-            .iter()
-            .any(|x| e.eq_ignore_ascii_case(x))
-    })
 }
 
 /// Reads every file, naming the one that fails.
@@ -436,10 +426,10 @@ mod tests {
     #[test]
     fn bar_files_are_found_by_extension_in_any_case() {
         for name in ["a_1h.csv", "B_1h.CSV", "c.Parquet", "d.PQ"] {
-            assert!(is_bar_file(Path::new(name)), "{name}");
+            assert!(mrl::data::is_bar_file(Path::new(name)), "{name}");
         }
         for name in ["notes.txt", "csv", "e.csv.bak"] {
-            assert!(!is_bar_file(Path::new(name)), "{name}");
+            assert!(!mrl::data::is_bar_file(Path::new(name)), "{name}");
         }
         let dir = tempfile::tempdir().unwrap();
         for name in ["B_1h.CSV", "a_1h.csv", "notes.txt"] {

@@ -106,13 +106,12 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
 
 /// Refuses an output name that [`mrl::data::write_bars`] cannot write, before any work.
 fn check_bar_file_name(path: &std::path::Path) -> anyhow::Result<()> {
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase());
-    match ext.as_deref() {
-        Some("csv" | "parquet" | "pq") => Ok(()),
-        _ => anyhow::bail!("--out {}: expected .csv, .parquet or .pq", path.display()),
-    }
+    anyhow::ensure!(
+        mrl::data::is_bar_file(path),
+        "--out {}: expected .csv, .parquet or .pq",
+        path.display()
+    );
+    Ok(())
 }
 
 /// Parses an ISO 8601 / RFC 3339 time or an integer since the epoch, in milliseconds; the

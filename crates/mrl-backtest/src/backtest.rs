@@ -199,9 +199,11 @@ pub fn backtest_market(
             .iter()
             .map(|run| book_test_period(timestamps, closes, &windows, run, config.cost_rate))
             .collect();
+        let book_returns: Vec<Vec<f64>> = books.iter().map(|b| returns_of(b)).collect();
         let metrics: Vec<Metrics> = books
             .iter()
-            .map(|b| metrics_of(b, periods_per_year))
+            .zip(&book_returns)
+            .map(|(b, r)| book_metrics(b, r, periods_per_year))
             .collect();
         let curves: Vec<Vec<f64>> = policy_runs
             .iter()
@@ -225,7 +227,7 @@ pub fn backtest_market(
             seeds: SeedSpread::of(&metrics).filter(|s| s.seeds > 1),
         };
         reports.insert(name.clone(), report);
-        returns.insert(name.clone(), books.iter().map(|b| returns_of(b)).collect());
+        returns.insert(name.clone(), book_returns);
         records.insert(name.clone(), books.into_iter().next().unwrap_or_default());
     }
     let runs_of = |name: &str| -> Vec<&[f64]> {
@@ -300,8 +302,13 @@ fn ruin_of(books: &[Vec<StepRecord>]) -> Option<Ruin> {
 
 /// [`Metrics`] of a book.
 fn metrics_of(records: &[StepRecord], periods_per_year: f64) -> Metrics {
+    book_metrics(records, &returns_of(records), periods_per_year)
+}
+
+/// [`Metrics`] of a book whose step returns ([`returns_of`]) are already built.
+fn book_metrics(records: &[StepRecord], returns: &[f64], periods_per_year: f64) -> Metrics {
     let positions: Vec<f64> = records.iter().map(|r| r.position).collect();
-    Metrics::compute(&returns_of(records), &positions, periods_per_year)
+    Metrics::compute(returns, &positions, periods_per_year)
 }
 
 /// Column means of equally long rows (empty when there are none).

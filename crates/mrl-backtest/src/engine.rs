@@ -346,10 +346,8 @@ pub fn book_test_period(
             };
             // `+ 0.0` turns the −0.0 of a flat step on a falling bar into 0.0.
             let (step_return, reward) = (step_return + 0.0, step_return - cost + 0.0);
-            // Floored at 0 (a NaN step ruins the book) and saturated at f64::MAX, as the
-            // metrics' equity.
-            let floored = (equity * (1.0 + reward)).max(0.0);
-            equity = floored.min(f64::MAX);
+            // Floored at 0 (a NaN step ruins the book) and saturated at f64::MAX.
+            equity = crate::metrics::next_equity(equity, reward);
             records.push(StepRecord {
                 timestamp: timestamps[t],
                 bar: t,

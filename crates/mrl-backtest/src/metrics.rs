@@ -240,12 +240,18 @@ pub(crate) fn mean_without_overflow(values: &[f64]) -> f64 {
 /// Equity after each step from 1.0, floored at 0 and saturated at `f64::MAX`:
 /// `E_t = min(max(E_{t−1}·(1 + r_t), 0), f64::MAX)`.
 fn equity(returns: &[f64]) -> impl Iterator<Item = f64> + '_ {
-    returns.iter().scan(1.0_f64, |e, r| {
-        // `max` then `min`, not `clamp`: `max` makes a NaN step 0 (the book is ruined).
-        let floored = (*e * (1.0 + r)).max(0.0);
-        *e = floored.min(f64::MAX);
+    returns.iter().scan(1.0_f64, |e, &r| {
+        *e = next_equity(*e, r);
         Some(*e)
     })
+}
+
+/// One step of the equity: `min(max(e·(1 + r), 0), f64::MAX)` (what [`equity`] and the
+/// engine's book both use).
+pub(crate) fn next_equity(e: f64, r: f64) -> f64 {
+    // `max` then `min`, not `clamp`: `max` makes a NaN step 0 (the book is ruined).
+    let floored = (e * (1.0 + r)).max(0.0);
+    floored.min(f64::MAX)
 }
 
 /// The first step whose equity (from 1.0, floored at 0) is 0: the book is ruined there.

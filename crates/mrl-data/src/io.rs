@@ -179,20 +179,28 @@ impl Format {
                 reason: "is a directory: give one .csv, .parquet or .pq file".into(),
             });
         }
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
-        match ext.as_deref() {
-            Some("csv") => Ok(Format::Csv),
-            Some("parquet" | "pq") => Ok(Format::Parquet),
-            _ => Err(Error::InvalidParameter {
-                name: "file extension",
-                value: path.display().to_string(),
-                reason: "expected .csv, .parquet or .pq".into(),
-            }),
+        Self::of_extension(path).ok_or_else(|| Error::InvalidParameter {
+            name: "file extension",
+            value: path.display().to_string(),
+            reason: "expected .csv, .parquet or .pq".into(),
+        })
+    }
+
+    /// The format `path`'s extension names, in any case; `None` for another extension.
+    fn of_extension(path: &Path) -> Option<Format> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "csv" => Some(Format::Csv),
+            "parquet" | "pq" => Some(Format::Parquet),
+            _ => None,
         }
     }
+}
+
+/// Whether `path`'s extension is one [`read_bars`] reads: `.csv`, `.parquet` or `.pq`, in
+/// any case (the file itself is not looked at).
+pub fn is_bar_file(path: &Path) -> bool {
+    Format::of_extension(path).is_some()
 }
 
 fn with_symbol_from(series: BarSeries, path: &Path) -> BarSeries {
@@ -722,13 +730,9 @@ fn parse_parquet(bytes: Vec<u8>) -> Result<(BarSeries, TimestampFormat)> {
             reason: "the file is empty",
         });
     }
-    let unreadable = |e: polars::error::PolarsError| Error::Unreadable {
-        format: "parquet",
-        detail: e.to_string(),
-    };
     let df = guard_panic("polars", || {
         let mut reader = ParquetReader::new(Cursor::new(bytes));
-        let schema = reader.schema().map_err(unreadable)?;
+        let schema = reader.schema().map_err(polars_error)?;
         let names: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
         let layout = Layout::of(&names)?;
         for (&i, column) in layout.index.iter().zip(COLUMNS) {
@@ -742,8 +746,9 @@ fn parse_parquet(bytes: Vec<u8>) -> Result<(BarSeries, TimestampFormat)> {
             .with_projection(Some(projection))
             .read_parallel(ParallelStrategy::None)
             .finish()
-            .map_err(unreadable)
+            .map_err(polars_error)
     })
+    // A polars error or panic while decoding: the file is not readable Parquet.
     .map_err(|e| match e {
         Error::Polars(detail) => Error::Unreadable {
             format: "parquet",

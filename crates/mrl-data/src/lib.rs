@@ -72,8 +72,8 @@ pub use calendar::{
 };
 pub use error::{Error, Result};
 pub use io::{
-    BarFile, COLUMNS, read_bar_file, read_bars, read_csv, read_parquet, symbol_from_path,
-    write_bars, write_csv, write_file_atomic, write_parquet,
+    BarFile, COLUMNS, is_bar_file, read_bar_file, read_bars, read_csv, read_parquet,
+    symbol_from_path, write_bars, write_csv, write_file_atomic, write_parquet,
 };
 pub use resample::{resample, resample_complete};
 pub use series::{Bar, BarSeries, DAY_MS, Gap, HOUR_MS, Interval, YEAR_MS};

@@ -97,11 +97,9 @@ pub enum RewardConfig {
     /// volatility.
     DifferentialSharpe {
         /// EMA rate `η ∈ (0, 1)`. Default [`DEFAULT_SHARPE_ETA`].
-        #[serde(default = "default_eta")]
         eta: f64,
         /// Prior standard deviation of `r_t`, `> 0`: `√B_0`. Default
         /// [`DEFAULT_SHARPE_INITIAL_STD`].
-        #[serde(default = "default_initial_std")]
         initial_std: f64,
     },
     /// The mean–variance (quadratic) utility of the step, `r_t − (κ/2)·r_t²` (Ritter 2017,
@@ -110,7 +108,6 @@ pub enum RewardConfig {
     /// [`mean_variance_utility`].
     MeanVariance {
         /// Risk aversion `κ ≥ 0`. Default [`DEFAULT_RISK_AVERSION`].
-        #[serde(default = "default_risk_aversion")]
         risk_aversion: f64,
     },
     /// The net return less `λ` times this step's increase of the episode's running maximum
@@ -119,7 +116,6 @@ pub enum RewardConfig {
     /// backtest reports (in absolute value). See [`DrawdownTracker`].
     DrawdownPenalty {
         /// Weight `λ ≥ 0`. Default [`DEFAULT_DRAWDOWN_PENALTY`].
-        #[serde(default = "default_penalty")]
         penalty: f64,
     },
 }
@@ -150,13 +146,13 @@ impl TryFrom<RewardToml> for RewardConfig {
     type Error = String;
 
     fn try_from(raw: RewardToml) -> std::result::Result<Self, String> {
-        let (kind, name, own): (RewardKind, &str, &[&str]) = match raw.kind {
-            RewardKind::NetReturn => (raw.kind, "net_return", &[]),
-            RewardKind::DifferentialSharpe => {
-                (raw.kind, "differential_sharpe", &["eta", "initial_std"])
-            }
-            RewardKind::MeanVariance => (raw.kind, "mean_variance", &["risk_aversion"]),
-            RewardKind::DrawdownPenalty => (raw.kind, "drawdown_penalty", &["penalty"]),
+        // The kind's name and parameters (the serde defaults of the enum's fields would not
+        // apply: `try_from` replaces its derived deserialisation, so the defaults are below).
+        let (name, own): (&str, &[&str]) = match raw.kind {
+            RewardKind::NetReturn => ("net_return", &[]),
+            RewardKind::DifferentialSharpe => ("differential_sharpe", &["eta", "initial_std"]),
+            RewardKind::MeanVariance => ("mean_variance", &["risk_aversion"]),
+            RewardKind::DrawdownPenalty => ("drawdown_penalty", &["penalty"]),
         };
         let given = [
             ("eta", raw.eta),
@@ -170,7 +166,7 @@ impl TryFrom<RewardToml> for RewardConfig {
         {
             return Err(format!("{field} is not a parameter of kind = \"{name}\""));
         }
-        Ok(match kind {
+        Ok(match raw.kind {
             RewardKind::NetReturn => RewardConfig::NetReturn,
             RewardKind::DifferentialSharpe => RewardConfig::DifferentialSharpe {
                 eta: raw.eta.unwrap_or_else(default_eta),
